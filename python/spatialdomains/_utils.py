@@ -1,0 +1,97 @@
+"""Small shared helpers: atomic file writes, provenance (versions, timings) and h5ad-safe metadata."""
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import logging
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import numpy as np
+
+logger = logging.getLogger("spatialdomains")
+
+_TRACKED_PACKAGES = (
+    "spatialdomains", "numpy", "scipy", "pandas", "anndata", "scanpy", "scikit-learn",
+    "torch", "torch_geometric", "rpy2",
+)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it into place only if the block succeeds.
+
+    Readers never see a half-written file, and a failure leaves any previous file untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and of the packages that shape results (absent ones are left out)."""
+    versions = {"python": platform.python_version()}
+    for name in _TRACKED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+class Timer:
+    """Collects named wall-clock durations in seconds: ``with timer("train"): ...``."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def h5ad_safe(value):
+    """Convert a provenance record to types AnnData can write: drop None, stringify unknown objects."""
+    if isinstance(value, Mapping):
+        return {str(k): h5ad_safe(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        items = [h5ad_safe(v) for v in value if v is not None]
+        if items and all(isinstance(v, (int, float, np.integer, np.floating, bool)) for v in items):
+            return np.asarray(items)
+        return [str(v) for v in items]
+    if isinstance(value, (str, bool, int, float, np.integer, np.floating, np.ndarray)):
+        return value
+    return str(value)
+
+
+def json_safe(value):
+    """Convert a provenance record (possibly read back from h5ad) to plain JSON types."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value

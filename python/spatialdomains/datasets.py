@@ -1,0 +1,200 @@
+"""Built-in example data from the package's own simulator (no downloads).
+
+``simulate_visium`` lays spots on a Visium-like hexagonal grid, splits the tissue into layered domains with
+curved boundaries and draws negative-binomial counts. Each domain switches on a marker program of real human
+genes that share one Gene Ontology biological-process term (``data/simulator_genes.tsv``, built from
+org.Hs.eg.db by ``tools/make_simulator_genes.R``), so GO enrichment of a domain's markers can recover the term
+planted in it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .errors import InputError
+
+#: Distance between neighbouring spot centres in full-resolution pixels (Visium: 100 µm).
+SPOT_SPACING = 100.0
+#: Resolution of the optional synthetic image relative to full resolution (stored as the 'hires' image).
+IMAGE_SCALE = 0.25
+
+
+@lru_cache(maxsize=1)
+def simulator_genes() -> pd.DataFrame:
+    """The simulator's genes: columns ``symbol``, ``program`` (GO ID or 'background') and ``term``."""
+    with resources.files(__package__).joinpath("data/simulator_genes.tsv").open() as handle:
+        return pd.read_csv(handle, sep="\t", keep_default_na=False)
+
+
+def simulate_visium(
+    n_spots: int = 3000,
+    n_domains: int = 5,
+    *,
+    seed: int = 0,
+    marker_fold_change: float = 4.0,
+    mean_library_size: float = 2500.0,
+    dispersion: float = 5.0,
+    image: bool = False,
+) -> ad.AnnData:
+    """Simulate a Visium-like sample with ``n_domains`` layered domains and raw counts.
+
+    Parameters
+    ----------
+    n_spots
+        Approximate number of spots (the grid is the nearest near-square hexagonal lattice).
+    n_domains
+        Number of domains, at most the number of planted GO programs (8).
+    seed
+        Seed of the simulation; the same seed always gives the same data.
+    marker_fold_change
+        Expression fold change of a domain's marker program inside the domain (half of it leaks, in log
+        scale, into the neighbouring layers, which blurs boundaries as in real tissue).
+    mean_library_size
+        Mean total counts per spot; library sizes vary log-normally around it.
+    dispersion
+        Negative-binomial dispersion θ (variance μ + μ²/θ).
+    image
+        Also draw a synthetic tissue image whose texture depends on the domain.
+
+    Returns
+    -------
+    AnnData with raw counts in ``X`` (CSR), ``obsm['spatial']`` (full-resolution x, y), the truth in
+    ``obs['ground_truth']``, each gene's program in ``var['program']``, the planted GO term of each domain in
+    ``uns['simulation']`` and, laid out as scanpy does, scale factors (and the image) in ``uns['spatial']``.
+    """
+    genes = simulator_genes()
+    programs = [p for p in pd.unique(genes["program"]) if p != "background"]
+    if not 2 <= n_domains <= len(programs):
+        raise InputError(f"n_domains must be between 2 and {len(programs)}, got {n_domains}")
+    if n_spots < 50:
+        raise InputError(f"n_spots must be at least 50, got {n_spots}")
+    rng = np.random.default_rng(seed)
+
+    coordinates, array_row, array_col = _hex_grid(n_spots)
+    curve = _LayerCurve.draw(coordinates, rng)
+    layer_position = curve.position(coordinates)
+    boundaries = _layer_boundaries(layer_position, n_domains, rng)
+    domain = np.searchsorted(boundaries, layer_position)
+
+    log_means = _domain_log_means(genes, programs[:n_domains], marker_fold_change, rng)
+    library_size = mean_library_size * rng.lognormal(-0.5 * 0.35**2, 0.35, size=len(domain))
+    proportions = np.exp(log_means[domain])
+    proportions /= proportions.sum(axis=1, keepdims=True)
+    mean = proportions * library_size[:, None]
+    counts = rng.poisson(rng.gamma(shape=dispersion, scale=mean / dispersion)).astype(np.float32)
+
+    domain_names = np.array([f"D{i + 1}" for i in range(n_domains)])
+    obs = pd.DataFrame(
+        {
+            "ground_truth": pd.Categorical(domain_names[domain], categories=domain_names),
+            "in_tissue": 1,
+            "array_row": array_row,
+            "array_col": array_col,
+        },
+        index=pd.Index([f"spot{i:05d}-1" for i in range(len(domain))]),
+    )
+    var = genes.set_index("symbol")[["program", "term"]]
+    var.index.name = None
+    adata = ad.AnnData(X=sp.csr_matrix(counts), obs=obs, var=var)
+    adata.obsm["spatial"] = coordinates
+    scalefactors = {
+        "spot_diameter_fullres": 0.55 * SPOT_SPACING,
+        "fiducial_diameter_fullres": 1.055 * SPOT_SPACING,
+        "tissue_hires_scalef": IMAGE_SCALE,
+        "tissue_lowres_scalef": IMAGE_SCALE / 4,
+    }
+    images = {"hires": _tissue_image(coordinates, curve, boundaries, rng)} if image else {}
+    adata.uns["spatial"] = {"simulated": {"images": images, "scalefactors": scalefactors}}
+    planted = programs[:n_domains]
+    terms = genes.drop_duplicates("program").set_index("program")["term"]
+    adata.uns["simulation"] = {
+        "seed": seed,
+        "domains": list(domain_names),
+        "go_id": planted,
+        "go_term": [terms[p] for p in planted],
+    }
+    return adata
+
+
+def _hex_grid(n_spots: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A near-square hexagonal lattice (odd rows shifted by half a spacing), full-resolution pixels."""
+    row_height = SPOT_SPACING * np.sqrt(3) / 2
+    n_cols = max(2, int(round(np.sqrt(n_spots * row_height / SPOT_SPACING))))
+    n_rows = max(2, int(round(n_spots / n_cols)))
+    array_row, col_index = np.divmod(np.arange(n_rows * n_cols), n_cols)
+    x = (col_index + 0.5 * (array_row % 2)) * SPOT_SPACING + SPOT_SPACING
+    y = array_row * row_height + SPOT_SPACING
+    array_col = 2 * col_index + array_row % 2  # Visium numbers columns in steps of two
+    return np.stack([x, y], axis=1), array_row, array_col
+
+
+@dataclass(frozen=True)
+class _LayerCurve:
+    """Layers follow the vertical axis, bent by a sine wave and a bowl, in the frame of the spot grid."""
+
+    origin: np.ndarray
+    span: np.ndarray
+    amplitude: float
+    phase: float
+    bowl: float
+
+    @classmethod
+    def draw(cls, coordinates: np.ndarray, rng: np.random.Generator) -> "_LayerCurve":
+        origin = coordinates.min(axis=0)
+        return cls(origin, coordinates.max(axis=0) - origin, rng.uniform(0.04, 0.08),
+                   rng.uniform(0, 2 * np.pi), rng.uniform(0.15, 0.3))
+
+    def position(self, points: np.ndarray) -> np.ndarray:
+        u, v = ((points - self.origin) / self.span).T
+        return v + self.amplitude * np.sin(2 * np.pi * u + self.phase) + self.bowl * (u - 0.5) ** 2
+
+
+def _layer_boundaries(position: np.ndarray, n_domains: int, rng: np.random.Generator) -> np.ndarray:
+    """Inner boundaries between layers, with random layer thicknesses of at least half the average."""
+    widths = 0.5 + rng.dirichlet(np.full(n_domains, 4.0)) * n_domains * 0.5
+    edges = np.cumsum(widths / widths.sum())[:-1]
+    low, high = np.quantile(position, [0.0, 1.0])
+    return low + edges * (high - low)
+
+
+def _domain_log_means(genes: pd.DataFrame, planted: list[str], fold_change: float,
+                      rng: np.random.Generator) -> np.ndarray:
+    """Log relative expression of each gene in each domain (n_domains × n_genes)."""
+    base = rng.normal(0.0, 1.2, size=len(genes))
+    log_means = np.tile(base, (len(planted), 1))
+    # Mild domain differences in a tenth of the background genes, so that markers are not the only signal.
+    background = np.flatnonzero(genes["program"].to_numpy() == "background")
+    varying = rng.choice(background, size=len(background) // 10, replace=False)
+    log_means[:, varying] += rng.normal(0.0, 0.3, size=(len(planted), len(varying)))
+    log_fold = np.log(fold_change)
+    for k, program in enumerate(planted):
+        members = genes["program"].to_numpy() == program
+        log_means[k, members] += log_fold
+        for neighbour in (k - 1, k + 1):
+            if 0 <= neighbour < len(planted):
+                log_means[neighbour, members] += 0.5 * log_fold
+    return log_means
+
+
+def _tissue_image(coordinates: np.ndarray, curve: _LayerCurve, boundaries: np.ndarray,
+                  rng: np.random.Generator) -> np.ndarray:
+    """An H&E-coloured image at ``IMAGE_SCALE`` whose stripe texture (angle, period) depends on the domain."""
+    width, height = np.ceil((coordinates.max(axis=0) + SPOT_SPACING) * IMAGE_SCALE).astype(int)
+    rows, cols = np.mgrid[0:height, 0:width]
+    pixels_fullres = np.stack([cols.ravel(), rows.ravel()], axis=1) / IMAGE_SCALE
+    domain = np.searchsorted(boundaries, curve.position(pixels_fullres)).reshape(height, width)
+    n_domains = len(boundaries) + 1
+    angles = np.linspace(0, np.pi, n_domains, endpoint=False)
+    periods = np.linspace(4.0, 12.0, n_domains)
+    theta, period = angles[domain], periods[domain]
+    stripes = 0.5 + 0.5 * np.sin(2 * np.pi * (cols * np.cos(theta) + rows * np.sin(theta)) / period)
+    intensity = np.clip(0.6 * stripes + 0.4 * rng.random((height, width)), 0, 1)
+    pink, purple = np.array([0.93, 0.72, 0.82]), np.array([0.45, 0.25, 0.55])
+    image = pink + intensity[..., None] * (purple - pink)
+    return image.astype(np.float32)

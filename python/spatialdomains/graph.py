@@ -1,0 +1,121 @@
+"""Spatial neighbour graphs, built with a KD-tree and kept sparse (never an N×N dense matrix).
+
+Graphs are binary, symmetric ``scipy.sparse.csr_matrix`` adjacencies without self loops, the layout squidpy
+stores in ``obsp['spatial_connectivities']``. Several slices are joined block-diagonally, with no edges
+between slices.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.neighbors import KDTree
+
+from .errors import InputError
+
+
+def knn_graph(coordinates: np.ndarray, n_neighbors: int = 5) -> sp.csr_matrix:
+    """Connect each spot to its ``n_neighbors`` nearest other spots, then symmetrise (A = max(A, Aᵀ)).
+
+    Self is excluded by index rather than by sort position, so duplicated coordinates are safe.
+    """
+    coordinates = _as_coordinates(coordinates)
+    n = coordinates.shape[0]
+    if n_neighbors < 1:
+        raise InputError(f"n_neighbors must be at least 1, got {n_neighbors}")
+    if n <= n_neighbors:
+        raise InputError(f"a {n_neighbors}-nearest-neighbour graph needs more than {n_neighbors} spots, got {n}")
+    _, index = KDTree(coordinates).query(coordinates, k=n_neighbors + 1)
+    rows = np.repeat(np.arange(n), n_neighbors + 1).reshape(n, n_neighbors + 1)
+    not_self = index != rows
+    # Keep the first n_neighbors entries that are not the spot itself (self may sit anywhere when points tie).
+    keep = not_self & (np.cumsum(not_self, axis=1) <= n_neighbors)
+    return _symmetric_adjacency(rows[keep], index[keep], n)
+
+
+def radius_graph(coordinates: np.ndarray, radius: float | None = None) -> sp.csr_matrix:
+    """Connect every pair of spots closer than ``radius`` (default: 1.5 × the median nearest-neighbour distance)."""
+    coordinates = _as_coordinates(coordinates)
+    if radius is None:
+        radius = 1.5 * median_nn_distance(coordinates)
+    if not np.isfinite(radius) or radius <= 0:
+        raise InputError(f"radius must be a positive number, got {radius}")
+    neighbours = KDTree(coordinates).query_radius(coordinates, r=radius)
+    rows = np.repeat(np.arange(len(neighbours)), [len(v) for v in neighbours])
+    cols = np.concatenate(neighbours) if len(neighbours) else np.empty(0, dtype=np.int64)
+    off_diagonal = rows != cols
+    return _symmetric_adjacency(rows[off_diagonal], cols[off_diagonal], coordinates.shape[0])
+
+
+def multi_slice_graph(coordinates: np.ndarray, slice_labels, method: str = "knn", **kwargs) -> sp.csr_matrix:
+    """Build one graph per slice (each in its own coordinates, never aligned) and join them block-diagonally.
+
+    Spots keep their positions in the input order; no edge joins two slices.
+    """
+    coordinates = _as_coordinates(coordinates)
+    slice_labels = np.asarray(slice_labels)
+    if slice_labels.shape[0] != coordinates.shape[0]:
+        raise InputError(
+            f"slice labels have {slice_labels.shape[0]} entries but there are {coordinates.shape[0]} spots"
+        )
+    builders = {"knn": knn_graph, "radius": radius_graph}
+    if method not in builders:
+        raise InputError(f"graph method must be one of {sorted(builders)}, got '{method}'")
+    rows, cols = [], []
+    for label in _unique_in_order(slice_labels):
+        members = np.flatnonzero(slice_labels == label)
+        block = builders[method](coordinates[members], **kwargs).tocoo()
+        rows.append(members[block.row])
+        cols.append(members[block.col])
+    n = coordinates.shape[0]
+    return sp.csr_matrix((np.ones(sum(len(r) for r in rows), dtype=np.float32),
+                          (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+
+
+def undirected_edges(adjacency: sp.spmatrix) -> np.ndarray:
+    """The (E, 2) array of undirected edges (i < j) of a symmetric adjacency."""
+    upper = sp.triu(adjacency, k=1).tocoo()
+    return np.stack([upper.row, upper.col], axis=1).astype(np.int64)
+
+
+def median_nn_distance(coordinates: np.ndarray) -> float:
+    """Median distance from each spot to its nearest other spot."""
+    return float(np.median(_nn_distances(_as_coordinates(coordinates))))
+
+
+def is_lattice(coordinates: np.ndarray, tolerance: float = 0.05, fraction: float = 0.9) -> bool:
+    """True for regular spot lattices (Visium, ST): ≥ 90% of nearest-neighbour distances within ±5% of the median."""
+    distances = _nn_distances(_as_coordinates(coordinates))
+    median = np.median(distances)
+    if median <= 0:
+        return False
+    return bool(np.mean(np.abs(distances - median) <= tolerance * median) >= fraction)
+
+
+def _nn_distances(coordinates: np.ndarray) -> np.ndarray:
+    if coordinates.shape[0] < 2:
+        raise InputError("at least two spots are needed to measure spot distances")
+    distances, index = KDTree(coordinates).query(coordinates, k=2)
+    # With duplicated points the first hit may not be self; the nearest *other* point is then at distance 0.
+    is_self_first = index[:, 0] == np.arange(coordinates.shape[0])
+    return np.where(is_self_first, distances[:, 1], distances[:, 0])
+
+
+def _symmetric_adjacency(rows: np.ndarray, cols: np.ndarray, n: int) -> sp.csr_matrix:
+    directed = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n, n))
+    adjacency = directed.maximum(directed.T).tocsr()
+    adjacency.sort_indices()
+    return adjacency
+
+
+def _as_coordinates(coordinates: np.ndarray) -> np.ndarray:
+    coordinates = np.asarray(coordinates, dtype=np.float64)
+    if coordinates.ndim != 2 or coordinates.shape[1] < 2:
+        raise InputError(f"coordinates must be an (n_spots, 2) array, got shape {coordinates.shape}")
+    if not np.all(np.isfinite(coordinates)):
+        raise InputError("coordinates contain NaN or infinite values: drop or fix those spots")
+    return coordinates
+
+
+def _unique_in_order(values: np.ndarray) -> list:
+    _, first = np.unique(values, return_index=True)
+    return [values[i] for i in np.sort(first)]

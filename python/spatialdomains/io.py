@@ -1,0 +1,286 @@
+"""Reading and writing spatial data, and the checks every input passes on its way in.
+
+Layout follows scanpy/squidpy: ``obsm['spatial']`` holds full-resolution (x, y) pixel coordinates and
+``uns['spatial'][library_id]`` holds ``images`` and ``scalefactors``. Readers never modify the user's files;
+writers replace their target atomically.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ._utils import atomic_path, json_safe
+from .errors import InputError
+
+logger = logging.getLogger("spatialdomains")
+
+COUNT_FILE = "filtered_feature_bc_matrix.h5"
+POSITION_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
+
+
+def read(path: str | Path) -> ad.AnnData:
+    """Read a ``.h5ad`` file or a Space Ranger output folder, choosing the reader from the path."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"input '{path}' does not exist: give an .h5ad file or a Space Ranger output folder")
+    if path.is_dir():
+        return read_visium(path)
+    suffix = path.suffix.lower()
+    if suffix == ".h5ad":
+        return read_h5ad(path)
+    if path.name == COUNT_FILE:
+        return read_visium(path.parent)
+    if suffix == ".rds":
+        raise InputError(
+            f"input '{path}': reading .rds files is not supported yet; export the object to .h5ad "
+            "(e.g. zellkonverter::writeH5AD in R) and pass that file"
+        )
+    raise InputError(
+        f"input '{path}': unknown file type '{suffix}'; give an .h5ad file or a Space Ranger output folder "
+        f"(containing {COUNT_FILE} and spatial/)"
+    )
+
+
+def read_h5ad(path: str | Path) -> ad.AnnData:
+    """Read an AnnData file into memory (the file itself is only read)."""
+    return ad.read_h5ad(Path(path))
+
+
+def read_visium(folder: str | Path, *, library_id: str | None = None, load_images: bool = True) -> ad.AnnData:
+    """Read a Space Ranger output folder (``outs/`` or the folder that contains it).
+
+    Expects ``filtered_feature_bc_matrix.h5`` and ``spatial/`` with ``tissue_positions.csv`` (Space Ranger ≥ 2,
+    with header) or ``tissue_positions_list.csv`` (older, no header), ``scalefactors_json.json`` and the
+    hires/lowres PNG images. Only 'Gene Expression' features are kept; gene symbols become ``var_names``
+    (made unique) and Ensembl IDs go to ``var['gene_ids']``.
+    """
+    folder = Path(folder)
+    if not (folder / COUNT_FILE).exists() and (folder / "outs" / COUNT_FILE).exists():
+        folder = folder / "outs"
+    count_file = folder / COUNT_FILE
+    if not count_file.exists():
+        raise InputError(f"Space Ranger folder '{folder}' has no {COUNT_FILE}: point to the run's outs/ folder")
+    adata = _read_10x_h5(count_file)
+    library_id = library_id or adata.uns.pop("library_id", None) or folder.resolve().name
+    spatial_dir = folder / "spatial"
+    if not spatial_dir.is_dir():
+        raise InputError(f"Space Ranger folder '{folder}' has no spatial/ folder: it is needed for spot positions")
+
+    positions = _read_positions(spatial_dir)
+    missing = adata.obs_names.difference(positions.index)
+    if len(missing):
+        raise InputError(
+            f"{len(missing)} barcodes of {COUNT_FILE} (e.g. '{missing[0]}') are not in the tissue positions file "
+            f"of '{spatial_dir}': the files come from different runs"
+        )
+    positions = positions.loc[adata.obs_names]
+    for column in ("in_tissue", "array_row", "array_col"):
+        adata.obs[column] = positions[column].to_numpy()
+    adata.obsm["spatial"] = positions[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(dtype=np.float64)
+
+    scalefactors_file = spatial_dir / "scalefactors_json.json"
+    scalefactors = json.loads(scalefactors_file.read_text()) if scalefactors_file.exists() else {}
+    images = {}
+    if load_images:
+        from matplotlib.image import imread
+
+        for resolution in ("hires", "lowres"):
+            image_file = spatial_dir / f"tissue_{resolution}_image.png"
+            if image_file.exists():
+                images[resolution] = imread(image_file)
+    adata.uns["spatial"] = {library_id: {"images": images, "scalefactors": scalefactors,
+                                         "metadata": {"source": str(count_file.name)}}}
+    return adata
+
+
+def _read_10x_h5(path: Path) -> ad.AnnData:
+    """Read a 10x Genomics feature-barcode matrix (HDF5, Cell Ranger ≥ 3 layout)."""
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        if "matrix" not in handle:
+            raise InputError(f"'{path}' is not a 10x feature-barcode matrix (no 'matrix' group)")
+        group = handle["matrix"]
+        n_features, n_barcodes = (int(v) for v in group["shape"][:])
+        matrix = sp.csc_matrix((group["data"][:], group["indices"][:], group["indptr"][:]),
+                               shape=(n_features, n_barcodes))
+        barcodes = [b.decode() for b in group["barcodes"][:]]
+        features = group["features"]
+        gene_ids = [b.decode() for b in features["id"][:]]
+        names = [b.decode() for b in features["name"][:]]
+        feature_types = [b.decode() for b in features["feature_type"][:]]
+        library_ids = handle.attrs.get("library_ids")
+    keep = np.array([t == "Gene Expression" for t in feature_types])
+    counts = matrix.T.tocsr()[:, keep].astype(np.float32)
+    var = pd.DataFrame({"gene_ids": np.array(gene_ids)[keep], "feature_types": "Gene Expression"},
+                       index=pd.Index(np.array(names)[keep]))
+    adata = ad.AnnData(X=counts, obs=pd.DataFrame(index=pd.Index(barcodes)), var=var)
+    adata.var_names_make_unique()
+    if library_ids is not None and len(library_ids):
+        value = library_ids[0]
+        adata.uns["library_id"] = value.decode() if isinstance(value, bytes) else str(value)
+    return adata
+
+
+def _read_positions(spatial_dir: Path) -> pd.DataFrame:
+    with_header = spatial_dir / "tissue_positions.csv"
+    without_header = spatial_dir / "tissue_positions_list.csv"
+    if with_header.exists():
+        positions = pd.read_csv(with_header)
+        if list(positions.columns[:6]) != POSITION_COLUMNS:
+            positions = pd.read_csv(with_header, header=None, names=POSITION_COLUMNS)
+    elif without_header.exists():
+        positions = pd.read_csv(without_header, header=None, names=POSITION_COLUMNS)
+    else:
+        raise InputError(
+            f"'{spatial_dir}' has neither tissue_positions.csv nor tissue_positions_list.csv: spot positions are needed"
+        )
+    return positions.set_index("barcode")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Input checks
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class CheckedInput:
+    """What a model needs from an AnnData after validation. ``spots`` marks the rows kept from the input."""
+
+    counts: sp.csr_matrix
+    coordinates: np.ndarray
+    spots: np.ndarray
+    gene_names: pd.Index
+
+
+def check_input(
+    adata: ad.AnnData,
+    *,
+    layer: str | None = None,
+    require_counts: bool = True,
+    n_neighbors: int = 5,
+    min_genes: int = 10,
+) -> CheckedInput:
+    """Validate expression and coordinates, returning float32 counts, coordinates and the spots kept.
+
+    Errors name the field and the fix. Spots with zero total counts cannot be normalised; they are left out
+    (a documented filter, logged) and receive no embedding or domain. The AnnData is not modified.
+    """
+    if not isinstance(adata, ad.AnnData):
+        raise InputError(f"expected an AnnData object, got {type(adata).__name__}")
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise InputError(f"the AnnData is empty ({adata.n_obs} spots × {adata.n_vars} genes)")
+    _check_unique_names(adata.obs_names, "obs_names (spot barcodes)", "adata.obs_names_make_unique()")
+    _check_unique_names(adata.var_names, "var_names (genes)", "adata.var_names_make_unique()")
+    coordinates = spatial_coordinates(adata)
+
+    matrix = _expression(adata, layer)
+    where = f"layers['{layer}']" if layer else "X"
+    values = matrix.data if sp.issparse(matrix) else np.asarray(matrix)
+    if not np.all(np.isfinite(values)):
+        raise InputError(f"{where} contains NaN or infinite values: remove or fix those entries")
+    if values.size and values.min() < 0:
+        raise InputError(
+            f"{where} contains negative values (min {values.min():.3g}): raw counts are required; "
+            "pass the raw count matrix (e.g. layer='counts')"
+        )
+    if require_counts and values.size and not np.all(values == np.round(values)):
+        example = values[values != np.round(values)][0]
+        raise InputError(
+            f"{where} contains non-integer values (e.g. {example:.4g}), so it looks normalised; this method needs "
+            "raw counts: pass the raw count layer with layer='counts' (or the raw AnnData)"
+        )
+    counts = sp.csr_matrix(matrix, dtype=np.float32)
+
+    totals = np.asarray(counts.sum(axis=1)).ravel()
+    spots = totals > 0
+    n_empty = int((~spots).sum())
+    if n_empty:
+        logger.warning("leaving out %d of %d spots with zero total counts (they get no embedding or domain)",
+                       n_empty, adata.n_obs)
+    n_kept = int(spots.sum())
+    if n_kept <= n_neighbors:
+        raise InputError(
+            f"only {n_kept} spots with counts, but the spatial graph needs more than n_neighbors={n_neighbors}: "
+            "use a smaller n_neighbors or a larger sample"
+        )
+    expressed = np.asarray((counts[spots] > 0).sum(axis=0)).ravel() > 0
+    if int(expressed.sum()) < min_genes:
+        raise InputError(
+            f"only {int(expressed.sum())} genes have any counts in the kept spots (at least {min_genes} needed): "
+            "check that X holds expression and not an empty or filtered matrix"
+        )
+    return CheckedInput(counts=counts[spots], coordinates=coordinates[spots], spots=spots,
+                        gene_names=adata.var_names)
+
+
+def spatial_coordinates(adata: ad.AnnData, key: str = "spatial") -> np.ndarray:
+    """Return ``obsm[key]`` as an (n_spots, 2) float array after checking it exists and is finite."""
+    if key not in adata.obsm:
+        raise InputError(
+            f"obsm['{key}'] is missing: store the spot coordinates (x, y) there, e.g. "
+            f"adata.obsm['{key}'] = adata.obs[['x', 'y']].to_numpy()"
+        )
+    coordinates = np.asarray(adata.obsm[key], dtype=np.float64)
+    if coordinates.ndim != 2 or coordinates.shape[1] < 2:
+        raise InputError(f"obsm['{key}'] must have two columns (x, y); it has shape {coordinates.shape}")
+    coordinates = coordinates[:, :2]
+    bad = ~np.all(np.isfinite(coordinates), axis=1)
+    if bad.any():
+        examples = ", ".join(map(str, adata.obs_names[bad][:3]))
+        raise InputError(
+            f"obsm['{key}'] has missing or non-finite coordinates for {int(bad.sum())} spots (e.g. {examples}): "
+            "drop those spots (adata = adata[np.isfinite(adata.obsm['spatial']).all(1)].copy()) or fix them"
+        )
+    return coordinates
+
+
+def _expression(adata: ad.AnnData, layer: str | None):
+    if layer is None:
+        return adata.X
+    if layer not in adata.layers:
+        available = ", ".join(adata.layers.keys()) or "none"
+        raise InputError(f"layers['{layer}'] does not exist (available layers: {available})")
+    return adata.layers[layer]
+
+
+def _check_unique_names(names: pd.Index, field: str, fix: str) -> None:
+    if not names.is_unique:
+        duplicated = names[names.duplicated()].unique()
+        raise InputError(
+            f"{field} has {len(duplicated)} duplicated values (e.g. '{duplicated[0]}'): make them unique with {fix}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writers (atomic)
+# ---------------------------------------------------------------------------------------------------------------
+
+def write_h5ad(adata: ad.AnnData, path: str | Path) -> Path:
+    """Write ``adata`` to ``path`` atomically (compressed)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp, compression="gzip")
+    return path
+
+
+def write_csv(table: pd.DataFrame, path: str | Path, **kwargs) -> Path:
+    """Write a table as CSV atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, **kwargs)
+    return path
+
+
+def write_json(record: dict, path: str | Path) -> Path:
+    """Write a JSON record atomically (NumPy values converted)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(json_safe(record), indent=2, sort_keys=True) + "\n")
+    return path
