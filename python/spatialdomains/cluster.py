@@ -1,0 +1,250 @@
+"""Clustering an embedding into spatial domains.
+
+Backends: R's ``mclust`` (model EEE, through rpy2; R starts only when mclust is asked for), a Gaussian mixture
+with one shared full covariance (``gmm``: the EEE model in Python), ``kmeans`` and ``leiden`` (resolution
+searched until it yields the requested number of domains). ``auto`` uses mclust when R and mclust are present
+and the Gaussian mixture otherwise, and says so. Labels are integers 0..K-1.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.neighbors import KDTree
+
+from .errors import BackendUnavailable, InputError
+
+logger = logging.getLogger("spatialdomains")
+
+_R_MCLUST = """function(x, G, model, seed) {
+  suppressPackageStartupMessages(library(mclust))  # Mclust looks up mclustBIC on the search path
+  set.seed(seed)
+  fit <- tryCatch(Mclust(x, G = G, modelNames = model, verbose = FALSE),
+                  error = function(e) conditionMessage(e))
+  if (is.null(fit)) "Mclust returned NULL" else if (is.character(fit)) fit else as.integer(fit$classification)
+}"""
+
+METHODS = ("auto", "mclust", "gmm", "kmeans", "leiden")
+MCLUST_SEED = 2023
+
+
+@dataclass
+class Clustering:
+    """Labels (0..K-1) and what produced them."""
+
+    labels: np.ndarray
+    backend: str
+    n_domains: int
+    details: dict = field(default_factory=dict)
+
+
+def cluster_embedding(
+    embedding: np.ndarray,
+    n_domains: int,
+    method: str = "auto",
+    *,
+    random_state: int = MCLUST_SEED,
+) -> Clustering:
+    """Cluster ``embedding`` (spots × dims) into ``n_domains`` groups with the chosen backend."""
+    embedding = _as_embedding(embedding)
+    if method not in METHODS:
+        raise InputError(f"cluster method must be one of {METHODS}, got '{method}'")
+    if not 2 <= n_domains < embedding.shape[0]:
+        raise InputError(f"n_domains must be between 2 and the number of spots - 1, got {n_domains}")
+    if method == "auto":
+        reason = mclust_unavailable_reason()
+        if reason is None:
+            method = "mclust"
+        else:
+            logger.warning("%s; clustering with the Python fallback 'gmm' (tied-covariance Gaussian mixture, "
+                           "the EEE model) instead", reason)
+            method = "gmm"
+    if method == "mclust":
+        labels = mclust(embedding, n_domains, random_state=random_state)
+        if labels is not None:
+            return Clustering(labels, "mclust", n_domains, {"model": "EEE", "seed": random_state})
+        message = "mclust EEE found no fit; falling back to 'gmm' (tied-covariance Gaussian mixture)"
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        logger.warning(message)
+        method = "gmm"
+    if method == "gmm":
+        return Clustering(gaussian_mixture(embedding, n_domains, random_state=random_state), "gmm", n_domains,
+                          {"covariance_type": "tied", "seed": random_state})
+    if method == "kmeans":
+        return Clustering(kmeans(embedding, n_domains, random_state=random_state), "kmeans", n_domains,
+                          {"n_init": 10, "seed": random_state})
+    labels, resolution = leiden(embedding, n_domains, random_state=random_state)
+    return Clustering(labels, "leiden", n_domains, {"resolution": resolution, "seed": random_state})
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Backends
+# -------------------------------------------------------------------------------------------------------------
+
+def mclust_unavailable_reason() -> str | None:
+    """None when rpy2, R and the mclust package can be used; otherwise what is missing and how to get it."""
+    try:
+        import rpy2  # noqa: F401
+    except ImportError:
+        return ("mclust needs R through rpy2, which is not installed (pip install 'spatialdomains[r]' "
+                "with R and r-cran-mclust present)")
+    try:
+        import rpy2.robjects as ro
+
+        has_mclust = bool(ro.r('isTRUE(suppressWarnings(requireNamespace("mclust", quietly = TRUE)))')[0])
+    except Exception as error:  # rpy2 raises various errors when it cannot find or start R
+        return f"R cannot be started through rpy2 ({error}); install R (e.g. apt-get install r-base-core)"
+    if not has_mclust:
+        return "the R package mclust is not installed (install.packages('mclust') or apt-get install r-cran-mclust)"
+    return None
+
+
+def mclust(embedding: np.ndarray, n_domains: int, *, model: str = "EEE",
+           random_state: int = MCLUST_SEED) -> np.ndarray | None:
+    """Fit ``mclust::Mclust(x, G=n_domains, modelNames=model)``; None when mclust finds no fit (NULL or error)."""
+    reason = mclust_unavailable_reason()
+    if reason is not None:
+        raise BackendUnavailable(f"{reason}; or use method='gmm' (the EEE model in Python)")
+    import rpy2.robjects as ro
+    from rpy2.robjects import numpy2ri
+
+    embedding = _as_embedding(embedding)
+    with (ro.default_converter + numpy2ri.converter).context():
+        classification = ro.r(_R_MCLUST)(embedding, int(n_domains), model, int(random_state))
+    classification = np.asarray(classification)
+    if classification.dtype.kind in "US":
+        logger.warning("mclust %s found no fit: %s", model, classification[0])
+        return None
+    labels = np.unique(classification.astype(np.int64), return_inverse=True)[1]
+    return labels.astype(np.int64)
+
+
+def gaussian_mixture(embedding: np.ndarray, n_domains: int, *, random_state: int = MCLUST_SEED) -> np.ndarray:
+    """Gaussian mixture with one shared full covariance (mclust's EEE), k-means initialisation."""
+    from sklearn.mixture import GaussianMixture
+
+    model = GaussianMixture(n_components=n_domains, covariance_type="tied", init_params="kmeans",
+                            reg_covar=1e-6, max_iter=500, random_state=random_state)
+    return model.fit_predict(_as_embedding(embedding)).astype(np.int64)
+
+
+def kmeans(embedding: np.ndarray, n_domains: int, *, random_state: int = MCLUST_SEED) -> np.ndarray:
+    """k-means with 10 restarts."""
+    from sklearn.cluster import KMeans
+
+    return KMeans(n_clusters=n_domains, n_init=10, random_state=random_state).fit_predict(
+        _as_embedding(embedding)).astype(np.int64)
+
+
+def leiden(embedding: np.ndarray, n_domains: int, *, n_neighbors: int = 15, random_state: int = MCLUST_SEED,
+           max_steps: int = 30) -> tuple[np.ndarray, float]:
+    """Leiden on the symmetric kNN graph of the embedding, bisecting the resolution to get ``n_domains``.
+
+    Returns the labels and the resolution used; when no resolution gives exactly ``n_domains``, the closest
+    partition is returned with a warning.
+    """
+    import igraph
+    import leidenalg
+
+    embedding = _as_embedding(embedding)
+    k = min(n_neighbors, embedding.shape[0] - 1)
+    _, index = KDTree(embedding).query(embedding, k=k + 1)
+    edges = {(min(i, j), max(i, j)) for i, row in enumerate(index) for j in row if i != j}
+    graph = igraph.Graph(n=embedding.shape[0], edges=sorted(edges))
+
+    def partition(resolution: float) -> np.ndarray:
+        result = leidenalg.find_partition(graph, leidenalg.RBConfigurationVertexPartition,
+                                          resolution_parameter=resolution, seed=random_state)
+        return np.asarray(result.membership, dtype=np.int64)
+
+    low, high = 0.0, 5.0
+    best, best_resolution = None, None
+    for _ in range(max_steps):
+        resolution = (low + high) / 2
+        labels = partition(resolution)
+        found = len(np.unique(labels))
+        if best is None or abs(found - n_domains) < abs(len(np.unique(best)) - n_domains):
+            best, best_resolution = labels, resolution
+        if found == n_domains:
+            return labels, resolution
+        if found < n_domains:
+            low = resolution
+        else:
+            high = resolution
+    warnings.warn(f"Leiden found no resolution giving {n_domains} domains; using {len(np.unique(best))}",
+                  RuntimeWarning, stacklevel=2)
+    return best, best_resolution
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Number of domains, refinement
+# -------------------------------------------------------------------------------------------------------------
+
+def choose_n_domains(
+    embedding: np.ndarray,
+    candidates=range(2, 16),
+    method: str = "auto",
+    *,
+    random_state: int = MCLUST_SEED,
+    silhouette_sample: int = 10_000,
+) -> tuple[Clustering, dict[int, float]]:
+    """Cluster for each candidate number of domains and keep the one with the highest silhouette (as STAIG).
+
+    Silhouettes use at most ``silhouette_sample`` spots (seeded) so the cost stays bounded. Returns the best
+    clustering and the silhouette of every candidate.
+    """
+    from sklearn.metrics import silhouette_score
+
+    embedding = _as_embedding(embedding)
+    candidates = [k for k in candidates if 2 <= k < embedding.shape[0]]
+    if not candidates:
+        raise InputError("no valid candidate number of domains (each must be between 2 and the number of spots - 1)")
+    sample = min(silhouette_sample, embedding.shape[0])
+    scores, results = {}, {}
+    for k in candidates:
+        result = cluster_embedding(embedding, k, method, random_state=random_state)
+        if len(np.unique(result.labels)) < 2:
+            continue
+        scores[k] = float(silhouette_score(embedding, result.labels, sample_size=sample, random_state=random_state))
+        results[k] = result
+    if not scores:
+        raise RuntimeError("every candidate clustering produced a single domain; give n_domains explicitly")
+    best = max(scores, key=scores.get)
+    chosen = results[best]
+    chosen.details["silhouette_by_n_domains"] = scores
+    return chosen, scores
+
+
+def refine_labels(labels: np.ndarray, coordinates: np.ndarray, n_neighbors: int = 15) -> np.ndarray:
+    """Each spot takes the most frequent label among its ``n_neighbors`` nearest other spots.
+
+    Ties keep the spot's own label when it is among the tied ones, otherwise take the smallest label.
+    """
+    labels = np.asarray(labels)
+    codes, encoded = np.unique(labels, return_inverse=True)
+    n = len(encoded)
+    k = min(n_neighbors, n - 1)
+    if k < 1:
+        return labels.copy()
+    _, index = KDTree(np.asarray(coordinates, dtype=np.float64)).query(coordinates, k=k + 1)
+    rows = np.arange(n)[:, None]
+    not_self = index != rows
+    keep = not_self & (np.cumsum(not_self, axis=1) <= k)
+    neighbours = index[keep].reshape(n, k)
+    votes = np.zeros((n, len(codes)), dtype=np.int64)
+    np.add.at(votes, (np.repeat(np.arange(n), k), encoded[neighbours].ravel()), 1)
+    top = votes.max(axis=1)
+    own_is_top = votes[np.arange(n), encoded] == top
+    refined = np.where(own_is_top, encoded, np.argmax(votes == top[:, None], axis=1))
+    return codes[refined]
+
+
+def _as_embedding(embedding: np.ndarray) -> np.ndarray:
+    embedding = np.asarray(embedding, dtype=np.float64)
+    if embedding.ndim != 2:
+        raise InputError(f"the embedding must be a 2-D array (spots × dimensions), got shape {embedding.shape}")
+    if not np.all(np.isfinite(embedding)):
+        raise InputError("the embedding contains NaN or infinite values")
+    return embedding

@@ -1,0 +1,377 @@
+"""STAIG (Yang et al., Nat. Commun. 2025): graph contrastive learning on a spatial kNN graph.
+
+Gene-expression mode, as specified in the method note (``shared/methods/staig.md``): a one-layer GCN encoder
+with PReLU and a two-layer projection head, two augmented views per epoch (edge dropping, gene masking) and the
+neighbour-contrastive loss. The loss denominators are sums over all spots; they are computed in row blocks
+whose size follows a memory budget, with a hand-written backward pass that recomputes each block, so memory
+stays O(N · block) while loss and gradients equal the direct computation.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..errors import InputError
+from ..graph import undirected_edges
+from .trainer import Trainer, seed_everything
+
+logger = logging.getLogger("spatialdomains")
+
+
+@dataclass(frozen=True)
+class StaigConfig:
+    """STAIG hyper-parameters. Defaults are the paper's (``preset='paper'``)."""
+
+    n_epochs: int = 400
+    learning_rate: float = 5e-4
+    weight_decay: float = 1e-5
+    tau: float = 10.0
+    n_neighbors: int = 5
+    n_top_genes: int = 3000
+    hidden_dim: int = 64
+    n_layers: int = 1
+    edge_drop: str = "fixed"
+    edge_drop_rate: float = 0.2
+    feature_mask: tuple[float, float] = (0.1, 0.2)
+    positives: str = "full"
+    memory_budget_mb: float = 256.0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "n_epochs": self.n_epochs >= 1,
+            "tau": self.tau > 0,
+            "n_neighbors": self.n_neighbors >= 1,
+            "n_layers": self.n_layers in (1, 2),
+            "edge_drop": self.edge_drop in EDGE_DROP_MODES,
+            "edge_drop_rate": 0 <= self.edge_drop_rate <= 1,
+            "feature_mask": len(self.feature_mask) == 2 and all(0 <= r < 1 for r in self.feature_mask),
+            "positives": self.positives in ("full", "view"),
+            "memory_budget_mb": self.memory_budget_mb > 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise InputError(f"invalid STAIG setting(s) {bad} in {self}; see the docstring of spatialdomains.tl.staig")
+
+
+EDGE_DROP_MODES = ("fixed", "gene_adaptive")
+
+#: ``paper``: the paper's settings. ``published``: the published code's gene-only config for DLPFC 151673.
+PRESETS: dict[str, dict] = {
+    "paper": {},
+    "published": {"tau": 34.0, "n_epochs": 340, "feature_mask": (0.2, 0.2), "edge_drop": "gene_adaptive"},
+}
+
+
+def make_config(preset: str = "paper", **overrides) -> StaigConfig:
+    """A config from a preset, with any non-None overrides applied."""
+    if preset not in PRESETS:
+        raise InputError(f"preset must be one of {sorted(PRESETS)}, got '{preset}'")
+    settings = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    if "feature_mask" in settings:
+        settings["feature_mask"] = tuple(settings["feature_mask"])
+    return replace(StaigConfig(), **settings)
+
+
+class GCNLayer(nn.Module):
+    """Graph convolution D̃^{-1/2}(A + I)D̃^{-1/2} X W + b (PyG's GCNConv, with self loops, not cached).
+
+    A gene mask r is applied through the weight, (X ⊙ r)W = X (r ⊙ W), so no masked copy of X is made.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        from torch_geometric.nn.inits import glorot
+
+        self.weight = nn.Parameter(torch.empty(in_dim, out_dim))
+        self.bias = nn.Parameter(torch.zeros(out_dim))
+        glorot(self.weight)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, gene_mask: torch.Tensor | None = None) -> torch.Tensor:
+        from torch_geometric.nn.conv.gcn_conv import gcn_norm
+
+        weight = self.weight if gene_mask is None else self.weight * gene_mask[:, None]
+        hidden = x @ weight
+        edge_index, edge_weight = gcn_norm(edge_index, None, x.shape[0], add_self_loops=True, dtype=hidden.dtype)
+        source, target = edge_index
+        out = torch.zeros_like(hidden).index_add_(0, target, hidden.index_select(0, source) * edge_weight[:, None])
+        return out + self.bias
+
+
+class StaigNet(nn.Module):
+    """Encoder f (GCN → PReLU, optionally twice) and projection head g (Linear → ELU → Linear)."""
+
+    def __init__(self, n_genes: int, hidden_dim: int = 64, n_layers: int = 1) -> None:
+        super().__init__()
+        dims = [n_genes, hidden_dim] if n_layers == 1 else [n_genes, 2 * hidden_dim, hidden_dim]
+        self.convs = nn.ModuleList(GCNLayer(a, b) for a, b in zip(dims, dims[1:]))
+        self.activation = nn.PReLU(init=0.25)  # one slope shared by the layers, as published
+        self.projection = nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.ELU(), nn.Linear(hidden_dim, hidden_dim))
+
+    def encode(self, x: torch.Tensor, edge_index: torch.Tensor, gene_mask: torch.Tensor | None = None) -> torch.Tensor:
+        for i, conv in enumerate(self.convs):
+            x = self.activation(conv(x, edge_index, gene_mask if i == 0 else None))
+        return x
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, gene_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.projection(self.encode(x, edge_index, gene_mask))
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Augmentation
+# -------------------------------------------------------------------------------------------------------------
+
+def edge_drop_probabilities(x: np.ndarray, adjacency: sp.spmatrix, mode: str = "fixed", rate: float = 0.2,
+                            random_state: int = 0) -> np.ndarray:
+    """Removal probability of each undirected edge (in the order of :func:`graph.undirected_edges`).
+
+    ``fixed``: ``rate`` for every edge (paper). ``gene_adaptive``: the published form: PCA-64 of z-scored
+    expression, cosine distance δ, per-spot softmax of δ over its neighbours, then the mean of the two
+    endpoints' values so that both directions of an edge share one probability.
+    """
+    pairs = undirected_edges(adjacency)
+    if mode == "fixed":
+        return np.full(len(pairs), rate, dtype=np.float32)
+    if mode != "gene_adaptive":
+        raise InputError(f"edge_drop must be one of {EDGE_DROP_MODES}, got '{mode}'")
+    from sklearn.decomposition import PCA
+
+    standardised = (x - x.mean(axis=0)) / np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
+    n_components = min(64, *standardised.shape)
+    reduced = PCA(n_components=n_components, random_state=random_state).fit_transform(standardised)
+    reduced /= np.maximum(np.linalg.norm(reduced, axis=1, keepdims=True), 1e-12)
+    coo = sp.coo_matrix(adjacency)
+    weights = np.exp(1.0 - np.sum(reduced[coo.row] * reduced[coo.col], axis=1))
+    row_totals = np.bincount(coo.row, weights=weights, minlength=adjacency.shape[0])
+    directed = sp.csr_matrix((weights / row_totals[coo.row], (coo.row, coo.col)), shape=adjacency.shape)
+    both = np.asarray(directed[pairs[:, 0], pairs[:, 1]]).ravel() + np.asarray(directed[pairs[:, 1], pairs[:, 0]]).ravel()
+    return np.clip(0.5 * both, 0.0, 1.0).astype(np.float32)
+
+
+def sample_view_edges(pairs: torch.Tensor, drop_probability: torch.Tensor) -> torch.Tensor:
+    """Keep each undirected edge iff u ≥ p (u ~ U(0, 1)); return both directions as an edge_index."""
+    keep = torch.rand(pairs.shape[0], device=pairs.device) >= drop_probability
+    kept = pairs[keep].T
+    return torch.cat([kept, kept.flip(0)], dim=1)
+
+
+def sample_gene_mask(n_genes: int, rate: float, device: torch.device) -> torch.Tensor:
+    """A 0/1 vector dropping each gene with probability ``rate``; one mask is shared by every spot of a view."""
+    return (torch.rand(n_genes, device=device) >= rate).to(torch.float32)
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Loss
+# -------------------------------------------------------------------------------------------------------------
+
+def neighbour_contrastive_loss(
+    h1: torch.Tensor,
+    h2: torch.Tensor,
+    positive_edges: tuple[torch.Tensor, torch.Tensor],
+    tau: float,
+    *,
+    pseudo_labels: torch.Tensor | None = None,
+    slice_bounds: list[tuple[int, int]] | None = None,
+    memory_budget_mb: float = 256.0,
+) -> torch.Tensor:
+    """STAIG's neighbour-contrastive loss L = (1/2N) Σ_i [ℓ_i(h¹, h²) + ℓ_i(h², h¹)] (paper Eq. 11).
+
+    ``positive_edges`` are the directed edge_index of the neighbourhoods N¹ and N² (both the full graph by
+    default). Negatives are every other spot; with ``pseudo_labels``, spots sharing the anchor's label are
+    removed from them (debiasing); with ``slice_bounds`` (contiguous slices), only the anchor's own slice counts.
+    """
+    u, v = F.normalize(h1, dim=1), F.normalize(h2, dim=1)
+    n = u.shape[0]
+    bounds = slice_bounds or [(0, n)]
+    log_du, log_dv = _ChunkedLogDenominators.apply(u, v, tau, bounds, pseudo_labels, memory_budget_mb)
+    edges_1, edges_2 = positive_edges
+    log_pu = _log_mean_positive(u, v, edges_1, edges_2, tau)
+    log_pv = _log_mean_positive(v, u, edges_2, edges_1, tau)
+    return 0.5 * ((log_du - log_pu).mean() + (log_dv - log_pv).mean())
+
+
+def _log_mean_positive(a: torch.Tensor, b: torch.Tensor, same_view_edges: torch.Tensor,
+                       cross_view_edges: torch.Tensor, tau: float) -> torch.Tensor:
+    """log(P_i / n_i) with P_i = f_ab(i,i) + Σ_{N_a(i)} f_aa(i,j) + Σ_{N_b(i)} f_ab(i,j), n_i = |N_a|+|N_b|+1."""
+    n = a.shape[0]
+    shift = _exp_shift(tau)
+    shifted = lambda s: torch.exp(s / tau - shift)  # noqa: E731 - keeps exp bounded for small τ; added back below
+    positives = shifted((a * b).sum(dim=1))
+    count = torch.ones(n, device=a.device, dtype=a.dtype)
+    for edges, other in ((same_view_edges, a), (cross_view_edges, b)):
+        src, dst = edges
+        similarity = (a.index_select(0, src) * other.index_select(0, dst)).sum(dim=1)
+        positives = positives.index_add(0, src, shifted(similarity))
+        count = count.index_add(0, src, torch.ones_like(src, dtype=a.dtype))
+    return torch.log(positives) + shift - torch.log(count)
+
+
+#: Blocks of about this many elements (8 MB in float32) stay in the CPU cache through matmul, exp and sums.
+_CACHE_FRIENDLY_ELEMENTS = 2**21
+
+
+def _row_block_size(n_columns: int, element_size: int, memory_budget_mb: float) -> int:
+    """Rows per block: cache-friendly, and never more than the ~6 live |rows| × |columns| buffers of one
+    block allow within the memory budget (0 MB still gives one row per block)."""
+    n_columns = max(n_columns, 1)
+    by_budget = int(memory_budget_mb * 2**20 // (6 * element_size * n_columns))
+    return max(1, min(by_budget, _CACHE_FRIENDLY_ELEMENTS // n_columns))
+
+
+def _row_blocks(bounds, element_size, memory_budget_mb):
+    """(rows, cols) slice pairs covering each slice's square block of anchor × candidate spots."""
+    for start, end in bounds:
+        step = _row_block_size(end - start, element_size, memory_budget_mb)
+        for first in range(start, end, step):
+            yield slice(first, min(first + step, end)), slice(start, end)
+
+
+def _exp_shift(tau: float) -> float:
+    """Subtracted from s/τ before exp when e^{1/τ} (times N) could overflow; 0 otherwise (saves a pass)."""
+    return 1.0 / tau if 1.0 / tau > 20.0 else 0.0
+
+
+def _masked_block_weights(u_over_tau, u, v, rows, cols, shift, labels):
+    """f_uu, f_vv, f_uv = exp(cos/τ − shift) of anchor ``rows`` against ``cols``, masked: self-pairs out of
+    f_uu and f_vv; same-pseudo-label pairs out of all three, except the f_uv diagonal (an anchor's own other
+    view is always a positive). ``u_over_tau`` holds u/τ and v/τ stacked, so each block is one GEMM."""
+    n, offset = u.shape[0], rows.start - cols.start
+    u_rows, v_rows = u_over_tau[rows], u_over_tau[n + rows.start:n + rows.stop]
+    f_uu, f_vv, f_uv = u_rows @ u[cols].T, v_rows @ v[cols].T, u_rows @ v[cols].T
+    for block in (f_uu, f_vv, f_uv):
+        if shift:
+            block.sub_(shift)
+        block.exp_()
+    f_uu.diagonal(offset).zero_()
+    f_vv.diagonal(offset).zero_()
+    if labels is not None:
+        same = labels[rows, None] == labels[None, cols]
+        diagonal = f_uv.diagonal(offset).clone()
+        for block in (f_uu, f_vv, f_uv):
+            block.masked_fill_(same, 0.0)
+        f_uv.diagonal(offset).copy_(diagonal)
+    return f_uu, f_vv, f_uv
+
+
+class _ChunkedLogDenominators(torch.autograd.Function):
+    """log D_i for both directions, computed block by block; backward recomputes each block (exact gradients).
+
+    D^u_i = f_uv(i,i) + Σ_{j∈J_i} [f_uu(i,j) + f_uv(i,j)] and D^v_i likewise with u and v swapped. The negative
+    sets are symmetric (j ∈ J_i ⇔ i ∈ J_j), so D^v takes column sums of the masked f_uv blocks, and f_uu, f_vv
+    are symmetric, which lets the backward pass use row blocks only for them.
+    """
+
+    @staticmethod
+    def forward(ctx, u, v, tau, bounds, labels, memory_budget_mb):
+        n = u.shape[0]
+        sum_u = torch.zeros(n, dtype=u.dtype, device=u.device)
+        sum_v = torch.zeros(n, dtype=u.dtype, device=u.device)
+        blocks = list(_row_blocks(bounds, u.element_size(), memory_budget_mb))
+        shift = _exp_shift(tau)
+        # When all blocks fit the budget, keep them for the backward pass instead of recomputing them.
+        kept_bytes = 3 * u.element_size() * sum((r.stop - r.start) * (c.stop - c.start) for r, c in blocks)
+        keep = kept_bytes <= memory_budget_mb * 2**20
+        kept = []
+        with torch.no_grad():
+            scaled = torch.cat([u, v]) / tau
+            for rows, cols in blocks:
+                f_uu, f_vv, f_uv = _masked_block_weights(scaled, u, v, rows, cols, shift, labels)
+                sum_u[rows] += f_uu.sum(dim=1) + f_uv.sum(dim=1)
+                sum_v[rows] += f_vv.sum(dim=1)
+                sum_v[cols] += f_uv.sum(dim=0)
+                if keep:
+                    kept.append((f_uu, f_vv, f_uv))
+        ctx.save_for_backward(u, v, sum_u, sum_v, labels)
+        ctx.tau, ctx.blocks, ctx.shift, ctx.kept = tau, blocks, shift, kept
+        return torch.log(sum_u) + shift, torch.log(sum_v) + shift
+
+    @staticmethod
+    def backward(ctx, grad_log_du, grad_log_dv):
+        # With a_i = g^u_i / (τ S^u_i) and b_j = g^v_j / (τ S^v_j), dL/dT_uu(i,j) = a_i f_uu(i,j),
+        # dL/dT_vv(i,j) = b_i f_vv(i,j) and dL/dT_uv(i,j) = (a_i + b_j) f_uv(i,j), with T = cosine blocks.
+        u, v, sum_u, sum_v, labels = ctx.saved_tensors
+        tau, d = ctx.tau, u.shape[1]
+        a = (grad_log_du / sum_u / tau)[:, None]
+        b = (grad_log_dv / sum_v / tau)[:, None]
+        u_and_scaled, v_and_scaled = torch.cat([u, a * u], dim=1), torch.cat([v, b * v], dim=1)
+        grad_u, grad_v = torch.zeros_like(u), torch.zeros_like(v)
+        with torch.no_grad():
+            scaled = torch.cat([u, v]) / tau
+            for index, (rows, cols) in enumerate(ctx.blocks):
+                if ctx.kept:
+                    f_uu, f_vv, f_uv = ctx.kept[index]
+                else:
+                    f_uu, f_vv, f_uv = _masked_block_weights(scaled, u, v, rows, cols, ctx.shift, labels)
+                # Symmetric f: the column contributions of a row block equal its row contributions.
+                both = f_uu @ u_and_scaled[cols]
+                grad_u[rows] += a[rows] * both[:, :d] + both[:, d:]
+                both = f_vv @ v_and_scaled[cols]
+                grad_v[rows] += b[rows] * both[:, :d] + both[:, d:]
+                both = f_uv @ v_and_scaled[cols]
+                grad_u[rows] += a[rows] * both[:, :d] + both[:, d:]
+                both = f_uv.T @ torch.cat([a[rows] * u[rows], u[rows]], dim=1)
+                grad_v[cols] += both[:, :d] + b[cols] * both[:, d:]
+        ctx.kept = []
+        return grad_u, grad_v, None, None, None, None
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Training
+# -------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class StaigResult:
+    """Projection-head embedding ``h`` (stored as ``X_staig``), encoder output ``z`` and the training record."""
+
+    embedding: np.ndarray
+    encoder_embedding: np.ndarray
+    record: dict = field(default_factory=dict)
+
+
+def train_staig(
+    x: np.ndarray,
+    adjacency: sp.spmatrix,
+    config: StaigConfig,
+    *,
+    device: torch.device,
+    random_state: int = 0,
+    deterministic: bool = False,
+    progress: bool = True,
+    checkpoint: str | Path | None = None,
+) -> StaigResult:
+    """Train STAIG on preprocessed expression ``x`` (spots × genes) and a symmetric spatial adjacency."""
+    seed_everything(random_state, deterministic=deterministic)
+    drop = edge_drop_probabilities(x, adjacency, config.edge_drop, config.edge_drop_rate, random_state)
+    features = torch.as_tensor(x, dtype=torch.float32, device=device)
+    pairs = torch.as_tensor(undirected_edges(adjacency), device=device)
+    drop_probability = torch.as_tensor(drop, device=device)
+    full_edges = torch.cat([pairs.T, pairs.T.flip(0)], dim=1)
+
+    n_genes = features.shape[1]
+    model = StaigNet(n_genes, config.hidden_dim, config.n_layers).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    trainer = Trainer(model, optimizer, epochs=config.n_epochs, device=device, progress=progress,
+                      description="STAIG")
+
+    def step(epoch: int) -> torch.Tensor:
+        view_edges = [sample_view_edges(pairs, drop_probability) for _ in range(2)]
+        h1, h2 = (model(features, edges, sample_gene_mask(n_genes, rate, device))
+                  for rate, edges in zip(config.feature_mask, view_edges))
+        positives = (full_edges, full_edges) if config.positives == "full" else tuple(view_edges)
+        return neighbour_contrastive_loss(h1, h2, positives, config.tau, memory_budget_mb=config.memory_budget_mb)
+
+    record = trainer.fit(step)
+    if checkpoint is not None:
+        trainer.save_checkpoint(checkpoint)
+    with torch.no_grad():
+        z = model.encode(features, full_edges)
+        h = model.projection(z)
+    return StaigResult(embedding=h.cpu().numpy(), encoder_embedding=z.cpu().numpy(),
+                       record={**record.as_dict(), "config": asdict(config),
+                               "mean_edge_drop_probability": float(drop.mean()) if len(drop) else 0.0})

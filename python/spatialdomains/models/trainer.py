@@ -1,0 +1,158 @@
+"""The training loop every model uses: device choice, seeding, progress, loss history, early stopping,
+checkpoints and timings. A model supplies a function ``step(epoch) -> loss tensor``; the trainer does the rest.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .._utils import atomic_path
+
+logger = logging.getLogger("spatialdomains")
+
+
+def select_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``'auto'`` picks CUDA, then Apple MPS, then CPU; anything else is passed to ``torch.device``."""
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    chosen = torch.device(device)
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{device}' was asked for but CUDA is not available: use device='auto' or 'cpu'")
+    return chosen
+
+
+def seed_everything(seed: int, *, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch from one number; optionally make torch use deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        # cuBLAS reads this when its first handle is created; it is needed for deterministic matmuls on CUDA.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+class EarlyStopping:
+    """Stop when the loss has not improved by ``min_delta`` for ``patience`` epochs."""
+
+    def __init__(self, patience: int = 50, min_delta: float = 0.0) -> None:
+        self.patience, self.min_delta = patience, min_delta
+        self.best, self.waited = math.inf, 0
+
+    def __call__(self, epoch: int, loss: float) -> bool:
+        if loss < self.best - self.min_delta:
+            self.best, self.waited = loss, 0
+            return False
+        self.waited += 1
+        return self.waited >= self.patience
+
+
+@dataclass
+class TrainingRecord:
+    """What happened during training, ready for provenance."""
+
+    device: str
+    epochs: int
+    loss_history: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    stopped_early: bool = False
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return self.seconds / max(len(self.loss_history), 1)
+
+    def as_dict(self) -> dict:
+        return {"device": self.device, "epochs_requested": self.epochs, "epochs_run": len(self.loss_history),
+                "train_seconds": self.seconds, "seconds_per_epoch": self.seconds_per_epoch,
+                "stopped_early": self.stopped_early, "final_loss": self.loss_history[-1] if self.loss_history else None,
+                "loss_history": np.asarray(self.loss_history, dtype=np.float32)}
+
+
+class Trainer:
+    """Full-batch training of ``model`` with ``optimizer`` for ``epochs`` steps of ``step(epoch)``."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        epochs: int,
+        device: torch.device,
+        progress: bool = True,
+        description: str = "training",
+        early_stopping: Callable[[int, float], bool] | None = None,
+    ) -> None:
+        if epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {epochs}")
+        self.model, self.optimizer = model, optimizer
+        self.epochs, self.device = epochs, device
+        self.progress, self.description = progress, description
+        self.early_stopping = early_stopping
+        self.record = TrainingRecord(device=str(device), epochs=epochs)
+
+    def fit(self, step: Callable[[int], torch.Tensor]) -> TrainingRecord:
+        """Run the remaining epochs (after a loaded checkpoint, training resumes where it stopped)."""
+        self.model.train()
+        start = len(self.record.loss_history)
+        started = time.perf_counter()
+        bar = tqdm(range(start, self.epochs), desc=self.description, disable=not self.progress,
+                   initial=start, total=self.epochs, leave=False)
+        for epoch in bar:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = step(epoch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"the loss became {loss.item()} at epoch {epoch}: lower the learning rate or check the input"
+                )
+            loss.backward()
+            self.optimizer.step()
+            value = float(loss.detach())
+            self.record.loss_history.append(value)
+            bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+            if self.early_stopping is not None and self.early_stopping(epoch, value):
+                self.record.stopped_early = True
+                logger.info("early stopping at epoch %d (loss %.5f)", epoch, value)
+                break
+        bar.close()
+        self.record.seconds += time.perf_counter() - started
+        self.model.eval()
+        return self.record
+
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """Save model, optimiser, loss history and RNG state atomically."""
+        path = Path(path)
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "loss_history": self.record.loss_history,
+            "seconds": self.record.seconds,
+            "torch_rng": torch.get_rng_state(),
+        }
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore a checkpoint written by :meth:`save_checkpoint` so that ``fit`` continues from it."""
+        state = torch.load(Path(path), map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.record.loss_history = list(state["loss_history"])
+        self.record.seconds = float(state["seconds"])
+        torch.set_rng_state(state["torch_rng"].cpu())

@@ -1,0 +1,77 @@
+"""Plots. Figures are returned for further editing; ``save=`` writes them atomically."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+
+from . import io as _io
+from ._utils import atomic_path
+from .errors import InputError
+
+
+def domains(
+    adata: ad.AnnData,
+    key: str = "domain",
+    *,
+    library_id: str | None = None,
+    image: bool = True,
+    spot_size: float | None = None,
+    title: str | None = None,
+    ax=None,
+    save: str | Path | None = None,
+):
+    """Draw ``obs[key]`` on the tissue: over the H&E image when one is stored, on the coordinates otherwise."""
+    import matplotlib
+
+    if ax is None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    if key not in adata.obs:
+        raise InputError(f"obs['{key}'] does not exist: run sd.tl.cluster (or sd.find_domains) first")
+    coordinates = _io.spatial_coordinates(adata)
+    figure, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 7))
+    scale = 1.0
+    background = _tissue_image(adata, library_id) if image else None
+    if background is not None:
+        picture, scale = background
+        ax.imshow(picture)
+    points = coordinates * scale
+    values = adata.obs[key]
+    categories = list(values.cat.categories) if hasattr(values, "cat") else sorted(values.dropna().unique())
+    colours = plt.get_cmap("tab20" if len(categories) > 10 else "tab10")
+    size = spot_size or max(2.0, 12000.0 / max(len(points), 1))
+    missing = values.isna().to_numpy()
+    if missing.any():
+        ax.scatter(points[missing, 0], points[missing, 1], s=size, c="lightgrey", label="none", linewidths=0)
+    for i, category in enumerate(categories):
+        member = (values == category).to_numpy()
+        ax.scatter(points[member, 0], points[member, 1], s=size, color=colours(i % colours.N), label=str(category),
+                   linewidths=0)
+    if background is None:
+        ax.invert_yaxis()
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    ax.set_title(title or key)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, markerscale=2, title=key)
+    if save is not None:
+        with atomic_path(save) as tmp:
+            figure.savefig(tmp, dpi=120, bbox_inches="tight", format=Path(save).suffix.lstrip(".") or "png")
+    return figure
+
+
+def _tissue_image(adata: ad.AnnData, library_id: str | None):
+    """(image, scale factor from full resolution) of the best stored image, or None."""
+    libraries = adata.uns.get("spatial", {})
+    if not libraries:
+        return None
+    library_id = library_id or next(iter(libraries))
+    entry = libraries.get(library_id, {})
+    images, factors = entry.get("images", {}), entry.get("scalefactors", {})
+    for resolution in ("hires", "lowres"):
+        factor = factors.get(f"tissue_{resolution}_scalef")
+        if resolution in images and factor:
+            return np.asarray(images[resolution]), float(factor)
+    return None

@@ -1,0 +1,250 @@
+"""Tools, scanpy style: AnnData in, results added to ``obsm``/``obs``/``uns``; the input data are left as they were.
+
+Every run records its parameters, seed, versions and timings in ``uns['spatialdomains'][<step>]``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from . import cluster as _cluster
+from . import graph as _graph
+from . import io as _io
+from . import pp as _pp
+from ._utils import Timer, h5ad_safe, package_versions
+from .errors import InputError
+
+logger = logging.getLogger("spatialdomains")
+
+METHODS = ("staig",)
+UNS_KEY = "spatialdomains"
+
+
+def staig(
+    adata: ad.AnnData,
+    *,
+    preset: str = "paper",
+    n_epochs: int | None = None,
+    tau: float | None = None,
+    learning_rate: float | None = None,
+    n_neighbors: int | None = None,
+    n_top_genes: int | None = None,
+    n_layers: int | None = None,
+    edge_drop: str | None = None,
+    feature_mask: tuple[float, float] | None = None,
+    positives: str | None = None,
+    memory_budget_mb: float | None = None,
+    layer: str | None = None,
+    library_size_key: str | None = None,
+    random_state: int = 0,
+    device: str = "auto",
+    deterministic: bool = False,
+    progress: bool = True,
+    checkpoint: str | None = None,
+    key_added: str = "X_staig",
+) -> ad.AnnData:
+    """Learn a STAIG embedding (gene-expression mode) and store it in ``obsm[key_added]``.
+
+    Parameters
+    ----------
+    adata
+        Raw counts in ``X`` (or ``layers[layer]``) and coordinates in ``obsm['spatial']``.
+    preset
+        ``'paper'`` (default: τ 10, 400 epochs, fixed edge-drop 0.2, gene masks 0.1/0.2) or ``'published'``
+        (the published code's gene-only 151673 config: τ 34, 340 epochs, adaptive edge drop, masks 0.2/0.2).
+        Any argument given explicitly overrides the preset.
+    n_epochs, tau, learning_rate
+        Training length, temperature of the contrastive loss and Adam's learning rate.
+    n_neighbors
+        k of the spatial kNN graph (5).
+    n_top_genes
+        Number of seurat_v3 highly variable genes used as features (3000).
+    n_layers
+        GCN layers in the encoder (1, or 2 for F → 128 → 64).
+    edge_drop
+        ``'fixed'`` (every edge dropped with probability 0.2) or ``'gene_adaptive'``.
+    feature_mask
+        Gene-masking rates of the two views.
+    positives
+        ``'full'``: neighbours in the full graph are positives (published); ``'view'``: in each view (paper text).
+    memory_budget_mb
+        Memory for one block of the N×N loss computation (256).
+    layer
+        Layer holding raw counts, if not ``X``.
+    library_size_key
+        ``obs`` column with the true per-spot total counts, when ``X`` holds only a subset of the genes.
+    random_state, deterministic
+        Seed of Python, NumPy and torch; ``deterministic`` asks torch for deterministic kernels.
+    device
+        ``'auto'`` (CUDA, then MPS, then CPU), or a torch device name.
+    progress
+        Show a progress bar.
+    checkpoint
+        Path where the trained model is saved (torch checkpoint), if given.
+    key_added
+        ``obsm`` key of the embedding; the encoder output goes to ``obsm[key_added + '_encoder']``.
+
+    Returns
+    -------
+    The same AnnData, with the embeddings added (spots left out for having no counts get NaN rows).
+    """
+    from .models import staig as model
+    from .models.trainer import select_device
+
+    config = model.make_config(preset, n_epochs=n_epochs, tau=tau, learning_rate=learning_rate,
+                               n_neighbors=n_neighbors, n_top_genes=n_top_genes, n_layers=n_layers,
+                               edge_drop=edge_drop, feature_mask=feature_mask, positives=positives,
+                               memory_budget_mb=memory_budget_mb)
+    chosen_device = select_device(device)
+    timer = Timer()
+    with timer("preprocess"):
+        checked = _io.check_input(adata, layer=layer, n_neighbors=config.n_neighbors)
+        library_size = _library_size(adata, library_size_key, checked.spots)
+        features, genes = _pp.staig_features(checked.counts, n_top_genes=config.n_top_genes,
+                                             library_size=library_size)
+    with timer("graph"):
+        adjacency = _graph.knn_graph(checked.coordinates, config.n_neighbors)
+    with timer("train"):
+        result = model.train_staig(features, adjacency, config, device=chosen_device, random_state=random_state,
+                                   deterministic=deterministic, progress=progress, checkpoint=checkpoint)
+    adata.obsm[key_added] = _fill_spots(result.embedding, checked.spots)
+    adata.obsm[f"{key_added}_encoder"] = _fill_spots(result.encoder_embedding, checked.spots)
+    _record(adata, "staig", {
+        "preset": preset,
+        "parameters": result.record.pop("config"),
+        "random_state": random_state,
+        "deterministic": deterministic,
+        "layer": layer,
+        "library_size_key": library_size_key,
+        "key_added": key_added,
+        "n_spots_used": int(checked.spots.sum()),
+        "n_spots_left_out": int((~checked.spots).sum()),
+        "genes": np.asarray(checked.gene_names[genes], dtype=str),
+        "n_edges": int(adjacency.nnz // 2),
+        "training": result.record,
+        "timings": timer.seconds,
+        "versions": package_versions(),
+    })
+    logger.info("STAIG: %d epochs in %.1f s on %s", result.record["epochs_run"], result.record["train_seconds"],
+                chosen_device)
+    return adata
+
+
+def cluster(
+    adata: ad.AnnData,
+    *,
+    use_rep: str = "X_staig",
+    n_domains: int | None = None,
+    method: str = "auto",
+    refine: str | bool = "auto",
+    n_domains_range: tuple[int, int] = (2, 15),
+    refine_neighbors: int = 15,
+    random_state: int = _cluster.MCLUST_SEED,
+    key_added: str = "domain",
+) -> ad.AnnData:
+    """Cluster ``obsm[use_rep]`` into domains, stored as a categorical ``obs[key_added]`` ('1'..'K').
+
+    ``method``: 'auto' (mclust EEE when R has it, else the tied Gaussian mixture), 'mclust', 'gmm', 'kmeans'
+    or 'leiden'. ``n_domains=None`` picks the number in ``n_domains_range`` with the highest silhouette.
+    ``refine``: majority vote over the ``refine_neighbors`` nearest spots; 'auto' refines regular lattices
+    (Visium, ST) only. When refined, the raw clustering is kept in ``obs[key_added + '_unrefined']``.
+    """
+    if use_rep not in adata.obsm:
+        raise InputError(f"obsm['{use_rep}'] does not exist: run a model first (e.g. sd.tl.staig(adata)) "
+                         "or name an existing embedding with use_rep")
+    embedding = np.asarray(adata.obsm[use_rep], dtype=np.float64)
+    has_embedding = np.all(np.isfinite(embedding), axis=1)
+    coordinates = _io.spatial_coordinates(adata)[has_embedding]
+    started = time.perf_counter()
+    if n_domains is None:
+        low, high = n_domains_range
+        result, _ = _cluster.choose_n_domains(embedding[has_embedding], range(low, high + 1), method,
+                                              random_state=random_state)
+        chosen_by = "silhouette"
+    else:
+        result = _cluster.cluster_embedding(embedding[has_embedding], n_domains, method, random_state=random_state)
+        chosen_by = "user"
+    if refine == "auto":
+        refine = _graph.is_lattice(coordinates)
+    labels = result.labels + 1
+    if refine:
+        adata.obs[f"{key_added}_unrefined"] = _domain_column(labels, has_embedding)
+        labels = _cluster.refine_labels(labels, coordinates, refine_neighbors)
+    adata.obs[key_added] = _domain_column(labels, has_embedding)
+    _record(adata, "cluster", {
+        "use_rep": use_rep,
+        "backend": result.backend,
+        "n_domains": result.n_domains,
+        "n_domains_chosen_by": chosen_by,
+        "details": result.details,
+        "refined": bool(refine),
+        "refine_neighbors": refine_neighbors if refine else None,
+        "random_state": random_state,
+        "key_added": key_added,
+        "timings": {"cluster": time.perf_counter() - started},
+    })
+    return adata
+
+
+def find_domains(
+    adata: ad.AnnData,
+    method: str = "staig",
+    n_domains: int | None = None,
+    *,
+    cluster_method: str = "auto",
+    refine: str | bool = "auto",
+    random_state: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+    key_added: str = "domain",
+    **method_params,
+) -> ad.AnnData:
+    """One call from raw counts to domains: train ``method``, then cluster its embedding.
+
+    ``method_params`` go to the model (e.g. ``n_epochs``, ``tau``, ``preset``; see :func:`staig`). The
+    embedding lands in ``obsm['X_<method>']``, the domains in ``obs[key_added]``, provenance in
+    ``uns['spatialdomains']``.
+    """
+    if method not in METHODS:
+        raise InputError(f"method must be one of {METHODS}, got '{method}'")
+    started = time.perf_counter()
+    staig(adata, random_state=random_state, device=device, progress=progress, **method_params)
+    cluster(adata, use_rep="X_staig", n_domains=n_domains, method=cluster_method, refine=refine,
+            key_added=key_added)
+    adata.uns[UNS_KEY]["method"] = method
+    adata.uns[UNS_KEY]["total_seconds"] = time.perf_counter() - started
+    return adata
+
+
+def _library_size(adata: ad.AnnData, key: str | None, spots: np.ndarray) -> np.ndarray | None:
+    if key is None:
+        return None
+    if key not in adata.obs:
+        raise InputError(f"library_size_key: obs['{key}'] does not exist (obs columns: {', '.join(adata.obs)})")
+    values = pd.to_numeric(adata.obs[key], errors="coerce").to_numpy(dtype=np.float64)[spots]
+    if not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise InputError(f"obs['{key}'] must hold a positive total count for every spot with counts")
+    return values
+
+
+def _fill_spots(values: np.ndarray, spots: np.ndarray) -> np.ndarray:
+    """Rows for all spots of the input; spots left out get NaN."""
+    full = np.full((len(spots), values.shape[1]), np.nan, dtype=np.float32)
+    full[spots] = values
+    return full
+
+
+def _domain_column(labels: np.ndarray, has_embedding: np.ndarray) -> pd.Categorical:
+    column = np.full(len(has_embedding), None, dtype=object)
+    column[has_embedding] = np.asarray(labels).astype(str)
+    categories = [str(k) for k in sorted(np.unique(np.asarray(labels)))]
+    return pd.Categorical(column, categories=categories)
+
+
+def _record(adata: ad.AnnData, step: str, record: dict) -> None:
+    adata.uns.setdefault(UNS_KEY, {})
+    adata.uns[UNS_KEY][step] = h5ad_safe(record)

@@ -1,0 +1,79 @@
+"""Shared fixtures: small simulated samples, a Space Ranger folder writer and the shared data location."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import spatialdomains as sd
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("SPATIALDOMAINS_SHARED", REPO.parent / "shared"))
+
+
+def shared_file(relative: str) -> Path:
+    """A file under the shared data folder, or skip naming what is missing."""
+    path = SHARED / relative
+    if not path.exists():
+        pytest.skip(f"shared dataset {relative} not found under {SHARED} (set SPATIALDOMAINS_SHARED)")
+    return path
+
+
+def r_with_mclust() -> bool:
+    from spatialdomains.cluster import mclust_unavailable_reason
+
+    return mclust_unavailable_reason() is None
+
+
+@pytest.fixture(scope="session")
+def small_sample():
+    """A ~400-spot simulated sample with 3 domains (do not modify: copy first)."""
+    return sd.datasets.simulate_visium(400, 3, seed=7)
+
+
+@pytest.fixture
+def sample(small_sample):
+    return small_sample.copy()
+
+
+def write_space_ranger(adata, folder: Path, *, header: bool = True) -> Path:
+    """Write ``adata`` as a Space Ranger ``outs/`` folder (10x HDF5 matrix, positions, scale factors, image)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    matrix = sp.csc_matrix(adata.X.T).astype(np.int32)
+    with h5py.File(folder / "filtered_feature_bc_matrix.h5", "w") as handle:
+        handle.attrs["library_ids"] = np.array([b"lib1"])
+        group = handle.create_group("matrix")
+        group["data"], group["indices"], group["indptr"] = matrix.data, matrix.indices, matrix.indptr
+        group["shape"] = np.array(matrix.shape)
+        group["barcodes"] = np.array([b.encode() for b in adata.obs_names])
+        features = group.create_group("features")
+        n = adata.n_vars
+        features["id"] = np.array([f"ENSG{i:011d}".encode() for i in range(n)])
+        features["name"] = np.array([g.encode() for g in adata.var_names])
+        features["feature_type"] = np.array([b"Gene Expression"] * n)
+    spatial = folder / "spatial"
+    spatial.mkdir(exist_ok=True)
+    rows = [
+        [barcode, 1, int(r), int(c), float(y), float(x)]
+        for barcode, r, c, (x, y) in zip(adata.obs_names, adata.obs["array_row"], adata.obs["array_col"],
+                                         adata.obsm["spatial"])
+    ]
+    # An off-tissue barcode that is not in the matrix, as in real positions files.
+    rows.append(["AAAA-1", 0, 0, 0, 0.0, 0.0])
+    lines = [",".join(map(str, row)) for row in rows]
+    if header:
+        lines.insert(0, "barcode,in_tissue,array_row,array_col,pxl_row_in_fullres,pxl_col_in_fullres")
+        (spatial / "tissue_positions.csv").write_text("\n".join(lines) + "\n")
+    else:
+        (spatial / "tissue_positions_list.csv").write_text("\n".join(lines) + "\n")
+    scalefactors = dict(adata.uns["spatial"]["simulated"]["scalefactors"])
+    (spatial / "scalefactors_json.json").write_text(json.dumps(scalefactors))
+    import matplotlib.image
+
+    matplotlib.image.imsave(spatial / "tissue_lowres_image.png", np.full((20, 30, 3), 0.8))
+    return folder

@@ -1,0 +1,45 @@
+import warnings
+
+import anndata as ad
+import numpy as np
+import scanpy as sc
+import scipy.sparse as sp
+
+from spatialdomains import pp
+
+
+def test_staig_features_equal_the_scanpy_recipe(small_sample):
+    counts = small_sample.X
+    x, genes = pp.staig_features(counts, n_top_genes=500)
+    assert x.dtype == np.float32 and x.shape == (small_sample.n_obs, 500)
+
+    reference = ad.AnnData(sp.csr_matrix(counts, dtype=np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.highly_variable_genes(reference, flavor="seurat_v3", n_top_genes=500)
+        np.testing.assert_array_equal(genes, np.flatnonzero(reference.var["highly_variable"]))
+        sc.pp.normalize_total(reference, target_sum=1e4)
+        sc.pp.log1p(reference)
+        reference = reference[:, reference.var["highly_variable"]].copy()
+        sc.pp.scale(reference, zero_center=False, max_value=10)
+    expected = reference.X.toarray() if sp.issparse(reference.X) else np.asarray(reference.X)
+    np.testing.assert_allclose(x, expected, rtol=1e-4, atol=1e-5)
+    assert x.max() <= 10.0 and x.min() >= 0.0
+
+
+def test_true_library_size_is_used_when_given(small_sample):
+    counts = small_sample.X
+    totals = np.asarray(counts.sum(axis=1)).ravel()
+    x_default, _ = pp.staig_features(counts, n_top_genes=200)
+    x_given, _ = pp.staig_features(counts, n_top_genes=200, library_size=totals)
+    np.testing.assert_allclose(x_default, x_given, rtol=1e-5)
+    x_doubled, _ = pp.staig_features(counts, n_top_genes=200, library_size=2 * totals)
+    assert not np.allclose(x_default, x_doubled)
+
+
+def test_subset_warning_and_small_gene_sets(small_sample, caplog):
+    counts = small_sample.X[:, :40]
+    x, genes = pp.staig_features(counts, n_top_genes=3000)
+    assert "pass the true per-spot totals" in caplog.text
+    expressed = np.asarray((counts > 0).sum(axis=0)).ravel() > 0
+    np.testing.assert_array_equal(genes, np.flatnonzero(expressed))
