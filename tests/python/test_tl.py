@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import spatialdomains as sd
+from spatialdomains.errors import InputError
+
+FAST = {"n_epochs": 40, "n_top_genes": 500, "progress": False}
+
+
+def test_find_domains_adds_results_and_keeps_the_input(sample):
+    x_before, obs_before = sample.X.copy(), sample.obs.copy()
+    sd.find_domains(sample, n_domains=3, cluster_method="gmm", **FAST)
+    assert (sample.X != x_before).nnz == 0
+    for column in obs_before:
+        assert sample.obs[column].equals(obs_before[column])
+    assert sample.obsm["X_staig"].shape == (sample.n_obs, 64)
+    assert sample.obsm["X_staig_encoder"].shape == (sample.n_obs, 64)
+    assert list(sample.obs["domain"].cat.categories) == ["1", "2", "3"]
+    assert "domain_unrefined" in sample.obs  # a lattice: refinement on, raw labels kept
+    record = sample.uns["spatialdomains"]
+    assert record["method"] == "staig" and record["cluster"]["backend"] == "gmm"
+    staig = record["staig"]
+    assert staig["parameters"]["tau"] == 10.0 and staig["parameters"]["n_epochs"] == 40
+    assert staig["random_state"] == 0 and "torch" in staig["versions"]
+    assert set(staig["timings"]) == {"preprocess", "graph", "train"}
+    assert len(staig["genes"]) == 500 and staig["training"]["epochs_run"] == 40
+
+
+def test_results_survive_an_h5ad_round_trip(sample, tmp_path):
+    sd.find_domains(sample, n_domains=3, cluster_method="kmeans", **FAST)
+    sd.io.write_h5ad(sample, tmp_path / "result.h5ad")
+    back = sd.io.read(tmp_path / "result.h5ad")
+    np.testing.assert_array_equal(back.obsm["X_staig"], sample.obsm["X_staig"])
+    assert back.uns["spatialdomains"]["cluster"]["backend"] == "kmeans"
+
+
+def test_spots_without_counts_get_no_domain(sample):
+    x = sample.X.toarray()
+    x[[0, 10]] = 0
+    sample.X = sp.csr_matrix(x)
+    sd.find_domains(sample, n_domains=3, cluster_method="gmm", **FAST)
+    assert np.isnan(sample.obsm["X_staig"][[0, 10]]).all()
+    assert sample.obs["domain"].isna().sum() == 2 and sample.obs["domain"].iloc[[0, 10]].isna().all()
+    assert sample.uns["spatialdomains"]["staig"]["n_spots_left_out"] == 2
+
+
+def test_cluster_chooses_the_number_of_domains(sample):
+    sd.tl.staig(sample, **FAST)
+    sd.tl.cluster(sample, method="kmeans", n_domains=None, n_domains_range=(2, 5), refine=False)
+    record = sample.uns["spatialdomains"]["cluster"]
+    assert record["n_domains_chosen_by"] == "silhouette"
+    assert set(record["details"]["silhouette_by_n_domains"]) == {"2", "3", "4", "5"}
+    assert "domain_unrefined" not in sample.obs
+
+
+def test_helpful_errors(sample):
+    with pytest.raises(InputError, match="run a model first"):
+        sd.tl.cluster(sample)
+    with pytest.raises(InputError, match="library_size_key"):
+        sd.tl.staig(sample, library_size_key="missing", **FAST)
+    with pytest.raises(InputError, match="preset"):
+        sd.tl.staig(sample, preset="best", **FAST)
+    with pytest.raises(InputError, match="tau"):
+        sd.tl.staig(sample, tau=-1, **FAST)
+    with pytest.raises(InputError, match="method"):
+        sd.find_domains(sample, method="magic")
+
+
+def test_presets():
+    from spatialdomains.models.staig import make_config
+
+    published = make_config("published")
+    assert (published.tau, published.n_epochs, published.edge_drop) == (34.0, 340, "gene_adaptive")
+    assert make_config("published", tau=5).tau == 5
+    assert make_config().tau == 10.0
+
+
+def test_domain_plot(sample, tmp_path):
+    sd.find_domains(sample, n_domains=3, cluster_method="kmeans", **FAST)
+    figure = sd.pl.domains(sample, save=tmp_path / "domains.png")
+    assert (tmp_path / "domains.png").stat().st_size > 1000
+    assert len(figure.axes[0].collections) == 3

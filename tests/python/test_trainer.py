@@ -1,0 +1,111 @@
+import numpy as np
+import pytest
+import torch
+
+from spatialdomains.graph import knn_graph
+from spatialdomains.models import staig
+from spatialdomains.models.trainer import EarlyStopping, Trainer, select_device, seed_everything
+
+
+@pytest.fixture(scope="module")
+def features(small_sample_module):
+    from spatialdomains import io, pp
+
+    checked = io.check_input(small_sample_module)
+    x, _ = pp.staig_features(checked.counts, n_top_genes=300)
+    return x, knn_graph(checked.coordinates, 5)
+
+
+@pytest.fixture(scope="module")
+def small_sample_module():
+    import spatialdomains as sd
+
+    return sd.datasets.simulate_visium(400, 3, seed=7)
+
+
+def _train(features, seed, epochs=15, **kwargs):
+    x, adjacency = features
+    config = staig.make_config(n_epochs=epochs)
+    return staig.train_staig(x, adjacency, config, device=torch.device("cpu"), random_state=seed, progress=False,
+                             **kwargs)
+
+
+def test_same_seed_same_embedding_on_cpu(features):
+    first, second = _train(features, 5), _train(features, 5)
+    np.testing.assert_array_equal(first.embedding, second.embedding)
+    assert first.record["loss_history"].tolist() == second.record["loss_history"].tolist()
+    other = _train(features, 6)
+    assert not np.allclose(first.embedding, other.embedding)
+
+
+def test_training_lowers_the_loss(features):
+    history = _train(features, 0, epochs=60).record["loss_history"]
+    assert history[-10:].mean() < history[:5].mean()
+
+
+def test_record_has_timings_and_device(features):
+    record = _train(features, 0, epochs=3).record
+    assert record["device"] == "cpu" and record["epochs_run"] == 3
+    assert record["train_seconds"] > 0 and record["seconds_per_epoch"] == pytest.approx(record["train_seconds"] / 3)
+
+
+def test_checkpoint_resume_equals_uninterrupted_training(tmp_path):
+    def make():
+        seed_everything(0)
+        model = torch.nn.Linear(4, 1)
+        return model, torch.optim.Adam(model.parameters(), lr=0.1)
+
+    x, y = torch.randn(32, 4, generator=torch.Generator().manual_seed(1)), torch.randn(32, 1)
+
+    def step(model):
+        return lambda epoch: ((model(x + 0.1 * torch.randn_like(x)) - y) ** 2).mean()
+
+    model, optimizer = make()
+    full = Trainer(model, optimizer, epochs=20, device=torch.device("cpu"), progress=False)
+    full.fit(step(model))
+
+    model, optimizer = make()
+    first = Trainer(model, optimizer, epochs=10, device=torch.device("cpu"), progress=False)
+    first.fit(step(model))
+    first.save_checkpoint(tmp_path / "model.pt")
+    model, optimizer = make()
+    resumed = Trainer(model, optimizer, epochs=20, device=torch.device("cpu"), progress=False)
+    resumed.load_checkpoint(tmp_path / "model.pt")
+    resumed.fit(step(model))
+    assert resumed.record.loss_history == pytest.approx(full.record.loss_history, rel=1e-6)
+    torch.testing.assert_close(model.weight, full.model.weight)
+
+
+def test_early_stopping_hook():
+    model = torch.nn.Linear(1, 1)
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.0), epochs=100, device=torch.device("cpu"),
+                      progress=False, early_stopping=EarlyStopping(patience=5))
+    record = trainer.fit(lambda epoch: model(torch.ones(1, 1)).sum() * 0 + 1.0)
+    assert record.stopped_early and len(record.loss_history) == 6
+
+
+def test_non_finite_loss_is_reported():
+    model = torch.nn.Linear(1, 1)
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), epochs=3, device=torch.device("cpu"),
+                      progress=False)
+    with pytest.raises(FloatingPointError, match="learning rate"):
+        trainer.fit(lambda epoch: model(torch.ones(1, 1)).sum() * float("nan"))
+
+
+def test_device_selection():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available() and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        expected = "mps"
+    assert select_device("auto").type == expected
+    assert select_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            select_device("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+def test_cuda_training_runs(features):
+    x, adjacency = features
+    result = staig.train_staig(x, adjacency, staig.make_config(n_epochs=5), device=torch.device("cuda"),
+                               progress=False)
+    assert result.record["device"].startswith("cuda") and np.isfinite(result.embedding).all()
