@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="spatialdomains: %(message)s")
+    import matplotlib
+
+    matplotlib.use("Agg")  # a command-line run only writes image files
     from .errors import BackendUnavailable, InputError
 
     try:
@@ -131,8 +134,11 @@ def _find_and_write(adata, args: argparse.Namespace, *, label_key: str | None, *
     embedding = pd.DataFrame(adata.obsm["X_staig"], index=adata.obs_names,
                              columns=[f"STAIG_{i + 1}" for i in range(adata.obsm["X_staig"].shape[1])])
     io.write_csv(embedding, out / OUTPUT_FILES["embedding"], index_label="barcode")
-    pl.domains(adata, "domain", title=f"{adata.uns['spatialdomains']['cluster']['n_domains']} domains (STAIG)",
-               save=out / OUTPUT_FILES["plot"])
+    figure = pl.domains(adata, "domain", save=out / OUTPUT_FILES["plot"],
+                        title=f"{adata.uns['spatialdomains']['cluster']['n_domains']} domains (STAIG)")
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
     io.write_json(record, out / OUTPUT_FILES["provenance"])
     io.write_h5ad(adata, out / OUTPUT_FILES["result"])
     print(f"wrote {', '.join(OUTPUT_FILES.values())} to {out}")

@@ -23,10 +23,6 @@ def domains(
     save: str | Path | None = None,
 ):
     """Draw ``obs[key]`` on the tissue: over the H&E image when one is stored, on the coordinates otherwise."""
-    import matplotlib
-
-    if ax is None:
-        matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     if key not in adata.obs:
