@@ -23,8 +23,8 @@ OUTPUT_FILES = {
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="spatialdomains: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    logger.setLevel(logging.WARNING if args.quiet else logging.INFO)
     import matplotlib
 
     matplotlib.use("Agg")  # a command-line run only writes image files

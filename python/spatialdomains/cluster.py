@@ -12,9 +12,9 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.neighbors import KDTree
 
 from .errors import BackendUnavailable, InputError
+from .graph import nearest_other_spots
 
 logger = logging.getLogger("spatialdomains")
 
@@ -150,9 +150,9 @@ def leiden(embedding: np.ndarray, n_domains: int, *, n_neighbors: int = 15, rand
 
     embedding = _as_embedding(embedding)
     k = min(n_neighbors, embedding.shape[0] - 1)
-    _, index = KDTree(embedding).query(embedding, k=k + 1)
-    edges = {(min(i, j), max(i, j)) for i, row in enumerate(index) for j in row if i != j}
-    graph = igraph.Graph(n=embedding.shape[0], edges=sorted(edges))
+    neighbours = nearest_other_spots(embedding, k)
+    pairs = np.sort(np.stack([np.repeat(np.arange(len(embedding)), k), neighbours.ravel()], axis=1), axis=1)
+    graph = igraph.Graph(n=embedding.shape[0], edges=np.unique(pairs, axis=0).tolist())
 
     def partition(resolution: float) -> np.ndarray:
         result = leidenalg.find_partition(graph, leidenalg.RBConfigurationVertexPartition,
@@ -228,11 +228,7 @@ def refine_labels(labels: np.ndarray, coordinates: np.ndarray, n_neighbors: int 
     k = min(n_neighbors, n - 1)
     if k < 1:
         return labels.copy()
-    _, index = KDTree(np.asarray(coordinates, dtype=np.float64)).query(coordinates, k=k + 1)
-    rows = np.arange(n)[:, None]
-    not_self = index != rows
-    keep = not_self & (np.cumsum(not_self, axis=1) <= k)
-    neighbours = index[keep].reshape(n, k)
+    neighbours = nearest_other_spots(coordinates, k)
     votes = np.zeros((n, len(codes)), dtype=np.int64)
     np.add.at(votes, (np.repeat(np.arange(n), k), encoded[neighbours].ravel()), 1)
     top = votes.max(axis=1)

@@ -24,12 +24,22 @@ def knn_graph(coordinates: np.ndarray, n_neighbors: int = 5) -> sp.csr_matrix:
         raise InputError(f"n_neighbors must be at least 1, got {n_neighbors}")
     if n <= n_neighbors:
         raise InputError(f"a {n_neighbors}-nearest-neighbour graph needs more than {n_neighbors} spots, got {n}")
-    _, index = KDTree(coordinates).query(coordinates, k=n_neighbors + 1)
-    rows = np.repeat(np.arange(n), n_neighbors + 1).reshape(n, n_neighbors + 1)
-    not_self = index != rows
-    # Keep the first n_neighbors entries that are not the spot itself (self may sit anywhere when points tie).
-    keep = not_self & (np.cumsum(not_self, axis=1) <= n_neighbors)
-    return _symmetric_adjacency(rows[keep], index[keep], n)
+    neighbours = nearest_other_spots(coordinates, n_neighbors)
+    return _symmetric_adjacency(np.repeat(np.arange(n), n_neighbors), neighbours.ravel(), n)
+
+
+def nearest_other_spots(coordinates: np.ndarray, k: int) -> np.ndarray:
+    """(n_spots, k) indices of each spot's k nearest other spots, nearest first (KD-tree).
+
+    Self is excluded by index, not by position in the sorted list, since with duplicated coordinates the spot
+    itself need not come first.
+    """
+    coordinates = np.asarray(coordinates, dtype=np.float64)
+    n = coordinates.shape[0]
+    _, index = KDTree(coordinates).query(coordinates, k=k + 1)
+    not_self = index != np.arange(n)[:, None]
+    keep = not_self & (np.cumsum(not_self, axis=1) <= k)
+    return index[keep].reshape(n, k)
 
 
 def radius_graph(coordinates: np.ndarray, radius: float | None = None) -> sp.csr_matrix:

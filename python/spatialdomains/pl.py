@@ -38,7 +38,7 @@ def domains(
     values = adata.obs[key]
     categories = list(values.cat.categories) if hasattr(values, "cat") else sorted(values.dropna().unique())
     colours = plt.get_cmap("tab20" if len(categories) > 10 else "tab10")
-    size = spot_size or max(2.0, 12000.0 / max(len(points), 1))
+    size = spot_size or max(2.0, 25000.0 / max(len(points), 1))
     missing = values.isna().to_numpy()
     if missing.any():
         ax.scatter(points[missing, 0], points[missing, 1], s=size, c="lightgrey", label="none", linewidths=0)

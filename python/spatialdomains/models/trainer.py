@@ -111,7 +111,8 @@ class Trainer:
         self.model.train()
         start = len(self.record.loss_history)
         started = time.perf_counter()
-        bar = tqdm(range(start, self.epochs), desc=self.description, disable=not self.progress,
+        # disable=None: a bar on terminals only, not in logs or CI output.
+        bar = tqdm(range(start, self.epochs), desc=self.description, disable=None if self.progress else True,
                    initial=start, total=self.epochs, leave=False)
         for epoch in bar:
             self.optimizer.zero_grad(set_to_none=True)
