@@ -99,7 +99,7 @@ def _demo(args: argparse.Namespace) -> int:
     adata = simulate_visium(args.n_spots, args.n_domains or 5, seed=args.seed)
     logger.info("simulated %d spots × %d genes with %d planted domains", adata.n_obs, adata.n_vars,
                 args.n_domains or 5)
-    return _find_and_write(adata, args, label_key="ground_truth")
+    return _find_and_write(adata, args, label_key="ground_truth", library_size_key="total_counts")
 
 
 def _find_and_write(adata, args: argparse.Namespace, *, label_key: str | None, **method_params) -> int:

@@ -65,7 +65,7 @@ def simulate_visium(
     Returns
     -------
     AnnData with raw counts in ``X`` (CSR), ``obsm['spatial']`` (full-resolution x, y), the truth in
-    ``obs['ground_truth']``, each gene's program in ``var['program']``, the planted GO term of each domain in
+    ``obs['ground_truth']``, per-spot totals in ``obs['total_counts']``, each gene's program in ``var['program']``, the planted GO term of each domain in
     ``uns['simulation']`` and, laid out as scanpy does, scale factors (and the image) in ``uns['spatial']``.
     """
     genes = simulator_genes()
@@ -93,6 +93,7 @@ def simulate_visium(
     obs = pd.DataFrame(
         {
             "ground_truth": pd.Categorical(domain_names[domain], categories=domain_names),
+            "total_counts": counts.sum(axis=1),
             "in_tissue": 1,
             "array_row": array_row,
             "array_col": array_col,

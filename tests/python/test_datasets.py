@@ -21,6 +21,7 @@ def test_layout_counts_and_truth(small_sample):
     assert np.all(x == np.round(x)) and x.min() >= 0
     totals = x.sum(axis=1)
     assert totals.std() / totals.mean() > 0.2  # library sizes vary
+    np.testing.assert_array_equal(adata.obs["total_counts"].to_numpy(), totals)
     assert list(adata.obs["ground_truth"].cat.categories) == ["D1", "D2", "D3"]
     assert adata.obsm["spatial"].shape == (adata.n_obs, 2)
     assert sd.graph.is_lattice(adata.obsm["spatial"])
