@@ -112,7 +112,7 @@ def _find_and_write(adata, args: argparse.Namespace, *, label_key: str | None, *
     if label_key is not None and label_key not in adata.obs:
         raise InputError(f"--label-key: obs['{label_key}'] does not exist (obs columns: {', '.join(adata.obs)})")
     refine = {"auto": "auto", "yes": True, "no": False}[args.refine]
-    find_domains(adata, args.method if hasattr(args, "method") else "staig", args.n_domains,
+    find_domains(adata, getattr(args, "method", "staig"), args.n_domains,
                  cluster_method=args.cluster_method, refine=refine, random_state=args.seed, device=args.device,
                  progress=not args.quiet, preset=args.preset, n_epochs=args.epochs, tau=args.tau,
                  **{k: v for k, v in method_params.items() if v is not None})

@@ -65,9 +65,8 @@ def cluster_embedding(
         labels = mclust(embedding, n_domains, random_state=random_state)
         if labels is not None:
             return Clustering(labels, "mclust", n_domains, {"model": "EEE", "seed": random_state})
-        message = "mclust EEE found no fit; falling back to 'gmm' (tied-covariance Gaussian mixture)"
-        warnings.warn(message, RuntimeWarning, stacklevel=2)
-        logger.warning(message)
+        warnings.warn("mclust EEE found no fit; falling back to 'gmm' (tied-covariance Gaussian mixture)",
+                      RuntimeWarning, stacklevel=2)
         method = "gmm"
     if method == "gmm":
         return Clustering(gaussian_mixture(embedding, n_domains, random_state=random_state), "gmm", n_domains,

@@ -3,7 +3,6 @@ import subprocess
 import sys
 
 import pandas as pd
-import pytest
 
 import spatialdomains as sd
 from conftest import write_space_ranger

@@ -8,7 +8,6 @@ stays O(N · block) while loss and gradients equal the direct computation.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -21,8 +20,6 @@ from torch.nn import functional as F
 from ..errors import InputError
 from ..graph import undirected_edges
 from .trainer import Trainer, seed_everything
-
-logger = logging.getLogger("spatialdomains")
 
 
 @dataclass(frozen=True)
