@@ -29,17 +29,41 @@ def knn_graph(coordinates: np.ndarray, n_neighbors: int = 5) -> sp.csr_matrix:
 
 
 def nearest_other_spots(coordinates: np.ndarray, k: int) -> np.ndarray:
-    """(n_spots, k) indices of each spot's k nearest other spots, nearest first (KD-tree).
+    """(n_spots, k) indices of each spot's k nearest other spots, nearest first; ties go to the lower index.
 
-    Self is excluded by index, not by position in the sorted list, since with duplicated coordinates the spot
-    itself need not come first.
+    Candidates come from a KD-tree; their squared distances are recomputed exactly and sorted by (distance,
+    index), widening the candidate set for rows where a tie could reach past it. The order is therefore fully
+    determined, which matters on lattices (Visium), where many spots are equally far apart, and lets the R
+    package reproduce the same neighbours. Self is excluded by index, not by position.
     """
     coordinates = np.asarray(coordinates, dtype=np.float64)
     n = coordinates.shape[0]
-    _, index = KDTree(coordinates).query(coordinates, k=k + 1)
-    not_self = index != np.arange(n)[:, None]
-    keep = not_self & (np.cumsum(not_self, axis=1) <= k)
-    return index[keep].reshape(n, k)
+    if not 1 <= k < n:
+        raise InputError(f"k must be between 1 and the number of spots - 1 ({n - 1}), got {k}")
+    tree = KDTree(coordinates)
+    result = np.empty((n, k), dtype=np.int64)
+    rows = np.arange(n)
+    n_candidates = min(n, k + 9)
+    while rows.size:
+        _, candidates = tree.query(coordinates[rows], k=n_candidates)
+        squared = ((coordinates[candidates] - coordinates[rows, None, :]) ** 2).sum(axis=2)
+        squared[candidates == rows[:, None]] = np.inf
+        order = _order_by_distance_then_index(squared, candidates)
+        nearest = np.take_along_axis(candidates, order[:, :k], axis=1)
+        kth = np.take_along_axis(squared, order[:, k - 1:k], axis=1)[:, 0]
+        farthest = np.where(np.isinf(squared), -np.inf, squared).max(axis=1)
+        settled = (farthest > kth) | (n_candidates == n)
+        result[rows[settled]] = nearest[settled]
+        rows = rows[~settled]
+        n_candidates = min(n, 2 * n_candidates)
+    return result
+
+
+def _order_by_distance_then_index(squared: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Per row, the column order sorting by squared distance, then by spot index."""
+    by_index = np.argsort(candidates, axis=1, kind="stable")
+    by_distance = np.argsort(np.take_along_axis(squared, by_index, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(by_index, by_distance, axis=1)
 
 
 def radius_graph(coordinates: np.ndarray, radius: float | None = None) -> sp.csr_matrix:
