@@ -6,6 +6,7 @@ import importlib.metadata
 import logging
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +39,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def running_inside_r() -> bool:
+    """True when this Python was started by R's reticulate (its helper modules are loaded)."""
+    return "rpycall" in sys.modules
 
 
 def package_versions() -> dict[str, str]:

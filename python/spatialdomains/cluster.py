@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._utils import running_inside_r
 from .errors import BackendUnavailable, InputError
 from .graph import nearest_other_spots
 
@@ -84,6 +85,9 @@ def cluster_embedding(
 
 def mclust_unavailable_reason() -> str | None:
     """None when rpy2, R and the mclust package can be used; otherwise what is missing and how to get it."""
+    if running_inside_r():
+        return ("Python runs inside R (reticulate), where starting R again through rpy2 would abort R; "
+                "cluster in R instead (clusterDomains() in the spatialdomains R package)")
     try:
         import rpy2  # noqa: F401
     except ImportError:

@@ -1,0 +1,127 @@
+"""Entry points for the R package, which calls them through reticulate.
+
+R converts its objects itself and passes plain pieces (a sparse count matrix, coordinates, names, vectors);
+results come back as arrays and plain lists. No R object crosses into Python and rpy2 is never started here:
+starting R through rpy2 from Python that already runs inside R aborts the R session.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from . import tl
+from ._utils import json_safe
+from .errors import InputError
+
+MODELS = {"staig": tl.staig}
+
+
+def embed(
+    method: str,
+    counts,
+    coordinates,
+    spot_names,
+    gene_names,
+    *,
+    library_size=None,
+    params: dict | None = None,
+    random_state: int = 0,
+    device: str = "auto",
+    progress: bool = False,
+) -> dict:
+    """Train ``method`` on one sample and return its embeddings and provenance record.
+
+    ``counts`` is genes × spots (the R orientation, e.g. a dgCMatrix converted by reticulate), ``coordinates``
+    spots × 2 (x, y). Returns ``embedding`` and ``encoder_embedding`` (spots × dims, float64, NaN rows for spots
+    left out) and ``record`` (parameters, seed, versions, timings) as plain lists.
+    """
+    if method not in MODELS:
+        raise InputError(f"method must be one of {sorted(MODELS)}, got '{method}'")
+    adata = _anndata(counts, coordinates, spot_names, gene_names, library_size)
+    key = f"X_{method}"
+    options = dict(params or {})
+    if library_size is not None:
+        options["library_size_key"] = "total_counts"
+    with _one_torch_thread():
+        MODELS[method](adata, random_state=int(random_state), device=device, progress=progress, key_added=key,
+                       **options)
+    return {
+        "embedding": np.asarray(adata.obsm[key], dtype=np.float64),
+        "encoder_embedding": np.asarray(adata.obsm[f"{key}_encoder"], dtype=np.float64),
+        "record": json_safe(adata.uns["spatialdomains"][method]),
+    }
+
+
+@contextlib.contextmanager
+def _one_torch_thread():
+    """Run torch's CPU operations on one thread for the duration of the call.
+
+    Inside R, torch's matrix products resolve to the BLAS that R loaded (R's libraries come first in the
+    process), which keeps its own thread pool; two pools spinning on the same cores made training about twice
+    as slow on a 2-core machine, while one torch thread beside the BLAS threads came within 20% of Python alone.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def simulate(n_spots: int = 3000, n_domains: int = 5, seed: int = 0, image: bool = False) -> dict:
+    """The built-in example sample as plain pieces: counts (genes × spots, dgCMatrix slots), coordinates, annotations,
+    scale factors and, when asked, the synthetic tissue image (height × width × RGB in [0, 1])."""
+    from .datasets import simulate_visium
+
+    adata = simulate_visium(int(n_spots), int(n_domains), seed=int(seed), image=bool(image))
+    library = adata.uns["spatial"]["simulated"]
+    return {
+        "counts": _csc_pieces(adata.X.T),
+        "coordinates": np.asarray(adata.obsm["spatial"], dtype=np.float64),
+        "spot_names": adata.obs_names.to_list(),
+        "gene_names": adata.var_names.to_list(),
+        "obs": {name: _plain_column(adata.obs[name]) for name in adata.obs.columns},
+        "var": {name: _plain_column(adata.var[name]) for name in adata.var.columns},
+        "simulation": json_safe(adata.uns["simulation"]),
+        "scalefactors": json_safe(library["scalefactors"]),
+        "image": library["images"].get("hires"),
+    }
+
+
+def _anndata(counts, coordinates, spot_names, gene_names, library_size) -> ad.AnnData:
+    counts = sp.csr_matrix(counts.T) if sp.issparse(counts) else np.asarray(counts).T
+    spot_names = [str(name) for name in np.atleast_1d(spot_names)]
+    gene_names = [str(name) for name in np.atleast_1d(gene_names)]
+    if counts.shape != (len(spot_names), len(gene_names)):
+        raise InputError(f"counts are {counts.shape[1]} genes × {counts.shape[0]} spots, but {len(gene_names)} "
+                         f"gene names and {len(spot_names)} spot names were given")
+    coordinates = np.asarray(coordinates, dtype=np.float64)
+    if coordinates.ndim != 2 or coordinates.shape[0] != len(spot_names):
+        raise InputError(f"coordinates must be a matrix with one row per spot ({len(spot_names)}), got shape "
+                         f"{coordinates.shape}")
+    obs = pd.DataFrame(index=pd.Index(spot_names))
+    if library_size is not None:
+        obs["total_counts"] = np.asarray(library_size, dtype=np.float64)
+    adata = ad.AnnData(counts, obs=obs, var=pd.DataFrame(index=pd.Index(gene_names)))
+    adata.obsm["spatial"] = coordinates
+    return adata
+
+
+def _csc_pieces(matrix) -> dict:
+    """A sparse matrix as the slots of R's dgCMatrix (reticulate 1.28 cannot convert SciPy's newer classes)."""
+    matrix = sp.csc_matrix(matrix, dtype=np.float64)
+    matrix.sort_indices()
+    return {"i": matrix.indices.astype(np.int32), "p": matrix.indptr.astype(np.int32), "x": matrix.data,
+            "dim": np.asarray(matrix.shape, dtype=np.int32)}
+
+
+def _plain_column(column: pd.Series) -> list:
+    if isinstance(column.dtype, pd.CategoricalDtype) or column.dtype.kind in "OU":
+        return column.astype(str).to_list()
+    return column.to_numpy().tolist()
