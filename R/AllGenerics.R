@@ -1,0 +1,85 @@
+#' Learn a STAIG embedding
+#'
+#' Trains STAIG (gene-expression mode: graph contrastive learning on the
+#' spatial 5-nearest-neighbour graph) on raw counts and stores the embedding in
+#' the object. The model runs in the Python package through reticulate (see
+#' \code{\link{useSpatialdomainsPython}}); on a GPU when one is present.
+#'
+#' @param x A \code{SingleCellExperiment} (including \code{SpatialExperiment})
+#'   or a \code{Seurat} object with raw counts and spot coordinates.
+#' @param ... Arguments for the method (see the Methods section), and model
+#'   parameters passed to Python: \code{learning_rate}, \code{n_neighbors},
+#'   \code{n_top_genes}, \code{n_layers}, \code{edge_drop}, \code{positives},
+#'   \code{memory_budget_mb}.
+#' @return \code{x}, with the embedding added (SCE: \code{reducedDim(x, name)};
+#'   Seurat: the reduction \code{name}) and the parameters, seed, versions and
+#'   timings in \code{metadata(x)$spatialdomains} (Seurat:
+#'   \code{Misc(x, "spatialdomains")}). Nothing else in \code{x} changes.
+#' @section Methods:
+#' All methods take \code{n_epochs}, \code{tau}, \code{preset}
+#' (\code{"paper"} or \code{"published"}), \code{seed}, \code{device}
+#' (\code{"auto"}, \code{"cpu"}, \code{"cuda"}), \code{progress} and
+#' \code{name}. Where the counts and coordinates come from:
+#' \describe{
+#'   \item{SingleCellExperiment}{\code{assay.type} (default \code{"counts"});
+#'     \code{spatial_coords}: \code{NULL} uses \code{spatialCoords(x)} for a
+#'     SpatialExperiment, otherwise \code{reducedDim(x, "spatial")}; or give
+#'     the name of a reducedDim, two colData column names (x, y) or a matrix.}
+#'   \item{Seurat}{\code{assay} (default: the default assay, counts slot);
+#'     \code{spatial_coords}: \code{NULL} uses the full-resolution spot
+#'     positions of the object's image; or two meta.data column names or a
+#'     matrix.}
+#' }
+#' @examplesIf spatialdomainsAvailable()
+#' sce <- simulateVisium(n_spots = 400, n_domains = 3, seed = 1)
+#' sce <- runSTAIG(sce, n_epochs = 20, seed = 1)
+#' dim(SingleCellExperiment::reducedDim(sce, "STAIG"))
+#' @export
+setGeneric("runSTAIG", function(x, ...) standardGeneric("runSTAIG"))
+
+#' Cluster an embedding into domains and store them in the object
+#'
+#' Runs \code{\link{clusterEmbedding}} (mclust EEE in R, optional
+#' refinement, automatic number of domains) on a stored embedding.
+#'
+#' @param x A \code{SingleCellExperiment}, \code{SpatialExperiment} or
+#'   \code{Seurat} object holding an embedding.
+#' @param ... \code{dimred} (SCE) or \code{reduction} (Seurat): the embedding
+#'   to cluster (default \code{"STAIG"} / \code{"staig"});
+#'   \code{spatial_coords} as in \code{\link{runSTAIG}}; \code{name}: the
+#'   colData / meta.data column to create (default \code{"domain"}); and the
+#'   arguments of \code{\link{clusterEmbedding}}.
+#' @return \code{x} with the domains as a factor column (and, when refined,
+#'   the raw clustering in \code{<name>_unrefined}) and the clustering record in
+#'   the metadata.
+#' @examplesIf spatialdomainsAvailable()
+#' sce <- simulateVisium(n_spots = 400, n_domains = 3, seed = 1)
+#' sce <- runSTAIG(sce, n_epochs = 20, seed = 1)
+#' sce <- clusterDomains(sce, n_domains = 3)
+#' table(sce$domain, sce$ground_truth)
+#' @export
+setGeneric("clusterDomains", function(x, ...) standardGeneric("clusterDomains"))
+
+#' Find spatial domains in one call
+#'
+#' Learns an embedding with \code{method} (\code{runSTAIG()} for
+#' \code{"staig"}), then clusters it with \code{\link{clusterDomains}}.
+#'
+#' @param x A \code{SingleCellExperiment}, \code{SpatialExperiment} or
+#'   \code{Seurat} object with raw counts and coordinates.
+#' @param method The model: \code{"staig"}.
+#' @param n_domains Number of domains, or \code{NULL} to choose it by
+#'   silhouette.
+#' @param ... Passed to the model (e.g. \code{n_epochs}, \code{seed},
+#'   \code{assay.type}, \code{spatial_coords}).
+#' @param refine,cluster_seed Refinement (\code{TRUE}, \code{FALSE},
+#'   \code{"auto"}) and the seed of the clustering.
+#' @param name Column that receives the domains.
+#' @return \code{x} with the embedding, the domains and their records added.
+#' @examplesIf spatialdomainsAvailable()
+#' sce <- simulateVisium(n_spots = 400, n_domains = 3, seed = 1)
+#' sce <- findDomains(sce, n_domains = 3, n_epochs = 20, seed = 1)
+#' table(sce$domain, sce$ground_truth)
+#' @export
+setGeneric("findDomains", function(x, method = "staig", n_domains = NULL, ..., refine = "auto",
+                                   cluster_seed = 2023L, name = "domain") standardGeneric("findDomains"))

@@ -1,0 +1,257 @@
+#' Cluster an embedding into spatial domains with mclust
+#'
+#' Fits \code{mclust::Mclust(embedding, G = n_domains, modelNames = "EEE")} in R,
+#' the clustering the STAIG paper uses, then optionally refines the labels by a
+#' majority vote over the nearest spots. This is the R twin of the Python
+#' package's \code{sd.tl.cluster(method = "mclust")}: for the same embedding and
+#' seed both give the same domains.
+#'
+#' @param embedding Numeric matrix, spots x dimensions. Rows with missing values
+#'   (spots the model left out) get \code{NA} domains.
+#' @param n_domains Number of domains. \code{NULL} chooses it: every number in
+#'   \code{n_domains_range} is fitted and the one with the highest mean
+#'   silhouette (Euclidean, in the embedding) is kept. Above 10,000 spots the
+#'   silhouette is computed on a random sample of 10,000 spots.
+#' @param coordinates Numeric matrix of spot coordinates (spots x 2), needed
+#'   for refinement.
+#' @param refine \code{TRUE}, \code{FALSE} or \code{"auto"}: refine on regular
+#'   lattices (Visium, ST) only, i.e. when at least 90\% of nearest-neighbour
+#'   distances lie within 5\% of their median.
+#' @param n_domains_range Candidate numbers of domains when \code{n_domains} is
+#'   \code{NULL}.
+#' @param refine_neighbors Number of nearest spots that vote in the refinement.
+#' @param seed Seed of the random number generator while mclust runs (mclust
+#'   draws a random subset of spots to initialise large data sets). The
+#'   generator is set for this call only; the session's stream is restored.
+#' @return A list with \code{domain} (factor, levels \code{"1"}..\code{"K"}),
+#'   \code{unrefined} (factor, or \code{NULL} when not refined),
+#'   \code{n_domains}, \code{silhouette} (named by number of domains, when
+#'   chosen automatically) and \code{record} (the parameters).
+#' @examplesIf spatialdomainsAvailable()
+#' sce <- simulateVisium(n_spots = 400, n_domains = 3, seed = 1)
+#' sce <- runSTAIG(sce, n_epochs = 20, seed = 1)
+#' fit <- clusterEmbedding(SingleCellExperiment::reducedDim(sce, "STAIG"), 3,
+#'     coordinates = SingleCellExperiment::reducedDim(sce, "spatial"))
+#' table(fit$domain, sce$ground_truth)
+#' @export
+clusterEmbedding <- function(embedding, n_domains = NULL, coordinates = NULL, refine = "auto",
+                             n_domains_range = 2:15, refine_neighbors = 15L, seed = 2023L) {
+    embedding <- .as_numeric_matrix(embedding, "embedding")
+    usable <- stats::complete.cases(embedding)
+    if (sum(usable) < 3L) {
+        stop("'embedding' has fewer than 3 rows without missing values", call. = FALSE)
+    }
+    x <- embedding[usable, , drop = FALSE]
+    if (is.null(n_domains)) {
+        candidates <- as.integer(n_domains_range)
+        candidates <- candidates[candidates >= 2L & candidates < nrow(x)]
+        if (length(candidates) == 0L) {
+            stop("'n_domains_range' holds no number between 2 and the number of spots - 1", call. = FALSE)
+        }
+        sample_rows <- .silhouette_sample(nrow(x), seed)
+        fits <- lapply(candidates, function(k) .mclust_labels(x, k, seed))
+        scores <- vapply(fits, function(labels) {
+            if (length(unique(labels)) < 2L) NA_real_ else .mean_silhouette(x[sample_rows, , drop = FALSE],
+                                                                             labels[sample_rows])
+        }, numeric(1))
+        names(scores) <- candidates
+        if (all(is.na(scores))) {
+            stop("every candidate clustering produced a single domain; give 'n_domains' explicitly", call. = FALSE)
+        }
+        best <- which.max(scores)
+        labels <- fits[[best]]
+        n_domains <- candidates[best]
+        chosen_by <- "silhouette"
+    } else {
+        n_domains <- .count_argument(n_domains, "n_domains")
+        if (n_domains < 2L || n_domains >= nrow(x)) {
+            stop("'n_domains' must be between 2 and the number of spots - 1", call. = FALSE)
+        }
+        labels <- .mclust_labels(x, n_domains, seed)
+        scores <- NULL
+        chosen_by <- "user"
+    }
+    if (identical(refine, "auto")) {
+        refine <- !is.null(coordinates) && .is_lattice(.as_numeric_matrix(coordinates, "coordinates")[usable, ,
+                                                                                                 drop = FALSE])
+    }
+    if (!is.logical(refine) || length(refine) != 1L || is.na(refine)) {
+        stop("'refine' must be TRUE, FALSE or \"auto\"", call. = FALSE)
+    }
+    unrefined <- NULL
+    if (refine) {
+        if (is.null(coordinates)) {
+            stop("refinement needs 'coordinates' (spots x 2); give them or set refine = FALSE", call. = FALSE)
+        }
+        coordinates <- .as_numeric_matrix(coordinates, "coordinates")
+        if (nrow(coordinates) != nrow(embedding)) {
+            stop("'coordinates' must have one row per row of 'embedding'", call. = FALSE)
+        }
+        unrefined <- .domain_factor(labels, usable)
+        labels <- refineDomains(labels, coordinates[usable, , drop = FALSE], refine_neighbors)
+    }
+    list(domain = .domain_factor(labels, usable), unrefined = unrefined, n_domains = n_domains,
+         silhouette = scores,
+         record = list(backend = "mclust", model = "EEE", n_domains = n_domains,
+                       n_domains_chosen_by = chosen_by, refined = refine,
+                       refine_neighbors = if (refine) as.integer(refine_neighbors) else NULL,
+                       seed = as.integer(seed),
+                       versions = list(mclust = as.character(utils::packageVersion("mclust")),
+                                       spatialdomains = as.character(utils::packageVersion("spatialdomains")))))
+}
+
+#' Refine domain labels by a majority vote of the nearest spots
+#'
+#' Each spot takes the label most frequent among its \code{n_neighbors}
+#' nearest other spots. Ties keep the spot's own label when it is among the
+#' tied ones, otherwise take the smallest label. Neighbours are ordered by
+#' distance, then by spot index, so ties at equal distance (common on Visium
+#' lattices) are broken the same way as in the Python package.
+#'
+#' @param labels Integer (or integer-like) labels, one per spot.
+#' @param coordinates Numeric matrix of spot coordinates, one row per spot.
+#' @param n_neighbors Number of voting neighbours.
+#' @return Refined labels, of the same type as \code{labels}.
+#' @examples
+#' coordinates <- as.matrix(expand.grid(x = 1:10, y = 1:10))
+#' labels <- ifelse(coordinates[, "x"] <= 5, 1L, 2L)
+#' labels[c(3, 77)] <- 3L
+#' table(refineDomains(labels, coordinates, n_neighbors = 8))
+#' @export
+refineDomains <- function(labels, coordinates, n_neighbors = 15L) {
+    coordinates <- .as_numeric_matrix(coordinates, "coordinates")
+    if (length(labels) != nrow(coordinates)) {
+        stop("'labels' must have one value per row of 'coordinates'", call. = FALSE)
+    }
+    codes <- sort(unique(labels))
+    encoded <- match(labels, codes)
+    n <- length(encoded)
+    k <- min(.count_argument(n_neighbors, "n_neighbors"), n - 1L)
+    if (k < 1L) {
+        return(labels)
+    }
+    neighbours <- .nearest_other_spots(coordinates, k)
+    votes <- matrix(0L, n, length(codes))
+    voted <- cbind(rep(seq_len(n), times = k), encoded[as.vector(neighbours)])
+    counts <- table(factor(voted[, 1], levels = seq_len(n)), factor(voted[, 2], levels = seq_along(codes)))
+    votes[] <- as.integer(counts)
+    top <- apply(votes, 1L, max)
+    own_is_top <- votes[cbind(seq_len(n), encoded)] == top
+    first_top <- max.col(votes == top, ties.method = "first")
+    codes[ifelse(own_is_top, encoded, first_top)]
+}
+
+## mclust EEE with the session's random stream set to 'seed' for this call only
+## (R's default generators, as a fresh R session has them, so that the Python
+## side, which calls mclust through rpy2, draws the same numbers).
+.mclust_labels <- function(x, n_domains, seed) {
+    fit <- withr::with_seed(seed, tryCatch(Mclust(x, G = n_domains, modelNames = "EEE", verbose = FALSE),
+                                           error = function(e) conditionMessage(e)),
+                            .rng_kind = "Mersenne-Twister", .rng_normal_kind = "Inversion",
+                            .rng_sample_kind = "Rejection")
+    if (is.null(fit) || is.character(fit)) {
+        stop("mclust (EEE, ", n_domains, " domains) found no fit",
+             if (is.character(fit)) paste0(": ", fit), "; try another 'n_domains' or embedding", call. = FALSE)
+    }
+    match(fit$classification, sort(unique(fit$classification)))
+}
+
+## Mean silhouette width (Euclidean), computed in blocks of rows so that no
+## N x N distance matrix is held; clusters of one spot score 0.
+.mean_silhouette <- function(x, labels, block = 1024L) {
+    codes <- sort(unique(labels))
+    member <- match(labels, codes)
+    sizes <- tabulate(member, length(codes))
+    indicator <- Matrix::sparseMatrix(i = seq_along(member), j = member, x = 1, dims = c(length(member),
+                                                                                          length(codes)))
+    squared_norms <- rowSums(x * x)
+    widths <- numeric(nrow(x))
+    for (start in seq(1L, nrow(x), by = block)) {
+        rows <- start:min(start + block - 1L, nrow(x))
+        squared <- outer(squared_norms[rows], squared_norms, "+") - 2 * tcrossprod(x[rows, , drop = FALSE], x)
+        distances <- sqrt(pmax(squared, 0))
+        distances[cbind(seq_along(rows), rows)] <- 0
+        sums <- as.matrix(distances %*% indicator)
+        own <- member[rows]
+        own_sum <- sums[cbind(seq_along(rows), own)]
+        within <- ifelse(sizes[own] > 1L, own_sum / pmax(sizes[own] - 1L, 1L), 0)
+        means <- sweep(sums, 2L, sizes, "/")
+        means[cbind(seq_along(rows), own)] <- Inf
+        between <- apply(means, 1L, min)
+        width <- (between - within) / pmax(within, between)
+        width[sizes[own] == 1L | !is.finite(width)] <- 0
+        widths[rows] <- width
+    }
+    mean(widths)
+}
+
+.silhouette_sample <- function(n, seed, size = 10000L) {
+    if (n <= size) {
+        return(seq_len(n))
+    }
+    sort(withr::with_seed(seed, sample.int(n, size)))
+}
+
+## The k nearest other spots of every spot, ordered by distance and then by
+## index. Candidates come from a k-d tree (RANN); squared distances are
+## recomputed exactly and the candidate set is widened where a tie could
+## reach past it, as in the Python package's graph.nearest_other_spots().
+.nearest_other_spots <- function(coordinates, k) {
+    n <- nrow(coordinates)
+    result <- matrix(NA_integer_, n, k)
+    rows <- seq_len(n)
+    n_candidates <- min(n, k + 9L)
+    while (length(rows) > 0L) {
+        candidates <- RANN::nn2(coordinates, coordinates[rows, , drop = FALSE], k = n_candidates)$nn.idx
+        squared <- matrix(0, length(rows), n_candidates)
+        for (dimension in seq_len(ncol(coordinates))) {
+            difference <- matrix(coordinates[candidates, dimension], length(rows)) - coordinates[rows, dimension]
+            squared <- squared + difference * difference
+        }
+        squared[candidates == rows] <- Inf
+        order_all <- order(row(squared), squared, candidates)
+        order_within <- matrix(order_all, length(rows), n_candidates, byrow = TRUE)
+        nearest <- matrix(candidates[order_within[, seq_len(k), drop = FALSE]], length(rows))
+        kth <- squared[order_within[, k]]
+        finite <- squared
+        finite[is.infinite(finite)] <- -Inf
+        settled <- apply(finite, 1L, max) > kth | n_candidates == n
+        result[rows[settled], ] <- nearest[settled, , drop = FALSE]
+        rows <- rows[!settled]
+        n_candidates <- min(n, 2L * n_candidates)
+    }
+    result
+}
+
+.is_lattice <- function(coordinates, tolerance = 0.05, fraction = 0.9) {
+    if (nrow(coordinates) < 2L) {
+        return(FALSE)
+    }
+    hits <- RANN::nn2(coordinates, k = 2L)
+    self_first <- hits$nn.idx[, 1] == seq_len(nrow(coordinates))
+    distances <- ifelse(self_first, hits$nn.dists[, 2], hits$nn.dists[, 1])
+    centre <- stats::median(distances)
+    centre > 0 && mean(abs(distances - centre) <= tolerance * centre) >= fraction
+}
+
+.domain_factor <- function(labels, usable) {
+    domain <- rep(NA_integer_, length(usable))
+    domain[usable] <- labels
+    factor(domain, levels = sort(unique(labels)))
+}
+
+.as_numeric_matrix <- function(x, what) {
+    x <- as.matrix(x)
+    if (!is.numeric(x) || length(dim(x)) != 2L) {
+        stop("'", what, "' must be a numeric matrix", call. = FALSE)
+    }
+    storage.mode(x) <- "double"
+    x
+}
+
+.count_argument <- function(value, what) {
+    if (!is.numeric(value) || length(value) != 1L || is.na(value) || value != round(value)) {
+        stop("'", what, "' must be one whole number", call. = FALSE)
+    }
+    as.integer(value)
+}

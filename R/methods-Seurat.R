@@ -1,0 +1,84 @@
+## Seurat objects are handled through the "ANY" methods (SeuratObject is only
+## suggested), which dispatch here when is(x, "Seurat").
+
+.run_seurat <- function(method, x, assay = NULL, spatial_coords = NULL, library_size = NULL, n_epochs = NULL, tau = NULL,
+                        preset = "paper", seed = 0L, device = "auto", progress = interactive(),
+                        name = method, ...) {
+    .require_seurat_object()
+    assay <- if (is.null(assay)) SeuratObject::DefaultAssay(x) else assay
+    if (!assay %in% SeuratObject::Assays(x)) {
+        stop("assay '", assay, "' does not exist; the object has: ", paste(SeuratObject::Assays(x), collapse = ", "),
+             call. = FALSE)
+    }
+    counts <- SeuratObject::GetAssayData(x, slot = "counts", assay = assay)
+    if (prod(dim(counts)) == 0) {
+        stop("assay '", assay, "' holds no raw counts (counts slot is empty)", call. = FALSE)
+    }
+    pieces <- list(counts = .sparse_counts(counts, paste0(assay, " counts")),
+                   coordinates = .seurat_coordinates(x, spatial_coords), spot_names = .spot_names(colnames(x)),
+                   gene_names = .gene_names(rownames(counts)), library_size = .library_size(library_size, x[[]]))
+    out <- .embed(method, pieces, list(n_epochs = n_epochs, tau = tau, preset = preset, ...), seed, device,
+                  progress)
+    key <- paste0(gsub("[^[:alnum:]]", "", toupper(name)), "_")
+    embedding <- .named_embedding(out$embedding, colnames(x), sub("_$", "", key))
+    x[[name]] <- SeuratObject::CreateDimReducObject(embeddings = embedding, key = key, assay = assay)
+    methods::slot(x, "misc") <- .add_record(methods::slot(x, "misc"), name, out$record)
+    x
+}
+
+.cluster_seurat <- function(x, reduction = "staig", n_domains = NULL, spatial_coords = NULL, name = "domain",
+                            ...) {
+    .require_seurat_object()
+    if (!reduction %in% SeuratObject::Reductions(x)) {
+        stop("reduction '", reduction, "' does not exist: run a model first (e.g. runSTAIG(x)) or name an ",
+             "existing one with 'reduction'", call. = FALSE)
+    }
+    fit <- clusterEmbedding(SeuratObject::Embeddings(x, reduction = reduction), n_domains,
+                            coordinates = .seurat_coordinates(x, spatial_coords), ...)
+    x <- SeuratObject::AddMetaData(x, stats::setNames(fit$domain, colnames(x)), col.name = name)
+    if (!is.null(fit$unrefined)) {
+        x <- SeuratObject::AddMetaData(x, stats::setNames(fit$unrefined, colnames(x)),
+                                       col.name = paste0(name, "_unrefined"))
+    }
+    methods::slot(x, "misc") <- .add_record(methods::slot(x, "misc"), name,
+                                            c(list(embedding = reduction), fit$record,
+                                              list(silhouette = as.list(fit$silhouette))))
+    x
+}
+
+## Spot coordinates (x, y) in full-resolution pixels from the object's one
+## image: Visium images keep them in their 'coordinates' slot (imagecol,
+## imagerow); other spatial images give x and y through GetTissueCoordinates().
+.seurat_coordinates <- function(x, spatial_coords) {
+    if (!is.null(spatial_coords)) {
+        return(.coordinates_from(spatial_coords, ncol(x),
+                                 reduced = function(name) if (name %in% SeuratObject::Reductions(x))
+                                     SeuratObject::Embeddings(x, reduction = name),
+                                 columns = x[[]]))
+    }
+    images <- SeuratObject::Images(x)
+    if (length(images) == 0L) {
+        stop("the Seurat object has no image with spot positions; pass spatial_coords = two meta.data ",
+             "columns (x, y) or a matrix", call. = FALSE)
+    }
+    .check_one_sample(images)
+    image <- x[[images]]
+    positions <- if ("coordinates" %in% methods::slotNames(image) &&
+                     all(c("imagecol", "imagerow") %in% names(methods::slot(image, "coordinates")))) {
+        methods::slot(image, "coordinates")[, c("imagecol", "imagerow")]
+    } else {
+        SeuratObject::GetTissueCoordinates(image)[, c("x", "y")]
+    }
+    missing <- setdiff(colnames(x), rownames(positions))
+    if (length(missing) > 0L) {
+        stop(length(missing), " spots have no position in image '", images, "' (e.g. '", missing[1], "')",
+             call. = FALSE)
+    }
+    .coordinate_matrix(positions[colnames(x), , drop = FALSE], paste0("image '", images, "'"))
+}
+
+.require_seurat_object <- function() {
+    if (!requireNamespace("SeuratObject", quietly = TRUE)) {
+        stop("Seurat objects need the SeuratObject package: install.packages('SeuratObject')", call. = FALSE)
+    }
+}

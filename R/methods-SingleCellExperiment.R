@@ -1,0 +1,240 @@
+#' @rdname runSTAIG
+#' @param assay.type Assay holding raw counts (SingleCellExperiment).
+#' @param spatial_coords Where the spot coordinates are; see Methods.
+#' @param n_epochs,tau,preset Training length, contrastive temperature and
+#'   parameter preset (\code{NULL}: the preset's value).
+#' @param library_size Per-spot total counts over all measured genes, when
+#'   the assay holds only a subset of them: a numeric vector or the name of a
+#'   colData (meta.data) column. \code{NULL}: column sums of the assay.
+#' @param seed Seed of the model (Python, NumPy and torch generators).
+#' @param device \code{"auto"} (CUDA, then Apple MPS, then CPU) or a torch
+#'   device name.
+#' @param progress Show a progress bar.
+#' @param name Name of the reducedDim (SCE) or reduction (Seurat).
+#' @export
+setMethod("runSTAIG", "SingleCellExperiment", function(x, assay.type = "counts", spatial_coords = NULL,
+                                                       library_size = NULL, n_epochs = NULL, tau = NULL, preset = "paper",
+                                                       seed = 0L, device = "auto", progress = interactive(),
+                                                       name = "STAIG", ...) {
+    .check_one_sample(.sample_ids(x))
+    pieces <- list(counts = .sparse_counts(SummarizedExperiment::assay(x, assay.type), assay.type),
+                   coordinates = .sce_coordinates(x, spatial_coords), spot_names = .spot_names(colnames(x)),
+                   gene_names = .gene_names(rownames(x)),
+                   library_size = .library_size(library_size, as.data.frame(SummarizedExperiment::colData(x))))
+    out <- .embed("staig", pieces, list(n_epochs = n_epochs, tau = tau, preset = preset, ...), seed, device,
+                  progress)
+    SingleCellExperiment::reducedDim(x, name) <- .named_embedding(out$embedding, colnames(x), name)
+    S4Vectors::metadata(x) <- .add_record(S4Vectors::metadata(x), name, out$record)
+    x
+})
+
+#' @rdname runSTAIG
+#' @export
+setMethod("runSTAIG", "ANY", function(x, ...) {
+    if (is(x, "Seurat")) {
+        return(.run_seurat("staig", x, ...))
+    }
+    .unsupported(x)
+})
+
+#' @rdname clusterDomains
+#' @param dimred reducedDim to cluster (SingleCellExperiment).
+#' @param spatial_coords Where the spot coordinates are (as in
+#'   \code{\link{runSTAIG}}); used for refinement.
+#' @param n_domains Number of domains, or \code{NULL} to choose by silhouette.
+#' @param name Column of colData (SCE) or meta.data (Seurat) for the domains.
+#' @export
+setMethod("clusterDomains", "SingleCellExperiment", function(x, dimred = "STAIG", n_domains = NULL,
+                                                             spatial_coords = NULL, name = "domain", ...) {
+    if (!dimred %in% SingleCellExperiment::reducedDimNames(x)) {
+        stop("reducedDim '", dimred, "' does not exist: run a model first (e.g. runSTAIG(x)) or name an ",
+             "existing one with 'dimred'", call. = FALSE)
+    }
+    fit <- clusterEmbedding(SingleCellExperiment::reducedDim(x, dimred), n_domains,
+                            coordinates = .sce_coordinates(x, spatial_coords), ...)
+    SummarizedExperiment::colData(x)[[name]] <- fit$domain
+    if (!is.null(fit$unrefined)) {
+        SummarizedExperiment::colData(x)[[paste0(name, "_unrefined")]] <- fit$unrefined
+    }
+    S4Vectors::metadata(x) <- .add_record(S4Vectors::metadata(x), name,
+                                          c(list(embedding = dimred), fit$record,
+                                            list(silhouette = as.list(fit$silhouette))))
+    x
+})
+
+#' @rdname clusterDomains
+#' @export
+setMethod("clusterDomains", "ANY", function(x, ...) {
+    if (is(x, "Seurat")) {
+        return(.cluster_seurat(x, ...))
+    }
+    .unsupported(x)
+})
+
+#' @rdname findDomains
+#' @export
+setMethod("findDomains", "ANY", function(x, method = "staig", n_domains = NULL, ..., refine = "auto",
+                                         cluster_seed = 2023L, name = "domain") {
+    runner <- switch(match.arg(method, "staig"), staig = runSTAIG)
+    embedding_name <- if (is(x, "Seurat")) tolower(method) else toupper(method)
+    x <- runner(x, name = embedding_name, ...)
+    passed <- list(...)
+    coordinates_given <- if (is.null(passed$spatial_coords)) list() else list(spatial_coords = passed$spatial_coords)
+    reduction <- if (is(x, "Seurat")) list(reduction = embedding_name) else list(dimred = embedding_name)
+    do.call(clusterDomains, c(list(x), reduction, coordinates_given,
+                              list(n_domains = n_domains, refine = refine, seed = cluster_seed, name = name)))
+})
+
+## Python bridge call shared by all methods: parameters left NULL take the
+## preset's value on the Python side.
+.embed <- function(method, pieces, params, seed, device, progress) {
+    bridge <- .bridge()
+    params <- Filter(Negate(is.null), params)
+    for (count in intersect(names(params), c("n_epochs", "n_neighbors", "n_top_genes", "n_layers"))) {
+        params[[count]] <- .count_argument(params[[count]], count)
+    }
+    .warn_if_reference_blas()
+    out <- bridge$embed(method, pieces$counts, pieces$coordinates, pieces$spot_names, pieces$gene_names,
+                        library_size = pieces$library_size, params = params, random_state = .count_argument(seed, "seed"), device = device,
+                        progress = isTRUE(progress))
+    out$record$r_session <- list(R = as.character(getRversion()),
+                                 spatialdomains = as.character(utils::packageVersion("spatialdomains")),
+                                 reticulate = as.character(utils::packageVersion("reticulate")),
+                                 python = reticulate::py_config()$python)
+    out
+}
+
+.library_size <- function(library_size, columns) {
+    if (is.null(library_size)) {
+        return(NULL)
+    }
+    if (is.character(library_size) && length(library_size) == 1L) {
+        if (!library_size %in% names(columns)) {
+            stop("library_size: no column '", library_size, "' in the spot annotations", call. = FALSE)
+        }
+        library_size <- columns[[library_size]]
+    }
+    if (!is.numeric(library_size) || length(library_size) != nrow(columns)) {
+        stop("'library_size' must be one number per spot or the name of a column holding them", call. = FALSE)
+    }
+    as.numeric(library_size)
+}
+
+## Inside R, torch's matrix products run on the BLAS that R loaded; R's
+## reference BLAS makes training about 30 times slower than OpenBLAS.
+.warn_if_reference_blas <- function() {
+    blas <- unname(extSoftVersion()["BLAS"])
+    if (is.null(.state$blas_checked) && (grepl("/blas/libblas", blas) || grepl("libRblas", blas))) {
+        warning("R uses the reference BLAS (", blas, "); the models' matrix products run on it inside R and ",
+                "are many times slower than with an optimised BLAS. Install one, e.g. on Debian/Ubuntu: ",
+                "apt-get install libopenblas0-pthread", call. = FALSE)
+    }
+    .state$blas_checked <- TRUE
+}
+
+.sce_coordinates <- function(x, spatial_coords) {
+    if (is.null(spatial_coords)) {
+        if (is(x, "SpatialExperiment")) {
+            return(.coordinate_matrix(SpatialExperiment::spatialCoords(x), "spatialCoords(x)"))
+        }
+        if ("spatial" %in% SingleCellExperiment::reducedDimNames(x)) {
+            return(.coordinate_matrix(SingleCellExperiment::reducedDim(x, "spatial"), "reducedDim(x, 'spatial')"))
+        }
+        stop("no spot coordinates found: store them as reducedDim(x, 'spatial') (spots x 2: x, y), use a ",
+             "SpatialExperiment, or pass spatial_coords = the name of a reducedDim, two colData columns ",
+             "(x, y) or a matrix", call. = FALSE)
+    }
+    .coordinates_from(spatial_coords, ncol(x),
+                      reduced = function(name) if (name %in% SingleCellExperiment::reducedDimNames(x))
+                          SingleCellExperiment::reducedDim(x, name),
+                      columns = as.data.frame(SummarizedExperiment::colData(x)))
+}
+
+## Coordinates given by the user as a matrix, a reducedDim/reduction name or
+## two column names.
+.coordinates_from <- function(spatial_coords, n_spots, reduced, columns) {
+    if (is.matrix(spatial_coords) || is.data.frame(spatial_coords)) {
+        coordinates <- .coordinate_matrix(spatial_coords, "spatial_coords")
+    } else if (is.character(spatial_coords) && length(spatial_coords) == 1L &&
+               !is.null(reduced(spatial_coords))) {
+        coordinates <- .coordinate_matrix(reduced(spatial_coords), spatial_coords)
+    } else if (is.character(spatial_coords) && length(spatial_coords) == 2L &&
+               all(spatial_coords %in% names(columns))) {
+        coordinates <- .coordinate_matrix(columns[, spatial_coords], paste(spatial_coords, collapse = ", "))
+    } else {
+        stop("'spatial_coords' must be a matrix, the name of a stored embedding, or two column names (x, y) ",
+             "of the cell annotations; got ", paste(format(spatial_coords), collapse = ", "), call. = FALSE)
+    }
+    if (nrow(coordinates) != n_spots) {
+        stop("'spatial_coords' has ", nrow(coordinates), " rows for ", n_spots, " spots", call. = FALSE)
+    }
+    coordinates
+}
+
+.coordinate_matrix <- function(coordinates, what) {
+    coordinates <- as.matrix(coordinates)
+    if (!is.numeric(coordinates) || ncol(coordinates) < 2L) {
+        stop(what, " must be numeric with (at least) two columns: x, y", call. = FALSE)
+    }
+    coordinates <- coordinates[, 1:2, drop = FALSE]
+    storage.mode(coordinates) <- "double"
+    dimnames(coordinates) <- NULL
+    coordinates
+}
+
+.sparse_counts <- function(counts, what) {
+    if (is.null(counts)) {
+        stop("no assay '", what, "'", call. = FALSE)
+    }
+    if (!is(counts, "CsparseMatrix")) {
+        counts <- tryCatch(methods::as(counts, "CsparseMatrix"),
+                           error = function(e) Matrix::Matrix(as.matrix(counts), sparse = TRUE))
+    }
+    methods::as(methods::as(counts, "generalMatrix"), "dMatrix")
+}
+
+.sample_ids <- function(x) {
+    data <- SummarizedExperiment::colData(x)
+    if ("sample_id" %in% names(data)) unique(as.character(data$sample_id)) else character(0)
+}
+
+.check_one_sample <- function(samples) {
+    if (length(samples) > 1L) {
+        stop("the object holds ", length(samples), " samples (", paste(utils::head(samples, 5L), collapse = ", "),
+             "); multi-slice integration is not available in this version yet: run one sample at a time, ",
+             "e.g. x[, x$sample_id == '", samples[1], "']", call. = FALSE)
+    }
+}
+
+.spot_names <- function(names) {
+    if (is.null(names) || anyDuplicated(names) || anyNA(names)) as.character(seq_along(names)) else names
+}
+
+.gene_names <- function(names) {
+    if (is.null(names) || anyNA(names) || any(!nzchar(names))) {
+        stop("genes need names: set rownames(x) to gene symbols or IDs", call. = FALSE)
+    }
+    if (anyDuplicated(names)) {
+        stop("gene names are duplicated (e.g. '", names[anyDuplicated(names)], "'); make them unique, e.g. ",
+             "rownames(x) <- make.unique(rownames(x))", call. = FALSE)
+    }
+    names
+}
+
+.named_embedding <- function(embedding, spot_names, name) {
+    embedding <- as.matrix(embedding)
+    dimnames(embedding) <- list(spot_names, paste0(name, "_", seq_len(ncol(embedding))))
+    embedding
+}
+
+.add_record <- function(metadata, name, record) {
+    records <- if (is.list(metadata$spatialdomains)) metadata$spatialdomains else list()
+    records[[name]] <- record
+    metadata$spatialdomains <- records
+    metadata
+}
+
+.unsupported <- function(x) {
+    stop("x must be a SingleCellExperiment, SpatialExperiment or Seurat object, not a '",
+         paste(class(x), collapse = "/"), "'", call. = FALSE)
+}

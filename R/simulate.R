@@ -1,0 +1,78 @@
+#' Simulated Visium-like example data
+#'
+#' The package's built-in example: spots on a Visium-like hexagonal grid,
+#' layered domains with curved boundaries, negative-binomial counts and, in
+#' each domain, a marker program of real human genes sharing one Gene Ontology
+#' biological-process term. Drawn by the Python package's simulator, so the
+#' same seed gives the same data in R and Python.
+#'
+#' @param n_spots Approximate number of spots.
+#' @param n_domains Number of domains (at most 8).
+#' @param seed Seed of the simulation.
+#' @param class The class to return: \code{"SingleCellExperiment"} (coordinates
+#'   in \code{reducedDim(x, "spatial")}), \code{"SpatialExperiment"}
+#'   (needs the SpatialExperiment package) or \code{"Seurat"} (needs Seurat; a
+#'   Visium image holds the positions).
+#' @return An object of \code{class} with raw counts, the ground truth in
+#'   \code{ground_truth}, the planted GO terms in \code{rowData} /
+#'   the metadata, and spot coordinates in full-resolution pixels.
+#' @examplesIf spatialdomainsAvailable()
+#' sce <- simulateVisium(n_spots = 400, n_domains = 3, seed = 1)
+#' table(sce$ground_truth)
+#' @export
+simulateVisium <- function(n_spots = 3000L, n_domains = 5L, seed = 0L,
+                           class = c("SingleCellExperiment", "SpatialExperiment", "Seurat")) {
+    class <- match.arg(class)
+    data <- .bridge()$simulate(.count_argument(n_spots, "n_spots"), .count_argument(n_domains, "n_domains"),
+                               .count_argument(seed, "seed"), image = identical(class, "Seurat"))
+    counts <- methods::new("dgCMatrix", i = as.integer(data$counts$i), p = as.integer(data$counts$p),
+                           x = as.numeric(data$counts$x), Dim = as.integer(data$counts$dim),
+                           Dimnames = list(unlist(data$gene_names), unlist(data$spot_names)))
+    coordinates <- data$coordinates
+    dimnames(coordinates) <- list(colnames(counts), c("x", "y"))
+    annotations <- as.data.frame(lapply(data$obs, unlist), row.names = colnames(counts))
+    annotations$ground_truth <- factor(annotations$ground_truth, levels = unlist(data$simulation$domains))
+    genes <- S4Vectors::DataFrame(lapply(data$var, unlist), row.names = rownames(counts))
+    switch(class,
+        SingleCellExperiment = SingleCellExperiment::SingleCellExperiment(
+            assays = list(counts = counts), colData = S4Vectors::DataFrame(annotations), rowData = genes,
+            reducedDims = list(spatial = coordinates),
+            metadata = list(simulation = data$simulation, scalefactors = data$scalefactors)),
+        SpatialExperiment = .simulated_spe(counts, annotations, genes, coordinates, data),
+        Seurat = .simulated_seurat(counts, annotations, coordinates, data))
+}
+
+.simulated_spe <- function(counts, annotations, genes, coordinates, data) {
+    if (!requireNamespace("SpatialExperiment", quietly = TRUE)) {
+        stop("class = 'SpatialExperiment' needs the SpatialExperiment package: ",
+             "BiocManager::install('SpatialExperiment')", call. = FALSE)
+    }
+    colnames(coordinates) <- c("pxl_col_in_fullres", "pxl_row_in_fullres")
+    SpatialExperiment::SpatialExperiment(
+        assays = list(counts = counts), colData = S4Vectors::DataFrame(annotations), rowData = genes,
+        sample_id = "simulated", spatialCoords = coordinates,
+        metadata = list(simulation = data$simulation, scalefactors = data$scalefactors))
+}
+
+.simulated_seurat <- function(counts, annotations, coordinates, data) {
+    if (!requireNamespace("Seurat", quietly = TRUE)) {
+        stop("class = 'Seurat' needs the Seurat package: install.packages('Seurat')", call. = FALSE)
+    }
+    object <- SeuratObject::CreateSeuratObject(counts = counts, assay = "Spatial", meta.data = annotations)
+    factors <- data$scalefactors
+    positions <- data.frame(tissue = 1L, row = annotations$array_row, col = annotations$array_col,
+                            imagerow = coordinates[, "y"], imagecol = coordinates[, "x"],
+                            row.names = colnames(counts))
+    # The simulated image is drawn at the hires scale; Seurat draws its image with the 'lowres' factor.
+    image <- methods::new("VisiumV1", image = data$image,
+                          scale.factors = Seurat::scalefactors(spot = factors$spot_diameter_fullres,
+                                                               fiducial = factors$fiducial_diameter_fullres,
+                                                               hires = factors$tissue_hires_scalef,
+                                                               lowres = factors$tissue_hires_scalef),
+                          coordinates = positions, spot.radius = factors$spot_diameter_fullres *
+                              factors$tissue_hires_scalef / max(dim(data$image)[1:2]),
+                          assay = "Spatial", key = "simulated_")
+    object[["simulated"]] <- image
+    SeuratObject::Misc(object, "simulation") <- data$simulation
+    object
+}
