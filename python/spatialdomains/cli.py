@@ -18,6 +18,8 @@ OUTPUT_FILES = {
     "plot": "domains.png",
     "provenance": "provenance.json",
 }
+#: Written besides the others when the input was an .rds file: the input's class with the results added.
+RDS_RESULT = "result.rds"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="find the spatial domains of one sample",
                               description="Find the spatial domains of one sample and write the result .h5ad, a "
                                           "domains CSV, the embedding, a domain plot and a provenance JSON.")
-    run.add_argument("input", help=".h5ad file or Space Ranger output folder (raw counts)")
+    run.add_argument("input", help=".h5ad file, .rds file (SingleCellExperiment, SpatialExperiment or Seurat) "
+                                   "or Space Ranger output folder (raw counts)")
     run.add_argument("--out", required=True, help="output folder (created if needed)")
     run.add_argument("--method", default="staig", choices=["staig"], help="model (default: staig)")
     run.add_argument("--layer", help="layer with raw counts, if not X")
@@ -141,7 +144,11 @@ def _find_and_write(adata, args: argparse.Namespace, *, label_key: str | None, *
     plt.close(figure)
     io.write_json(record, out / OUTPUT_FILES["provenance"])
     io.write_h5ad(adata, out / OUTPUT_FILES["result"])
-    print(f"wrote {', '.join(OUTPUT_FILES.values())} to {out}")
+    written = list(OUTPUT_FILES.values())
+    if "rds" in adata.uns:  # an .rds input gets its results back as the same R class too
+        io.write_rds(adata, out / RDS_RESULT)
+        written.append(RDS_RESULT)
+    print(f"wrote {', '.join(written)} to {out}")
     return 0
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ._rds import read_rds, write_rds  # noqa: F401  (public: sd.io.read_rds, sd.io.write_rds)
 from ._utils import atomic_path, json_safe
 from .errors import InputError
 
@@ -38,13 +39,10 @@ def read(path: str | Path) -> ad.AnnData:
     if path.name == COUNT_FILE:
         return read_visium(path.parent)
     if suffix == ".rds":
-        raise InputError(
-            f"input '{path}': reading .rds files is not supported yet; export the object to .h5ad "
-            "(e.g. zellkonverter::writeH5AD in R) and pass that file"
-        )
+        return read_rds(path)
     raise InputError(
-        f"input '{path}': unknown file type '{suffix}'; give an .h5ad file or a Space Ranger output folder "
-        f"(containing {COUNT_FILE} and spatial/)"
+        f"input '{path}': unknown file type '{suffix}'; give an .h5ad file, an .rds file (SingleCellExperiment, "
+        f"SpatialExperiment or Seurat) or a Space Ranger output folder (containing {COUNT_FILE} and spatial/)"
     )
 
 

@@ -1,0 +1,193 @@
+"""Reading and writing .rds (SingleCellExperiment, Seurat, SpatialExperiment) through rpy2 + anndata2ri."""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import spatialdomains as sd
+from spatialdomains.errors import InputError
+
+
+def _r_with(*packages):
+    """None when rpy2, anndata2ri and the R packages are usable, else the reason."""
+    try:
+        import anndata2ri  # noqa: F401
+        import rpy2.robjects as ro
+    except ImportError as error:
+        return f"needs rpy2 and anndata2ri ({error})"
+    try:
+        for name in packages:
+            if not ro.r(f'isTRUE(suppressWarnings(requireNamespace("{name}", quietly = TRUE)))')[0]:
+                return f"needs the R package {name}"
+    except Exception as error:  # R cannot start
+        return f"needs R through rpy2 ({error})"
+    return None
+
+
+needs_sce = pytest.mark.skipif(_r_with("SingleCellExperiment") is not None,
+                               reason=str(_r_with("SingleCellExperiment")))
+needs_seurat = pytest.mark.skipif(_r_with("SingleCellExperiment", "Seurat") is not None,
+                                  reason=str(_r_with("SingleCellExperiment", "Seurat")))
+needs_spe = pytest.mark.skipif(_r_with("SpatialExperiment") is not None, reason=str(_r_with("SpatialExperiment")))
+
+# An object made in R, the way an R user has it: counts, annotations, positions, another reducedDim, metadata.
+R_MAKE_SCE = """function(path) {
+  set.seed(1)
+  counts <- Matrix::rsparsematrix(60, 40, 0.3, rand.x = function(n) rpois(n, 5) + 1)
+  dimnames(counts) <- list(paste0("gene", 1:60), paste0("spot", 1:40))
+  xy <- as.matrix(expand.grid(x = (1:8) * 100, y = (1:5) * 100))
+  rownames(xy) <- colnames(counts)
+  sce <- SingleCellExperiment::SingleCellExperiment(
+    assays = list(counts = counts, logcounts = log1p(counts)),
+    colData = S4Vectors::DataFrame(region = factor(rep(c("a", "b"), 20)), score = seq(0, 1, length.out = 40)),
+    reducedDims = list(spatial = xy, PCA = matrix(rnorm(80), 40, 2)),
+    metadata = list(note = "kept", params = list(k = 3L)))
+  saveRDS(sce, path)
+}"""
+
+R_MAKE_SEURAT = """function(path) {
+  set.seed(2)
+  counts <- Matrix::rsparsematrix(60, 40, 0.3, rand.x = function(n) rpois(n, 5) + 1)
+  dimnames(counts) <- list(paste0("gene", 1:60), paste0("spot", 1:40))
+  object <- SeuratObject::CreateSeuratObject(counts, assay = "Spatial")
+  object$region <- rep(c("a", "b"), 20)
+  grid <- expand.grid(col = 1:8, row = 1:5)
+  positions <- data.frame(tissue = 1L, row = grid$row, col = grid$col, imagerow = grid$row * 100,
+                          imagecol = grid$col * 100, row.names = colnames(counts))
+  image <- methods::new("VisiumV1", image = array(0.5, c(30, 40, 3)),
+                        scale.factors = Seurat::scalefactors(spot = 55, fiducial = 100, hires = 0.2, lowres = 0.05),
+                        coordinates = positions, spot.radius = 0.02, assay = "Spatial", key = "slice1_")
+  object[["slice1"]] <- image
+  saveRDS(object, path)
+}"""
+
+
+def _r(code):
+    import rpy2.robjects as ro
+
+    with ro.default_converter.context():
+        return ro.r(code)
+
+
+@needs_sce
+def test_sce_round_trip(tmp_path):
+    source = tmp_path / "sample.rds"
+    _r(R_MAKE_SCE)(str(source))
+    before = source.read_bytes()
+
+    adata = sd.io.read_rds(source)
+    assert source.read_bytes() == before  # the user's file is not touched
+    assert adata.shape == (40, 60)
+    assert list(adata.obs_names[:2]) == ["spot1", "spot2"] and adata.var_names[0] == "gene1"
+    assert sp.issparse(adata.X) and np.all(adata.X.data >= 1)
+    assert "logcounts" in adata.layers
+    np.testing.assert_allclose(np.log1p(adata.X.toarray()), np.asarray(adata.layers["logcounts"].todense()))
+    assert list(adata.obs["region"].cat.categories) == ["a", "b"]
+    np.testing.assert_array_equal(adata.obsm["spatial"][:3], [[100, 100], [200, 100], [300, 100]])
+    assert adata.obsm["X_pca"].shape == (40, 2)
+    assert adata.uns["note"] == "kept" and adata.uns["params"] == {"k": 3} and adata.uns["rds"]["class"] == "SingleCellExperiment"
+
+    adata.obs["domain"] = np.where(adata.obsm["spatial"][:, 0] > 400, "2", "1")
+    adata.obsm["X_staig"] = np.arange(80, dtype=np.float64).reshape(40, 2)
+    target = tmp_path / "result.rds"
+    sd.io.write_rds(adata, target)
+    same = _r("""function(a, b) {
+      x <- readRDS(a); y <- readRDS(b)
+      c(class = is(y, "SingleCellExperiment"),
+        counts = isTRUE(all.equal(as.matrix(SummarizedExperiment::assay(x, "counts")),
+                                  as.matrix(SummarizedExperiment::assay(y, "counts")))),
+        positions = isTRUE(all.equal(unname(SingleCellExperiment::reducedDim(x, "spatial")),
+                                     unname(SingleCellExperiment::reducedDim(y, "spatial")))),
+        region = identical(as.character(x$region), as.character(y$region)),
+        domain = identical(unname(as.character(y$domain)), unname(ifelse(
+                     SingleCellExperiment::reducedDim(x, "spatial")[, 1] > 400, "2", "1"))),
+        embedding = identical(dim(SingleCellExperiment::reducedDim(y, "X_staig")), c(40L, 2L)),
+        note = identical(S4Vectors::metadata(y)$note, "kept"))
+    }""")(str(source), str(target))
+    assert dict(zip(same.names, same)) == {k: True for k in same.names}
+
+
+@needs_seurat
+def test_seurat_round_trip(tmp_path):
+    source = tmp_path / "seurat.rds"
+    _r(R_MAKE_SEURAT)(str(source))
+    adata = sd.io.read_rds(source)
+    assert adata.uns["rds"]["class"] == "Seurat"
+    assert adata.shape == (40, 60)
+    np.testing.assert_array_equal(adata.obsm["spatial"][:2], [[100, 100], [200, 100]])  # (imagecol, imagerow)
+    library = adata.uns["spatial"]["slice1"]
+    assert library["images"]["lowres"].shape == (30, 40, 3)
+    assert library["scalefactors"] == {"spot_diameter_fullres": 55.0, "fiducial_diameter_fullres": 100.0,
+                                       "tissue_hires_scalef": 0.2, "tissue_lowres_scalef": 0.05}
+
+    adata.obs["domain"] = np.where(adata.obsm["spatial"][:, 1] > 250, "2", "1")
+    target = tmp_path / "result.rds"
+    sd.io.write_rds(adata, target)
+    same = _r("""function(a, b) {
+      x <- readRDS(a); y <- readRDS(b)
+      img_x <- x[["slice1"]]; img_y <- y[["slice1"]]
+      c(class = is(y, "Seurat"),
+        counts = isTRUE(all.equal(as.matrix(SeuratObject::GetAssayData(x, slot = "counts")),
+                                  as.matrix(SeuratObject::GetAssayData(y, slot = "counts")))),
+        positions = isTRUE(all.equal(img_x@coordinates[, c("imagerow", "imagecol")],
+                                     img_y@coordinates[, c("imagerow", "imagecol")])),
+        image = identical(dim(img_y@image), dim(img_x@image)),
+        region = identical(y$region, x$region),
+        domain = identical(unname(as.character(y$domain)), ifelse(img_x@coordinates$imagerow > 250, "2", "1")))
+    }""")(str(source), str(target))
+    assert dict(zip(same.names, same)) == {k: True for k in same.names}
+    # Read back once more: the same positions come out.
+    again = sd.io.read_rds(target)
+    np.testing.assert_array_equal(again.obsm["spatial"], adata.obsm["spatial"])
+
+
+@needs_spe
+def test_spatialexperiment_round_trip(tmp_path):
+    adata = sd.datasets.simulate_visium(200, 3, seed=1)
+    target = tmp_path / "spe.rds"
+    sd.io.write_rds(adata, target, as_class="SpatialExperiment")
+    back = sd.io.read_rds(target)
+    assert back.uns["rds"]["class"] == "SpatialExperiment"
+    np.testing.assert_allclose(back.obsm["spatial"], adata.obsm["spatial"])
+    np.testing.assert_allclose(back.X.toarray(), adata.X.toarray())
+
+
+@needs_sce
+def test_rds_errors_name_the_problem(tmp_path):
+    frame = tmp_path / "frame.rds"
+    _r("function(path) saveRDS(data.frame(a = 1), path)")(str(frame))
+    with pytest.raises(InputError, match="holds a 'data.frame'"):
+        sd.io.read_rds(frame)
+    source = tmp_path / "sample.rds"
+    _r(R_MAKE_SCE)(str(source))
+    with pytest.raises(InputError, match="no assay 'raw'.*assay="):
+        sd.io.read_rds(source, assay="raw")
+    with pytest.raises(InputError, match="does not exist"):
+        sd.io.read_rds(tmp_path / "missing.rds")
+    with pytest.raises(InputError, match="as_class must be one of"):
+        sd.io.write_rds(sd.io.read_rds(source), tmp_path / "x.rds", as_class="loom")
+
+
+def test_rds_is_refused_inside_r(monkeypatch, tmp_path):
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "rpycall", types.ModuleType("rpycall"))
+    with pytest.raises(sd.errors.BackendUnavailable, match="inside R would abort R"):
+        sd.io.read_rds(tmp_path / "x.rds") if (tmp_path / "x.rds").touch() is None else None
+
+
+@needs_sce
+def test_cli_accepts_rds_and_writes_results_back(tmp_path):
+    from spatialdomains.cli import main
+
+    adata = sd.datasets.simulate_visium(300, 3, seed=2)
+    source = tmp_path / "sample.rds"
+    sd.io.write_rds(adata, source)
+    out = tmp_path / "out"
+    assert main(["run", str(source), "--n-domains", "3", "--epochs", "20", "--out", str(out), "--quiet",
+                 "--library-size-key", "total_counts"]) == 0
+    result = _r("""function(path) { x <- readRDS(path)
+      c(is(x, "SingleCellExperiment"), "domain" %in% names(SummarizedExperiment::colData(x)),
+        "X_staig" %in% SingleCellExperiment::reducedDimNames(x)) }""")(str(out / "result.rds"))
+    assert list(result) == [True, True, True]
+    assert (out / "result.h5ad").exists()
