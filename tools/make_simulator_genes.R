@@ -31,6 +31,7 @@ types <- suppressMessages(AnnotationDbi::select(org.Hs.eg.db, keys = keys(org.Hs
                                                 keytype = "ENTREZID", columns = c("SYMBOL", "GENETYPE")))
 coding <- unique(types$SYMBOL[types$GENETYPE == "protein-coding"])
 coding <- setdiff(coding, unlist(term_genes))
+coding <- coding[grepl("^[A-Za-z0-9.-]+$", coding)]  # Seurat rewrites names with other characters
 background <- sort(sample(coding, n_background))
 rows[["background"]] <- data.frame(symbol = background, program = "background", term = "")
 out <- do.call(rbind, rows)
