@@ -211,7 +211,7 @@ refineDomains <- function(labels, coordinates, n_neighbors = 15L) {
         squared[candidates == rows] <- Inf
         order_all <- order(row(squared), squared, candidates)
         order_within <- matrix(order_all, length(rows), n_candidates, byrow = TRUE)
-        nearest <- matrix(candidates[order_within[, seq_len(k), drop = FALSE]], length(rows))
+        nearest <- matrix(candidates[as.vector(order_within[, seq_len(k)])], length(rows))
         kth <- squared[order_within[, k]]
         finite <- squared
         finite[is.infinite(finite)] <- -Inf

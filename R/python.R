@@ -32,7 +32,8 @@ useSpatialdomainsPython <- function(python) {
     python <- .python_executable(python)
     if (reticulate::py_available(initialize = FALSE)) {
         current <- reticulate::py_config()$python
-        if (normalizePath(current, mustWork = FALSE) != normalizePath(python, mustWork = FALSE)) {
+        # Compare folders, not resolved files: every virtualenv's python links to the same interpreter.
+        if (normalizePath(dirname(current), mustWork = FALSE) != normalizePath(dirname(python), mustWork = FALSE)) {
             stop("this R session already uses the Python at '", current, "'; reticulate cannot switch ",
                  "Pythons within a session. Restart R and call useSpatialdomainsPython() first.",
                  call. = FALSE)

@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # Installs R and the R packages spatialdomains uses, from Debian/Ubuntu packages, when run as root.
+# libopenblas0-pthread replaces R's reference BLAS: inside R, torch's matrix products run on R's BLAS, and the
+# reference one makes training tens of times slower.
 # Idempotent: does nothing when everything is present. Without root or apt-get it only reports what is missing;
 # the Python parts still install and run (clustering then uses the Python Gaussian-mixture fallback).
 set -u
-R_PACKAGES="mclust SingleCellExperiment Seurat SeuratObject reticulate org.Hs.eg.db GO.db AnnotationDbi testthat"
+R_PACKAGES="mclust SingleCellExperiment SummarizedExperiment S4Vectors Matrix Seurat SeuratObject reticulate RANN withr \
+org.Hs.eg.db GO.db AnnotationDbi testthat knitr rmarkdown"
 DEBIAN_PACKAGES="r-base-core r-base-dev r-cran-mclust r-bioc-singlecellexperiment r-cran-seurat r-cran-seuratobject \
-r-cran-reticulate r-bioc-org.hs.eg.db r-bioc-go.db r-bioc-annotationdbi r-cran-testthat"
+r-cran-reticulate r-cran-rann r-cran-withr r-bioc-org.hs.eg.db r-bioc-go.db r-bioc-annotationdbi r-cran-testthat \
+r-cran-knitr r-cran-rmarkdown pandoc libopenblas0-pthread"
 
 missing_r_packages() {
   command -v Rscript >/dev/null 2>&1 || { echo "R"; return; }
   Rscript --vanilla -e "p <- strsplit('$R_PACKAGES', ' ')[[1]]; m <- p[!vapply(p, requireNamespace, logical(1), quietly = TRUE)]; cat(m)" 2>/dev/null
+  Rscript --vanilla -e "if (grepl('/blas/libblas|libRblas', extSoftVersion()['BLAS'])) cat(' OpenBLAS')" 2>/dev/null
+  command -v pandoc >/dev/null 2>&1 || echo " pandoc"
 }
 
 missing=$(missing_r_packages)

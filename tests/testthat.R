@@ -1,0 +1,4 @@
+library(testthat)
+library(spatialdomains)
+
+test_check("spatialdomains")
