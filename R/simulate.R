@@ -11,7 +11,7 @@
 #' @param seed Seed of the simulation.
 #' @param class The class to return: \code{"SingleCellExperiment"} (coordinates
 #'   in \code{reducedDim(x, "spatial")}), \code{"SpatialExperiment"}
-#'   (needs the SpatialExperiment package) or \code{"Seurat"} (needs Seurat; a
+#'   (needs the SpatialExperiment package; with the synthetic tissue image) or \code{"Seurat"} (needs Seurat; a
 #'   Visium image holds the positions).
 #' @return An object of \code{class} with raw counts, the ground truth in
 #'   \code{ground_truth}, the planted GO terms in \code{rowData} /
@@ -24,7 +24,7 @@ simulateVisium <- function(n_spots = 3000L, n_domains = 5L, seed = 0L,
                            class = c("SingleCellExperiment", "SpatialExperiment", "Seurat")) {
     class <- match.arg(class)
     data <- .bridge()$simulate(.count_argument(n_spots, "n_spots"), .count_argument(n_domains, "n_domains"),
-                               .count_argument(seed, "seed"), image = identical(class, "Seurat"))
+                               .count_argument(seed, "seed"), image = class != "SingleCellExperiment")
     counts <- methods::new("dgCMatrix", i = as.integer(data$counts$i), p = as.integer(data$counts$p),
                            x = as.numeric(data$counts$x), Dim = as.integer(data$counts$dim),
                            Dimnames = list(unlist(data$gene_names), unlist(data$spot_names)))
@@ -48,9 +48,12 @@ simulateVisium <- function(n_spots = 3000L, n_domains = 5L, seed = 0L,
              "BiocManager::install('SpatialExperiment')", call. = FALSE)
     }
     colnames(coordinates) <- c("pxl_col_in_fullres", "pxl_row_in_fullres")
+    image <- SpatialExperiment::SpatialImage(grDevices::as.raster(data$image))
+    images <- S4Vectors::DataFrame(sample_id = "simulated", image_id = "hires", data = I(list(image)),
+                                   scaleFactor = data$scalefactors$tissue_hires_scalef)
     SpatialExperiment::SpatialExperiment(
         assays = list(counts = counts), colData = S4Vectors::DataFrame(annotations), rowData = genes,
-        sample_id = "simulated", spatialCoords = coordinates,
+        sample_id = "simulated", spatialCoords = coordinates, imgData = images,
         metadata = list(simulation = data$simulation, scalefactors = data$scalefactors))
 }
 

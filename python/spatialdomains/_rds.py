@@ -59,7 +59,7 @@ _R_READ = r"""function(path, assay) {
     for (row in seq_len(nrow(images))) {
       raster <- as.matrix(SpatialExperiment::imgRaster(images$data[[row]]))
       rgb <- grDevices::col2rgb(raster) / 255
-      array <- aperm(array(t(rgb), c(ncol(raster), nrow(raster), 3L)), c(2L, 1L, 3L))
+      array <- array(t(rgb), c(nrow(raster), ncol(raster), 3L))  # col2rgb walks the raster column-major
       library <- images$sample_id[row]
       entry <- if (is.null(libraries[[library]])) list(images = list(), scalefactors = list())
                else libraries[[library]]
@@ -85,7 +85,7 @@ _R_READ = r"""function(path, assay) {
 }"""
 
 # Builds the requested class from the SingleCellExperiment anndata2ri made, with positions and images.
-_R_WRITE = r"""function(sce, path, target, assay, positions, library, image, factors) {
+_R_WRITE = r"""function(sce, path, target, assay, positions, library, image, factors, spe_images) {
   names <- SummarizedExperiment::assayNames(sce)
   names[names == "X"] <- assay
   SummarizedExperiment::assayNames(sce) <- names
@@ -100,11 +100,19 @@ _R_WRITE = r"""function(sce, path, target, assay, positions, library, image, fac
     colnames(positions) <- c("pxl_col_in_fullres", "pxl_row_in_fullres")
     columns <- SummarizedExperiment::colData(sce)
     sample_id <- if ("sample_id" %in% names(columns)) columns$sample_id else library
-    columns$sample_id <- NULL
+    images <- NULL
+    if (length(spe_images) > 0L) {
+      images <- S4Vectors::DataFrame(
+        sample_id = library, image_id = names(spe_images),
+        data = I(lapply(spe_images, function(entry)
+          SpatialExperiment::SpatialImage(grDevices::as.raster(pmin(pmax(entry$pixels, 0), 1))))),
+        scaleFactor = vapply(spe_images, function(entry) as.numeric(entry$scale), numeric(1)))
+    }
+    columns$sample_id <- sample_id
     object <- SpatialExperiment::SpatialExperiment(
       assays = SummarizedExperiment::assays(sce), rowData = SummarizedExperiment::rowData(sce),
       colData = columns, reducedDims = reduced, metadata = S4Vectors::metadata(sce),
-      sample_id = sample_id, spatialCoords = positions)
+      sample_id = library, spatialCoords = positions, imgData = images)
   } else {
     reduced <- SingleCellExperiment::reducedDimNames(sce)
     SingleCellExperiment::reducedDims(sce) <- SingleCellExperiment::reducedDims(sce)[setdiff(reduced, "spatial")]
@@ -186,7 +194,9 @@ def write_rds(adata: ad.AnnData, path: str | Path, *, as_class: str | None = Non
     library, image, factors = _image_for_seurat(adata, library_id) if target == "Seurat" else (
         library_id or _first_library(adata), None, None)
     plain = adata.copy()
-    plain.uns = _convertible_uns(plain.uns, ro, converter)
+    # Images live in the object itself for SpatialExperiment and Seurat; only a plain SCE keeps them in metadata.
+    uns = {k: v for k, v in plain.uns.items() if not (k == "spatial" and target != "SingleCellExperiment")}
+    plain.uns = _convertible_uns(uns, ro, converter)
     if "spatial" in plain.obsm:
         del plain.obsm["spatial"]
     for key in list(plain.obsm):
@@ -197,7 +207,8 @@ def write_rds(adata: ad.AnnData, path: str | Path, *, as_class: str | None = Non
         ro.r(_R_WRITE)(sce, str(tmp), target, source.get("assay", "counts"),
                        ro.NULL if positions is None else np.asarray(positions, dtype=np.float64)[:, :2],
                        library, ro.NULL if image is None else image,
-                       ro.NULL if factors is None else ro.ListVector(factors))
+                       ro.NULL if factors is None else ro.ListVector(factors),
+                       _spe_images(adata, library, ro) if target == "SpatialExperiment" else ro.NULL)
     return path
 
 
@@ -232,10 +243,6 @@ def _anndata_from_parts(parts, converter) -> ad.AnnData:
         adata.obsm["spatial"] = np.asarray(converter.rpy2py(positions), dtype=np.float64)
     elif "spatial" in adata.obsm:
         adata.obsm["spatial"] = np.asarray(adata.obsm["spatial"], dtype=np.float64)
-    libraries = parts.rx2("libraries")
-    if not _is_null(libraries) and len(libraries):
-        adata.uns["spatial"] = {str(name): _library(entry, converter)
-                                for name, entry in zip(libraries.names, libraries)}
     metadata = parts.rx2("metadata")
     if not _is_null(metadata) and len(metadata):
         skipped = []
@@ -247,6 +254,10 @@ def _anndata_from_parts(parts, converter) -> ad.AnnData:
         if skipped:
             warnings.warn(f"metadata entries not convertible to Python were left out: {', '.join(skipped)}",
                           RuntimeWarning, stacklevel=3)
+    libraries = parts.rx2("libraries")  # the object's own images take precedence over a metadata copy
+    if not _is_null(libraries) and len(libraries):
+        adata.uns["spatial"] = {str(name): _library(entry, converter)
+                                for name, entry in zip(libraries.names, libraries)}
     return adata
 
 
@@ -306,6 +317,18 @@ def _image_for_seurat(adata: ad.AnnData, library_id: str | None):
                 "fiducial": float(factors.get("fiducial_diameter_fullres", 1.0)),
                 "hires": float(factors.get("tissue_hires_scalef", scale)), "lowres": scale}
     return library, None, None
+
+
+def _spe_images(adata: ad.AnnData, library: str, ro):
+    """The library's images with their scale factors, for a SpatialExperiment's imgData."""
+    entry = adata.uns.get("spatial", {}).get(library, {})
+    factors = entry.get("scalefactors", {})
+    images = {}
+    for name, pixels in entry.get("images", {}).items():
+        scale = factors.get(f"tissue_{name}_scalef")
+        if scale is not None:
+            images[name] = ro.ListVector({"pixels": np.asarray(pixels, dtype=np.float64), "scale": float(scale)})
+    return ro.ListVector(images)
 
 
 def _first_library(adata: ad.AnnData) -> str:

@@ -24,8 +24,22 @@ def knn_graph(coordinates: np.ndarray, n_neighbors: int = 5) -> sp.csr_matrix:
         raise InputError(f"n_neighbors must be at least 1, got {n_neighbors}")
     if n <= n_neighbors:
         raise InputError(f"a {n_neighbors}-nearest-neighbour graph needs more than {n_neighbors} spots, got {n}")
-    neighbours = nearest_other_spots(coordinates, n_neighbors)
+    neighbours = _tree_neighbours(coordinates, n_neighbors)
     return _symmetric_adjacency(np.repeat(np.arange(n), n_neighbors), neighbours.ravel(), n)
+
+
+def _tree_neighbours(coordinates: np.ndarray, k: int) -> np.ndarray:
+    """The k nearest other spots in the KD-tree's own order among equal distances.
+
+    The models' graphs use this order, as the published STAIG code does (sklearn's tree); the benchmarks in
+    docs/methods.md were measured with it. Refinement uses :func:`nearest_other_spots`, whose tie order the R
+    package reproduces.
+    """
+    n = coordinates.shape[0]
+    _, index = KDTree(coordinates).query(coordinates, k=k + 1)
+    not_self = index != np.arange(n)[:, None]
+    keep = not_self & (np.cumsum(not_self, axis=1) <= k)
+    return index[keep].reshape(n, k)
 
 
 def nearest_other_spots(coordinates: np.ndarray, k: int) -> np.ndarray:

@@ -71,3 +71,15 @@ def test_graph_input_errors():
     with pytest.raises(InputError, match="slice labels"):
         graph.multi_slice_graph(_random_points(10), ["a"] * 9)
     assert isinstance(graph.knn_graph(_random_points(10), 2), sp.csr_matrix)
+
+
+def test_nearest_other_spots_break_ties_by_index():
+    # 5 x 5 square grid, numbered x-fastest as R's expand.grid: the centre (index 12) has four spots at distance 1,
+    # then four diagonal ones; ties go to the lower index, exactly as the R package orders them.
+    grid = np.array([(x, y) for y in range(1, 6) for x in range(1, 6)], dtype=float)
+    nearest = graph.nearest_other_spots(grid, 6)
+    assert nearest[12].tolist() == [7, 11, 13, 17, 6, 8]
+    assert not np.any(nearest == np.arange(len(grid))[:, None])
+    # Duplicated positions: self is still excluded by index and the twin comes first.
+    twins = np.vstack([grid, grid[:1]])
+    assert graph.nearest_other_spots(twins, 1)[0, 0] == 25

@@ -142,13 +142,47 @@ def test_seurat_round_trip(tmp_path):
 
 @needs_spe
 def test_spatialexperiment_round_trip(tmp_path):
-    adata = sd.datasets.simulate_visium(200, 3, seed=1)
+    adata = sd.datasets.simulate_visium(200, 3, seed=1, image=True)
     target = tmp_path / "spe.rds"
     sd.io.write_rds(adata, target, as_class="SpatialExperiment")
     back = sd.io.read_rds(target)
     assert back.uns["rds"]["class"] == "SpatialExperiment"
     np.testing.assert_allclose(back.obsm["spatial"], adata.obsm["spatial"])
     np.testing.assert_allclose(back.X.toarray(), adata.X.toarray())
+    assert list(back.obs["sample_id"].unique()) == ["simulated"]
+    original, returned = adata.uns["spatial"]["simulated"], back.uns["spatial"]["simulated"]
+    assert returned["scalefactors"] == {"tissue_hires_scalef": original["scalefactors"]["tissue_hires_scalef"]}
+    # Images travel as 8-bit colours in R's rasters.
+    np.testing.assert_allclose(returned["images"]["hires"], original["images"]["hires"], atol=1 / 255)
+
+
+@needs_spe
+def test_spatialexperiment_with_image_is_read_as_scanpy_lays_it_out(tmp_path):
+    source = tmp_path / "spe.rds"
+    _r("""function(path) {
+      set.seed(3)
+      counts <- Matrix::rsparsematrix(30, 20, 0.4, rand.x = function(n) rpois(n, 5) + 1)
+      dimnames(counts) <- list(paste0("g", 1:30), paste0("s", 1:20))
+      xy <- cbind(pxl_col_in_fullres = (1:20) * 10, pxl_row_in_fullres = rep(c(5, 15), 10))
+      pixels <- array(0, c(4, 6, 3)); pixels[, , 1] <- 1; pixels[1, 6, ] <- 1  # red, 4 x 6, top-right white
+      image <- SpatialExperiment::SpatialImage(grDevices::as.raster(pixels))
+      spe <- SpatialExperiment::SpatialExperiment(
+        assays = list(counts = counts), sample_id = "s1", spatialCoords = xy,
+        imgData = S4Vectors::DataFrame(sample_id = "s1", image_id = "lowres", data = I(list(image)),
+                                       scaleFactor = 0.05))
+      saveRDS(spe, path)
+    }""")(str(source))
+    adata = sd.io.read_rds(source)
+    assert adata.uns["rds"]["class"] == "SpatialExperiment"
+    np.testing.assert_array_equal(adata.obsm["spatial"][:2], [[10, 5], [20, 15]])
+    library = adata.uns["spatial"]["s1"]
+    assert library["scalefactors"] == {"tissue_lowres_scalef": 0.05}
+    image = library["images"]["lowres"]
+    assert image.shape == (4, 6, 3)
+    np.testing.assert_array_equal(image[..., 0], 1)
+    np.testing.assert_array_equal(image[0, 5], [1, 1, 1])
+    assert image[..., 1:].sum() == 2
+    assert list(adata.obs["sample_id"].unique()) == ["s1"]
 
 
 @needs_sce

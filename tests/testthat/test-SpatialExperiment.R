@@ -5,6 +5,7 @@ test_that("a SpatialExperiment gives its spatialCoords, keeps its images and slo
     before <- spe
     after <- findDomains(spe, n_domains = 3, n_epochs = 30, seed = 1, library_size = "total_counts")
     expect_identical(SpatialExperiment::spatialCoords(after), SpatialExperiment::spatialCoords(before))
+    expect_identical(nrow(SpatialExperiment::imgData(before)), 1L)
     expect_identical(SpatialExperiment::imgData(after), SpatialExperiment::imgData(before))
     expect_identical(SummarizedExperiment::assays(after), SummarizedExperiment::assays(before))
     expect_identical(SummarizedExperiment::colData(after)[, names(SummarizedExperiment::colData(before))],
@@ -22,6 +23,9 @@ test_that("several samples in one SpatialExperiment are refused with the fix", {
     skip_if_not_installed("SpatialExperiment")
     skip_without_spatialdomains()
     spe <- simulateVisium(n_spots = 300, n_domains = 3, seed = 3, class = "SpatialExperiment")
-    both <- cbind(spe, spe)
-    expect_error(runSTAIG(both), "run one sample at a time")
+    two <- SpatialExperiment::SpatialExperiment(
+        assays = list(counts = SummarizedExperiment::assay(spe, "counts")),
+        colData = S4Vectors::DataFrame(sample_id = rep(c("A", "B"), length.out = ncol(spe))),
+        spatialCoords = SpatialExperiment::spatialCoords(spe))
+    expect_error(runSTAIG(two), "holds 2 samples .*run one sample at a time")
 })
