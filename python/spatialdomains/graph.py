@@ -80,18 +80,32 @@ def _order_by_distance_then_index(squared: np.ndarray, candidates: np.ndarray) -
     return np.take_along_axis(by_index, by_distance, axis=1)
 
 
-def radius_graph(coordinates: np.ndarray, radius: float | None = None) -> sp.csr_matrix:
-    """Connect every pair of spots closer than ``radius`` (default: 1.5 × the median nearest-neighbour distance)."""
+def radius_graph(coordinates: np.ndarray, radius: float | None = None,
+                 max_neighbors: int | None = None) -> sp.csr_matrix:
+    """Connect every pair of spots closer than ``radius`` (default: 1.5 × the median nearest-neighbour distance).
+
+    With ``max_neighbors``, a spot with more spots inside the radius keeps only its nearest ones (before the
+    graph is symmetrised).
+    """
     coordinates = _as_coordinates(coordinates)
     if radius is None:
         radius = 1.5 * median_nn_distance(coordinates)
     if not np.isfinite(radius) or radius <= 0:
         raise InputError(f"radius must be a positive number, got {radius}")
-    neighbours = KDTree(coordinates).query_radius(coordinates, r=radius)
-    rows = np.repeat(np.arange(len(neighbours)), [len(v) for v in neighbours])
-    cols = np.concatenate(neighbours) if len(neighbours) else np.empty(0, dtype=np.int64)
-    off_diagonal = rows != cols
-    return _symmetric_adjacency(rows[off_diagonal], cols[off_diagonal], coordinates.shape[0])
+    if max_neighbors is not None and max_neighbors < 1:
+        raise InputError(f"max_neighbors must be at least 1, got {max_neighbors}")
+    neighbours, _ = KDTree(coordinates).query_radius(coordinates, r=radius, return_distance=True,
+                                                     sort_results=True)
+    rows, cols = [], []
+    for spot, found in enumerate(neighbours):  # each sorted nearest first
+        found = found[found != spot]
+        if max_neighbors is not None:
+            found = found[:max_neighbors]
+        rows.append(np.full(len(found), spot))
+        cols.append(found)
+    rows = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
+    cols = np.concatenate(cols) if cols else np.empty(0, dtype=np.int64)
+    return _symmetric_adjacency(rows, cols, coordinates.shape[0])
 
 
 def multi_slice_graph(coordinates: np.ndarray, slice_labels, method: str = "knn", **kwargs) -> sp.csr_matrix:

@@ -80,3 +80,22 @@ def staig_features(
     x /= std
     np.minimum(x, max_value, out=x)
     return x.astype(np.float32, copy=False), genes
+
+
+def spotscape_features(counts: sp.spmatrix, *, n_top_genes: int = 5000,
+                       target_sum: float = 1e4) -> tuple[np.ndarray, np.ndarray]:
+    """Spotscape's recipe (published order): seurat_v3 HVGs on raw counts, subset to them, normalise each spot
+    to ``target_sum`` over the HVGs, log1p. No scaling, no PCA.
+
+    Returns (X, genes): dense float32 matrix (spots × HVGs) and the column indices of the selected genes.
+    """
+    counts = sp.csr_matrix(counts, dtype=np.float32)
+    genes = highly_variable_genes(counts, n_top_genes)
+    selected = counts[:, genes]
+    totals = np.asarray(selected.sum(axis=1), dtype=np.float64).ravel()
+    if np.any(totals <= 0):
+        raise InputError(f"{int(np.sum(totals <= 0))} spots have no counts in the {len(genes)} highly variable "
+                         "genes; filter them out or use more genes (n_top_genes)")
+    normalised = sp.diags((target_sum / totals).astype(np.float32)) @ selected
+    normalised.data = np.log1p(normalised.data)
+    return normalised.toarray().astype(np.float32, copy=False), genes

@@ -20,7 +20,7 @@ from .errors import InputError
 
 logger = logging.getLogger("spatialdomains")
 
-METHODS = ("staig",)
+METHODS = ("staig", "spotscape")
 UNS_KEY = "spatialdomains"
 
 
@@ -134,6 +134,106 @@ def staig(
     return adata
 
 
+def spotscape(
+    adata: ad.AnnData,
+    *,
+    n_epochs: int | None = None,
+    learning_rate: float | None = None,
+    n_top_genes: int | None = None,
+    graph: str | None = None,
+    radius: float | None = None,
+    batch_norm_momentum: float | None = None,
+    layer: str | None = None,
+    random_state: int = 0,
+    device: str = "auto",
+    deterministic: bool = False,
+    progress: bool = True,
+    checkpoint: str | None = None,
+    key_added: str = "X_spotscape",
+) -> ad.AnnData:
+    """Learn a Spotscape embedding (single slice) into ``obsm[key_added]`` and a denoised expression.
+
+    Parameters
+    ----------
+    adata
+        Raw counts in ``X`` (or ``layers[layer]``) and coordinates in ``obsm['spatial']``.
+    n_epochs, learning_rate
+        Training length (1000) and Adam's learning rate (1e-4).
+    n_top_genes
+        seurat_v3 highly variable genes used (5000).
+    graph, radius
+        ``'radius'`` (default; radius 1.5 × the median nearest-neighbour distance unless given, at most 50
+        neighbours) or ``'knn'`` (6 nearest, for irregular cell-level coordinates).
+    batch_norm_momentum
+        Momentum of the batch norms (0.1; the published code's 0.99 is available).
+    random_state, deterministic, device, progress, checkpoint
+        As in :func:`staig`.
+    key_added
+        ``obsm`` key of the embedding (64-d encoder output).
+
+    The decoder output (log-normalised scale, over the genes used) goes to ``layers['spotscape_denoised']``
+    when the AnnData holds exactly those genes, else to ``obsm['spotscape_denoised']`` with the gene names in
+    ``uns['spatialdomains']['spotscape']['denoised_genes']``.
+    """
+    from .models import spotscape as model
+    from .models.trainer import select_device
+
+    settings = {"n_epochs": n_epochs, "learning_rate": learning_rate, "n_top_genes": n_top_genes, "graph": graph,
+                "radius": radius, "batch_norm_momentum": batch_norm_momentum}
+    config = model.SpotscapeConfig(**{k: v for k, v in settings.items() if v is not None})
+    chosen_device = select_device(device)
+    timer = Timer()
+    with timer("preprocess"):
+        checked = _io.check_input(adata, layer=layer, n_neighbors=config.n_neighbors)
+        features, genes = _pp.spotscape_features(checked.counts, n_top_genes=config.n_top_genes)
+    with timer("graph"):
+        adjacency = _spotscape_graph(checked.coordinates, config)
+    with timer("train"):
+        result = model.train_spotscape(features, adjacency, config, device=chosen_device, random_state=random_state,
+                                       deterministic=deterministic, progress=progress, checkpoint=checkpoint)
+    adata.obsm[key_added] = _fill_spots(result.embedding, checked.spots)
+    gene_names = np.asarray(checked.gene_names[genes], dtype=str)
+    denoised = _fill_spots(result.denoised, checked.spots)
+    record_genes = None
+    if len(genes) == adata.n_vars:
+        order = np.argsort(genes)  # genes are column indices; here they cover all columns
+        adata.layers["spotscape_denoised"] = denoised[:, order]
+    else:
+        adata.obsm["spotscape_denoised"] = denoised
+        record_genes = gene_names
+    _record(adata, "spotscape", {
+        "parameters": result.record.pop("config"),
+        "random_state": random_state,
+        "deterministic": deterministic,
+        "layer": layer,
+        "key_added": key_added,
+        "n_spots_used": int(checked.spots.sum()),
+        "n_spots_left_out": int((~checked.spots).sum()),
+        "genes": gene_names,
+        "denoised_genes": record_genes,
+        "mean_degree": float(adjacency.nnz / adjacency.shape[0]),
+        "training": result.record,
+        "timings": timer.seconds,
+        "versions": package_versions(),
+    })
+    logger.info("Spotscape: %d epochs in %.1f s on %s", result.record["epochs_run"], result.record["train_seconds"],
+                chosen_device)
+    return adata
+
+
+def _spotscape_graph(coordinates: np.ndarray, config):
+    """Radius graph (at most ``max_neighbors``), with a warning when it is too sparse for irregular data."""
+    if config.graph == "knn":
+        return _graph.knn_graph(coordinates, config.n_neighbors)
+    adjacency = _graph.radius_graph(coordinates, config.radius, max_neighbors=config.max_neighbors)
+    degree = np.diff(adjacency.indptr)
+    if degree.mean() < 3 or np.mean(degree == 0) > 0.05:
+        logger.warning("the radius graph is sparse (mean degree %.1f, %.1f%% isolated spots); for irregular "
+                       "coordinates such as cell centroids use graph='knn'", degree.mean(),
+                       100 * np.mean(degree == 0))
+    return adjacency
+
+
 def cluster(
     adata: ad.AnnData,
     *,
@@ -212,8 +312,9 @@ def find_domains(
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}, got '{method}'")
     started = time.perf_counter()
-    staig(adata, random_state=random_state, device=device, progress=progress, **method_params)
-    cluster(adata, use_rep="X_staig", n_domains=n_domains, method=cluster_method, refine=refine,
+    model = {"staig": staig, "spotscape": spotscape}[method]
+    model(adata, random_state=random_state, device=device, progress=progress, **method_params)
+    cluster(adata, use_rep=f"X_{method}", n_domains=n_domains, method=cluster_method, refine=refine,
             key_added=key_added)
     adata.uns[UNS_KEY]["method"] = method
     adata.uns[UNS_KEY]["total_seconds"] = time.perf_counter() - started
