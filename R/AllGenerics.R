@@ -37,6 +37,31 @@
 #' @export
 setGeneric("runSTAIG", function(x, ...) standardGeneric("runSTAIG"))
 
+#' Learn a Spotscape embedding
+#'
+#' Trains Spotscape (single slice: a GCN autoencoder trained with the
+#' Similarity Telescope loss, which asks every spot's similarities to all
+#' other spots to agree between two augmented views) on raw counts and stores
+#' the 64-dimensional encoder output in the object. Runs in the Python package
+#' through reticulate.
+#'
+#' @param x A \code{SingleCellExperiment} (including \code{SpatialExperiment})
+#'   or a \code{Seurat} object with raw counts and spot coordinates.
+#' @param ... Arguments for the method, and model parameters passed to Python:
+#'   \code{n_top_genes}, \code{graph} (\code{"radius"} or \code{"knn"}),
+#'   \code{radius}, \code{batch_norm_momentum}. For Seurat objects:
+#'   \code{assay}, \code{spatial_coords}, \code{n_epochs},
+#'   \code{learning_rate}, \code{seed}, \code{device}, \code{progress},
+#'   \code{name} (default \code{"spotscape"}).
+#' @return \code{x} with the embedding (SCE: \code{reducedDim(x, "Spotscape")};
+#'   Seurat: reduction \code{spotscape}) and its record in the metadata.
+#' @examplesIf spatialdomainsAvailable()
+#' sce <- simulateVisium(n_spots = 400, n_domains = 3, seed = 1)
+#' sce <- runSpotscape(sce, n_epochs = 20, seed = 1)
+#' dim(SingleCellExperiment::reducedDim(sce, "Spotscape"))
+#' @export
+setGeneric("runSpotscape", function(x, ...) standardGeneric("runSpotscape"))
+
 #' Cluster an embedding into domains and store them in the object
 #'
 #' Runs \code{\link{clusterEmbedding}} (mclust EEE in R, optional
@@ -63,15 +88,18 @@ setGeneric("clusterDomains", function(x, ...) standardGeneric("clusterDomains"))
 #' Find spatial domains in one call
 #'
 #' Learns an embedding with \code{method} (\code{runSTAIG()} for
-#' \code{"staig"}), then clusters it with \code{\link{clusterDomains}}.
+#' \code{"staig"}, \code{runSpotscape()} for \code{"spotscape"}), then
+#' clusters it with \code{\link{clusterDomains}}.
 #'
 #' @param x A \code{SingleCellExperiment}, \code{SpatialExperiment} or
 #'   \code{Seurat} object with raw counts and coordinates.
-#' @param method The model: \code{"staig"}.
+#' @param method The model: \code{"staig"} or \code{"spotscape"}.
 #' @param n_domains Number of domains, or \code{NULL} to choose it by
 #'   silhouette.
 #' @param ... Passed to the model (e.g. \code{n_epochs}, \code{seed},
 #'   \code{assay.type}, \code{spatial_coords}).
+#' @param cluster_method \code{"mclust"} or \code{"kmeans"} (see
+#'   \code{\link{clusterEmbedding}}).
 #' @param refine,cluster_seed Refinement (\code{TRUE}, \code{FALSE},
 #'   \code{"auto"}) and the seed of the clustering.
 #' @param name Column that receives the domains.
@@ -81,5 +109,6 @@ setGeneric("clusterDomains", function(x, ...) standardGeneric("clusterDomains"))
 #' sce <- findDomains(sce, n_domains = 3, n_epochs = 20, seed = 1)
 #' table(sce$domain, sce$ground_truth)
 #' @export
-setGeneric("findDomains", function(x, method = "staig", n_domains = NULL, ..., refine = "auto",
-                                   cluster_seed = 2023L, name = "domain") standardGeneric("findDomains"))
+setGeneric("findDomains", function(x, method = "staig", n_domains = NULL, ..., cluster_method = "mclust",
+                                   refine = "auto", cluster_seed = 2023L, name = "domain")
+    standardGeneric("findDomains"))

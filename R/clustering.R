@@ -20,13 +20,18 @@
 #' @param n_domains_range Candidate numbers of domains when \code{n_domains} is
 #'   \code{NULL}.
 #' @param refine_neighbors Number of nearest spots that vote in the refinement.
-#' @param seed Seed of the random number generator while mclust runs (mclust
-#'   draws a random subset of spots to initialise large data sets). The
+#' @param seed Seed of the random number generator while mclust or k-means
+#'   runs (mclust draws a random subset of spots to initialise large data
+#'   sets). The
 #'   generator is set for this call only; the session's stream is restored.
+#' @param method \code{"mclust"} (EEE; when it finds no fit, k-means is used
+#'   with a warning) or \code{"kmeans"} (10 starts; Spotscape's published
+#'   protocol).
 #' @return A list with \code{domain} (factor, levels \code{"1"}..\code{"K"}),
 #'   \code{unrefined} (factor, or \code{NULL} when not refined),
 #'   \code{n_domains}, \code{silhouette} (named by number of domains, when
-#'   chosen automatically) and \code{record} (the parameters).
+#'   chosen automatically) and \code{record} (the parameters and the backend
+#'   used).
 #' @examplesIf spatialdomainsAvailable()
 #' sce <- simulateVisium(n_spots = 400, n_domains = 3, seed = 1)
 #' sce <- runSTAIG(sce, n_epochs = 20, seed = 1)
@@ -35,7 +40,9 @@
 #' table(fit$domain, sce$ground_truth)
 #' @export
 clusterEmbedding <- function(embedding, n_domains = NULL, coordinates = NULL, refine = "auto",
-                             n_domains_range = 2:15, refine_neighbors = 15L, seed = 2023L) {
+                             n_domains_range = 2:15, refine_neighbors = 15L, seed = 2023L,
+                             method = c("mclust", "kmeans")) {
+    method <- match.arg(method)
     embedding <- .as_numeric_matrix(embedding, "embedding")
     usable <- stats::complete.cases(embedding)
     if (sum(usable) < 3L) {
@@ -49,7 +56,7 @@ clusterEmbedding <- function(embedding, n_domains = NULL, coordinates = NULL, re
             stop("'n_domains_range' holds no number between 2 and the number of spots - 1", call. = FALSE)
         }
         sample_rows <- .silhouette_sample(nrow(x), seed)
-        fits <- lapply(candidates, function(k) .mclust_labels(x, k, seed))
+        fits <- lapply(candidates, function(k) .cluster_labels(x, k, seed, method))
         scores <- vapply(fits, function(labels) {
             if (length(unique(labels)) < 2L) NA_real_ else .mean_silhouette(x[sample_rows, , drop = FALSE],
                                                                              labels[sample_rows])
@@ -67,10 +74,11 @@ clusterEmbedding <- function(embedding, n_domains = NULL, coordinates = NULL, re
         if (n_domains < 2L || n_domains >= nrow(x)) {
             stop("'n_domains' must be between 2 and the number of spots - 1", call. = FALSE)
         }
-        labels <- .mclust_labels(x, n_domains, seed)
+        labels <- .cluster_labels(x, n_domains, seed, method)
         scores <- NULL
         chosen_by <- "user"
     }
+    backend <- attr(labels, "backend")
     if (identical(refine, "auto")) {
         refine <- !is.null(coordinates) && .is_lattice(.as_numeric_matrix(coordinates, "coordinates")[usable, ,
                                                                                                  drop = FALSE])
@@ -92,7 +100,7 @@ clusterEmbedding <- function(embedding, n_domains = NULL, coordinates = NULL, re
     }
     list(domain = .domain_factor(labels, usable), unrefined = unrefined, n_domains = n_domains,
          silhouette = scores,
-         record = list(backend = "mclust", model = "EEE", n_domains = n_domains,
+         record = list(backend = backend, model = if (backend == "mclust") "EEE", n_domains = n_domains,
                        n_domains_chosen_by = chosen_by, refined = refine,
                        refine_neighbors = if (refine) as.integer(refine_neighbors) else NULL,
                        seed = as.integer(seed),
@@ -141,6 +149,21 @@ refineDomains <- function(labels, coordinates, n_neighbors = 15L) {
     codes[ifelse(own_is_top, encoded, first_top)]
 }
 
+## Labels 1..K with the backend that produced them: mclust EEE, or k-means
+## (10 starts) when asked for or when mclust finds no fit (with a warning).
+.cluster_labels <- function(x, n_domains, seed, method) {
+    labels <- if (method == "mclust") .mclust_labels(x, n_domains, seed) else NULL
+    backend <- "mclust"
+    if (is.null(labels)) {
+        backend <- "kmeans"
+        fit <- withr::with_seed(seed, stats::kmeans(x, centers = n_domains, nstart = 10L, iter.max = 100L),
+                                .rng_kind = "Mersenne-Twister", .rng_normal_kind = "Inversion",
+                                .rng_sample_kind = "Rejection")
+        labels <- match(fit$cluster, sort(unique(fit$cluster)))
+    }
+    structure(labels, backend = backend)
+}
+
 ## mclust EEE with the session's random stream set to 'seed' for this call only
 ## (R's default generators, as a fresh R session has them, so that the Python
 ## side, which calls mclust through rpy2, draws the same numbers).
@@ -150,8 +173,9 @@ refineDomains <- function(labels, coordinates, n_neighbors = 15L) {
                             .rng_kind = "Mersenne-Twister", .rng_normal_kind = "Inversion",
                             .rng_sample_kind = "Rejection")
     if (is.null(fit) || is.character(fit)) {
-        stop("mclust (EEE, ", n_domains, " domains) found no fit",
-             if (is.character(fit)) paste0(": ", fit), "; try another 'n_domains' or embedding", call. = FALSE)
+        warning("mclust (EEE, ", n_domains, " domains) found no fit",
+                if (is.character(fit)) paste0(" (", fit, ")"), "; clustering with k-means instead", call. = FALSE)
+        return(NULL)
     }
     match(fit$classification, sort(unique(fit$classification)))
 }

@@ -1,9 +1,8 @@
 ## Seurat objects are handled through the "ANY" methods (SeuratObject is only
 ## suggested), which dispatch here when is(x, "Seurat").
 
-.run_seurat <- function(method, x, assay = NULL, spatial_coords = NULL, library_size = NULL, n_epochs = NULL, tau = NULL,
-                        preset = "paper", seed = 0L, device = "auto", progress = interactive(),
-                        name = method, ...) {
+.run_seurat <- function(method, x, assay = NULL, spatial_coords = NULL, library_size = NULL, seed = 0L,
+                        device = "auto", progress = interactive(), name = method, ...) {
     .require_seurat_object()
     assay <- if (is.null(assay)) SeuratObject::DefaultAssay(x) else assay
     if (!assay %in% SeuratObject::Assays(x)) {
@@ -17,8 +16,7 @@
     pieces <- list(counts = .sparse_counts(counts, paste0(assay, " counts")),
                    coordinates = .seurat_coordinates(x, spatial_coords), spot_names = .spot_names(colnames(x)),
                    gene_names = .gene_names(rownames(counts)), library_size = .library_size(library_size, x[[]]))
-    out <- .embed(method, pieces, list(n_epochs = n_epochs, tau = tau, preset = preset, ...), seed, device,
-                  progress)
+    out <- .embed(method, pieces, list(...), seed, device, progress)
     key <- paste0(gsub("[^[:alnum:]]", "", toupper(name)), "_")
     embedding <- .named_embedding(out$embedding, colnames(x), sub("_$", "", key))
     x[[name]] <- SeuratObject::CreateDimReducObject(embeddings = embedding, key = key, assay = assay)

@@ -37,6 +37,35 @@ setMethod("runSTAIG", "ANY", function(x, ...) {
     .unsupported(x)
 })
 
+#' @rdname runSpotscape
+#' @inheritParams runSTAIG
+#' @param n_epochs,learning_rate Training length and Adam's learning rate
+#'   (\code{NULL}: 1000 and 1e-4).
+#' @export
+setMethod("runSpotscape", "SingleCellExperiment", function(x, assay.type = "counts", spatial_coords = NULL,
+                                                           n_epochs = NULL, learning_rate = NULL, seed = 0L,
+                                                           device = "auto", progress = interactive(),
+                                                           name = "Spotscape", ...) {
+    .check_one_sample(.sample_ids(x))
+    pieces <- list(counts = .sparse_counts(SummarizedExperiment::assay(x, assay.type), assay.type),
+                   coordinates = .sce_coordinates(x, spatial_coords), spot_names = .spot_names(colnames(x)),
+                   gene_names = .gene_names(rownames(x)))
+    out <- .embed("spotscape", pieces, list(n_epochs = n_epochs, learning_rate = learning_rate, ...), seed,
+                  device, progress)
+    SingleCellExperiment::reducedDim(x, name) <- .named_embedding(out$embedding, colnames(x), name)
+    S4Vectors::metadata(x) <- .add_record(S4Vectors::metadata(x), name, out$record)
+    x
+})
+
+#' @rdname runSpotscape
+#' @export
+setMethod("runSpotscape", "ANY", function(x, ...) {
+    if (is(x, "Seurat")) {
+        return(.run_seurat("spotscape", x, ...))
+    }
+    .unsupported(x)
+})
+
 #' @rdname clusterDomains
 #' @param dimred reducedDim to cluster (SingleCellExperiment).
 #' @param spatial_coords Where the spot coordinates are (as in
@@ -73,16 +102,18 @@ setMethod("clusterDomains", "ANY", function(x, ...) {
 
 #' @rdname findDomains
 #' @export
-setMethod("findDomains", "ANY", function(x, method = "staig", n_domains = NULL, ..., refine = "auto",
-                                         cluster_seed = 2023L, name = "domain") {
-    runner <- switch(match.arg(method, "staig"), staig = runSTAIG)
-    embedding_name <- if (is(x, "Seurat")) tolower(method) else toupper(method)
+setMethod("findDomains", "ANY", function(x, method = "staig", n_domains = NULL, ..., cluster_method = "mclust",
+                                         refine = "auto", cluster_seed = 2023L, name = "domain") {
+    method <- match.arg(method, c("staig", "spotscape"))
+    runner <- switch(method, staig = runSTAIG, spotscape = runSpotscape)
+    embedding_name <- if (is(x, "Seurat")) method else c(staig = "STAIG", spotscape = "Spotscape")[[method]]
     x <- runner(x, name = embedding_name, ...)
     passed <- list(...)
     coordinates_given <- if (is.null(passed$spatial_coords)) list() else list(spatial_coords = passed$spatial_coords)
     reduction <- if (is(x, "Seurat")) list(reduction = embedding_name) else list(dimred = embedding_name)
     do.call(clusterDomains, c(list(x), reduction, coordinates_given,
-                              list(n_domains = n_domains, refine = refine, seed = cluster_seed, name = name)))
+                              list(n_domains = n_domains, refine = refine, seed = cluster_seed, name = name,
+                                   method = cluster_method)))
 })
 
 ## Python bridge call shared by all methods: parameters left NULL take the

@@ -17,7 +17,7 @@ from . import tl
 from ._utils import json_safe
 from .errors import InputError
 
-MODELS = {"staig": tl.staig}
+MODELS = {"staig": tl.staig, "spotscape": tl.spotscape}
 
 
 def embed(
@@ -36,7 +36,7 @@ def embed(
     """Train ``method`` on one sample and return its embeddings and provenance record.
 
     ``counts`` is genes × spots (the R orientation, e.g. a dgCMatrix converted by reticulate), ``coordinates``
-    spots × 2 (x, y). Returns ``embedding`` and ``encoder_embedding`` (spots × dims, float64, NaN rows for spots
+    spots × 2 (x, y). Returns ``embedding`` (spots × dims, float64, NaN rows for spots
     left out) and ``record`` (parameters, seed, versions, timings) as plain lists.
     """
     if method not in MODELS:
@@ -45,13 +45,14 @@ def embed(
     key = f"X_{method}"
     options = dict(params or {})
     if library_size is not None:
+        if method != "staig":
+            raise InputError(f"library_size applies to STAIG only ({method} normalises over its own genes)")
         options["library_size_key"] = "total_counts"
     with _one_torch_thread():
         MODELS[method](adata, random_state=int(random_state), device=device, progress=progress, key_added=key,
                        **options)
     return {
         "embedding": np.asarray(adata.obsm[key], dtype=np.float64),
-        "encoder_embedding": np.asarray(adata.obsm[f"{key}_encoder"], dtype=np.float64),
         "record": json_safe(adata.uns["spatialdomains"][method]),
     }
 

@@ -88,3 +88,14 @@ test_that("bad clustering input gets a message naming the argument", {
     expect_error(clusterEmbedding(x, n_domains = 2, refine = TRUE), "refinement needs 'coordinates'")
     expect_error(clusterEmbedding(letters, 2), "'embedding' must be a numeric matrix")
 })
+
+test_that("k-means is available, and is the fallback when mclust finds no fit", {
+    x <- withr::with_seed(4, rbind(matrix(rnorm(100, 0), ncol = 2), matrix(rnorm(100, 6), ncol = 2)))
+    fit <- clusterEmbedding(x, n_domains = 2, refine = FALSE, method = "kmeans")
+    expect_identical(fit$record$backend, "kmeans")
+    expect_identical(sort(as.vector(table(fit$domain))), c(50L, 50L))
+    degenerate <- cbind(x[, 1], 0)  # a constant column: EEE's covariance is singular
+    expect_warning(fallback <- clusterEmbedding(degenerate, n_domains = 2, refine = FALSE),
+                   "clustering with k-means instead")
+    expect_identical(fallback$record$backend, "kmeans")
+})
