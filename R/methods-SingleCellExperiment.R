@@ -16,16 +16,8 @@ setMethod("runSTAIG", "SingleCellExperiment", function(x, assay.type = "counts",
                                                        library_size = NULL, n_epochs = NULL, tau = NULL, preset = "paper",
                                                        seed = 0L, device = "auto", progress = interactive(),
                                                        name = "STAIG", ...) {
-    .check_one_sample(.sample_ids(x))
-    pieces <- list(counts = .sparse_counts(SummarizedExperiment::assay(x, assay.type), assay.type),
-                   coordinates = .sce_coordinates(x, spatial_coords), spot_names = .spot_names(colnames(x)),
-                   gene_names = .gene_names(rownames(x)),
-                   library_size = .library_size(library_size, as.data.frame(SummarizedExperiment::colData(x))))
-    out <- .embed("staig", pieces, list(n_epochs = n_epochs, tau = tau, preset = preset, ...), seed, device,
-                  progress)
-    SingleCellExperiment::reducedDim(x, name) <- .named_embedding(out$embedding, colnames(x), name)
-    S4Vectors::metadata(x) <- .add_record(S4Vectors::metadata(x), name, out$record)
-    x
+    .run_sce("staig", x, assay.type, spatial_coords, library_size,
+             list(n_epochs = n_epochs, tau = tau, preset = preset, ...), seed, device, progress, name)
 })
 
 #' @rdname runSTAIG
@@ -46,15 +38,8 @@ setMethod("runSpotscape", "SingleCellExperiment", function(x, assay.type = "coun
                                                            n_epochs = NULL, learning_rate = NULL, seed = 0L,
                                                            device = "auto", progress = interactive(),
                                                            name = "Spotscape", ...) {
-    .check_one_sample(.sample_ids(x))
-    pieces <- list(counts = .sparse_counts(SummarizedExperiment::assay(x, assay.type), assay.type),
-                   coordinates = .sce_coordinates(x, spatial_coords), spot_names = .spot_names(colnames(x)),
-                   gene_names = .gene_names(rownames(x)))
-    out <- .embed("spotscape", pieces, list(n_epochs = n_epochs, learning_rate = learning_rate, ...), seed,
-                  device, progress)
-    SingleCellExperiment::reducedDim(x, name) <- .named_embedding(out$embedding, colnames(x), name)
-    S4Vectors::metadata(x) <- .add_record(S4Vectors::metadata(x), name, out$record)
-    x
+    .run_sce("spotscape", x, assay.type, spatial_coords, NULL,
+             list(n_epochs = n_epochs, learning_rate = learning_rate, ...), seed, device, progress, name)
 })
 
 #' @rdname runSpotscape
@@ -116,23 +101,18 @@ setMethod("findDomains", "ANY", function(x, method = "staig", n_domains = NULL, 
                                    method = cluster_method)))
 })
 
-## Python bridge call shared by all methods: parameters left NULL take the
-## preset's value on the Python side.
-.embed <- function(method, pieces, params, seed, device, progress) {
-    bridge <- .bridge()
-    params <- Filter(Negate(is.null), params)
-    for (count in intersect(names(params), c("n_epochs", "n_neighbors", "n_top_genes", "n_layers"))) {
-        params[[count]] <- .count_argument(params[[count]], count)
-    }
-    .warn_if_reference_blas()
-    out <- bridge$embed(method, pieces$counts, pieces$coordinates, pieces$spot_names, pieces$gene_names,
-                        library_size = pieces$library_size, params = params, random_state = .count_argument(seed, "seed"), device = device,
-                        progress = isTRUE(progress))
-    out$record$r_session <- list(R = as.character(getRversion()),
-                                 spatialdomains = as.character(utils::packageVersion("spatialdomains")),
-                                 reticulate = as.character(utils::packageVersion("reticulate")),
-                                 python = reticulate::py_config()$python)
-    out
+## Trains 'method' on the SCE's counts and positions; stores the embedding as
+## reducedDim 'name' and its record in the metadata.
+.run_sce <- function(method, x, assay.type, spatial_coords, library_size, params, seed, device, progress, name) {
+    .check_one_sample(.sample_ids(x))
+    columns <- as.data.frame(SummarizedExperiment::colData(x))
+    pieces <- list(counts = .sparse_counts(SummarizedExperiment::assay(x, assay.type), assay.type),
+                   coordinates = .sce_coordinates(x, spatial_coords), spot_names = .spot_names(colnames(x)),
+                   gene_names = .gene_names(rownames(x)), library_size = .library_size(library_size, columns))
+    out <- .embed(method, pieces, params, seed, device, progress)
+    SingleCellExperiment::reducedDim(x, name) <- .named_embedding(out$embedding, colnames(x), name)
+    S4Vectors::metadata(x) <- .add_record(S4Vectors::metadata(x), name, out$record)
+    x
 }
 
 .library_size <- function(library_size, columns) {
@@ -149,18 +129,6 @@ setMethod("findDomains", "ANY", function(x, method = "staig", n_domains = NULL, 
         stop("'library_size' must be one number per spot or the name of a column holding them", call. = FALSE)
     }
     as.numeric(library_size)
-}
-
-## Inside R, torch's matrix products run on the BLAS that R loaded; R's
-## reference BLAS makes training about 30 times slower than OpenBLAS.
-.warn_if_reference_blas <- function() {
-    blas <- unname(extSoftVersion()["BLAS"])
-    if (is.null(.state$blas_checked) && (grepl("/blas/libblas", blas) || grepl("libRblas", blas))) {
-        warning("R uses the reference BLAS (", blas, "); the models' matrix products run on it inside R and ",
-                "are many times slower than with an optimised BLAS. Install one, e.g. on Debian/Ubuntu: ",
-                "apt-get install libopenblas0-pthread", call. = FALSE)
-    }
-    .state$blas_checked <- TRUE
 }
 
 .sce_coordinates <- function(x, spatial_coords) {

@@ -5,9 +5,10 @@
 #' before the first model runs in the session (reticulate binds one Python per
 #' R session):
 #' \itemize{
-#'   \item \code{useSpatialdomainsPython("/path/to/python")} (or a virtualenv
-#'     folder);
-#'   \item \code{options(spatialdomains.python = "/path/to/python")};
+#'   \item \code{useSpatialdomainsPython("spatialdomains/.venv")}: a Python
+#'     executable or a virtualenv folder, e.g. the one \code{make setup} builds
+#'     in the repository checkout;
+#'   \item \code{options(spatialdomains.python = "spatialdomains/.venv")};
 #'   \item the standard reticulate variables, e.g. \code{RETICULATE_PYTHON}, or
 #'     \code{reticulate::use_virtualenv()}.
 #' }
@@ -75,17 +76,48 @@ spatialdomainsAvailable <- function() {
     python <- tryCatch(reticulate::py_config()$python, error = function(e) NULL)
     if (is.null(python) || !reticulate::py_available(initialize = TRUE)) {
         stop("no Python found. Install Python (>= 3.10) with the spatialdomains package, then point R at ",
-             "it: useSpatialdomainsPython('/path/to/python'), options(spatialdomains.python = ...) or ",
+             "it: useSpatialdomainsPython(<python or virtualenv>), options(spatialdomains.python = ...) or ",
              "RETICULATE_PYTHON.", call. = FALSE)
     }
     if (!reticulate::py_module_available("spatialdomains")) {
         stop("the Python at '", python, "' cannot import 'spatialdomains'. Install it there with\n  ",
-             python, " -m pip install -c constraints.txt -e /path/to/spatialdomains\n",
+             python, " -m pip install -c constraints.txt -e <spatialdomains checkout>\n",
              "(torch==2.13.0 first; see the README), or point R at a Python that has it: ",
-             "useSpatialdomainsPython('/path/to/python') in a fresh R session.", call. = FALSE)
+             "useSpatialdomainsPython(<python or virtualenv>) in a fresh R session.", call. = FALSE)
     }
     .state$bridge <- reticulate::import("spatialdomains.bridge", convert = TRUE)
     .state$bridge
+}
+
+## Python bridge call shared by all methods: parameters left NULL take the
+## preset's value on the Python side.
+.embed <- function(method, pieces, params, seed, device, progress) {
+    bridge <- .bridge()
+    params <- Filter(Negate(is.null), params)
+    for (count in intersect(names(params), c("n_epochs", "n_neighbors", "n_top_genes", "n_layers"))) {
+        params[[count]] <- .count_argument(params[[count]], count)
+    }
+    .warn_if_reference_blas()
+    out <- bridge$embed(method, pieces$counts, pieces$coordinates, pieces$spot_names, pieces$gene_names,
+                        library_size = pieces$library_size, params = params, random_state = .count_argument(seed, "seed"), device = device,
+                        progress = isTRUE(progress))
+    out$record$r_session <- list(R = as.character(getRversion()),
+                                 spatialdomains = as.character(utils::packageVersion("spatialdomains")),
+                                 reticulate = as.character(utils::packageVersion("reticulate")),
+                                 python = reticulate::py_config()$python)
+    out
+}
+
+## Inside R, torch's matrix products run on the BLAS that R loaded; R's
+## reference BLAS made a large product ~30x and training ~9x slower (docs/methods.md).
+.warn_if_reference_blas <- function() {
+    blas <- unname(extSoftVersion()["BLAS"])
+    if (is.null(.state$blas_checked) && (grepl("/blas/libblas", blas) || grepl("libRblas", blas))) {
+        warning("R uses the reference BLAS (", blas, "); the models' matrix products run on it inside R and ",
+                "are many times slower than with an optimised BLAS. Install one, e.g. on Debian/Ubuntu: ",
+                "apt-get install libopenblas0-pthread", call. = FALSE)
+    }
+    .state$blas_checked <- TRUE
 }
 
 .python_executable <- function(python) {

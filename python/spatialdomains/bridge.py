@@ -33,11 +33,11 @@ def embed(
     device: str = "auto",
     progress: bool = False,
 ) -> dict:
-    """Train ``method`` on one sample and return its embeddings and provenance record.
+    """Train ``method`` on one sample and return its embedding and provenance record.
 
     ``counts`` is genes × spots (the R orientation, e.g. a dgCMatrix converted by reticulate), ``coordinates``
-    spots × 2 (x, y). Returns ``embedding`` (spots × dims, float64, NaN rows for spots
-    left out) and ``record`` (parameters, seed, versions, timings) as plain lists.
+    spots × 2 (x, y). Returns ``embedding`` (spots × dims, float64, NaN rows for spots left out) and
+    ``record`` (parameters, seed, versions, timings) as plain lists.
     """
     if method not in MODELS:
         raise InputError(f"method must be one of {sorted(MODELS)}, got '{method}'")

@@ -91,7 +91,7 @@ def similarity_asymmetry(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
 
 
 def drop_directed_edges(edge_index: torch.Tensor, rate: float) -> torch.Tensor:
-    """Keep each directed edge with probability 1 − ``rate`` (self loops too; the GCN adds them back)."""
+    """Keep each directed edge with probability 1 − ``rate`` (published: directed, not per undirected pair)."""
     if rate == 0:
         return edge_index
     keep = torch.rand(edge_index.shape[1], device=edge_index.device) >= rate
@@ -125,10 +125,8 @@ def train_spotscape(
     seed_everything(random_state, deterministic=deterministic)
     features = torch.as_tensor(x, dtype=torch.float32, device=device)
     adjacency = sp.coo_matrix(adjacency)
-    n = features.shape[0]
-    loops = np.arange(n)
-    edges = torch.as_tensor(np.vstack([np.concatenate([adjacency.row, loops]),
-                                       np.concatenate([adjacency.col, loops])]), dtype=torch.long, device=device)
+    # Self loops are not listed: the GCN adds every spot's own loop, so dropping one would change nothing.
+    edges = torch.as_tensor(np.vstack([adjacency.row, adjacency.col]), dtype=torch.long, device=device)
     n_genes = features.shape[1]
     model = SpotscapeNet(n_genes, config.dims, config.batch_norm_momentum).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
