@@ -102,3 +102,138 @@ def evaluate(truth, predicted) -> dict[str, float]:
         "accuracy": accuracy(kept_truth, kept_predicted),
         "n_scored": int(len(kept_truth)),
     }
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Integration: how well slices mix in an embedding
+# -------------------------------------------------------------------------------------------------------------
+
+def lisi(embedding: np.ndarray, labels, *, perplexity: float = 30, rows_per_block: int = 4096) -> np.ndarray:
+    """Local inverse Simpson's index of ``labels`` per spot (Korsunsky et al. 2019, as in the lisi package).
+
+    Each spot's 3·perplexity − 1 nearest other spots are weighted by a Gaussian kernel on their Euclidean
+    distance, its precision found by bisection so that the weights' entropy is log(perplexity); the index is
+    1 / Σ_b p_b² with p_b the weight of label b. It runs from 1 (one label around) to the number of labels.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    embedding = np.asarray(embedding, dtype=np.float64)
+    codes = pd.Categorical(np.asarray(labels, dtype=object).astype(str)).codes
+    n = embedding.shape[0]
+    k = min(int(3 * perplexity), n)
+    finder = NearestNeighbors(n_neighbors=k).fit(embedding)
+    scores = np.empty(n)
+    for start in range(0, n, rows_per_block):
+        distances, index = finder.kneighbors(embedding[start:start + rows_per_block])
+        distances, index = distances[:, 1:], index[:, 1:]  # the spot itself comes first
+        weights = _entropy_calibrated_weights(distances, np.log(perplexity))
+        simpson = np.zeros(len(weights))
+        for code in np.unique(codes):
+            simpson += (weights * (codes[index] == code)).sum(axis=1) ** 2
+        scores[start:start + rows_per_block] = 1.0 / simpson
+    return scores
+
+
+def _entropy_calibrated_weights(distances: np.ndarray, target_entropy: float, *, tolerance: float = 1e-5,
+                                max_tries: int = 50) -> np.ndarray:
+    """Row-wise P ∝ exp(−β·d) with β bisected (doubling or halving while unbounded) until H(P) ≈ target."""
+    rows = distances.shape[0]
+    beta = np.ones(rows)
+    low, high = np.full(rows, -np.inf), np.full(rows, np.inf)
+    shifted = distances - distances[:, :1]  # the nearest distance subtracted: no underflow, same P and entropy
+
+    def weights_and_entropy(beta):
+        weights = np.exp(-shifted * beta[:, None])
+        total = weights.sum(axis=1)
+        weights /= total[:, None]
+        return weights, np.log(total) + beta * (shifted * weights).sum(axis=1)
+
+    weights, entropy = weights_and_entropy(beta)
+    for _ in range(max_tries):
+        difference = entropy - target_entropy
+        active = np.abs(difference) > tolerance
+        if not active.any():
+            break
+        flat, sharp = active & (difference > 0), active & (difference <= 0)  # entropy too high / too low
+        low[flat] = beta[flat]
+        beta[flat] = np.where(np.isinf(high[flat]), beta[flat] * 2, (beta[flat] + high[flat]) / 2)
+        high[sharp] = beta[sharp]
+        beta[sharp] = np.where(np.isinf(low[sharp]), beta[sharp] / 2, (beta[sharp] + low[sharp]) / 2)
+        weights, entropy = weights_and_entropy(beta)
+    return weights
+
+
+def ilisi(embedding: np.ndarray, batch, *, perplexity: float = 30) -> float:
+    """Median integration LISI over spots: the effective number of slices around a spot (1 = no mixing)."""
+    return float(np.median(lisi(embedding, batch, perplexity=perplexity)))
+
+
+def batch_kl(embedding: np.ndarray, batch, *, replicates: int = 200, n_spots: int = 100, max_neighbors: int = 100,
+             random_state: int = 1) -> float:
+    """BatchKL as in the STAIG paper: in each replicate draw ``n_spots`` spots, take each one's
+    k = min(5·#slices, ``max_neighbors``) nearest spots (itself included) and the KL divergence (log₂) of their
+    slice mix from the overall mix; average over spots and replicates. 0 means perfectly mixed."""
+    from sklearn.neighbors import NearestNeighbors
+
+    embedding = np.asarray(embedding, dtype=np.float64)
+    codes = pd.Categorical(np.asarray(batch, dtype=object).astype(str)).codes
+    n_batches = codes.max() + 1
+    overall = np.bincount(codes, minlength=n_batches) / len(codes)
+    k = min(5 * n_batches, max_neighbors, len(codes))
+    finder = NearestNeighbors(n_neighbors=k).fit(embedding)
+    rng = np.random.default_rng(random_state)
+    values = []
+    for _ in range(replicates):
+        drawn = rng.choice(len(codes), size=min(n_spots, len(codes)), replace=False)
+        _, index = finder.kneighbors(embedding[drawn])
+        local = np.stack([np.bincount(row, minlength=n_batches) for row in codes[index]]) / k
+        with np.errstate(divide="ignore", invalid="ignore"):
+            terms = np.where(local > 0, local * np.log2(local / overall), 0.0)
+        values.append(terms.sum(axis=1).mean())
+    return float(np.mean(values))
+
+
+def graph_connectivity(embedding: np.ndarray, labels, *, n_neighbors: int = 15) -> float:
+    """scib's graph connectivity: in the kNN graph of the embedding, for each domain label the fraction of its
+    spots in the largest connected component of the subgraph on that label; averaged over labels (1 = best).
+    Spots without a label are left out of the averages but stay in the graph."""
+    from scipy.sparse.csgraph import connected_components
+    from sklearn.neighbors import kneighbors_graph
+
+    embedding = np.asarray(embedding, dtype=np.float64)
+    labels = pd.Series(np.asarray(labels, dtype=object))
+    graph = kneighbors_graph(embedding, min(n_neighbors, len(labels) - 1), include_self=False)
+    graph = graph.maximum(graph.T)
+    fractions = []
+    for label in labels.dropna().unique():
+        members = np.flatnonzero((labels == label).to_numpy())
+        _, component = connected_components(graph[members][:, members], directed=False)
+        fractions.append(np.bincount(component).max() / len(members))
+    return float(np.mean(fractions))
+
+
+def batch_silhouette(embedding: np.ndarray, batch, labels) -> float:
+    """scib's silhouette_batch: within each domain label, the silhouette of the slice labels, scored 1 − |s| per
+    spot and averaged per label, then over labels (1 = slices fully mixed). Labels found in one slice only are
+    skipped."""
+    embedding = np.asarray(embedding, dtype=np.float64)
+    batch = np.asarray(batch, dtype=object).astype(str)
+    labels = pd.Series(np.asarray(labels, dtype=object))
+    per_label = []
+    for label in labels.dropna().unique():
+        members = np.flatnonzero((labels == label).to_numpy())
+        n_batches = len(np.unique(batch[members]))
+        if n_batches < 2 or n_batches >= len(members):
+            continue
+        scores = skm.silhouette_samples(embedding[members], batch[members])
+        per_label.append(np.mean(1 - np.abs(scores)))
+    return float(np.mean(per_label)) if per_label else float("nan")
+
+
+def integration(embedding: np.ndarray, batch, labels=None) -> dict[str, float]:
+    """iLISI and BatchKL, plus graph connectivity and batch silhouette when domain ``labels`` are given."""
+    scores = {"ilisi": ilisi(embedding, batch), "batch_kl": batch_kl(embedding, batch)}
+    if labels is not None:
+        scores["graph_connectivity"] = graph_connectivity(embedding, labels)
+        scores["batch_silhouette"] = batch_silhouette(embedding, batch, labels)
+    return scores

@@ -99,3 +99,58 @@ def spotscape_features(counts: sp.spmatrix, *, n_top_genes: int = 5000,
     normalised = sp.diags((target_sum / totals).astype(np.float32)) @ selected
     normalised.data = np.log1p(normalised.data)
     return normalised.toarray().astype(np.float32, copy=False), genes
+
+
+#: Fewer genes than this in the intersection of the slices' HVGs cannot carry a shared embedding.
+MIN_SHARED_GENES = 100
+
+
+def multi_slice_features(
+    counts: sp.spmatrix,
+    bounds: list[tuple[int, int]],
+    *,
+    n_top_genes: int = 5000,
+    normalise_over: str = "hvgs",
+    library_size: np.ndarray | None = None,
+    target_sum: float = 1e4,
+    min_shared_genes: int = MIN_SHARED_GENES,
+    slice_names: list[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Several slices (rows sorted by slice; ``bounds`` = each slice's (start, end)): seurat_v3 HVGs per slice
+    on its raw counts, then the genes highly variable in every slice, log1p of counts normalised to
+    ``target_sum`` per spot. Each slice is normalised on its own: over its own HVGs (``'hvgs'``, Spotscape's
+    published order) or over all genes (``'all'``, STAIG's; ``library_size`` gives the true totals when
+    ``counts`` holds a subset of the genes). No scaling.
+
+    Returns (X, genes): dense float32 matrix (spots × shared genes) and the column indices of those genes.
+    """
+    if normalise_over not in ("hvgs", "all"):
+        raise ValueError(f"normalise_over must be 'hvgs' or 'all', got '{normalise_over}'")
+    counts = sp.csr_matrix(counts, dtype=np.float32)
+    names = slice_names or [str(q) for q in range(len(bounds))]
+    per_slice = [highly_variable_genes(counts[start:end], n_top_genes) for start, end in bounds]
+    shared = per_slice[0]
+    for genes in per_slice[1:]:
+        shared = np.intersect1d(shared, genes)
+    if len(shared) < min_shared_genes:
+        sizes = ", ".join(f"{name}: {len(genes)}" for name, genes in zip(names, per_slice))
+        raise InputError(
+            f"only {len(shared)} genes are highly variable in every slice (HVGs per slice: {sizes}; at least "
+            f"{min_shared_genes} shared genes are needed): raise n_top_genes, or check that the slices use the "
+            "same gene identifiers (all Ensembl IDs or all symbols) and measure the same tissue")
+    x = np.empty((counts.shape[0], len(shared)), dtype=np.float32)
+    for name, (start, end), genes in zip(names, bounds, per_slice):
+        block = counts[start:end]
+        if normalise_over == "all" and library_size is not None:
+            totals = np.asarray(library_size[start:end], dtype=np.float64)
+        else:
+            totals = np.asarray((block[:, genes] if normalise_over == "hvgs" else block).sum(axis=1),
+                                dtype=np.float64).ravel()
+        if np.any(totals <= 0):
+            raise InputError(f"slice {name}: {int(np.sum(totals <= 0))} spots have no counts in the genes used "
+                             "for normalisation; filter them out or use more genes (n_top_genes)")
+        normalised = sp.diags((target_sum / totals).astype(np.float32)) @ block[:, shared]
+        normalised.data = np.log1p(normalised.data)
+        x[start:end] = normalised.toarray()
+    logger.info("%d slices: %d genes are highly variable in all of them", len(bounds), len(shared))
+    return x, shared

@@ -4,6 +4,7 @@ Every run records its parameters, seed, versions and timings in ``uns['spatialdo
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -15,6 +16,7 @@ from . import cluster as _cluster
 from . import graph as _graph
 from . import io as _io
 from . import pp as _pp
+from . import slices as _slices
 from ._utils import Timer, h5ad_safe, package_versions
 from .errors import InputError
 
@@ -25,8 +27,9 @@ UNS_KEY = "spatialdomains"
 
 
 def staig(
-    adata: ad.AnnData,
+    adata,
     *,
+    batch_key: str | None = None,
     preset: str = "paper",
     n_epochs: int | None = None,
     tau: float | None = None,
@@ -52,7 +55,13 @@ def staig(
     Parameters
     ----------
     adata
-        Raw counts in ``X`` (or ``layers[layer]``) and coordinates in ``obsm['spatial']``.
+        Raw counts in ``X`` (or ``layers[layer]``) and coordinates in ``obsm['spatial']``; or a list (or dict)
+        of such AnnData, one per slice, for integration (see ``batch_key``).
+    batch_key
+        ``obs`` column naming each spot's slice. With several slices STAIG integrates them: one graph per slice
+        in its own coordinates, genes highly variable in every slice (5000 per slice, no scaling), negatives
+        drawn within the anchor's slice only. A list input is combined into one AnnData (returned), with the
+        slice in ``obs[batch_key]`` ('slice' by default), and each input receives its own rows of the results.
     preset
         ``'paper'`` (default: τ 10, 400 epochs, fixed edge-drop 0.2, gene masks 0.1/0.2) or ``'published'``
         (the published code's gene-only 151673 config: τ 34, 340 epochs, adaptive edge drop, masks 0.2/0.2).
@@ -92,6 +101,14 @@ def staig(
     -------
     The same AnnData, with the embeddings added (spots left out for having no counts get NaN rows).
     """
+    if _is_slice_collection(adata):
+        return _on_combined_slices(staig, adata, batch_key, [key_added, f"{key_added}_encoder"], preset=preset,
+                                   n_epochs=n_epochs, tau=tau, learning_rate=learning_rate, n_neighbors=n_neighbors,
+                                   n_top_genes=n_top_genes, n_layers=n_layers, edge_drop=edge_drop,
+                                   feature_mask=feature_mask, positives=positives, memory_budget_mb=memory_budget_mb,
+                                   layer=layer, library_size_key=library_size_key, random_state=random_state,
+                                   device=device, deterministic=deterministic, progress=progress,
+                                   checkpoint=checkpoint, key_added=key_added)
     from .models import staig as model
     from .models.trainer import select_device
 
@@ -103,16 +120,27 @@ def staig(
     timer = Timer()
     with timer("preprocess"):
         checked = _io.check_input(adata, layer=layer, n_neighbors=config.n_neighbors)
+        layout = _layout(adata, batch_key, checked.spots)
         library_size = _library_size(adata, library_size_key, checked.spots)
-        features, genes = _pp.staig_features(checked.counts, n_top_genes=config.n_top_genes,
-                                             library_size=library_size)
+        if layout.n_slices == 1:
+            features, genes = _pp.staig_features(checked.counts, n_top_genes=config.n_top_genes,
+                                                 library_size=library_size)
+        else:
+            if n_top_genes is None:
+                config = dataclasses.replace(config, n_top_genes=MULTI_SLICE_TOP_GENES)
+            features, genes = _pp.multi_slice_features(
+                checked.counts[layout.order], layout.bounds, n_top_genes=config.n_top_genes, normalise_over="all",
+                slice_names=layout.names,
+                library_size=None if library_size is None else library_size[layout.order])
     with timer("graph"):
-        adjacency = _graph.knn_graph(checked.coordinates, config.n_neighbors)
+        adjacency = _graph.multi_slice_graph(checked.coordinates[layout.order], layout.codes[layout.order],
+                                             "knn", n_neighbors=config.n_neighbors)
     with timer("train"):
-        result = model.train_staig(features, adjacency, config, device=chosen_device, random_state=random_state,
-                                   deterministic=deterministic, progress=progress, checkpoint=checkpoint)
-    adata.obsm[key_added] = _fill_spots(result.embedding, checked.spots)
-    adata.obsm[f"{key_added}_encoder"] = _fill_spots(result.encoder_embedding, checked.spots)
+        result = model.train_staig(features, adjacency, config, slice_bounds=layout.bounds, device=chosen_device,
+                                   random_state=random_state, deterministic=deterministic, progress=progress,
+                                   checkpoint=checkpoint)
+    adata.obsm[key_added] = _fill_spots(_unsort(result.embedding, layout), checked.spots)
+    adata.obsm[f"{key_added}_encoder"] = _fill_spots(_unsort(result.encoder_embedding, layout), checked.spots)
     _record(adata, "staig", {
         "preset": preset,
         "parameters": result.record.pop("config"),
@@ -121,6 +149,7 @@ def staig(
         "layer": layer,
         "library_size_key": library_size_key,
         "key_added": key_added,
+        **_slice_record(layout, batch_key),
         "n_spots_used": int(checked.spots.sum()),
         "n_spots_left_out": int((~checked.spots).sum()),
         "genes": np.asarray(checked.gene_names[genes], dtype=str),
@@ -135,14 +164,19 @@ def staig(
 
 
 def spotscape(
-    adata: ad.AnnData,
+    adata,
     *,
+    batch_key: str | None = None,
+    n_domains: int | None = None,
     n_epochs: int | None = None,
     learning_rate: float | None = None,
     n_top_genes: int | None = None,
     graph: str | None = None,
     radius: float | None = None,
     batch_norm_momentum: float | None = None,
+    prototypes: bool | None = None,
+    warmup_epochs: int | None = None,
+    ss_mode: str | None = None,
     layer: str | None = None,
     random_state: int = 0,
     device: str = "auto",
@@ -151,21 +185,34 @@ def spotscape(
     checkpoint: str | None = None,
     key_added: str = "X_spotscape",
 ) -> ad.AnnData:
-    """Learn a Spotscape embedding (single slice) into ``obsm[key_added]`` and a denoised expression.
+    """Learn a Spotscape embedding into ``obsm[key_added]`` and a denoised expression, for one or several slices.
 
     Parameters
     ----------
     adata
-        Raw counts in ``X`` (or ``layers[layer]``) and coordinates in ``obsm['spatial']``.
+        Raw counts in ``X`` (or ``layers[layer]``) and coordinates in ``obsm['spatial']``; or a list (or dict)
+        of such AnnData, one per slice (see ``batch_key``).
+    batch_key
+        ``obs`` column naming each spot's slice. Several slices are integrated: one graph per slice in its own
+        coordinates, the genes highly variable in every slice, similarity-scale matching and (after 500
+        epochs) prototypical contrastive learning. A list input is combined into one AnnData (returned), with
+        the slice in ``obs[batch_key]`` ('slice' by default), and each input receives its own rows of the results.
+    n_domains
+        Expected number of domains; sets the prototype counts (n, 1.5n, 2n). Never taken from labels; when not
+        given, chosen by silhouette at the end of the warm-up.
     n_epochs, learning_rate
-        Training length (1000) and Adam's learning rate (1e-4).
+        Training length (1000) and Adam's learning rate (1e-4 for one slice, 5e-4 for several).
     n_top_genes
-        seurat_v3 highly variable genes used (5000).
+        seurat_v3 highly variable genes used (5000, per slice).
     graph, radius
         ``'radius'`` (default; radius 1.5 × the median nearest-neighbour distance unless given, at most 50
         neighbours) or ``'knn'`` (6 nearest, for irregular cell-level coordinates).
     batch_norm_momentum
         Momentum of the batch norms (0.1; the published code's 0.99 is available).
+    prototypes, warmup_epochs
+        Use the prototypical loss (default: with several slices only), from epoch ``warmup_epochs`` (500) on.
+    ss_mode
+        ``'per_slice'`` (default: the anchor's own slice against each other slice) or ``'pooled'``.
     random_state, deterministic, device, progress, checkpoint
         As in :func:`staig`.
     key_added
@@ -175,25 +222,44 @@ def spotscape(
     when the AnnData holds exactly those genes, else to ``obsm['spotscape_denoised']`` with the gene names in
     ``uns['spatialdomains']['spotscape']['denoised_genes']``.
     """
+    if _is_slice_collection(adata):
+        return _on_combined_slices(spotscape, adata, batch_key, [key_added, "spotscape_denoised"],
+                                   n_domains=n_domains, n_epochs=n_epochs, learning_rate=learning_rate,
+                                   n_top_genes=n_top_genes, graph=graph, radius=radius,
+                                   batch_norm_momentum=batch_norm_momentum, prototypes=prototypes,
+                                   warmup_epochs=warmup_epochs, ss_mode=ss_mode,
+                                   layer=layer, random_state=random_state, device=device,
+                                   deterministic=deterministic, progress=progress, checkpoint=checkpoint,
+                                   key_added=key_added)
     from .models import spotscape as model
     from .models.trainer import select_device
 
-    settings = {"n_epochs": n_epochs, "learning_rate": learning_rate, "n_top_genes": n_top_genes, "graph": graph,
-                "radius": radius, "batch_norm_momentum": batch_norm_momentum}
-    config = model.SpotscapeConfig(**{k: v for k, v in settings.items() if v is not None})
     chosen_device = select_device(device)
     timer = Timer()
     with timer("preprocess"):
-        checked = _io.check_input(adata, layer=layer, n_neighbors=config.n_neighbors)
-        features, genes = _pp.spotscape_features(checked.counts, n_top_genes=config.n_top_genes)
+        checked = _io.check_input(adata, layer=layer, n_neighbors=model.SpotscapeConfig.n_neighbors)
+        layout = _layout(adata, batch_key, checked.spots)
+        if learning_rate is None and layout.n_slices > 1:
+            learning_rate = model.MULTI_SLICE_LEARNING_RATE
+        settings = {"n_epochs": n_epochs, "learning_rate": learning_rate, "n_top_genes": n_top_genes,
+                    "graph": graph, "radius": radius, "batch_norm_momentum": batch_norm_momentum,
+                    "prototypes": prototypes, "warmup_epochs": warmup_epochs, "ss_mode": ss_mode}
+        config = model.SpotscapeConfig(**{k: v for k, v in settings.items() if v is not None})
+        if layout.n_slices == 1:
+            features, genes = _pp.spotscape_features(checked.counts, n_top_genes=config.n_top_genes)
+        else:
+            features, genes = _pp.multi_slice_features(checked.counts[layout.order], layout.bounds,
+                                                       n_top_genes=config.n_top_genes, normalise_over="hvgs",
+                                                       slice_names=layout.names)
     with timer("graph"):
-        adjacency = _spotscape_graph(checked.coordinates, config)
+        adjacency = _spotscape_graph(checked.coordinates[layout.order], layout, config)
     with timer("train"):
-        result = model.train_spotscape(features, adjacency, config, device=chosen_device, random_state=random_state,
+        result = model.train_spotscape(features, adjacency, config, slice_bounds=layout.bounds, n_domains=n_domains,
+                                       device=chosen_device, random_state=random_state,
                                        deterministic=deterministic, progress=progress, checkpoint=checkpoint)
-    adata.obsm[key_added] = _fill_spots(result.embedding, checked.spots)
+    adata.obsm[key_added] = _fill_spots(_unsort(result.embedding, layout), checked.spots)
     gene_names = np.asarray(checked.gene_names[genes], dtype=str)
-    denoised = _fill_spots(result.denoised, checked.spots)
+    denoised = _fill_spots(_unsort(result.denoised, layout), checked.spots)
     record_genes = None
     if len(genes) == adata.n_vars:
         order = np.argsort(genes)  # genes are column indices; here they cover all columns
@@ -203,10 +269,12 @@ def spotscape(
         record_genes = gene_names
     _record(adata, "spotscape", {
         "parameters": result.record.pop("config"),
+        "n_domains": n_domains,
         "random_state": random_state,
         "deterministic": deterministic,
         "layer": layer,
         "key_added": key_added,
+        **_slice_record(layout, batch_key),
         "n_spots_used": int(checked.spots.sum()),
         "n_spots_left_out": int((~checked.spots).sum()),
         "genes": gene_names,
@@ -221,16 +289,22 @@ def spotscape(
     return adata
 
 
-def _spotscape_graph(coordinates: np.ndarray, config):
-    """Radius graph (at most ``max_neighbors``), with a warning when it is too sparse for irregular data."""
+def _spotscape_graph(coordinates: np.ndarray, layout: _slices.SliceLayout, config):
+    """One graph per slice (radius, at most ``max_neighbors``; or kNN), joined block-diagonally, with a warning
+    for each slice whose radius graph is too sparse (irregular coordinates)."""
+    codes = layout.codes[layout.order]
     if config.graph == "knn":
-        return _graph.knn_graph(coordinates, config.n_neighbors)
-    adjacency = _graph.radius_graph(coordinates, config.radius, max_neighbors=config.max_neighbors)
+        return _graph.multi_slice_graph(coordinates, codes, "knn", n_neighbors=config.n_neighbors)
+    adjacency = _graph.multi_slice_graph(coordinates, codes, "radius", radius=config.radius,
+                                         max_neighbors=config.max_neighbors)
     degree = np.diff(adjacency.indptr)
-    if degree.mean() < 3 or np.mean(degree == 0) > 0.05:
-        logger.warning("the radius graph is sparse (mean degree %.1f, %.1f%% isolated spots); for irregular "
-                       "coordinates such as cell centroids use graph='knn'", degree.mean(),
-                       100 * np.mean(degree == 0))
+    for name, (start, end) in zip(layout.names, layout.bounds):
+        part = degree[start:end]
+        if part.mean() < 3 or np.mean(part == 0) > 0.05:
+            where = f" in slice {name}" if layout.n_slices > 1 else ""
+            logger.warning("the radius graph is sparse%s (mean degree %.1f, %.1f%% isolated spots); for "
+                           "irregular coordinates such as cell centroids use graph='knn'", where, part.mean(),
+                           100 * np.mean(part == 0))
     return adjacency
 
 
@@ -241,6 +315,7 @@ def cluster(
     n_domains: int | None = None,
     method: str = "auto",
     refine: str | bool = "auto",
+    batch_key: str | None = None,
     n_domains_range: tuple[int, int] = (2, 15),
     refine_neighbors: int = 15,
     random_state: int = _cluster.MCLUST_SEED,
@@ -252,6 +327,8 @@ def cluster(
     or 'leiden'. ``n_domains=None`` picks the number in ``n_domains_range`` with the highest silhouette.
     ``refine``: majority vote over the ``refine_neighbors`` nearest spots; 'auto' refines regular lattices
     (Visium, ST) only. When refined, the raw clustering is kept in ``obs[key_added + '_unrefined']``.
+    With several slices (``batch_key``), all spots are clustered together, so a domain means the same in every
+    slice, and refinement looks for neighbours within each spot's own slice.
     """
     if use_rep not in adata.obsm:
         raise InputError(f"obsm['{use_rep}'] does not exist: run a model first (e.g. sd.tl.staig(adata)) "
@@ -259,6 +336,7 @@ def cluster(
     embedding = np.asarray(adata.obsm[use_rep], dtype=np.float64)
     has_embedding = np.all(np.isfinite(embedding), axis=1)
     coordinates = _io.spatial_coordinates(adata)[has_embedding]
+    layout = _layout(adata, batch_key, has_embedding)
     started = time.perf_counter()
     if n_domains is None:
         low, high = n_domains_range
@@ -268,12 +346,16 @@ def cluster(
     else:
         result = _cluster.cluster_embedding(embedding[has_embedding], n_domains, method, random_state=random_state)
         chosen_by = "user"
+    slice_rows = [np.flatnonzero(layout.codes == q) for q in range(layout.n_slices)]
     if refine == "auto":
-        refine = _graph.is_lattice(coordinates)
+        refine = all(_graph.is_lattice(coordinates[rows]) for rows in slice_rows)
     labels = result.labels + 1
     if refine:
         adata.obs[f"{key_added}_unrefined"] = _domain_column(labels, has_embedding)
-        labels = _cluster.refine_labels(labels, coordinates, refine_neighbors)
+        refined = labels.copy()
+        for rows in slice_rows:
+            refined[rows] = _cluster.refine_labels(labels[rows], coordinates[rows], refine_neighbors)
+        labels = refined
     adata.obs[key_added] = _domain_column(labels, has_embedding)
     _record(adata, "cluster", {
         "use_rep": use_rep,
@@ -283,6 +365,7 @@ def cluster(
         "details": result.details,
         "refined": bool(refine),
         "refine_neighbors": refine_neighbors if refine else None,
+        "batch_key": batch_key,
         "random_state": random_state,
         "key_added": key_added,
         "timings": {"cluster": time.perf_counter() - started},
@@ -291,10 +374,11 @@ def cluster(
 
 
 def find_domains(
-    adata: ad.AnnData,
+    adata,
     method: str = "staig",
     n_domains: int | None = None,
     *,
+    batch_key: str | None = None,
     cluster_method: str = "auto",
     refine: str | bool = "auto",
     random_state: int = 0,
@@ -305,20 +389,70 @@ def find_domains(
 ) -> ad.AnnData:
     """One call from raw counts to domains: train ``method``, then cluster its embedding.
 
+    ``adata`` is one AnnData, or a list (or dict) of AnnData, one per slice, which are integrated: the combined
+    AnnData is returned (slice in ``obs[batch_key]``, 'slice' by default) and each slice receives its own
+    embedding rows and domains. One AnnData holding several slices names them with ``batch_key``.
     ``method_params`` go to the model (e.g. ``n_epochs``, ``tau``, ``preset``; see :func:`staig`). The
     embedding lands in ``obsm['X_<method>']``, the domains in ``obs[key_added]``, provenance in
     ``uns['spatialdomains']``.
     """
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}, got '{method}'")
+    if _is_slice_collection(adata):
+        obsm_keys = [f"X_{method}", f"X_{method}_encoder", "spotscape_denoised"]
+        return _on_combined_slices(find_domains, adata, batch_key, obsm_keys,
+                                   obs_keys=[key_added, f"{key_added}_unrefined"], method=method,
+                                   n_domains=n_domains, cluster_method=cluster_method, refine=refine,
+                                   random_state=random_state, device=device, progress=progress,
+                                   key_added=key_added, **method_params)
     started = time.perf_counter()
+    if method == "spotscape":
+        method_params.setdefault("n_domains", n_domains)
     model = {"staig": staig, "spotscape": spotscape}[method]
-    model(adata, random_state=random_state, device=device, progress=progress, **method_params)
+    model(adata, batch_key=batch_key, random_state=random_state, device=device, progress=progress, **method_params)
     cluster(adata, use_rep=f"X_{method}", n_domains=n_domains, method=cluster_method, refine=refine,
-            key_added=key_added)
+            batch_key=batch_key, key_added=key_added)
     adata.uns[UNS_KEY]["method"] = method
     adata.uns[UNS_KEY]["total_seconds"] = time.perf_counter() - started
     return adata
+
+
+#: Highly variable genes selected per slice before intersecting, for STAIG integration (the method note's 5000).
+MULTI_SLICE_TOP_GENES = 5000
+
+
+def _is_slice_collection(data) -> bool:
+    return isinstance(data, (list, tuple, dict))
+
+
+def _on_combined_slices(tool, slices, batch_key, obsm_keys, obs_keys=(), **params) -> ad.AnnData:
+    """Run ``tool`` on the slices combined into one AnnData; hand each slice its rows; return the combined."""
+    batch_key = batch_key or _slices.DEFAULT_BATCH_KEY
+    combined = _slices.combine(slices, batch_key)
+    tool(combined, batch_key=batch_key, **params)
+    _slices.hand_back(combined, slices, batch_key, obsm_keys=obsm_keys, obs_keys=obs_keys, uns_key=UNS_KEY)
+    return combined
+
+
+def _layout(adata: ad.AnnData, batch_key: str | None, spots: np.ndarray) -> _slices.SliceLayout:
+    """Slices of the spots used (all in one slice without a ``batch_key``)."""
+    if batch_key is None:
+        return _slices.slice_layout(np.zeros(int(spots.sum()), dtype=int))
+    return _slices.slice_layout(_slices.batch_labels(adata, batch_key).to_numpy()[spots])
+
+
+def _unsort(values: np.ndarray, layout: _slices.SliceLayout) -> np.ndarray:
+    """Rows in slice order back to the input order."""
+    restored = np.empty_like(values)
+    restored[layout.order] = values
+    return restored
+
+
+def _slice_record(layout: _slices.SliceLayout, batch_key: str | None) -> dict:
+    if batch_key is None:
+        return {}
+    return {"batch_key": batch_key, "slices": np.asarray(layout.names, dtype=str),
+            "n_spots_per_slice": np.asarray([end - start for start, end in layout.bounds])}
 
 
 def _library_size(adata: ad.AnnData, key: str | None, spots: np.ndarray) -> np.ndarray | None:

@@ -54,3 +54,42 @@ def test_embedding_metrics():
     assert metrics.silhouette(embedding, labels) > 0.9
     assert metrics.davies_bouldin(embedding, labels) < 0.1
     assert metrics.silhouette(embedding, rng.permutation(labels)) < 0.1
+
+
+def test_lisi_of_equidistant_neighbours_is_the_inverse_simpson_of_their_mix():
+    # Six corners of a simplex: every spot's five neighbours lie at the same distance, so weights are uniform.
+    # A spot of slice A sees 2 A and 3 B: 1 / ((2/5)² + (3/5)²) = 25/13.
+    embedding = np.eye(6)
+    scores = metrics.lisi(embedding, list("AAABBB"), perplexity=2)
+    np.testing.assert_allclose(scores, 25 / 13, rtol=1e-12)
+
+
+def test_lisi_is_one_and_batch_kl_maximal_for_separated_slices():
+    rng = np.random.default_rng(0)
+    embedding = np.vstack([rng.normal(0, 1, (60, 2)), rng.normal(1000, 1, (60, 2)), rng.normal(-1000, 1, (60, 2))])
+    batch = np.repeat(["a", "b", "c"], 60)
+    assert metrics.ilisi(embedding, batch, perplexity=10) == pytest.approx(1.0, abs=1e-9)
+    # Every neighbourhood is one slice out of three equal ones: KL = log2(3).
+    assert metrics.batch_kl(embedding, batch, replicates=5) == pytest.approx(np.log2(3), rel=1e-12)
+
+
+def test_batch_kl_is_zero_for_a_neighbourhood_with_the_overall_mix():
+    # 15 spots at one point, 5 of each of 3 slices; k = 15 neighbours = everything.
+    assert metrics.batch_kl(np.zeros((15, 2)), np.repeat(["a", "b", "c"], 5), replicates=3) == pytest.approx(0)
+
+
+def test_graph_connectivity_counts_the_largest_component_per_label():
+    centres = np.array([[0, 0], [100, 0], [0, 100], [100, 100]])
+    rng = np.random.default_rng(1)
+    embedding = np.repeat(centres, 10, axis=0) + rng.normal(0, 0.1, (40, 2))
+    labels = np.array(["x"] * 20 + ["y"] * 10 + [None] * 10, dtype=object)
+    # x spans two far-apart groups (largest component 10 of 20), y is one group: (0.5 + 1) / 2.
+    assert metrics.graph_connectivity(embedding, labels, n_neighbors=5) == pytest.approx(0.75)
+
+
+def test_batch_silhouette_by_hand():
+    embedding = np.array([[0.0], [0.0], [10.0], [10.0], [0.0], [0.0], [1.0], [1.0]])
+    batch = ["A", "A", "B", "B", "A", "B", "A", "B"]
+    labels = ["p"] * 4 + ["q"] * 4
+    # p: slices far apart, s = 1, score 0. q: for each spot a = 1, b = 0.5, s = −0.5, score 0.5.
+    assert metrics.batch_silhouette(embedding, batch, labels) == pytest.approx(0.25)

@@ -1,12 +1,15 @@
-"""Spotscape (ICML 2025): a GCN autoencoder trained with the Similarity Telescope, single-slice mode.
+"""Spotscape (ICML 2025): a GCN autoencoder trained with the Similarity Telescope, for one or several slices.
 
 As specified in the method note (``shared/methods/spotscape.md``): two-layer GCN encoder with batch norm and
 ReLU (G → 256 → 64), MLP decoder (64 → 256 → G), two views per epoch (directed edge dropping, one gene mask per
-view), and the loss 0.1·L_rec + L_SC. L_SC, the mean squared asymmetry of the cross-view cosine matrix
-S = Ẑ¹Ẑ²ᵀ, is computed exactly from d×d Gram matrices, so no N×N object is ever formed.
+view), and the loss 0.1·L_rec + L_SC; with several slices + L_SS (similarity-scale matching) and, after the
+warm-up, 0.01·L_PCL (prototypes). No N×N object is ever formed: L_SC comes from d×d Gram matrices, L_rec from
+an expansion that never forms the reconstructions, and L_SS from a blocked top-k search.
 """
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,10 +23,17 @@ from ..errors import InputError
 from .layers import GCNLayer
 from .trainer import Trainer, seed_everything
 
+logger = logging.getLogger("spatialdomains")
+
+
+#: Adam's learning rate for several slices (the paper's multi-slice DLPFC value); one slice uses 1e-4.
+MULTI_SLICE_LEARNING_RATE = 5e-4
+
 
 @dataclass(frozen=True)
 class SpotscapeConfig:
-    """Spotscape hyper-parameters (single slice); defaults from the method note."""
+    """Spotscape hyper-parameters; defaults from the method note. The multi-slice terms (similarity-scale
+    matching, prototypes) act only when there are several slices, unless ``prototypes=True``."""
 
     n_epochs: int = 1000
     learning_rate: float = 1e-4
@@ -34,11 +44,21 @@ class SpotscapeConfig:
     feature_mask: tuple[float, float] = (0.2, 0.2)
     lambda_rec: float = 0.1
     lambda_sc: float = 1.0
+    lambda_ss: float = 1.0
+    lambda_pcl: float = 0.01
+    sim_k: int = 5
+    ss_mode: str = "per_slice"
+    ss_exclude_self: bool = False
+    prototypes: bool | None = None
+    tau_pcl: float = 0.75
+    warmup_epochs: int = 500
+    granularities: tuple[float, ...] = (1.0, 1.5, 2.0)
     batch_norm_momentum: float = 0.1
     graph: str = "radius"
     radius: float | None = None
     max_neighbors: int = 50
     n_neighbors: int = 6
+    memory_budget_mb: float = 256.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -47,9 +67,15 @@ class SpotscapeConfig:
             "dims": len(self.dims) >= 2 and all(d >= 1 for d in self.dims),
             "edge_drop": len(self.edge_drop) == 2 and all(0 <= p < 1 for p in self.edge_drop),
             "feature_mask": len(self.feature_mask) == 2 and all(0 <= p < 1 for p in self.feature_mask),
+            "sim_k": self.sim_k >= 1,
+            "ss_mode": self.ss_mode in ("per_slice", "pooled"),
+            "tau_pcl": self.tau_pcl > 0,
+            "warmup_epochs": self.warmup_epochs >= 0,
+            "granularities": len(self.granularities) >= 1 and all(g >= 1 for g in self.granularities),
             "batch_norm_momentum": 0 < self.batch_norm_momentum <= 1,
             "graph": self.graph in ("radius", "knn"),
             "radius": self.radius is None or self.radius > 0,
+            "memory_budget_mb": self.memory_budget_mb >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -68,13 +94,39 @@ class SpotscapeNet(nn.Module):
                                      nn.ReLU(), nn.Linear(dims[0], n_genes))
 
     def encode(self, x: torch.Tensor, edge_index: torch.Tensor, gene_mask: torch.Tensor | None = None) -> torch.Tensor:
-        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
-            x = F.relu(norm(conv(x, edge_index, gene_mask if i == 0 else None)))
-        return x
+        return self._encode_rest(self.convs[0](x, edge_index, gene_mask), edge_index)
 
     def forward(self, x, edge_index, gene_mask=None) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.encode(x, edge_index, gene_mask)
         return z, self.decoder(z)
+
+    def encode_views(self, x: torch.Tensor, views: list[tuple[torch.Tensor, torch.Tensor]],
+                     x_transposed: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Encode several views (edge_index, indices of the masked genes) of the same X.
+
+        Equal to ``encode`` with each view's gene mask, but X·W is computed once: a view's first layer is
+        XW − X[:, m]·W[m] for its masked genes m (about 20%). Its backward pass likewise needs one Xᵀ·G.
+        A contiguous copy of Xᵀ (``x_transposed``), made once by the caller, makes gathering X[:, m] cheap.
+        """
+        first = self.convs[0]
+        shared = x @ first.weight
+        genes_by_row = x.T if x_transposed is None else x_transposed
+        encoded = []
+        for edge_index, masked in views:
+            hidden = (shared - genes_by_row[masked].T @ first.weight.index_select(0, masked)
+                      if masked.numel() else shared)
+            encoded.append(self._encode_rest(first.propagate(hidden, edge_index), edge_index))
+        return encoded
+
+    def decoder_hidden(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder up to its last Linear layer (the reconstruction is ``decoder[-1]`` of this)."""
+        return self.decoder[:-1](z)
+
+    def _encode_rest(self, first_layer: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.norms[0](first_layer))
+        for conv, norm in zip(self.convs[1:], self.norms[1:]):
+            x = F.relu(norm(conv(x, edge_index)))
+        return x
 
 
 def similarity_asymmetry(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
@@ -90,6 +142,163 @@ def similarity_asymmetry(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     return (total / z1.shape[0] ** 2).to(z1.dtype)
 
 
+class ReconstructionTarget:
+    """The clean expression X with the statistics that the expanded reconstruction error needs."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+        self.square_sum = (x.double() ** 2).sum()
+        self.column_sums = x.double().sum(dim=0)
+
+
+def reconstruction_error(target: ReconstructionTarget, hiddens: list[torch.Tensor], output: nn.Linear) -> torch.Tensor:
+    """Mean over views of mean((X − X̂ᵥ)²) with X̂ᵥ = Hᵥ Wᵀ + b, without forming any X̂ᵥ.
+
+    ‖X − HWᵀ − 1bᵀ‖² = ‖X‖² − 2⟨HᵀX, Wᵀ⟩ − 2 bᵀ(Xᵀ1) + ⟨HᵀH, WᵀW⟩ + 2 (1ᵀH)Wᵀb + B‖b‖².
+    Only HᵀX is large (d × G), and the views share it: Σᵥ⟨HᵥᵀX, Wᵀ⟩ = ⟨(Σᵥ Hᵥ)ᵀX, Wᵀ⟩, so one B×G×d product
+    serves the forward pass and one (X W) the backward pass, instead of three per view. The products are
+    float32; the terms, O(B·G) each and partly cancelling, are summed in float64.
+    """
+    x, weight, bias = target.x, output.weight, output.bias
+    n, n_genes = x.shape
+    n_views = len(hiddens)
+    bias64 = bias.double()
+    cross = ((torch.stack(hiddens).sum(dim=0).T @ x) * weight.T).double().sum()
+    total = n_views * target.square_sum - 2 * cross - 2 * n_views * (target.column_sums @ bias64)
+    weight_gram = (weight.T @ weight).double()
+    for hidden in hiddens:
+        gram = (hidden.T @ hidden).double()
+        total = total + (gram * weight_gram).sum() + 2 * (hidden.sum(dim=0) @ weight.T).double() @ bias64
+    total = total + n_views * n * (bias64 @ bias64)
+    return (total / (n_views * n * n_genes)).to(x.dtype)
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Several slices: similarity-scale matching and prototypical contrastive learning
+# -------------------------------------------------------------------------------------------------------------
+
+def similarity_scale_loss(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    bounds: list[tuple[int, int]],
+    k: int = 5,
+    *,
+    mode: str = "per_slice",
+    exclude_self: bool = False,
+    memory_budget_mb: float = 256.0,
+) -> torch.Tensor:
+    """L_SS: each anchor's mean top-k cross-view cosine within its own slice should equal that in other slices.
+
+    ``bounds`` are the (start, end) rows of each slice (spots sorted by slice). ``mode='per_slice'`` averages
+    (a_i − b_i^q)² over every other slice q; ``'pooled'`` compares a_i with the top-k over all other slices
+    together. k is capped at each slice's size. The top-k search runs on row blocks of S = Ẑ¹Ẑ²ᵀ without
+    gradient, keeping only indices; the selected cosines are then recomputed with gradient, which gives the
+    exact gradient of a dense top-k (top-k routes gradient to the selected entries only).
+    """
+    if mode not in ("per_slice", "pooled"):
+        raise InputError(f"ss_mode must be 'per_slice' or 'pooled', got '{mode}'")
+    n_slices = len(bounds)
+    if n_slices < 2:
+        return z1.new_zeros(())
+    a = F.normalize(z1, dim=1, eps=1e-12)
+    c = F.normalize(z2, dim=1, eps=1e-12)
+    own_index, other_index = _top_similar_columns(a.detach(), c.detach(), bounds, k, mode, exclude_self,
+                                                  memory_budget_mb)
+    own = torch.cat([_mean_selected_similarity(a[start:end], c, index)
+                     for (start, end), index in zip(bounds, own_index)])
+    others = torch.stack([_mean_selected_similarity(a, c, index) for index in other_index], dim=1)
+    if mode == "pooled":
+        return ((own - others[:, 0]) ** 2).mean()
+    slice_of = torch.cat([torch.full((end - start,), q, device=z1.device) for q, (start, end) in enumerate(bounds)])
+    is_other = torch.ones_like(others, dtype=torch.bool).scatter_(1, slice_of[:, None], False)
+    squared = torch.where(is_other, (own[:, None] - others) ** 2, torch.zeros_like(others))
+    return (squared.sum(dim=1) / (n_slices - 1)).mean()
+
+
+def _mean_selected_similarity(a: torch.Tensor, c: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """mean_k cos(a_i, c_index[i, k]) for each row i (with gradient).
+
+    ``index_select`` rather than ``c[index]``: the backward pass of advanced indexing adds into repeated rows
+    in a thread-dependent order on CPU, which would make training irreproducible."""
+    gathered = c.index_select(0, index.reshape(-1)).view(*index.shape, c.shape[1])
+    return torch.einsum("id,ikd->i", a, gathered) / index.shape[1]
+
+
+def _top_similar_columns(a, c, bounds, k, mode, exclude_self, memory_budget_mb):
+    """Column indices of each anchor's top-k entries of S = a cᵀ, k capped at the slice's size.
+
+    Returns (own, other): ``own`` lists, per slice, its anchors' top-k within their own slice; ``other`` lists,
+    per slice q, every anchor's top-k within q (``per_slice``; the anchor's own slice is filled but not used),
+    or one B × k tensor over all other slices together (``pooled``).
+    """
+    n = a.shape[0]
+    sizes = [end - start for start, end in bounds]
+    own_k = [min(k, size - 1 if exclude_self else size) for size in sizes]
+    if min(own_k) < 1:
+        raise InputError("a slice has a single spot, too few for the similarity-scale loss: remove that slice")
+    other_k = [min(k, n - max(sizes))] if mode == "pooled" else [min(k, size) for size in sizes]
+    own_index = [torch.empty(size, kp, dtype=torch.long, device=a.device) for size, kp in zip(sizes, own_k)]
+    other_index = [torch.empty(n, kq, dtype=torch.long, device=a.device) for kq in other_k]
+    rows_per_block = max(1, int(memory_budget_mb * 2**20 // (2 * a.element_size() * n)))
+    for p, (start, end) in enumerate(bounds):
+        for first in range(start, end, rows_per_block):
+            rows = slice(first, min(first + rows_per_block, end))
+            block = a[rows] @ c.T
+            own_block = block[:, start:end]
+            if exclude_self:
+                own_block = own_block.clone()
+                own_block.diagonal(first - start).fill_(-torch.inf)
+            own_index[p][rows.start - start:rows.stop - start] = own_block.topk(own_k[p], dim=1).indices + start
+            if mode == "pooled":
+                block[:, start:end] = -torch.inf
+                other_index[0][rows] = block.topk(other_k[0], dim=1).indices
+            else:
+                for q, (q_start, q_end) in enumerate(bounds):
+                    other_index[q][rows] = block[:, q_start:q_end].topk(other_k[q], dim=1).indices + q_start
+    return own_index, other_index
+
+
+def prototype_counts(n_domains: int, granularities: tuple[float, ...] = (1.0, 1.5, 2.0)) -> list[int]:
+    """Prototype numbers per granularity from the user's ``n_domains``: K₁ = n, then max(K + 1, ⌈g·n⌉)."""
+    counts = []
+    for granularity in granularities:
+        k = max(2, math.ceil(granularity * n_domains))
+        counts.append(max(counts[-1] + 1, k) if counts else k)
+    return counts
+
+
+def torch_kmeans(x: torch.Tensor, k: int, *, n_iter: int = 20, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lloyd's k-means on the device: k distinct random points as the start (seeded), ``n_iter`` iterations;
+    an empty cluster keeps its previous centroid. Returns (centroids k × d, assignments)."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    start = torch.randperm(x.shape[0], generator=generator)[:k].to(x.device)
+    centroids = x[start].clone()
+    squared_norms = (x * x).sum(dim=1, keepdim=True)
+    for _ in range(n_iter + 1):
+        distances = squared_norms - 2 * x @ centroids.T + (centroids * centroids).sum(dim=1)
+        assignment = distances.argmin(dim=1)
+        if _ == n_iter:
+            break
+        sums = torch.zeros_like(centroids).index_add_(0, assignment, x)
+        sizes = torch.bincount(assignment, minlength=k).to(x.dtype)[:, None]
+        centroids = torch.where(sizes > 0, sums / sizes.clamp(min=1), centroids)
+    return centroids, assignment
+
+
+def prototypical_loss(z1: torch.Tensor, z2: torch.Tensor, counts: list[int], tau: float = 0.75,
+                      seed: int = 0) -> torch.Tensor:
+    """L_PCL: prototypes from k-means of z² (detached, not normalised) at each count K; each spot's view-1
+    embedding is classified to its view-2 prototype by softmax over cos(z¹ᵢ, c_k)/τ. Averaged over the K."""
+    target = z2.detach()
+    a = F.normalize(z1, dim=1, eps=1e-12)
+    losses = []
+    for k in counts:
+        centroids, assignment = torch_kmeans(target, k, seed=seed)
+        logits = a @ F.normalize(centroids, dim=1, eps=1e-12).T / tau
+        losses.append(F.cross_entropy(logits, assignment))
+    return torch.stack(losses).mean()
+
+
 def drop_directed_edges(edge_index: torch.Tensor, rate: float) -> torch.Tensor:
     """Keep each directed edge with probability 1 − ``rate`` (published: directed, not per undirected pair)."""
     if rate == 0:
@@ -98,9 +307,9 @@ def drop_directed_edges(edge_index: torch.Tensor, rate: float) -> torch.Tensor:
     return edge_index[:, keep]
 
 
-def gene_mask(n_genes: int, rate: float, device: torch.device) -> torch.Tensor:
-    """One mask per view, shared by all spots: each gene is zeroed with probability ``rate``."""
-    return (torch.rand(n_genes, device=device) >= rate).to(torch.float32)
+def masked_genes(n_genes: int, rate: float, device: torch.device) -> torch.Tensor:
+    """Indices of the genes one view zeroes (each with probability ``rate``; one mask shared by all spots)."""
+    return torch.nonzero(torch.rand(n_genes, device=device) < rate).flatten()
 
 
 @dataclass
@@ -115,14 +324,24 @@ def train_spotscape(
     adjacency: sp.spmatrix,
     config: SpotscapeConfig,
     *,
+    slice_bounds: list[tuple[int, int]] | None = None,
+    n_domains: int | None = None,
     device: torch.device,
     random_state: int = 0,
     deterministic: bool = False,
     progress: bool = True,
     checkpoint: str | Path | None = None,
 ) -> SpotscapeResult:
-    """Train Spotscape on log-normalised expression ``x`` (spots × genes) and a symmetric spatial adjacency."""
+    """Train Spotscape on log-normalised expression ``x`` (spots × genes) and a symmetric spatial adjacency.
+
+    Several slices: spots sorted by slice, ``slice_bounds`` giving each slice's (start, end) rows and the
+    adjacency block-diagonal. ``n_domains`` sets the prototype counts; without it they are chosen by silhouette
+    at the end of the warm-up. Labels are never an input.
+    """
     seed_everything(random_state, deterministic=deterministic)
+    bounds = slice_bounds or [(0, x.shape[0])]
+    several = len(bounds) > 1
+    use_prototypes = several if config.prototypes is None else config.prototypes
     features = torch.as_tensor(x, dtype=torch.float32, device=device)
     adjacency = sp.coo_matrix(adjacency)
     # Self loops are not listed: the GCN adds every spot's own loop, so dropping one would change nothing.
@@ -132,13 +351,29 @@ def train_spotscape(
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     trainer = Trainer(model, optimizer, epochs=config.n_epochs, device=device, progress=progress,
                       description="Spotscape")
+    target = ReconstructionTarget(features)
+    features_transposed = features.T.contiguous()
+    counts = prototype_counts(n_domains, config.granularities) if n_domains else None
+    chosen: dict = {}
 
     def step(epoch: int) -> torch.Tensor:
-        outputs = [model(features, drop_directed_edges(edges, drop), gene_mask(n_genes, mask, device))
-                   for drop, mask in zip(config.edge_drop, config.feature_mask)]
-        (z1, x1), (z2, x2) = outputs
-        reconstruction = 0.5 * (F.mse_loss(x1, features) + F.mse_loss(x2, features))
-        return config.lambda_rec * reconstruction + config.lambda_sc * similarity_asymmetry(z1, z2)
+        nonlocal counts
+        views = [(drop_directed_edges(edges, drop), masked_genes(n_genes, mask, device))
+                 for drop, mask in zip(config.edge_drop, config.feature_mask)]
+        z1, z2 = model.encode_views(features, views, features_transposed)
+        reconstruction = reconstruction_error(target, [model.decoder_hidden(z) for z in (z1, z2)], model.decoder[-1])
+        loss = config.lambda_rec * reconstruction + config.lambda_sc * similarity_asymmetry(z1, z2)
+        if several:
+            loss = loss + config.lambda_ss * similarity_scale_loss(
+                z1, z2, bounds, config.sim_k, mode=config.ss_mode, exclude_self=config.ss_exclude_self,
+                memory_budget_mb=config.memory_budget_mb)
+        if use_prototypes and epoch >= config.warmup_epochs:
+            if counts is None:
+                chosen.update(_prototypes_by_silhouette(z2.detach(), random_state))
+                counts = prototype_counts(chosen["n_domains"], config.granularities)
+            loss = loss + config.lambda_pcl * prototypical_loss(z1, z2, counts, config.tau_pcl,
+                                                                seed=random_state + epoch)
+        return loss
 
     record = trainer.fit(step)
     if checkpoint is not None:
@@ -146,4 +381,20 @@ def train_spotscape(
     with torch.no_grad():
         z, denoised = model(features, edges)
     return SpotscapeResult(embedding=z.cpu().numpy(), denoised=denoised.cpu().numpy(),
-                           record={**record.as_dict(), "config": asdict(config), "n_edges": int(adjacency.nnz)})
+                           record={**record.as_dict(), "config": asdict(config), "n_edges": int(adjacency.nnz),
+                                   "n_slices": len(bounds), "prototypes": use_prototypes,
+                                   "prototype_counts": counts, "prototype_choice": chosen or None})
+
+
+def _prototypes_by_silhouette(z: torch.Tensor, random_state: int, candidates=range(4, 16),
+                              sample: int = 10_000) -> dict:
+    """K₁ for the prototypes when the user gave no n_domains: the k-means k with the best silhouette on z
+    (at most ``sample`` spots), logged."""
+    from ..cluster import choose_n_domains
+
+    values = z.cpu().numpy().astype(np.float64)
+    if values.shape[0] > sample:
+        values = values[np.random.default_rng(random_state).choice(values.shape[0], sample, replace=False)]
+    result, scores = choose_n_domains(values, candidates, "kmeans", random_state=random_state)
+    logger.info("Spotscape prototypes: %d domains chosen by silhouette at the end of the warm-up", result.n_domains)
+    return {"n_domains": result.n_domains, "silhouette_by_n_domains": scores}

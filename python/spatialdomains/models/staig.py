@@ -312,13 +312,18 @@ def train_staig(
     adjacency: sp.spmatrix,
     config: StaigConfig,
     *,
+    slice_bounds: list[tuple[int, int]] | None = None,
     device: torch.device,
     random_state: int = 0,
     deterministic: bool = False,
     progress: bool = True,
     checkpoint: str | Path | None = None,
 ) -> StaigResult:
-    """Train STAIG on preprocessed expression ``x`` (spots × genes) and a symmetric spatial adjacency."""
+    """Train STAIG on preprocessed expression ``x`` (spots × genes) and a symmetric spatial adjacency.
+
+    Integration: spots sorted by slice, ``slice_bounds`` giving each slice's (start, end) rows and the adjacency
+    block-diagonal; each anchor's negatives are then drawn from its own slice only.
+    """
     seed_everything(random_state, deterministic=deterministic)
     drop = edge_drop_probabilities(x, adjacency, config.edge_drop, config.edge_drop_rate, random_state)
     features = torch.as_tensor(x, dtype=torch.float32, device=device)
@@ -337,7 +342,8 @@ def train_staig(
         h1, h2 = (model(features, edges, sample_gene_mask(n_genes, rate, device))
                   for rate, edges in zip(config.feature_mask, view_edges))
         positives = (full_edges, full_edges) if config.positives == "full" else tuple(view_edges)
-        return neighbour_contrastive_loss(h1, h2, positives, config.tau, memory_budget_mb=config.memory_budget_mb)
+        return neighbour_contrastive_loss(h1, h2, positives, config.tau, slice_bounds=slice_bounds,
+                                          memory_budget_mb=config.memory_budget_mb)
 
     record = trainer.fit(step)
     if checkpoint is not None:
@@ -347,4 +353,5 @@ def train_staig(
         h = model.projection(z)
     return StaigResult(embedding=h.cpu().numpy(), encoder_embedding=z.cpu().numpy(),
                        record={**record.as_dict(), "config": asdict(config),
+                               "n_slices": len(slice_bounds) if slice_bounds else 1,
                                "mean_edge_drop_probability": float(drop.mean()) if len(drop) else 0.0})
