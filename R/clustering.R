@@ -24,6 +24,9 @@
 #'   runs (mclust draws a random subset of spots to initialise large data
 #'   sets). The
 #'   generator is set for this call only; the session's stream is restored.
+#' @param slices Optional slice label per spot (several slices clustered
+#'   together): refinement then looks for neighbours within each spot's own
+#'   slice, and \code{"auto"} refines when every slice is a lattice.
 #' @param method \code{"mclust"} (EEE; when it finds no fit, k-means is used
 #'   with a warning) or \code{"kmeans"} (10 starts; Spotscape's published
 #'   protocol).
@@ -41,9 +44,15 @@
 #' @export
 clusterEmbedding <- function(embedding, n_domains = NULL, coordinates = NULL, refine = "auto",
                              n_domains_range = 2:15, refine_neighbors = 15L, seed = 2023L,
-                             method = c("mclust", "kmeans")) {
+                             method = c("mclust", "kmeans"), slices = NULL) {
     method <- match.arg(method)
     embedding <- .as_numeric_matrix(embedding, "embedding")
+    if (is.null(slices)) {
+        slices <- rep("1", nrow(embedding))
+    }
+    if (length(slices) != nrow(embedding) || anyNA(slices)) {
+        stop("'slices' must give a slice for every row of 'embedding'", call. = FALSE)
+    }
     usable <- stats::complete.cases(embedding)
     if (sum(usable) < 3L) {
         stop("'embedding' has fewer than 3 rows without missing values", call. = FALSE)
@@ -79,9 +88,11 @@ clusterEmbedding <- function(embedding, n_domains = NULL, coordinates = NULL, re
         chosen_by <- "user"
     }
     backend <- attr(labels, "backend")
+    groups <- split(seq_len(sum(usable)), as.character(slices)[usable])
     if (identical(refine, "auto")) {
-        refine <- !is.null(coordinates) && .is_lattice(.as_numeric_matrix(coordinates, "coordinates")[usable, ,
-                                                                                                 drop = FALSE])
+        refine <- !is.null(coordinates) && all(vapply(groups, function(rows) {
+            .is_lattice(.as_numeric_matrix(coordinates, "coordinates")[usable, , drop = FALSE][rows, , drop = FALSE])
+        }, logical(1)))
     }
     if (!is.logical(refine) || length(refine) != 1L || is.na(refine)) {
         stop("'refine' must be TRUE, FALSE or \"auto\"", call. = FALSE)
@@ -96,7 +107,12 @@ clusterEmbedding <- function(embedding, n_domains = NULL, coordinates = NULL, re
             stop("'coordinates' must have one row per row of 'embedding'", call. = FALSE)
         }
         unrefined <- .domain_factor(labels, usable)
-        labels <- refineDomains(labels, coordinates[usable, , drop = FALSE], refine_neighbors)
+        kept <- coordinates[usable, , drop = FALSE]
+        refined <- labels
+        for (rows in groups) {
+            refined[rows] <- refineDomains(labels[rows], kept[rows, , drop = FALSE], refine_neighbors)
+        }
+        labels <- refined
     }
     list(domain = .domain_factor(labels, usable), unrefined = unrefined, n_domains = n_domains,
          silhouette = scores,

@@ -2,7 +2,7 @@
 ## suggested), which dispatch here when is(x, "Seurat").
 
 .run_seurat <- function(method, x, assay = NULL, spatial_coords = NULL, library_size = NULL, seed = 0L,
-                        device = "auto", progress = interactive(), name = method, ...) {
+                        device = "auto", progress = interactive(), name = method, sample_id = NULL, ...) {
     .require_seurat_object()
     assay <- if (is.null(assay)) SeuratObject::DefaultAssay(x) else assay
     if (!assay %in% SeuratObject::Assays(x)) {
@@ -15,7 +15,8 @@
     }
     pieces <- list(counts = .sparse_counts(counts, paste0(assay, " counts")),
                    coordinates = .seurat_coordinates(x, spatial_coords), spot_names = .spot_names(colnames(x)),
-                   gene_names = .gene_names(rownames(counts)), library_size = .library_size(library_size, x[[]]))
+                   gene_names = .gene_names(rownames(counts)), library_size = .library_size(library_size, x[[]]),
+                   slices = .seurat_slices(x, sample_id))
     out <- .embed(method, pieces, list(...), seed, device, progress)
     key <- paste0(gsub("[^[:alnum:]]", "", toupper(name)), "_")
     embedding <- .named_embedding(out$embedding, colnames(x), sub("_$", "", key))
@@ -25,14 +26,15 @@
 }
 
 .cluster_seurat <- function(x, reduction = "staig", n_domains = NULL, spatial_coords = NULL, name = "domain",
-                            ...) {
+                            sample_id = NULL, ...) {
     .require_seurat_object()
     if (!reduction %in% SeuratObject::Reductions(x)) {
         stop("reduction '", reduction, "' does not exist: run a model first (e.g. runSTAIG(x)) or name an ",
              "existing one with 'reduction'", call. = FALSE)
     }
     fit <- clusterEmbedding(SeuratObject::Embeddings(x, reduction = reduction), n_domains,
-                            coordinates = .seurat_coordinates(x, spatial_coords), ...)
+                            coordinates = .seurat_coordinates(x, spatial_coords),
+                            slices = .seurat_slices(x, sample_id), ...)
     x <- SeuratObject::AddMetaData(x, stats::setNames(fit$domain, colnames(x)), col.name = name)
     if (!is.null(fit$unrefined)) {
         x <- SeuratObject::AddMetaData(x, stats::setNames(fit$unrefined, colnames(x)),
@@ -44,9 +46,10 @@
     x
 }
 
-## Spot coordinates (x, y) in full-resolution pixels from the object's one
-## image: Visium images keep them in their 'coordinates' slot (imagecol,
-## imagerow); other spatial images give x and y through GetTissueCoordinates().
+## Spot coordinates (x, y) in full-resolution pixels from the object's
+## images (one per slice in a merged object): Visium images keep them in their
+## 'coordinates' slot (imagecol, imagerow); other spatial images give x and y
+## through GetTissueCoordinates(). Each slice keeps its own frame.
 .seurat_coordinates <- function(x, spatial_coords) {
     if (!is.null(spatial_coords)) {
         return(.coordinates_from(spatial_coords, ncol(x),
@@ -54,25 +57,50 @@
                                      SeuratObject::Embeddings(x, reduction = name),
                                  columns = x[[]]))
     }
+    positions <- .seurat_positions(x)
+    .coordinate_matrix(as.matrix(positions[colnames(x), c("x", "y"), drop = FALSE]), "the object's images")
+}
+
+## One row per spot: x, y and the image (slice) holding it.
+.seurat_positions <- function(x) {
     images <- SeuratObject::Images(x)
     if (length(images) == 0L) {
         stop("the Seurat object has no image with spot positions; pass spatial_coords = two meta.data ",
              "columns (x, y) or a matrix", call. = FALSE)
     }
-    .check_one_sample(images)
-    image <- x[[images]]
-    positions <- if ("coordinates" %in% methods::slotNames(image) &&
-                     all(c("imagecol", "imagerow") %in% names(methods::slot(image, "coordinates")))) {
-        methods::slot(image, "coordinates")[, c("imagecol", "imagerow")]
-    } else {
-        SeuratObject::GetTissueCoordinates(image)[, c("x", "y")]
+    parts <- lapply(images, function(name) {
+        image <- x[[name]]
+        positions <- if ("coordinates" %in% methods::slotNames(image) &&
+                         all(c("imagecol", "imagerow") %in% names(methods::slot(image, "coordinates")))) {
+            methods::slot(image, "coordinates")[, c("imagecol", "imagerow")]
+        } else {
+            SeuratObject::GetTissueCoordinates(image)[, c("x", "y")]
+        }
+        data.frame(x = positions[[1]], y = positions[[2]], image = name, row.names = rownames(positions))
+    })
+    positions <- do.call(rbind, unname(parts))
+    if (anyDuplicated(rownames(positions))) {
+        stop("some spots appear in more than one image; give each slice's spots unique names (e.g. ",
+             "merge(..., add.cell.ids = ...))", call. = FALSE)
     }
     missing <- setdiff(colnames(x), rownames(positions))
     if (length(missing) > 0L) {
-        stop(length(missing), " spots have no position in image '", images, "' (e.g. '", missing[1], "')",
+        stop(length(missing), " spots have no position in the object's images (e.g. '", missing[1], "')",
              call. = FALSE)
     }
-    .coordinate_matrix(positions[colnames(x), , drop = FALSE], paste0("image '", images, "'"))
+    positions
+}
+
+## Slices: the meta.data column 'sample_id' when given, else the image that
+## holds each spot when there are several images; NULL for one slice.
+.seurat_slices <- function(x, sample_id) {
+    if (!is.null(sample_id)) {
+        return(.slices(x[[]], sample_id))
+    }
+    if (length(SeuratObject::Images(x)) < 2L) {
+        return(NULL)
+    }
+    .seurat_positions(x)[colnames(x), "image"]
 }
 
 .require_seurat_object <- function() {

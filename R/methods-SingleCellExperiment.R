@@ -11,13 +11,19 @@
 #'   device name.
 #' @param progress Show a progress bar.
 #' @param name Name of the reducedDim (SCE) or reduction (Seurat).
+#' @param sample_id Column of colData (meta.data) naming each spot's slice.
+#'   When it holds several slices they are integrated: one spatial graph per
+#'   slice in its own coordinates, genes highly variable in every slice, and
+#'   (STAIG) negatives drawn within each spot's slice. \code{NULL}: one
+#'   sample. For Seurat objects the default is \code{NULL}, and a merged
+#'   object with one image per slice is integrated by image.
 #' @export
 setMethod("runSTAIG", "SingleCellExperiment", function(x, assay.type = "counts", spatial_coords = NULL,
                                                        library_size = NULL, n_epochs = NULL, tau = NULL, preset = "paper",
                                                        seed = 0L, device = "auto", progress = interactive(),
-                                                       name = "STAIG", ...) {
+                                                       name = "STAIG", sample_id = "sample_id", ...) {
     .run_sce("staig", x, assay.type, spatial_coords, library_size,
-             list(n_epochs = n_epochs, tau = tau, preset = preset, ...), seed, device, progress, name)
+             list(n_epochs = n_epochs, tau = tau, preset = preset, ...), seed, device, progress, name, sample_id)
 })
 
 #' @rdname runSTAIG
@@ -32,14 +38,18 @@ setMethod("runSTAIG", "ANY", function(x, ...) {
 #' @rdname runSpotscape
 #' @inheritParams runSTAIG
 #' @param n_epochs,learning_rate Training length and Adam's learning rate
-#'   (\code{NULL}: 1000 and 1e-4).
+#'   (\code{NULL}: 1000, and 1e-4 for one slice or 5e-4 for several).
+#' @param n_domains Expected number of domains; with several slices it sets
+#'   the number of prototypes (never taken from labels). \code{NULL}: chosen
+#'   by silhouette during training.
 #' @export
 setMethod("runSpotscape", "SingleCellExperiment", function(x, assay.type = "counts", spatial_coords = NULL,
-                                                           n_epochs = NULL, learning_rate = NULL, seed = 0L,
-                                                           device = "auto", progress = interactive(),
-                                                           name = "Spotscape", ...) {
+                                                           n_epochs = NULL, learning_rate = NULL, n_domains = NULL,
+                                                           seed = 0L, device = "auto", progress = interactive(),
+                                                           name = "Spotscape", sample_id = "sample_id", ...) {
     .run_sce("spotscape", x, assay.type, spatial_coords, NULL,
-             list(n_epochs = n_epochs, learning_rate = learning_rate, ...), seed, device, progress, name)
+             list(n_epochs = n_epochs, learning_rate = learning_rate, n_domains = n_domains, ...), seed, device,
+             progress, name, sample_id)
 })
 
 #' @rdname runSpotscape
@@ -57,15 +67,20 @@ setMethod("runSpotscape", "ANY", function(x, ...) {
 #'   \code{\link{runSTAIG}}); used for refinement.
 #' @param n_domains Number of domains, or \code{NULL} to choose by silhouette.
 #' @param name Column of colData (SCE) or meta.data (Seurat) for the domains.
+#' @param sample_id Column of colData (meta.data) naming each spot's slice:
+#'   all slices are clustered together and refined within each slice (Seurat:
+#'   by image when \code{NULL} and there are several images).
 #' @export
 setMethod("clusterDomains", "SingleCellExperiment", function(x, dimred = "STAIG", n_domains = NULL,
-                                                             spatial_coords = NULL, name = "domain", ...) {
+                                                             spatial_coords = NULL, name = "domain",
+                                                             sample_id = "sample_id", ...) {
     if (!dimred %in% SingleCellExperiment::reducedDimNames(x)) {
         stop("reducedDim '", dimred, "' does not exist: run a model first (e.g. runSTAIG(x)) or name an ",
              "existing one with 'dimred'", call. = FALSE)
     }
+    slices <- .slices(as.data.frame(SummarizedExperiment::colData(x)), sample_id)
     fit <- clusterEmbedding(SingleCellExperiment::reducedDim(x, dimred), n_domains,
-                            coordinates = .sce_coordinates(x, spatial_coords), ...)
+                            coordinates = .sce_coordinates(x, spatial_coords), slices = slices, ...)
     SummarizedExperiment::colData(x)[[name]] <- fit$domain
     if (!is.null(fit$unrefined)) {
         SummarizedExperiment::colData(x)[[paste0(name, "_unrefined")]] <- fit$unrefined
@@ -90,25 +105,26 @@ setMethod("clusterDomains", "ANY", function(x, ...) {
 setMethod("findDomains", "ANY", function(x, method = "staig", n_domains = NULL, ..., cluster_method = "mclust",
                                          refine = "auto", cluster_seed = 2023L, name = "domain") {
     method <- match.arg(method, c("staig", "spotscape"))
-    runner <- switch(method, staig = runSTAIG, spotscape = runSpotscape)
     embedding_name <- if (is(x, "Seurat")) method else c(staig = "STAIG", spotscape = "Spotscape")[[method]]
-    x <- runner(x, name = embedding_name, ...)
+    x <- if (method == "spotscape") runSpotscape(x, name = embedding_name, n_domains = n_domains, ...) else
+        runSTAIG(x, name = embedding_name, ...)
     passed <- list(...)
-    coordinates_given <- if (is.null(passed$spatial_coords)) list() else list(spatial_coords = passed$spatial_coords)
+    shared <- passed[intersect(names(passed), c("spatial_coords", "sample_id"))]
     reduction <- if (is(x, "Seurat")) list(reduction = embedding_name) else list(dimred = embedding_name)
-    do.call(clusterDomains, c(list(x), reduction, coordinates_given,
+    do.call(clusterDomains, c(list(x), reduction, shared,
                               list(n_domains = n_domains, refine = refine, seed = cluster_seed, name = name,
                                    method = cluster_method)))
 })
 
 ## Trains 'method' on the SCE's counts and positions; stores the embedding as
 ## reducedDim 'name' and its record in the metadata.
-.run_sce <- function(method, x, assay.type, spatial_coords, library_size, params, seed, device, progress, name) {
-    .check_one_sample(.sample_ids(x))
+.run_sce <- function(method, x, assay.type, spatial_coords, library_size, params, seed, device, progress, name,
+                     sample_id = "sample_id") {
     columns <- as.data.frame(SummarizedExperiment::colData(x))
     pieces <- list(counts = .sparse_counts(SummarizedExperiment::assay(x, assay.type), assay.type),
                    coordinates = .sce_coordinates(x, spatial_coords), spot_names = .spot_names(colnames(x)),
-                   gene_names = .gene_names(rownames(x)), library_size = .library_size(library_size, columns))
+                   gene_names = .gene_names(rownames(x)), library_size = .library_size(library_size, columns),
+                   slices = .slices(columns, sample_id))
     out <- .embed(method, pieces, params, seed, device, progress)
     SingleCellExperiment::reducedDim(x, name) <- .named_embedding(out$embedding, colnames(x), name)
     S4Vectors::metadata(x) <- .add_record(S4Vectors::metadata(x), name, out$record)
@@ -192,17 +208,29 @@ setMethod("findDomains", "ANY", function(x, method = "staig", n_domains = NULL, 
     methods::as(methods::as(counts, "generalMatrix"), "dMatrix")
 }
 
-.sample_ids <- function(x) {
-    data <- SummarizedExperiment::colData(x)
-    if ("sample_id" %in% names(data)) unique(as.character(data$sample_id)) else character(0)
-}
-
-.check_one_sample <- function(samples) {
-    if (length(samples) > 1L) {
-        stop("the object holds ", length(samples), " samples (", paste(utils::head(samples, 5L), collapse = ", "),
-             "); multi-slice integration is not available in this version yet: run one sample at a time, ",
-             "e.g. x[, x$sample_id == '", samples[1], "']", call. = FALSE)
+## The slice of each spot from the colData column 'sample_id' (NULL with one
+## slice, or when the column is absent and sample_id is the default).
+.slices <- function(columns, sample_id) {
+    if (is.null(sample_id)) {
+        return(NULL)
     }
+    if (!is.character(sample_id) || length(sample_id) != 1L) {
+        stop("'sample_id' must be the name of the column that says which slice each spot belongs to, or NULL",
+             call. = FALSE)
+    }
+    if (!sample_id %in% names(columns)) {
+        if (identical(sample_id, "sample_id")) {
+            return(NULL)
+        }
+        stop("sample_id: no column '", sample_id, "' in the spot annotations (columns: ",
+             paste(utils::head(names(columns), 10L), collapse = ", "), ")", call. = FALSE)
+    }
+    slices <- columns[[sample_id]]
+    if (anyNA(slices)) {
+        stop(sum(is.na(slices)), " spots have no slice in column '", sample_id, "': fill it in", call. = FALSE)
+    }
+    slices <- as.character(slices)
+    if (length(unique(slices)) > 1L) slices else NULL
 }
 
 .spot_names <- function(names) {

@@ -99,7 +99,8 @@ spatialdomainsAvailable <- function() {
     }
     .warn_if_reference_blas()
     out <- bridge$embed(method, pieces$counts, pieces$coordinates, pieces$spot_names, pieces$gene_names,
-                        library_size = pieces$library_size, params = params, random_state = .count_argument(seed, "seed"), device = device,
+                        library_size = pieces$library_size, slices = pieces$slices, params = params,
+                        random_state = .count_argument(seed, "seed"), device = device,
                         progress = isTRUE(progress))
     out$record$r_session <- list(R = as.character(getRversion()),
                                  spatialdomains = as.character(utils::packageVersion("spatialdomains")),

@@ -1,8 +1,9 @@
 """spatialdomains: spatial domains from spatial transcriptomics (STAIG, Spotscape, SpaMI).
 
 scanpy-style layout: ``sd.pp`` preprocessing, ``sd.tl`` tools (models, clustering), ``sd.pl`` plots,
-``sd.io`` reading/writing, ``sd.datasets`` simulated example data, ``sd.metrics`` evaluation. Submodules
-load on first use, so ``import spatialdomains`` stays light and starts nothing.
+``sd.io`` reading/writing, ``sd.slices`` combining slices, ``sd.datasets`` simulated example data,
+``sd.metrics`` evaluation (domains and integration). Submodules load on first use, so
+``import spatialdomains`` stays light and starts nothing.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ try:
 except importlib.metadata.PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-_SUBMODULES = {"io", "pp", "tl", "pl", "graph", "datasets", "cluster", "metrics", "models", "errors"}
+_SUBMODULES = {"io", "pp", "tl", "pl", "graph", "datasets", "cluster", "metrics", "models", "errors", "slices"}
 
 __all__ = sorted(_SUBMODULES | {"find_domains", "__version__"})
 

@@ -18,6 +18,7 @@ from ._utils import json_safe
 from .errors import InputError
 
 MODELS = {"staig": tl.staig, "spotscape": tl.spotscape}
+SLICE_COLUMN = "slice"
 
 
 def embed(
@@ -28,22 +29,30 @@ def embed(
     gene_names,
     *,
     library_size=None,
+    slices=None,
     params: dict | None = None,
     random_state: int = 0,
     device: str = "auto",
     progress: bool = False,
 ) -> dict:
-    """Train ``method`` on one sample and return its embedding and provenance record.
+    """Train ``method`` on one sample, or on several slices together, and return the embedding and record.
 
     ``counts`` is genes × spots (the R orientation, e.g. a dgCMatrix converted by reticulate), ``coordinates``
-    spots × 2 (x, y). Returns ``embedding`` (spots × dims, float64, NaN rows for spots left out) and
-    ``record`` (parameters, seed, versions, timings) as plain lists.
+    spots × 2 (x, y), each slice in its own frame. ``slices`` (one label per spot) names the slice of each spot
+    for integration. Returns ``embedding`` (spots × dims, float64, NaN rows for spots left out) and ``record``
+    (parameters, seed, versions, timings) as plain lists.
     """
     if method not in MODELS:
         raise InputError(f"method must be one of {sorted(MODELS)}, got '{method}'")
     adata = _anndata(counts, coordinates, spot_names, gene_names, library_size)
     key = f"X_{method}"
     options = dict(params or {})
+    if slices is not None:
+        labels = [str(label) for label in np.atleast_1d(slices)]
+        if len(labels) != adata.n_obs:
+            raise InputError(f"slices has {len(labels)} labels for {adata.n_obs} spots")
+        adata.obs[SLICE_COLUMN] = labels
+        options["batch_key"] = SLICE_COLUMN
     if library_size is not None:
         if method != "staig":
             raise InputError(f"library_size applies to STAIG only ({method} normalises over its own genes)")

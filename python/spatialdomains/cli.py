@@ -1,5 +1,7 @@
-"""Command line: ``spatialdomains run`` (a sample to domains) and ``spatialdomains demo`` (the built-in example).
+"""Command line: ``spatialdomains run`` (samples to domains) and ``spatialdomains demo`` (the built-in example).
 
+``run`` takes one sample, or several slices to integrate (several inputs, or one input with ``--batch-key``):
+then each slice gets its own output folder and ``joint/`` holds the combined result and a UMAP.
 Exit codes: 0 success, 2 bad input or arguments, 1 any other failure.
 """
 from __future__ import annotations
@@ -20,6 +22,12 @@ OUTPUT_FILES = {
 }
 #: Written besides the others when the input was an .rds file: the input's class with the results added.
 RDS_RESULT = "result.rds"
+#: With several slices: the folder of the combined result, and its UMAP coloured by slice and by domain.
+JOINT_FOLDER = "joint"
+UMAP_PLOT = "umap.png"
+#: Options that only one model reads.
+STAIG_ONLY = ("tau", "library_size_key")
+SPOTSCAPE_ONLY = ("graph",)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,15 +58,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"spatialdomains {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="find the spatial domains of one sample",
+    run = commands.add_parser("run", help="find the spatial domains of a sample, or of several slices together",
                               description="Find the spatial domains of one sample and write the result .h5ad, a "
-                                          "domains CSV, the embedding, a domain plot and a provenance JSON.")
-    run.add_argument("input", help=".h5ad file, .rds file (SingleCellExperiment, SpatialExperiment or Seurat) "
-                                   "or Space Ranger output folder (raw counts)")
+                                          "domains CSV, the embedding, a domain plot and a provenance JSON. Several "
+                                          "inputs (or one with --batch-key) are integrated: one folder per slice, "
+                                          "plus joint/ with the combined result and a UMAP by slice and domain.")
+    run.add_argument("inputs", nargs="+", metavar="INPUT",
+                     help=".h5ad file, .rds file (SingleCellExperiment, SpatialExperiment or Seurat) or Space Ranger "
+                          "output folder (raw counts); several inputs are slices to integrate")
     run.add_argument("--out", required=True, help="output folder (created if needed)")
-    run.add_argument("--method", default="staig", choices=["staig"], help="model (default: staig)")
+    run.add_argument("--method", default="staig", choices=["staig", "spotscape"], help="model (default: staig)")
+    run.add_argument("--batch-key", help="obs column naming each spot's slice, when one input holds several slices")
     run.add_argument("--layer", help="layer with raw counts, if not X")
-    run.add_argument("--library-size-key", help="obs column with true per-spot totals when X is a gene subset")
+    run.add_argument("--library-size-key", help="STAIG: obs column with true per-spot totals when X is a gene subset")
+    run.add_argument("--graph", choices=["radius", "knn"],
+                     help="Spotscape: spatial graph (default radius; knn for cell-level coordinates)")
     run.add_argument("--label-key", help="obs column with reference labels: scores (ARI, NMI, ...) are reported")
     _add_model_options(run)
     run.set_defaults(handler=_run)
@@ -76,9 +90,10 @@ def _parser() -> argparse.ArgumentParser:
 def _add_model_options(parser: argparse.ArgumentParser, default_domains: int | None = None) -> None:
     parser.add_argument("--n-domains", type=int, default=default_domains,
                         help="number of domains (default: %s)" % (default_domains or "chosen by silhouette"))
-    parser.add_argument("--preset", default="paper", choices=["paper", "published"], help="model settings preset")
-    parser.add_argument("--epochs", type=int, help="training epochs (default: from the preset)")
-    parser.add_argument("--tau", type=float, help="temperature of the contrastive loss (default: from the preset)")
+    parser.add_argument("--preset", default="paper", choices=["paper", "published"],
+                        help="STAIG settings preset (default: paper)")
+    parser.add_argument("--epochs", type=int, help="training epochs (default: the model's or the preset's)")
+    parser.add_argument("--tau", type=float, help="STAIG: temperature of the contrastive loss (default: the preset's)")
     parser.add_argument("--cluster-method", default="auto", choices=["auto", "mclust", "gmm", "kmeans", "leiden"],
                         help="clustering backend (default: mclust when R has it, else gmm)")
     parser.add_argument("--refine", default="auto", choices=["auto", "yes", "no"],
@@ -90,10 +105,22 @@ def _add_model_options(parser: argparse.ArgumentParser, default_domains: int | N
 
 def _run(args: argparse.Namespace) -> int:
     from . import io
+    from .errors import InputError
 
-    adata = io.read(args.input)
-    return _find_and_write(adata, args, label_key=args.label_key, layer=args.layer,
-                           library_size_key=args.library_size_key)
+    method = args.method
+    wrong = [name for name in (SPOTSCAPE_ONLY if method == "staig" else STAIG_ONLY) if getattr(args, name, None)]
+    if wrong:
+        flags = ", ".join("--" + name.replace("_", "-") for name in wrong)
+        raise InputError(f"{flags} do(es) not apply to --method {method}")
+    params = {"layer": args.layer, "n_epochs": args.epochs}
+    if method == "staig":
+        params.update(preset=args.preset, tau=args.tau, library_size_key=args.library_size_key)
+    else:
+        params.update(graph=args.graph)
+    samples = [io.read(path) for path in args.inputs]
+    if len(samples) == 1 and args.batch_key is None:
+        return _find_and_write(samples[0], args, label_key=args.label_key, **params)
+    return _integrate_and_write(samples, args, **params)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -102,45 +129,91 @@ def _demo(args: argparse.Namespace) -> int:
     adata = simulate_visium(args.n_spots, args.n_domains or 5, seed=args.seed)
     logger.info("simulated %d spots × %d genes with %d planted domains", adata.n_obs, adata.n_vars,
                 args.n_domains or 5)
-    return _find_and_write(adata, args, label_key="ground_truth", library_size_key="total_counts")
+    return _find_and_write(adata, args, label_key="ground_truth", preset=args.preset, n_epochs=args.epochs,
+                           tau=args.tau, library_size_key="total_counts")
 
 
 def _find_and_write(adata, args: argparse.Namespace, *, label_key: str | None, **method_params) -> int:
-    import pandas as pd
-
-    from . import io, metrics, pl
-    from .errors import InputError
     from .tl import find_domains
 
-    if label_key is not None and label_key not in adata.obs:
-        raise InputError(f"--label-key: obs['{label_key}'] does not exist (obs columns: {', '.join(adata.obs)})")
-    refine = {"auto": "auto", "yes": True, "no": False}[args.refine]
-    find_domains(adata, getattr(args, "method", "staig"), args.n_domains,
-                 cluster_method=args.cluster_method, refine=refine, random_state=args.seed, device=args.device,
-                 progress=not args.quiet, preset=args.preset, n_epochs=args.epochs, tau=args.tau,
+    _check_label_key(adata, label_key)
+    method = getattr(args, "method", "staig")
+    find_domains(adata, method, args.n_domains, cluster_method=args.cluster_method, refine=_refine(args),
+                 random_state=args.seed, device=args.device, progress=not args.quiet,
                  **{k: v for k, v in method_params.items() if v is not None})
     record = dict(adata.uns["spatialdomains"])
     if label_key is not None:
-        scores = {"refined": metrics.evaluate(adata.obs[label_key], adata.obs["domain"])}
-        if "domain_unrefined" in adata.obs:
-            scores["unrefined"] = metrics.evaluate(adata.obs[label_key], adata.obs["domain_unrefined"])
-        record["scores"] = {"label_key": label_key, **scores}
-        for name, values in scores.items():
-            print(f"{name:>9}: ARI {values['ari']:.3f}  NMI {values['nmi']:.3f}  ({values['n_scored']} spots scored)")
+        record["scores"] = _scores(adata, label_key, "")
+    written = _write_sample(adata, Path(args.out), method, record)
+    print(f"wrote {', '.join(written)} to {args.out}")
+    return 0
 
+
+def _integrate_and_write(samples: list, args: argparse.Namespace, **method_params) -> int:
+    """Several slices: integrate, then one folder per slice and ``joint/`` for the combined result."""
+    from . import io, metrics, pl
+    from . import tl as tools
+    from .errors import InputError
+    from .slices import DEFAULT_BATCH_KEY
+
+    method, label_key = args.method, args.label_key
+    for sample in samples:
+        _check_label_key(sample, label_key)
+    if len(samples) > 1:
+        if args.batch_key is not None:
+            raise InputError("--batch-key names the slice column of a single input; with several inputs each "
+                             "input is one slice")
+        data, batch_key = dict(zip(_slice_names(args.inputs), samples)), DEFAULT_BATCH_KEY
+    else:
+        data, batch_key = samples[0], args.batch_key
+    combined = tools.find_domains(data, method, args.n_domains, batch_key=batch_key,
+                                  cluster_method=args.cluster_method, refine=_refine(args), random_state=args.seed,
+                                  device=args.device, progress=not args.quiet,
+                                  **{k: v for k, v in method_params.items() if v is not None})
+    per_slice = data if isinstance(data, dict) else {
+        str(name): combined[(combined.obs[batch_key].astype(str) == str(name)).to_numpy()].copy()
+        for name in combined.obs[batch_key].astype("category").cat.categories}
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    columns = [c for c in ("domain", "domain_unrefined") if c in adata.obs]
-    table = adata.obs[columns].copy()
-    table[["x", "y"]] = adata.obsm["spatial"][:, :2]
-    io.write_csv(table, out / OUTPUT_FILES["domains"], index_label="barcode")
-    embedding = pd.DataFrame(adata.obsm["X_staig"], index=adata.obs_names,
-                             columns=[f"STAIG_{i + 1}" for i in range(adata.obsm["X_staig"].shape[1])])
-    io.write_csv(embedding, out / OUTPUT_FILES["embedding"], index_label="barcode")
-    figure = pl.domains(adata, "domain", save=out / OUTPUT_FILES["plot"],
-                        title=f"{adata.uns['spatialdomains']['cluster']['n_domains']} domains (STAIG)")
+    record = dict(combined.uns["spatialdomains"])
+    embedding = combined.obsm[f"X_{method}"]
+    labels = combined.obs[label_key] if label_key else combined.obs["domain"]
+    record["integration"] = {"labels": label_key or "domain", **metrics.integration(
+        embedding, combined.obs[batch_key].astype(str), labels)}
+    for name, sample in per_slice.items():
+        slice_record = dict(sample.uns.get("spatialdomains", record))
+        if label_key is not None:
+            slice_record["scores"] = _scores(sample, label_key, f"{name} ")
+        _write_sample(sample, out / _folder_name(name), method, slice_record)
+    if label_key is not None:
+        record["scores"] = _scores(combined, label_key, "all slices ")
+    joint = out / JOINT_FOLDER
+    joint.mkdir(parents=True, exist_ok=True)
+    tools.umap(combined, use_rep=f"X_{method}", random_state=args.seed)
     import matplotlib.pyplot as plt
 
+    plt.close(pl.embedding(combined, "X_umap", [batch_key, "domain"], save=joint / UMAP_PLOT))
+    _write_table(combined, joint, method, with_coordinates=False)
+    io.write_json(record, joint / OUTPUT_FILES["provenance"])
+    io.write_h5ad(combined, joint / OUTPUT_FILES["result"])
+    scores = record["integration"]
+    print(f"integration: iLISI {scores['ilisi']:.2f}  BatchKL {scores['batch_kl']:.3f}  graph connectivity "
+          f"{scores['graph_connectivity']:.3f}  batch silhouette {scores['batch_silhouette']:.3f}")
+    print(f"wrote {len(per_slice)} slice folders ({', '.join(_folder_name(n) for n in per_slice)}) and "
+          f"{JOINT_FOLDER}/ to {out}")
+    return 0
+
+
+def _write_sample(adata, out: Path, method: str, record: dict) -> list[str]:
+    """The per-sample outputs: domains CSV, embedding CSV, domain plot, provenance, result .h5ad (and .rds)."""
+    import matplotlib.pyplot as plt
+
+    from . import io, pl
+
+    out.mkdir(parents=True, exist_ok=True)
+    _write_table(adata, out, method, with_coordinates=True)
+    name = {"staig": "STAIG", "spotscape": "Spotscape"}[method]
+    figure = pl.domains(adata, "domain", save=out / OUTPUT_FILES["plot"],
+                        title=f"{adata.obs['domain'].cat.categories.size} domains ({name})")
     plt.close(figure)
     io.write_json(record, out / OUTPUT_FILES["provenance"])
     io.write_h5ad(adata, out / OUTPUT_FILES["result"])
@@ -148,8 +221,58 @@ def _find_and_write(adata, args: argparse.Namespace, *, label_key: str | None, *
     if "rds" in adata.uns:  # an .rds input gets its results back as the same R class too
         io.write_rds(adata, out / RDS_RESULT)
         written.append(RDS_RESULT)
-    print(f"wrote {', '.join(written)} to {out}")
-    return 0
+    return written
+
+
+def _write_table(adata, out: Path, method: str, *, with_coordinates: bool) -> None:
+    import pandas as pd
+
+    from . import io
+
+    columns = [c for c in ("domain", "domain_unrefined") if c in adata.obs]
+    table = adata.obs[columns].copy()
+    if with_coordinates:
+        table[["x", "y"]] = adata.obsm["spatial"][:, :2]
+    io.write_csv(table, out / OUTPUT_FILES["domains"], index_label="barcode")
+    values = adata.obsm[f"X_{method}"]
+    prefix = {"staig": "STAIG", "spotscape": "Spotscape"}[method]
+    embedding = pd.DataFrame(values, index=adata.obs_names, columns=[f"{prefix}_{i + 1}" for i in range(values.shape[1])])
+    io.write_csv(embedding, out / OUTPUT_FILES["embedding"], index_label="barcode")
+
+
+def _scores(adata, label_key: str, what: str) -> dict:
+    from . import metrics
+
+    scores = {"refined" if "domain_unrefined" in adata.obs else "domain":
+              metrics.evaluate(adata.obs[label_key], adata.obs["domain"])}
+    if "domain_unrefined" in adata.obs:
+        scores["unrefined"] = metrics.evaluate(adata.obs[label_key], adata.obs["domain_unrefined"])
+    for name, values in scores.items():
+        print(f"{what}{name}: ARI {values['ari']:.3f}  NMI {values['nmi']:.3f}  ({values['n_scored']} spots scored)")
+    return {"label_key": label_key, **scores}
+
+
+def _check_label_key(adata, label_key: str | None) -> None:
+    from .errors import InputError
+
+    if label_key is not None and label_key not in adata.obs:
+        raise InputError(f"--label-key: obs['{label_key}'] does not exist (obs columns: {', '.join(adata.obs)})")
+
+
+def _refine(args: argparse.Namespace):
+    return {"auto": "auto", "yes": True, "no": False}[args.refine]
+
+
+def _slice_names(paths: list[str]) -> list[str]:
+    """Slice names from the input paths (file name without extension), made unique when they repeat."""
+    stems = [Path(path.rstrip("/")).name.split(".")[0] or f"slice{i + 1}" for i, path in enumerate(paths)]
+    return [stem if stems.count(stem) == 1 else f"{stem}_{i + 1}" for i, stem in enumerate(stems)]
+
+
+def _folder_name(name: str) -> str:
+    """A slice name made safe as a folder name."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name)).strip(".") or "slice"
+    return f"slice_{safe}" if safe == JOINT_FOLDER else safe
 
 
 if __name__ == "__main__":

@@ -58,6 +58,43 @@ def domains(
     return figure
 
 
+def embedding(
+    adata: ad.AnnData,
+    basis: str = "X_umap",
+    color: str | list[str] = "domain",
+    *,
+    save: str | Path | None = None,
+):
+    """Scatter the 2-d ``obsm[basis]`` (e.g. a UMAP), one panel per ``obs`` column in ``color``."""
+    import matplotlib.pyplot as plt
+
+    if basis not in adata.obsm:
+        raise InputError(f"obsm['{basis}'] does not exist: compute it first (e.g. sd.tl.umap(adata))")
+    keys = [color] if isinstance(color, str) else list(color)
+    for key in keys:
+        if key not in adata.obs:
+            raise InputError(f"obs['{key}'] does not exist (obs columns: {', '.join(adata.obs)})")
+    points = np.asarray(adata.obsm[basis])[:, :2]
+    figure, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 5), squeeze=False)
+    size = max(1.0, 12000.0 / max(len(points), 1))
+    for ax, key in zip(axes[0], keys):
+        values = adata.obs[key].astype("category")
+        colours = plt.get_cmap("tab20" if len(values.cat.categories) > 10 else "tab10")
+        for i, category in enumerate(values.cat.categories):
+            member = (values == category).to_numpy()
+            ax.scatter(points[member, 0], points[member, 1], s=size, color=colours(i % colours.N),
+                       label=str(category), linewidths=0)
+        ax.set_title(key)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, markerscale=3)
+    figure.tight_layout()
+    if save is not None:
+        with atomic_path(save) as tmp:
+            figure.savefig(tmp, dpi=120, bbox_inches="tight", format=Path(save).suffix.lstrip(".") or "png")
+    return figure
+
+
 def _tissue_image(adata: ad.AnnData, library_id: str | None):
     """(image, scale factor from full resolution) of the best stored image, or None."""
     libraries = adata.uns.get("spatial", {})

@@ -417,6 +417,21 @@ def find_domains(
     return adata
 
 
+def umap(adata: ad.AnnData, *, use_rep: str = "X_staig", n_neighbors: int = 15, min_dist: float = 0.5,
+         random_state: int = 0, key_added: str = "X_umap") -> ad.AnnData:
+    """2-d UMAP of ``obsm[use_rep]`` into ``obsm[key_added]`` (spots without an embedding get NaN), seeded."""
+    from umap import UMAP
+
+    if use_rep not in adata.obsm:
+        raise InputError(f"obsm['{use_rep}'] does not exist: run a model first or name an embedding with use_rep")
+    embedding = np.asarray(adata.obsm[use_rep], dtype=np.float32)
+    has_embedding = np.all(np.isfinite(embedding), axis=1)
+    reducer = UMAP(n_neighbors=min(n_neighbors, int(has_embedding.sum()) - 1), min_dist=min_dist,
+                   random_state=random_state)
+    adata.obsm[key_added] = _fill_spots(reducer.fit_transform(embedding[has_embedding]), has_embedding)
+    return adata
+
+
 #: Highly variable genes selected per slice before intersecting, for STAIG integration (the method note's 5000).
 MULTI_SLICE_TOP_GENES = 5000
 

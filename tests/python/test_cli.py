@@ -66,3 +66,46 @@ def test_demo_command_small(tmp_path):
     assert code == 0
     provenance = json.loads((tmp_path / "provenance.json").read_text())
     assert provenance["scores"]["label_key"] == "ground_truth"
+
+
+def test_run_integrates_several_inputs_into_one_folder_per_slice_and_a_joint_one(tmp_path):
+    paths = []
+    for seed, name in ((21, "A.h5ad"), (22, "B.h5ad")):
+        sd.datasets.simulate_visium(250, 3, seed=seed).write_h5ad(tmp_path / name)
+        paths.append(str(tmp_path / name))
+    out = tmp_path / "out"
+    code = cli.main(["run", *paths, "--method", "spotscape", "--n-domains", "3", "--epochs", "3", "--out", str(out),
+                     "--cluster-method", "kmeans", "--label-key", "ground_truth", "--quiet"])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["A", "B", cli.JOINT_FOLDER]
+    for name, path in zip("AB", paths):
+        assert sorted(p.name for p in (out / name).iterdir()) == sorted(cli.OUTPUT_FILES.values())
+        domains = pd.read_csv(out / name / "domains.csv", index_col="barcode")
+        assert list(domains.index) == list(sd.io.read(path).obs_names)  # spot for spot, the slice's own names
+    joint = out / cli.JOINT_FOLDER
+    assert (joint / cli.UMAP_PLOT).exists()
+    combined = sd.io.read(joint / "result.h5ad")
+    sizes = {name: sd.io.read(path).n_obs for name, path in zip("AB", paths)}
+    assert combined.obs["slice"].value_counts().to_dict() == sizes
+    provenance = json.loads((joint / "provenance.json").read_text())
+    assert provenance["spotscape"]["slices"] == ["A", "B"]
+    assert set(provenance["integration"]) >= {"ilisi", "batch_kl", "graph_connectivity", "batch_silhouette"}
+
+
+def test_run_with_a_batch_key_splits_one_input(tmp_path):
+    first, second = sd.datasets.simulate_visium(220, 3, seed=5), sd.datasets.simulate_visium(200, 3, seed=6)
+    combined = sd.slices.combine({"s1": first, "s2": second}, "section")
+    combined.write_h5ad(tmp_path / "both.h5ad")
+    code = cli.main(["run", str(tmp_path / "both.h5ad"), "--batch-key", "section", "--n-domains", "3", "--epochs", "3",
+                     "--out", str(tmp_path / "out"), "--cluster-method", "kmeans", "--quiet"])
+    assert code == 0
+    for name, part in (("s1", first), ("s2", second)):
+        table = pd.read_csv(tmp_path / "out" / name / "domains.csv")
+        assert len(table) == part.n_obs
+
+
+def test_options_of_the_other_model_are_refused(sample, tmp_path, capsys):
+    sample.write_h5ad(tmp_path / "s.h5ad")
+    code = cli.main(["run", str(tmp_path / "s.h5ad"), "--method", "spotscape", "--tau", "5", "--out",
+                     str(tmp_path / "o"), "--quiet"])
+    assert code == 2 and "--tau" in capsys.readouterr().err

@@ -78,9 +78,9 @@ test_that("dense counts work and bad inputs get messages naming the fix", {
     negative <- sce
     SummarizedExperiment::assay(negative, "counts")[1, 1] <- -1
     expect_error(runSTAIG(negative, n_epochs = 2), "negative")
-    two <- sce
-    two$sample_id <- rep(c("A", "B"), length.out = ncol(sce))
-    expect_error(runSTAIG(two), "holds 2 samples .*run one sample at a time")
+    unassigned <- sce
+    unassigned$sample_id <- rep(c("A", NA), length.out = ncol(sce))
+    expect_error(runSTAIG(unassigned, n_epochs = 2), "spots have no slice in column 'sample_id'")
     expect_error(clusterDomains(sce, dimred = "nope"), "reducedDim 'nope' does not exist")
     expect_error(runSTAIG(list()), "must be a SingleCellExperiment, SpatialExperiment or Seurat")
 })

@@ -18,14 +18,3 @@ test_that("a SpatialExperiment gives its spatialCoords, keeps its images and slo
     expect_identical(unname(SingleCellExperiment::reducedDim(after, "STAIG")),
                      unname(SingleCellExperiment::reducedDim(sce, "STAIG")))
 })
-
-test_that("several samples in one SpatialExperiment are refused with the fix", {
-    skip_if_not_installed("SpatialExperiment")
-    skip_without_spatialdomains()
-    spe <- simulateVisium(n_spots = 300, n_domains = 3, seed = 3, class = "SpatialExperiment")
-    two <- SpatialExperiment::SpatialExperiment(
-        assays = list(counts = SummarizedExperiment::assay(spe, "counts")),
-        colData = S4Vectors::DataFrame(sample_id = rep(c("A", "B"), length.out = ncol(spe))),
-        spatialCoords = SpatialExperiment::spatialCoords(spe))
-    expect_error(runSTAIG(two), "holds 2 samples .*run one sample at a time")
-})
