@@ -145,10 +145,14 @@ def similarity_asymmetry(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
 class ReconstructionTarget:
     """The clean expression X with the statistics that the expanded reconstruction error needs."""
 
-    def __init__(self, x: torch.Tensor) -> None:
+    def __init__(self, x: torch.Tensor, rows_per_block: int = 4096) -> None:
         self.x = x
-        self.square_sum = (x.double() ** 2).sum()
-        self.column_sums = x.double().sum(dim=0)
+        self.square_sum = x.new_zeros((), dtype=torch.float64)
+        self.column_sums = x.new_zeros(x.shape[1], dtype=torch.float64)
+        for start in range(0, x.shape[0], rows_per_block):  # in blocks: no float64 copy of X
+            block = x[start:start + rows_per_block].double()
+            self.square_sum += (block * block).sum()
+            self.column_sums += block.sum(dim=0)
 
 
 def reconstruction_error(target: ReconstructionTarget, hiddens: list[torch.Tensor], output: nn.Linear) -> torch.Tensor:
