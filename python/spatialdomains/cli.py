@@ -1,7 +1,8 @@
 """Command line: ``spatialdomains run`` (samples to domains) and ``spatialdomains demo`` (the built-in example).
 
 ``run`` takes one sample, or several slices to integrate (several inputs, or one input with ``--batch-key``):
-then each slice gets its own output folder and ``joint/`` holds the combined result and a UMAP.
+then each slice gets its own output folder and ``joint/`` holds the combined result and a UMAP. Paired omics
+(``--method spami`` or ``baseline``) come as ``--modality rna=RNA.h5ad --modality adt=ADT.h5ad`` or one ``.h5mu``.
 Exit codes: 0 success, 2 bad input or arguments, 1 any other failure.
 """
 from __future__ import annotations
@@ -28,6 +29,11 @@ UMAP_PLOT = "umap.png"
 #: Options that only one model reads.
 STAIG_ONLY = ("tau", "library_size_key")
 SPOTSCAPE_ONLY = ("graph",)
+#: Methods for paired omics on one section, and their extra outputs.
+MULTIOMICS_METHODS = ("spami", "baseline")
+MULTIOMICS_RESULT = "result.h5mu"
+ATTENTION_PLOT = "attention.png"
+METHOD_NAMES = {"staig": "STAIG", "spotscape": "Spotscape", "spami": "SpaMI", "baseline": "Baseline"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,11 +69,18 @@ def _parser() -> argparse.ArgumentParser:
                                           "domains CSV, the embedding, a domain plot and a provenance JSON. Several "
                                           "inputs (or one with --batch-key) are integrated: one folder per slice, "
                                           "plus joint/ with the combined result and a UMAP by slice and domain.")
-    run.add_argument("inputs", nargs="+", metavar="INPUT",
+    run.add_argument("inputs", nargs="*", metavar="INPUT",
                      help=".h5ad file, .rds file (SingleCellExperiment, SpatialExperiment or Seurat) or Space Ranger "
-                          "output folder (raw counts); several inputs are slices to integrate")
+                          "output folder (raw counts); several inputs are slices to integrate; for --method spami "
+                          "or baseline an .h5mu file (or use --modality)")
     run.add_argument("--out", required=True, help="output folder (created if needed)")
-    run.add_argument("--method", default="staig", choices=["staig", "spotscape"], help="model (default: staig)")
+    run.add_argument("--method", default="staig", choices=["staig", "spotscape", "spami", "baseline"],
+                     help="model (default: staig); spami and baseline take paired omics on one section")
+    run.add_argument("--modality", action="append", default=[], metavar="NAME=PATH",
+                     help="spami/baseline: one modality of the section (e.g. rna=RNA.h5ad, adt=ADT.h5ad, "
+                          "atac=ATAC.h5ad); repeat for each")
+    run.add_argument("--modality-kind", action="append", default=[], metavar="NAME=KIND",
+                     help="spami/baseline: what modality NAME holds (rna, adt or atac) when its name does not say")
     run.add_argument("--batch-key", help="obs column naming each spot's slice, when one input holds several slices")
     run.add_argument("--layer", help="layer with raw counts, if not X")
     run.add_argument("--library-size-key", help="STAIG: obs column with true per-spot totals when X is a gene subset")
@@ -108,6 +121,12 @@ def _run(args: argparse.Namespace) -> int:
     from .errors import InputError
 
     method = args.method
+    if method in MULTIOMICS_METHODS:
+        return _run_multiomics(args)
+    if args.modality or args.modality_kind:
+        raise InputError(f"--modality and --modality-kind apply to --method spami or baseline, not {method}")
+    if not args.inputs:
+        raise InputError("give at least one INPUT (an .h5ad file, an .rds file or a Space Ranger folder)")
     wrong = [name for name in (SPOTSCAPE_ONLY if method == "staig" else STAIG_ONLY) if getattr(args, name, None)]
     if wrong:
         flags = ", ".join("--" + name.replace("_", "-") for name in wrong)
@@ -121,6 +140,75 @@ def _run(args: argparse.Namespace) -> int:
     if len(samples) == 1 and args.batch_key is None:
         return _find_and_write(samples[0], args, label_key=args.label_key, **params)
     return _integrate_and_write(samples, args, **params)
+
+
+def _run_multiomics(args: argparse.Namespace) -> int:
+    """Paired omics on one section: read the modalities, find the domains, write the outputs."""
+    import matplotlib.pyplot as plt
+
+    from . import io, pl
+    from .errors import InputError
+    from .tl import find_domains
+
+    method = args.method
+    wrong = [name for name in (*STAIG_ONLY, *SPOTSCAPE_ONLY, "batch_key", "layer") if getattr(args, name, None)]
+    if wrong:
+        raise InputError(f"{', '.join('--' + n.replace('_', '-') for n in wrong)} do(es) not apply to --method "
+                         f"{method}")
+    if args.modality and args.inputs:
+        raise InputError("give the modalities either as --modality NAME=PATH or as one .h5mu INPUT, not both")
+    if args.modality:
+        data = {name: io.read(path) for name, path in _pairs(args.modality, "--modality").items()}
+    elif len(args.inputs) == 1:
+        path = args.inputs[0]
+        data = io.read_h5mu(path) if str(path).lower().endswith(".h5mu") else io.read(path)
+    else:
+        raise InputError(f"--method {method} takes one section: its modalities as --modality rna=RNA.h5ad "
+                         "--modality adt=ADT.h5ad, or one .h5mu file (or one .h5ad for a single modality)")
+    params = {"modality_kinds": _pairs(args.modality_kind, "--modality-kind") or None}
+    if method == "spami":
+        params["n_epochs"] = args.epochs
+    result = find_domains(data, method, args.n_domains, cluster_method=args.cluster_method, refine=_refine(args),
+                          random_state=args.seed, device=args.device, progress=not args.quiet,
+                          **{k: v for k, v in params.items() if v is not None})
+    record = dict(result.uns["spatialdomains"])
+    if args.label_key is not None:
+        result.obs[args.label_key] = _label_column(result, args.label_key)
+        record["scores"] = _scores(result, args.label_key, "")
+    out = Path(args.out)
+    written = _write_sample(result, out, method, record)
+    if method == "spami":
+        plt.close(pl.attention(result, save=out / ATTENTION_PLOT))
+        written.append(ATTENTION_PLOT)
+    print(f"wrote {', '.join(written)} to {out}")
+    return 0
+
+
+def _pairs(values: list[str], flag: str) -> dict[str, str]:
+    """NAME=VALUE arguments as a dict; an error naming the flag for malformed or repeated names."""
+    from .errors import InputError
+
+    pairs = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name or not rest:
+            raise InputError(f"{flag} expects NAME=VALUE (e.g. rna=RNA.h5ad), got '{value}'")
+        if name in pairs:
+            raise InputError(f"{flag} names '{name}' twice")
+        pairs[name] = rest
+    return pairs
+
+
+def _label_column(result, label_key: str):
+    """Reference labels for the result's spots: its own obs column, else the first modality that has it."""
+    from .errors import InputError
+
+    if label_key in result.obs:
+        return result.obs[label_key]
+    for name, modality in getattr(result, "mod", {}).items():
+        if label_key in modality.obs:
+            return modality.obs[label_key].reindex(result.obs_names)
+    raise InputError(f"--label-key: no obs['{label_key}'] in the input or any of its modalities")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -211,13 +299,17 @@ def _write_sample(adata, out: Path, method: str, record: dict) -> list[str]:
 
     out.mkdir(parents=True, exist_ok=True)
     _write_table(adata, out, method, with_coordinates=True)
-    name = {"staig": "STAIG", "spotscape": "Spotscape"}[method]
     figure = pl.domains(adata, "domain", save=out / OUTPUT_FILES["plot"],
-                        title=f"{adata.obs['domain'].cat.categories.size} domains ({name})")
+                        title=f"{adata.obs['domain'].cat.categories.size} domains ({METHOD_NAMES[method]})")
     plt.close(figure)
     io.write_json(record, out / OUTPUT_FILES["provenance"])
-    io.write_h5ad(adata, out / OUTPUT_FILES["result"])
-    written = list(OUTPUT_FILES.values())
+    written = [name for key, name in OUTPUT_FILES.items() if key != "result"]
+    if hasattr(adata, "mod"):  # a MuData (paired omics)
+        io.write_h5mu(adata, out / MULTIOMICS_RESULT)
+        written.append(MULTIOMICS_RESULT)
+    else:
+        io.write_h5ad(adata, out / OUTPUT_FILES["result"])
+        written.append(OUTPUT_FILES["result"])
     if "rds" in adata.uns:  # an .rds input gets its results back as the same R class too
         io.write_rds(adata, out / RDS_RESULT)
         written.append(RDS_RESULT)
@@ -235,7 +327,7 @@ def _write_table(adata, out: Path, method: str, *, with_coordinates: bool) -> No
         table[["x", "y"]] = adata.obsm["spatial"][:, :2]
     io.write_csv(table, out / OUTPUT_FILES["domains"], index_label="barcode")
     values = adata.obsm[f"X_{method}"]
-    prefix = {"staig": "STAIG", "spotscape": "Spotscape"}[method]
+    prefix = METHOD_NAMES[method]
     embedding = pd.DataFrame(values, index=adata.obs_names, columns=[f"{prefix}_{i + 1}" for i in range(values.shape[1])])
     io.write_csv(embedding, out / OUTPUT_FILES["embedding"], index_label="barcode")
 

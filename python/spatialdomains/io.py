@@ -51,6 +51,17 @@ def read_h5ad(path: str | Path) -> ad.AnnData:
     return ad.read_h5ad(Path(path))
 
 
+def read_h5mu(path: str | Path):
+    """Read a MuData file (paired omics on the same spots, ``.h5mu``) into memory."""
+    import mudata
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"input '{path}' does not exist")
+    with mudata.set_options(pull_on_update=False):
+        return mudata.read_h5mu(path)
+
+
 def read_visium(folder: str | Path, *, library_id: str | None = None, load_images: bool = True) -> ad.AnnData:
     """Read a Space Ranger output folder (``outs/`` or the folder that contains it).
 
@@ -265,6 +276,16 @@ def write_h5ad(adata: ad.AnnData, path: str | Path) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         adata.write_h5ad(tmp, compression="gzip")
+    return path
+
+
+def write_h5mu(mdata, path: str | Path) -> Path:
+    """Write a MuData to ``path`` atomically."""
+    import mudata
+
+    path = Path(path)
+    with atomic_path(path) as tmp, mudata.set_options(pull_on_update=False):
+        mdata.write_h5mu(tmp)
     return path
 
 

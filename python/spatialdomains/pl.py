@@ -95,6 +95,40 @@ def embedding(
     return figure
 
 
+def attention(
+    data,
+    key: str = "spami_attention",
+    *,
+    spot_size: float | None = None,
+    save: str | Path | None = None,
+):
+    """SpaMI's per-spot modality weights on the tissue: one panel per modality, its weight from 0 to 1 (which
+    omics drives each spot). ``data`` is the MuData or AnnData returned by ``sd.tl.spami``."""
+    import matplotlib.pyplot as plt
+
+    if key not in data.obsm:
+        raise InputError(f"obsm['{key}'] does not exist: run sd.tl.spami first")
+    record = data.uns.get("spatialdomains", {}).get("spami", {})
+    weights = np.asarray(data.obsm[key], dtype=float)
+    names = [str(m) for m in record.get("modalities", [f"modality {j + 1}" for j in range(weights.shape[1])])]
+    coordinates = _io.spatial_coordinates(data)
+    size = spot_size or max(2.0, 25000.0 / max(len(coordinates), 1))
+    figure, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 5), squeeze=False)
+    for ax, name, column in zip(axes[0], names, weights.T):
+        shown = np.isfinite(column)
+        points = ax.scatter(coordinates[shown, 0], coordinates[shown, 1], c=column[shown], s=size, vmin=0, vmax=1,
+                            cmap="viridis", linewidths=0)
+        ax.invert_yaxis()
+        ax.set_aspect("equal")
+        ax.set_axis_off()
+        ax.set_title(f"attention weight: {name} (mean {np.nanmean(column):.2f})")
+        figure.colorbar(points, ax=ax, shrink=0.7)
+    if save is not None:
+        with atomic_path(save) as tmp:
+            figure.savefig(tmp, dpi=120, bbox_inches="tight", format=Path(save).suffix.lstrip(".") or "png")
+    return figure
+
+
 def _tissue_image(adata: ad.AnnData, library_id: str | None):
     """(image, scale factor from full resolution) of the best stored image, or None."""
     libraries = adata.uns.get("spatial", {})

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import warnings
+from dataclasses import dataclass
 
 import anndata as ad
 import numpy as np
@@ -154,3 +156,174 @@ def multi_slice_features(
         x[start:end] = normalised.toarray()
     logger.info("%d slices: %d genes are highly variable in all of them", len(bounds), len(shared))
     return x, shared
+
+
+# --- Paired multi-omics (SpaMI and the smoothed-PCA baseline) -------------------------------------------------
+
+
+@dataclass
+class OmicsFeatures:
+    """One modality after preprocessing: the model's input ``x`` (spots × d, float32), the indices of the input
+    features kept, and for RNA the PCA loadings and mean that map a reconstruction back to genes."""
+
+    kind: str
+    x: np.ndarray
+    features: np.ndarray
+    loadings: np.ndarray | None = None
+    mean: np.ndarray | None = None
+
+
+#: Kinds of modality SpaMI preprocesses, and the names and 10x ``feature_types`` that identify each.
+OMICS_KINDS = {
+    "rna": {"names": ("rna", "gex", "expression", "gene expression", "transcriptome"),
+            "feature_types": ("Gene Expression",)},
+    "adt": {"names": ("adt", "protein", "proteins", "prot", "cite", "antibody capture"),
+            "feature_types": ("Antibody Capture",)},
+    "atac": {"names": ("atac", "peaks", "peak", "chromatin", "chromatin accessibility"),
+             "feature_types": ("Peaks",)},
+}
+
+
+def log_normalise(counts: sp.spmatrix, target_sum: float = 1e4) -> sp.csr_matrix:
+    """Each spot scaled to ``target_sum`` total counts, then log1p (scanpy's normalize_total + log1p)."""
+    counts = sp.csr_matrix(counts, dtype=np.float32)
+    totals = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
+    if np.any(totals <= 0):
+        raise InputError(f"{int(np.sum(totals <= 0))} spots have no counts; remove them before normalising")
+    normalised = sp.diags((target_sum / totals).astype(np.float32)) @ counts
+    normalised.data = np.log1p(normalised.data)
+    return sp.csr_matrix(normalised)
+
+
+def rna_pca_features(counts: sp.spmatrix, *, min_cells: int = 10, n_top_genes: int = 3000, n_pcs: int = 50,
+                     random_state: int = 0) -> OmicsFeatures:
+    """SpaMI's RNA recipe: drop genes detected in fewer than ``min_cells`` spots, normalise to 1e4 and log1p,
+    keep the ``n_top_genes`` highly variable genes (scanpy's ``seurat`` flavour on the log data; all genes when
+    there are fewer), then PCA to ``n_pcs`` components, centred, not scaled."""
+    import scanpy as sc
+
+    counts = sp.csr_matrix(counts, dtype=np.float32)
+    detected = np.flatnonzero(np.asarray((counts > 0).sum(axis=0)).ravel() >= min_cells)
+    if len(detected) < 2:
+        raise InputError(f"RNA: only {len(detected)} genes are detected in at least min_cells={min_cells} spots; "
+                         "lower min_cells or check that this modality holds counts")
+    logged = log_normalise(counts[:, detected])
+    if len(detected) > n_top_genes:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=FutureWarning)
+            table = sc.pp.highly_variable_genes(ad.AnnData(logged), flavor="seurat", n_top_genes=n_top_genes,
+                                                inplace=False)
+        keep = np.flatnonzero(table["highly_variable"].to_numpy())
+    else:
+        logger.info("RNA: %d genes pass the filter, not more than n_top_genes=%d: keeping them all",
+                    len(detected), n_top_genes)
+        keep = np.arange(len(detected))
+    dense = logged[:, keep].toarray()
+    scores, loadings, mean = principal_components(dense, n_pcs, random_state=random_state)
+    return OmicsFeatures("rna", scores, detected[keep], loadings, mean)
+
+
+def principal_components(x: np.ndarray, n_components: int, *, random_state: int = 0
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centred PCA of a dense matrix: (scores, loadings V (features × components), mean), float32.
+
+    Asks for at most min(spots, features) − 1 components (logged when fewer than ``n_components``)."""
+    from sklearn.decomposition import PCA
+
+    n_components = int(min(n_components, min(x.shape) - 1))
+    if n_components < 1:
+        raise InputError(f"PCA needs at least 2 spots and 2 features, got a {x.shape[0]} × {x.shape[1]} matrix")
+    pca = PCA(n_components=n_components, random_state=random_state)
+    scores = pca.fit_transform(np.asarray(x, dtype=np.float64))
+    return (scores.astype(np.float32), pca.components_.T.astype(np.float32),
+            pca.mean_.astype(np.float32))
+
+
+def clr(counts: sp.spmatrix | np.ndarray) -> np.ndarray:
+    """Per-spot centred log-ratio of protein counts, SpaMI's form: x'_g = log1p(x_g / exp(mean_g' log1p(x_g'))),
+    the mean taken over all P proteins, zeros included. Dense float32."""
+    x = counts.toarray() if sp.issparse(counts) else np.asarray(counts)
+    x = x.astype(np.float64)
+    geometric = np.exp(np.log1p(x).mean(axis=1, keepdims=True))
+    return np.log1p(x / geometric).astype(np.float32)
+
+
+def adt_features(counts: sp.spmatrix, *, min_spots: int = 0) -> OmicsFeatures:
+    """SpaMI's protein recipe: optionally drop proteins detected in fewer than ``min_spots`` spots, then CLR per
+    spot. No PCA."""
+    counts = sp.csr_matrix(counts, dtype=np.float32)
+    keep = np.flatnonzero(np.asarray((counts > 0).sum(axis=0)).ravel() >= max(min_spots, 1))
+    if len(keep) < 2:
+        raise InputError(f"protein: only {len(keep)} proteins are detected in at least {max(min_spots, 1)} spots; "
+                         "lower min_spots or check that this modality holds antibody counts")
+    return OmicsFeatures("adt", clr(counts[:, keep]), keep)
+
+
+def tfidf(counts: sp.spmatrix) -> sp.csr_matrix:
+    """TF-IDF of a binary peak matrix as SpaMI computes it: tf = x / row sum, idf = N / column sum, tf·idf; then
+    each row L1-normalised and log1p(1e4 ·)."""
+    x = sp.csr_matrix(counts, dtype=np.float64)
+    row_sums = np.asarray(x.sum(axis=1)).ravel()
+    column_sums = np.asarray(x.sum(axis=0)).ravel()
+    if np.any(row_sums <= 0) or np.any(column_sums <= 0):
+        raise InputError("ATAC: every spot and every peak must have at least one open peak / spot for TF-IDF")
+    weighted = sp.diags(1.0 / row_sums) @ x @ sp.diags(x.shape[0] / column_sums)
+    weighted = sp.diags(1.0 / np.asarray(weighted.sum(axis=1)).ravel()) @ weighted
+    weighted = sp.csr_matrix(weighted)
+    weighted.data = np.log1p(1e4 * weighted.data)
+    return weighted
+
+
+def atac_lsi_features(counts: sp.spmatrix, *, n_components: int = 50, min_fraction: float = 0.005,
+                      random_state: int = 0) -> OmicsFeatures:
+    """SpaMI's ATAC recipe: binarise, drop peaks open in fewer than ⌈min_fraction·N⌉ spots, TF-IDF
+    (:func:`tfidf`), randomised SVD with ``n_components + 1`` components keeping U only, standardise each spot
+    over its components (ddof 1), drop the first component."""
+    from sklearn.utils.extmath import randomized_svd
+
+    binary = sp.csr_matrix(counts, dtype=np.float32)
+    binary.data = (binary.data > 0).astype(np.float32)
+    binary.eliminate_zeros()
+    n_spots = binary.shape[0]
+    keep = np.flatnonzero(np.asarray(binary.sum(axis=0)).ravel() >= max(1, math.ceil(min_fraction * n_spots)))
+    n_svd = min(n_components + 1, len(keep) - 1, n_spots - 1)
+    if n_svd < 3:
+        raise InputError(f"ATAC: only {len(keep)} peaks are open in at least {min_fraction:.1%} of the spots; "
+                         "lower min_fraction or check that this modality holds peak counts")
+    selected = binary[:, keep]
+    empty = np.asarray(selected.sum(axis=1)).ravel() == 0
+    if empty.any():
+        raise InputError(f"ATAC: {int(empty.sum())} spots have no open peak among the kept peaks; remove them or "
+                         "lower min_fraction")
+    u, _, _ = randomized_svd(tfidf(selected), n_svd, random_state=random_state)
+    standardised = (u - u.mean(axis=1, keepdims=True)) / u.std(axis=1, ddof=1, keepdims=True)
+    return OmicsFeatures("atac", standardised[:, 1:].astype(np.float32), keep)
+
+
+def balance_scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Centre the features and divide them by one number so that their mean variance is 1: (x', centre, scale).
+
+    Applied to each modality before SpaMI, so that no modality dominates the reconstruction loss only because
+    its features are on a larger scale (RNA principal components vary about 18 times more than CLR protein
+    values); the shape of the data within a modality is kept. ``x = x' · scale + centre`` maps back.
+    """
+    centre = x.mean(axis=0)
+    scale = float(np.sqrt(x.var(axis=0).mean()))
+    if not np.isfinite(scale) or scale <= 0:
+        raise InputError("a modality has no variation left after preprocessing; check its counts")
+    return ((x - centre) / scale).astype(np.float32), centre.astype(np.float32), scale
+
+
+def omics_features(counts: sp.spmatrix, kind: str, *, n_pcs: int = 50, n_top_genes: int = 3000,
+                   min_cells: int = 10, min_spots: int = 0, atac_min_fraction: float = 0.005,
+                   random_state: int = 0) -> OmicsFeatures:
+    """SpaMI's recipe for one modality of ``kind`` 'rna' (PCA), 'adt' (CLR) or 'atac' (LSI)."""
+    if kind == "rna":
+        return rna_pca_features(counts, min_cells=min_cells, n_top_genes=n_top_genes, n_pcs=n_pcs,
+                                random_state=random_state)
+    if kind == "adt":
+        return adt_features(counts, min_spots=min_spots)
+    if kind == "atac":
+        return atac_lsi_features(counts, n_components=n_pcs, min_fraction=atac_min_fraction,
+                                 random_state=random_state)
+    raise InputError(f"unknown modality kind '{kind}': use one of {', '.join(OMICS_KINDS)}")

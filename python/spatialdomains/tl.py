@@ -22,7 +22,9 @@ from .errors import InputError
 
 logger = logging.getLogger("spatialdomains")
 
-METHODS = ("staig", "spotscape")
+METHODS = ("staig", "spotscape", "spami", "baseline")
+#: Methods that take paired omics (a MuData or a dict of modality → AnnData) and one section.
+MULTIOMICS_METHODS = ("spami", "baseline")
 UNS_KEY = "spatialdomains"
 
 
@@ -289,6 +291,216 @@ def spotscape(
     return adata
 
 
+def spami(
+    data,
+    *,
+    modality_kinds: dict[str, str] | None = None,
+    layers: dict[str, str] | None = None,
+    n_epochs: int | None = None,
+    learning_rate: float | None = None,
+    n_neighbors: int | None = None,
+    out_dim: int | None = None,
+    dgi_weights: tuple[float, ...] | None = None,
+    reconstruction_weights: tuple[float, ...] | None = None,
+    correspondence_weight: float | None = None,
+    n_pcs: int = 50,
+    n_top_genes: int = 3000,
+    min_cells: int = 10,
+    min_spots: int = 0,
+    balance: bool = True,
+    random_state: int = 0,
+    device: str = "auto",
+    deterministic: bool = False,
+    progress: bool = True,
+    checkpoint: str | None = None,
+    key_added: str = "X_spami",
+):
+    """Learn a SpaMI embedding of paired omics measured on the same spots (RNA + protein, RNA + ATAC).
+
+    Parameters
+    ----------
+    data
+        A MuData, or a dict of modality name → AnnData (raw counts in ``X``; coordinates in ``obsm['spatial']``
+        of at least one modality, or of the MuData), or one AnnData (a single modality, trained without the
+        correspondence term). Spots are matched by name; the first modality with coordinates gives them and the
+        others must agree.
+    modality_kinds
+        What each modality holds ('rna', 'adt' or 'atac') when its name or ``var['feature_types']`` does not say.
+    layers
+        Modality name → layer holding its raw counts, for modalities whose ``X`` is not raw.
+    n_epochs, learning_rate
+        Training length (1000) and Adam's learning rate (1e-3).
+    n_neighbors
+        k of the spatial kNN graph shared by the omics (3); the readout averages each spot and its k nearest.
+    out_dim
+        Size of the embeddings (64).
+    dgi_weights, reconstruction_weights, correspondence_weight
+        Loss weights: one DGI and one reconstruction weight per modality, in modality order (1, 1 and 10, 10),
+        and the weight of the cosine correspondence between the omics (5).
+    n_pcs, n_top_genes, min_cells
+        RNA: principal components (50), highly variable genes (3000, scanpy's 'seurat' flavour) and the minimum
+        number of spots a gene is detected in (10). ATAC uses ``n_pcs`` LSI components.
+    min_spots
+        Protein: drop antibodies detected in fewer spots (0 keeps all).
+    balance
+        Centre each modality's features and scale them to mean variance 1 before training (default; see
+        docs/methods.md: without it the RNA reconstruction dominates and the attention collapses onto RNA).
+        ``False`` trains on the published scale. Reconstructions are returned on the preprocessed scale either way.
+    random_state, deterministic, device, progress, checkpoint
+        As in :func:`staig`.
+    key_added
+        ``obsm`` key of the fused embedding.
+
+    Returns
+    -------
+    The object holding the results: the MuData given, a new MuData built from a dict, or the AnnData given.
+    ``obsm[key_added]`` (fused), ``obsm[key_added + '_<modality>']`` (per omics), ``obsm['spami_attention']``
+    (per-spot weight of each modality, columns in ``uns['spatialdomains']['spami']['modalities']`` order),
+    ``obsm['spami_recon_<modality>']`` (reconstruction in the preprocessed space) and, for RNA,
+    ``obsm['spami_denoised_rna']`` (back-projected to the log-normalised HVGs listed in ``uns``). Spots not in
+    every modality, or without counts in one, get NaN rows.
+    """
+    from . import modalities as _modalities
+    from .models import spami as model
+    from .models.trainer import select_device
+
+    settings = {"n_epochs": n_epochs, "learning_rate": learning_rate, "n_neighbors": n_neighbors,
+                "out_dim": out_dim, "correspondence_weight": correspondence_weight,
+                "dgi_weights": None if dgi_weights is None else tuple(dgi_weights),
+                "reconstruction_weights": None if reconstruction_weights is None else tuple(reconstruction_weights)}
+    config = model.SpamiConfig(**{k: v for k, v in settings.items() if v is not None})
+    chosen_device = select_device(device)
+    timer = Timer()
+    with timer("preprocess"):
+        pair = _modalities.pair_modalities(data, modality_kinds=modality_kinds, layers=layers)
+        container = _multiomics_container(data)
+        if len(pair.names) == 1:
+            logger.info("SpaMI with one modality ('%s'): no correspondence term, attention weight 1", pair.names[0])
+        features = [_pp.omics_features(counts, kind, n_pcs=n_pcs, n_top_genes=n_top_genes, min_cells=min_cells,
+                                       min_spots=min_spots, random_state=random_state)
+                    for counts, kind in zip(pair.counts, pair.kinds)]
+    with timer("graph"):
+        if len(pair.spot_names) <= config.n_neighbors:
+            raise InputError(f"{len(pair.spot_names)} spots cannot have {config.n_neighbors} neighbours: lower "
+                             "n_neighbors")
+        adjacency = _graph.knn_graph(pair.coordinates, config.n_neighbors)
+        neighbours = _graph.nearest_other_spots(pair.coordinates, config.n_neighbors)
+    with timer("train"):
+        inputs = [_pp.balance_scale(f.x) if balance else (f.x, np.zeros(f.x.shape[1], np.float32), 1.0)
+                  for f in features]
+        result = model.train_spami([x for x, _, _ in inputs], adjacency, neighbours, config, device=chosen_device,
+                                   random_state=random_state, deterministic=deterministic, progress=progress,
+                                   checkpoint=checkpoint)
+        result.reconstructions = [r * scale + centre for r, (_, centre, scale) in zip(result.reconstructions, inputs)]
+    rows = container.obs_names.get_indexer(pair.spot_names)
+    _store_rows(container, key_added, result.embedding, rows)
+    for name, feature, embedding, reconstruction in zip(pair.names, features, result.modality_embeddings,
+                                                        result.reconstructions):
+        _store_rows(container, f"{key_added}_{name}", embedding, rows)
+        _store_rows(container, f"spami_recon_{name}", reconstruction, rows)
+        if feature.kind == "rna":
+            _store_rows(container, "spami_denoised_rna", reconstruction @ feature.loadings.T + feature.mean, rows)
+    _store_rows(container, "spami_attention", result.attention, rows)
+    if "spatial" not in container.obsm:
+        _store_rows(container, "spatial", pair.coordinates, rows)
+    _record(container, "spami", {
+        "modalities": np.asarray(pair.names, dtype=str),
+        "kinds": np.asarray(pair.kinds, dtype=str),
+        "parameters": result.record.pop("config"),
+        "preprocessing": {"n_pcs": n_pcs, "n_top_genes": n_top_genes, "min_cells": min_cells, "min_spots": min_spots,
+                          "balance": balance, "balance_scales": np.asarray([scale for _, _, scale in inputs])},
+        "features": {name: np.asarray(names[f.features], dtype=str)
+                     for name, names, f in zip(pair.names, pair.feature_names, features)},
+        "input_dims": np.asarray([f.x.shape[1] for f in features]),
+        "random_state": random_state,
+        "deterministic": deterministic,
+        "key_added": key_added,
+        "n_spots_used": len(pair.spot_names),
+        "n_spots_not_in_every_modality": pair.n_unmatched,
+        "n_spots_without_counts": pair.n_empty,
+        "n_edges": int(adjacency.nnz // 2),
+        "training": result.record,
+        "timings": timer.seconds,
+        "versions": package_versions(),
+    })
+    logger.info("SpaMI: %d epochs in %.1f s on %s", result.record["epochs_run"], result.record["train_seconds"],
+                chosen_device)
+    return container
+
+
+def baseline(
+    data,
+    *,
+    modality_kinds: dict[str, str] | None = None,
+    layers: dict[str, str] | None = None,
+    n_pcs: int = 50,
+    smoothing_spots: int = 7,
+    n_top_genes: int = 3000,
+    min_cells: int = 10,
+    random_state: int = 0,
+    key_added: str = "X_baseline",
+):
+    """A floor to compare every model against: per modality, PCA of SpaMI's preprocessed features (RNA:
+    log-normalised HVGs; protein: CLR; ATAC: its LSI is used as is), each block divided by the square root of its
+    total variance so that every modality weighs the same, concatenated, then averaged over each spot and its
+    nearest spots (``smoothing_spots`` in all, the spot included). No training.
+
+    ``data`` is anything :func:`spami` takes, including one AnnData (smoothed PCA of one modality). The result
+    goes to ``obsm[key_added]`` of the returned object (as in :func:`spami`).
+    """
+    from . import modalities as _modalities
+
+    if smoothing_spots < 1:
+        raise InputError(f"smoothing_spots must be at least 1 (the spot itself), got {smoothing_spots}")
+    timer = Timer()
+    with timer("embed"):
+        pair = _modalities.pair_modalities(data, modality_kinds=modality_kinds, layers=layers)
+        container = _multiomics_container(data)
+        blocks = []
+        for counts, kind in zip(pair.counts, pair.kinds):
+            feature = _pp.omics_features(counts, kind, n_pcs=n_pcs, n_top_genes=n_top_genes, min_cells=min_cells,
+                                         random_state=random_state)
+            scores = feature.x if kind != "adt" else _pp.principal_components(feature.x, n_pcs,
+                                                                              random_state=random_state)[0]
+            scores = scores - scores.mean(axis=0)
+            blocks.append(scores / np.sqrt(max(float((scores ** 2).sum(axis=1).mean()), 1e-12)))
+        joined = np.hstack(blocks)
+        n_smooth = min(smoothing_spots, len(pair.spot_names))
+        if n_smooth > 1:
+            neighbours = _graph.nearest_other_spots(pair.coordinates, n_smooth - 1)
+            joined = (joined + joined[neighbours].sum(axis=1)) / n_smooth
+    rows = container.obs_names.get_indexer(pair.spot_names)
+    _store_rows(container, key_added, joined, rows)
+    if "spatial" not in container.obsm:
+        _store_rows(container, "spatial", pair.coordinates, rows)
+    _record(container, "baseline", {
+        "modalities": np.asarray(pair.names, dtype=str),
+        "kinds": np.asarray(pair.kinds, dtype=str),
+        "n_pcs": n_pcs, "smoothing_spots": smoothing_spots, "n_top_genes": n_top_genes, "min_cells": min_cells,
+        "random_state": random_state, "key_added": key_added, "n_spots_used": len(pair.spot_names),
+        "timings": timer.seconds, "versions": package_versions(),
+    })
+    return container
+
+
+def _multiomics_container(data):
+    """Where multi-omics results go: the MuData or AnnData given, or a new MuData built from a dict."""
+    if isinstance(data, ad.AnnData) or not isinstance(data, dict):
+        return data
+    import mudata
+
+    # The modalities' own obs columns stay in the modalities (mudata's coming default), copied nowhere.
+    with mudata.set_options(pull_on_update=False):
+        return mudata.MuData(dict(data))
+
+
+def _store_rows(container, key: str, values: np.ndarray, rows: np.ndarray) -> None:
+    """``obsm[key]`` for every spot of ``container``: ``values`` on ``rows``, NaN elsewhere."""
+    full = np.full((container.n_obs, values.shape[1]), np.nan, dtype=np.float32)
+    full[rows] = values
+    container.obsm[key] = full
+
+
 def _spotscape_graph(coordinates: np.ndarray, layout: _slices.SliceLayout, config):
     """One graph per slice (radius, at most ``max_neighbors``; or kNN), joined block-diagonally, with a warning
     for each slice whose radius graph is too sparse (irregular coordinates)."""
@@ -356,6 +568,8 @@ def cluster(
         for rows in slice_rows:
             refined[rows] = _cluster.refine_labels(labels[rows], coordinates[rows], refine_neighbors)
         labels = refined
+    elif f"{key_added}_unrefined" in adata.obs:  # left from an earlier, refined run: no longer true
+        del adata.obs[f"{key_added}_unrefined"]
     adata.obs[key_added] = _domain_column(labels, has_embedding)
     _record(adata, "cluster", {
         "use_rep": use_rep,
@@ -389,6 +603,12 @@ def find_domains(
 ) -> ad.AnnData:
     """One call from raw counts to domains: train ``method``, then cluster its embedding.
 
+    ``method``: 'staig' or 'spotscape' (gene expression, one or several slices), 'spami' (paired omics on one
+    section: a MuData or a dict of modality name → AnnData; see :func:`spami`) or 'baseline' (smoothed PCA of
+    every modality, no training: a floor to compare against). For the paired-omics methods the object holding
+    the results is returned (a new MuData when a dict was given), and ``refine='auto'`` does not refine (SpaMI's
+    protocol clusters the embedding as it is); the baseline's ``cluster_method='auto'`` is k-means.
+
     ``adata`` is one AnnData, or a list (or dict) of AnnData, one per slice, which are integrated: the combined
     AnnData is returned (slice in ``obs[batch_key]``, 'slice' by default) and each slice receives its own
     embedding rows and domains. One AnnData holding several slices names them with ``batch_key``.
@@ -398,6 +618,24 @@ def find_domains(
     """
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}, got '{method}'")
+    if method in MULTIOMICS_METHODS:
+        if batch_key is not None or isinstance(adata, (list, tuple)):
+            raise InputError(f"method '{method}' handles one section (its modalities in a MuData or a dict); "
+                             "for several slices use method='staig' or 'spotscape'")
+        started = time.perf_counter()
+        model = {"spami": spami, "baseline": baseline}[method]
+        if method == "spami":
+            method_params.update(device=device, progress=progress)
+        container = model(adata, random_state=random_state, **method_params)
+        # SpaMI's protocol does not smooth the domains afterwards: 'auto' means no refinement here. The baseline
+        # is defined with k-means (a Gaussian mixture degenerates on its smoothed, nearly collinear components).
+        if method == "baseline" and cluster_method == "auto":
+            cluster_method = "kmeans"
+        cluster(container, use_rep=f"X_{method}", n_domains=n_domains, method=cluster_method,
+                refine=False if refine == "auto" else refine, key_added=key_added)
+        container.uns[UNS_KEY]["method"] = method
+        container.uns[UNS_KEY]["total_seconds"] = time.perf_counter() - started
+        return container
     if _is_slice_collection(adata):
         obsm_keys = [f"X_{method}", f"X_{method}_encoder", "spotscape_denoised"]
         return _on_combined_slices(find_domains, adata, batch_key, obsm_keys,

@@ -109,3 +109,36 @@ def test_options_of_the_other_model_are_refused(sample, tmp_path, capsys):
     code = cli.main(["run", str(tmp_path / "s.h5ad"), "--method", "spotscape", "--tau", "5", "--out",
                      str(tmp_path / "o"), "--quiet"])
     assert code == 2 and "--tau" in capsys.readouterr().err
+
+
+def test_run_spami_from_modality_files_and_from_an_h5mu(tmp_path, capsys):
+    mdata = sd.datasets.simulate_multiomics(300, 3, second="adt", seed=5)
+    rna, adt = tmp_path / "RNA.h5ad", tmp_path / "ADT.h5ad"
+    mdata["rna"].write_h5ad(rna)
+    mdata["adt"].write_h5ad(adt)
+    out = tmp_path / "out"
+    code = cli.main(["run", "--method", "spami", "--modality", f"rna={rna}", "--modality", f"adt={adt}",
+                     "--n-domains", "3", "--epochs", "20", "--label-key", "ground_truth", "--out", str(out),
+                     "--quiet"])
+    assert code == 0
+    for name in ("domains.csv", "embedding.csv", "domains.png", "attention.png", "provenance.json", "result.h5mu"):
+        assert (out / name).exists(), name
+    domains = pd.read_csv(out / "domains.csv", index_col=0)
+    assert len(domains) == mdata.n_obs and domains["domain"].nunique() == 3
+    record = json.loads((out / "provenance.json").read_text())
+    assert record["spami"]["modalities"] == ["rna", "adt"] and "ari" in record["scores"]["domain"]
+    assert "ARI" in capsys.readouterr().out
+
+    again = tmp_path / "again"
+    assert cli.main(["run", str(out / "result.h5mu"), "--method", "baseline", "--n-domains", "3",
+                     "--out", str(again), "--quiet"]) == 0
+    assert pd.read_csv(again / "domains.csv", index_col=0)["domain"].nunique() == 3
+
+
+def test_spami_arguments_are_checked(tmp_path, capsys):
+    assert cli.main(["run", "--method", "spami", "--modality", "rna", "--out", str(tmp_path)]) == 2
+    assert "NAME=VALUE" in capsys.readouterr().err
+    assert cli.main(["run", "--method", "spami", "--out", str(tmp_path)]) == 2
+    assert "one section" in capsys.readouterr().err
+    assert cli.main(["run", "x.h5ad", "--method", "staig", "--modality", "rna=x.h5ad", "--out", str(tmp_path)]) == 2
+    assert "--modality" in capsys.readouterr().err

@@ -1,0 +1,147 @@
+"""Benchmark SpaMI: the shared simulated RNA + protein pair (1,296 spots, 5 domains: training time, peak memory
+and ARI over seeds, with the package's defaults or the published scale) and simulated pairs of any size
+(time per epoch and peak memory). Each measurement runs in its own process so that peak RSS is its own.
+Usage (repository root):
+
+    .venv/bin/python bench/bench_spami.py sim [--epochs 1000] [--seeds 0 1 2] [--published-scale] [--json F]
+    .venv/bin/python bench/bench_spami.py size [--sizes 1296 20000] [--epochs 100] [--json F]
+
+The shared pair is read from ../shared/data (or $SPATIALDOMAINS_SHARED/data).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SPATIALDOMAINS_SHARED", REPO.parent / "shared"))
+PAIR = SHARED / "data" / "sim_multiomics_rna_adt"
+LABEL = "ground_truth"
+CLUSTERERS = ("mclust", "gmm", "kmeans")
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def sim_run(epochs: int, seed: int, balance: bool) -> dict:
+    import anndata as ad
+
+    import spatialdomains as sd
+
+    modal = {"rna": ad.read_h5ad(PAIR / "adata_RNA.h5ad"), "adt": ad.read_h5ad(PAIR / "adata_ADT.h5ad")}
+    labels = modal["rna"].obs[LABEL]
+    started = time.perf_counter()
+    result = sd.tl.spami(modal, n_epochs=epochs, balance=balance, random_state=seed, progress=False)
+    end_to_end = time.perf_counter() - started
+    training = result.uns["spatialdomains"]["spami"]["training"]
+    run = {"seed": seed, "balance": balance, "epochs": int(training["epochs_run"]),
+           "train_seconds": float(training["train_seconds"]), "end_to_end_seconds": end_to_end,
+           "peak_rss_mb": _peak_rss_mb(), "device": training["device"],
+           "attention_mean": result.obsm["spami_attention"].mean(axis=0).tolist()}
+    for method in CLUSTERERS:
+        sd.tl.cluster(result, use_rep="X_spami", n_domains=5, method=method, refine=False, key_added=method)
+        run[f"ari_{method}"] = sd.metrics.ari(labels.to_numpy(), result.obs[method].to_numpy())
+    for name in ("rna", "adt"):  # each omics' own embedding under the same clusterer
+        sd.tl.cluster(result, use_rep=f"X_spami_{name}", n_domains=5, method="mclust", refine=False, key_added=name)
+        run[f"ari_mclust_{name}_only"] = sd.metrics.ari(labels.to_numpy(), result.obs[name].to_numpy())
+    floor = sd.tl.baseline(modal, random_state=seed)
+    sd.tl.cluster(floor, use_rep="X_baseline", n_domains=5, method="kmeans", refine=False)
+    run["ari_baseline_kmeans"] = sd.metrics.ari(labels.to_numpy(), floor.obs["domain"].to_numpy())
+    return run
+
+
+def size_run(n_spots: int, epochs: int) -> dict:
+    import spatialdomains as sd
+
+    mdata = sd.datasets.simulate_multiomics(n_spots, 5, second="adt", seed=0)
+    before = _peak_rss_mb()
+    sd.tl.spami(mdata, n_epochs=epochs, progress=False)
+    training = mdata.uns["spatialdomains"]["spami"]["training"]
+    return {"n_spots": mdata.n_obs, "epochs": epochs, "seconds_per_epoch": float(training["seconds_per_epoch"]),
+            "train_seconds": float(training["train_seconds"]), "rss_after_simulation_mb": before,
+            "peak_rss_mb": _peak_rss_mb(), "timings": {k: float(v) for k, v in
+                                                       mdata.uns["spatialdomains"]["spami"]["timings"].items()}}
+
+
+def _child(arguments: list[str]) -> dict:
+    command = [sys.executable, __file__, *arguments]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def _mean_sd(values):
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    sim = commands.add_parser("sim")
+    sim.add_argument("--epochs", type=int, default=1000)
+    sim.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    sim.add_argument("--published-scale", action="store_true", help="train without balancing the modalities")
+    sim.add_argument("--json")
+    size = commands.add_parser("size")
+    size.add_argument("--sizes", type=int, nargs="+", default=[1296, 20000])
+    size.add_argument("--epochs", type=int, default=100)
+    size.add_argument("--json")
+    one = commands.add_parser("one", help=argparse.SUPPRESS)  # internal: one measurement, printed as JSON
+    one.add_argument("what", nargs="+")
+    args = parser.parse_args()
+
+    if args.command == "one":
+        kind, *rest = args.what
+        if kind == "sim":
+            print(json.dumps(sim_run(int(rest[0]), int(rest[1]), rest[2] == "1")))
+        else:
+            print(json.dumps(size_run(int(rest[0]), int(rest[1]))))
+        return 0
+
+    if args.command == "sim":
+        if not PAIR.exists():
+            print(f"missing {PAIR}: set SPATIALDOMAINS_SHARED to the shared folder", file=sys.stderr)
+            return 2
+        balance = not args.published_scale
+        runs = []
+        for seed in args.seeds:
+            run = _child(["one", "sim", str(args.epochs), str(seed), "1" if balance else "0"])
+            runs.append(run)
+            print(f"seed {seed}: train {run['train_seconds']:.1f} s, end to end {run['end_to_end_seconds']:.1f} s, "
+                  f"peak RSS {run['peak_rss_mb']:.0f} MB, ARI mclust {run['ari_mclust']:.3f} / gmm "
+                  f"{run['ari_gmm']:.3f} / kmeans {run['ari_kmeans']:.3f} (RNA only {run['ari_mclust_rna_only']:.3f},"
+                  f" ADT only {run['ari_mclust_adt_only']:.3f}; baseline {run['ari_baseline_kmeans']:.3f}), "
+                  f"attention {[round(a, 3) for a in run['attention_mean']]}", flush=True)
+        keys = ["train_seconds", "end_to_end_seconds", "peak_rss_mb", *[f"ari_{m}" for m in CLUSTERERS],
+                "ari_mclust_rna_only", "ari_mclust_adt_only", "ari_baseline_kmeans"]
+        report = {"dataset": "sim_multiomics_rna_adt", "epochs": args.epochs, "balance": balance, "runs": runs,
+                  "summary": {k: _mean_sd([r[k] for r in runs]) for k in keys}}
+        print(f"\nSpaMI on the simulated RNA + ADT pair, {args.epochs} epochs, "
+              f"{'balanced' if balance else 'published'} scale, {len(runs)} seeds ({runs[0]['device']}):")
+        for key, (mean, sd) in report["summary"].items():
+            print(f"  {key:>22}: {mean:.3f} ± {sd:.3f}")
+    else:
+        report = {"runs": []}
+        for n in args.sizes:
+            run = _child(["one", "size", str(n), str(args.epochs)])
+            report["runs"].append(run)
+            print(f"N={run['n_spots']:>6}: {run['seconds_per_epoch'] * 1000:.1f} ms/epoch "
+                  f"({run['epochs']} epochs; 1000 epochs ≈ {run['seconds_per_epoch'] * 1000:.0f} s), peak RSS "
+                  f"{run['peak_rss_mb']:.0f} MB (after simulating {run['rss_after_simulation_mb']:.0f} MB)",
+                  flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
