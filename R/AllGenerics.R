@@ -62,6 +62,48 @@ setGeneric("runSTAIG", function(x, ...) standardGeneric("runSTAIG"))
 #' @export
 setGeneric("runSpotscape", function(x, ...) standardGeneric("runSpotscape"))
 
+#' Learn a SpaMI embedding from paired omics
+#'
+#' Trains SpaMI (spatial multi-omics: one graph encoder per omics trained
+#' with a Deep-Graph-Infomax loss, a per-spot attention that fuses them, a
+#' cosine correspondence between the omics and per-omics decoders) on two
+#' modalities measured on the same spots, RNA + protein or RNA + ATAC. Stores
+#' the fused embedding, each omics' own embedding and the per-spot attention
+#' weights (which omics drives each spot). Runs in the Python package through
+#' reticulate.
+#'
+#' @param x A \code{SingleCellExperiment} (including \code{SpatialExperiment})
+#'   whose second modality is an \code{altExp}, or a \code{Seurat} object with
+#'   a second assay. Raw counts in both.
+#' @param ... Arguments for the method, and model parameters passed to Python:
+#'   \code{learning_rate}, \code{n_neighbors} (3), \code{out_dim} (64),
+#'   \code{dgi_weights}, \code{reconstruction_weights},
+#'   \code{correspondence_weight}, \code{n_pcs}, \code{n_top_genes},
+#'   \code{min_cells}, \code{balance}.
+#' @return \code{x} with the fused embedding (SCE: \code{reducedDim(x, name)};
+#'   Seurat: reduction \code{tolower(name)}), each modality's embedding
+#'   (\code{<name>_<modality>}), the attention weights as columns
+#'   \code{<name>_attention_<modality>} of colData (meta.data), and the record
+#'   in the metadata. Nothing else in \code{x} changes.
+#' @section Methods:
+#' \describe{
+#'   \item{SingleCellExperiment}{The main experiment is one modality
+#'     (\code{assay.type}, named by \code{mainExpName(x)} or \code{"rna"}),
+#'     the \code{altExp} \code{altexp} the other (\code{altexp.assay}); with
+#'     no \code{altExp} SpaMI runs on the main experiment alone.}
+#'   \item{Seurat}{\code{assay} (default: the default assay) and
+#'     \code{assay2} (default: the only other assay), counts slots.}
+#' }
+#' What each modality holds is read from its name (RNA, ADT/protein,
+#' ATAC/peaks); \code{kinds} names it otherwise, e.g.
+#' \code{kinds = c(Antibodies = "adt")}.
+#' @examplesIf spatialdomainsAvailable()
+#' sce <- simulateMultiomics(n_spots = 300, n_domains = 3, seed = 1)
+#' sce <- runSpaMI(sce, n_epochs = 20, seed = 1)
+#' head(sce$SpaMI_attention_rna)
+#' @export
+setGeneric("runSpaMI", function(x, ...) standardGeneric("runSpaMI"))
+
 #' Cluster an embedding into domains and store them in the object
 #'
 #' Runs \code{\link{clusterEmbedding}} (mclust EEE in R, optional
@@ -88,12 +130,15 @@ setGeneric("clusterDomains", function(x, ...) standardGeneric("clusterDomains"))
 #' Find spatial domains in one call
 #'
 #' Learns an embedding with \code{method} (\code{runSTAIG()} for
-#' \code{"staig"}, \code{runSpotscape()} for \code{"spotscape"}), then
-#' clusters it with \code{\link{clusterDomains}}.
+#' \code{"staig"}, \code{runSpotscape()} for \code{"spotscape"},
+#' \code{runSpaMI()} for \code{"spami"}), then clusters it with
+#' \code{\link{clusterDomains}} (for SpaMI, \code{refine = "auto"} does not
+#' refine: its protocol clusters the embedding as it is).
 #'
 #' @param x A \code{SingleCellExperiment}, \code{SpatialExperiment} or
 #'   \code{Seurat} object with raw counts and coordinates.
-#' @param method The model: \code{"staig"} or \code{"spotscape"}.
+#' @param method The model: \code{"staig"}, \code{"spotscape"} or
+#'   \code{"spami"} (paired omics).
 #' @param n_domains Number of domains, or \code{NULL} to choose it by
 #'   silhouette.
 #' @param ... Passed to the model (e.g. \code{n_epochs}, \code{seed},

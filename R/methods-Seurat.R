@@ -25,6 +25,49 @@
     x
 }
 
+.run_spami_seurat <- function(x, assay = NULL, assay2 = NULL, kinds = NULL, spatial_coords = NULL,
+                              n_epochs = NULL, seed = 0L, device = "auto", progress = interactive(), name = "spami",
+                              ...) {
+    .require_seurat_object()
+    assays <- SeuratObject::Assays(x)
+    assay <- if (is.null(assay)) SeuratObject::DefaultAssay(x) else assay
+    if (is.null(assay2)) {
+        others <- setdiff(assays, assay)
+        if (length(others) > 1L) {
+            stop("the object has several other assays (", paste(others, collapse = ", "), "): name the second ",
+                 "modality with assay2 = ", call. = FALSE)
+        }
+        assay2 <- others
+    }
+    modalities <- list()
+    for (one in c(assay, assay2)) {
+        if (!one %in% assays) {
+            stop("assay '", one, "' does not exist; the object has: ", paste(assays, collapse = ", "), call. = FALSE)
+        }
+        counts <- SeuratObject::GetAssayData(x, slot = "counts", assay = one)
+        if (prod(dim(counts)) == 0) {
+            stop("assay '", one, "' holds no raw counts (counts slot is empty)", call. = FALSE)
+        }
+        modalities[[one]] <- .modality(counts, rownames(counts), paste0("assay '", one, "' counts"))
+    }
+    out <- .embed_multiomics(modalities, .seurat_coordinates(x, spatial_coords), .spot_names(colnames(x)), kinds,
+                             list(n_epochs = n_epochs, ...), seed, device, progress)
+    embeddings <- c(list(out$embedding), out$modality_embeddings[out$modalities])
+    names(embeddings) <- c(name, paste0(name, "_", tolower(out$modalities)))
+    for (reduction in names(embeddings)) {
+        key <- paste0(gsub("[^[:alnum:]]", "", toupper(reduction)), "_")
+        x[[reduction]] <- SeuratObject::CreateDimReducObject(
+            embeddings = .named_embedding(embeddings[[reduction]], colnames(x), sub("_$", "", key)), key = key,
+            assay = assay)
+    }
+    for (j in seq_along(out$modalities)) {
+        x <- SeuratObject::AddMetaData(x, stats::setNames(out$attention[, j], colnames(x)),
+                                       col.name = paste0(name, "_attention_", out$modalities[[j]]))
+    }
+    methods::slot(x, "misc") <- .add_record(methods::slot(x, "misc"), name, out$record)
+    x
+}
+
 .cluster_seurat <- function(x, reduction = "staig", n_domains = NULL, spatial_coords = NULL, name = "domain",
                             sample_id = NULL, ...) {
     .require_seurat_object()

@@ -61,6 +61,79 @@ setMethod("runSpotscape", "ANY", function(x, ...) {
     .unsupported(x)
 })
 
+#' @rdname runSpaMI
+#' @param assay.type Assay of the main experiment holding raw counts.
+#' @param altexp Name of the \code{altExp} holding the second modality
+#'   (\code{NULL}: the only one there is).
+#' @param altexp.assay Assay of the \code{altExp} holding raw counts.
+#' @param kinds Named character vector saying what a modality holds
+#'   (\code{"rna"}, \code{"adt"} or \code{"atac"}) when its name does not.
+#' @param spatial_coords Where the spot coordinates are (as in
+#'   \code{\link{runSTAIG}}).
+#' @param n_epochs Training length (\code{NULL}: 1000).
+#' @param seed,device,progress As in \code{\link{runSTAIG}}.
+#' @param name Name of the fused reducedDim (SCE) or reduction (Seurat); the
+#'   per-omics embeddings and attention columns are named after it.
+#' @export
+setMethod("runSpaMI", "SingleCellExperiment", function(x, altexp = NULL, assay.type = "counts",
+                                                       altexp.assay = "counts", kinds = NULL, spatial_coords = NULL,
+                                                       n_epochs = NULL, seed = 0L, device = "auto",
+                                                       progress = interactive(), name = "SpaMI", ...) {
+    main <- SingleCellExperiment::mainExpName(x)
+    main <- if (is.null(main) || !nzchar(main)) "rna" else main
+    modalities <- list()
+    modalities[[main]] <- .modality(SummarizedExperiment::assay(x, assay.type), rownames(x),
+                                    paste0("assay '", assay.type, "'"))
+    alternatives <- SingleCellExperiment::altExpNames(x)
+    if (is.null(altexp) && length(alternatives) > 1L) {
+        stop("x has several altExps (", paste(alternatives, collapse = ", "), "): name the second modality ",
+             "with altexp = ", call. = FALSE)
+    }
+    altexp <- if (is.null(altexp)) alternatives else altexp
+    if (length(altexp) == 1L) {
+        if (!altexp %in% alternatives) {
+            stop("altExp '", altexp, "' does not exist (altExps: ", paste(alternatives, collapse = ", "), ")",
+                 call. = FALSE)
+        }
+        if (altexp == main) {
+            stop("the altExp has the main experiment's name '", main, "': rename one (mainExpName(x) <- ...)",
+                 call. = FALSE)
+        }
+        other <- SingleCellExperiment::altExp(x, altexp)
+        modalities[[altexp]] <- .modality(SummarizedExperiment::assay(other, altexp.assay), rownames(other),
+                                          paste0("altExp '", altexp, "' assay '", altexp.assay, "'"))
+    } else {
+        message("no altExp: SpaMI runs on the main experiment alone")
+    }
+    out <- .embed_multiomics(modalities, .sce_coordinates(x, spatial_coords), .spot_names(colnames(x)), kinds,
+                             list(n_epochs = n_epochs, ...), seed, device, progress)
+    SingleCellExperiment::reducedDim(x, name) <- .named_embedding(out$embedding, colnames(x), name)
+    for (modality in out$modalities) {
+        piece <- paste0(name, "_", modality)
+        SingleCellExperiment::reducedDim(x, piece) <- .named_embedding(out$modality_embeddings[[modality]],
+                                                                        colnames(x), piece)
+    }
+    for (j in seq_along(out$modalities)) {
+        SummarizedExperiment::colData(x)[[paste0(name, "_attention_", out$modalities[[j]])]] <- out$attention[, j]
+    }
+    S4Vectors::metadata(x) <- .add_record(S4Vectors::metadata(x), name, out$record)
+    x
+})
+
+#' @rdname runSpaMI
+#' @export
+setMethod("runSpaMI", "ANY", function(x, ...) {
+    if (is(x, "Seurat")) {
+        return(.run_spami_seurat(x, ...))
+    }
+    .unsupported(x)
+})
+
+## One modality's counts and feature names as the Python bridge takes them.
+.modality <- function(counts, feature_names, what) {
+    list(counts = .sparse_counts(counts, what), feature_names = .gene_names(feature_names))
+}
+
 #' @rdname clusterDomains
 #' @param dimred reducedDim to cluster (SingleCellExperiment).
 #' @param spatial_coords Where the spot coordinates are (as in
@@ -104,10 +177,16 @@ setMethod("clusterDomains", "ANY", function(x, ...) {
 #' @export
 setMethod("findDomains", "ANY", function(x, method = "staig", n_domains = NULL, ..., cluster_method = "mclust",
                                          refine = "auto", cluster_seed = 2023L, name = "domain") {
-    method <- match.arg(method, c("staig", "spotscape"))
-    embedding_name <- if (is(x, "Seurat")) method else c(staig = "STAIG", spotscape = "Spotscape")[[method]]
-    x <- if (method == "spotscape") runSpotscape(x, name = embedding_name, n_domains = n_domains, ...) else
-        runSTAIG(x, name = embedding_name, ...)
+    method <- match.arg(method, c("staig", "spotscape", "spami"))
+    embedding_name <- if (is(x, "Seurat")) method else
+        c(staig = "STAIG", spotscape = "Spotscape", spami = "SpaMI")[[method]]
+    x <- switch(method,
+                spotscape = runSpotscape(x, name = embedding_name, n_domains = n_domains, ...),
+                spami = runSpaMI(x, name = embedding_name, ...),
+                staig = runSTAIG(x, name = embedding_name, ...))
+    if (method == "spami" && identical(refine, "auto")) {
+        refine <- FALSE  # SpaMI's protocol clusters the embedding as it is
+    }
     passed <- list(...)
     shared <- passed[intersect(names(passed), c("spatial_coords", "sample_id"))]
     reduction <- if (is(x, "Seurat")) list(reduction = embedding_name) else list(dimred = embedding_name)

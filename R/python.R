@@ -111,6 +111,32 @@ spatialdomainsAvailable <- function() {
 
 ## Inside R, torch's matrix products run on the BLAS that R loaded; R's
 ## reference BLAS made a large product ~30x and training ~9x slower (docs/methods.md).
+## SpaMI on named modalities (each: counts features x spots, feature names).
+.embed_multiomics <- function(modalities, coordinates, spot_names, kinds, params, seed, device, progress) {
+    bridge <- .bridge()
+    params <- Filter(Negate(is.null), params)
+    for (count in intersect(names(params), c("n_epochs", "n_neighbors", "out_dim", "n_pcs", "n_top_genes",
+                                              "min_cells", "min_spots"))) {
+        params[[count]] <- .count_argument(params[[count]], count)
+    }
+    if (!is.null(kinds)) {
+        if (!is.character(kinds) || is.null(names(kinds))) {
+            stop("'kinds' must be a named character vector, e.g. c(Antibodies = \"adt\")", call. = FALSE)
+        }
+        kinds <- as.list(kinds)
+    }
+    .warn_if_reference_blas()
+    out <- bridge$embed_multiomics(modalities, coordinates, spot_names, kinds = kinds, params = params,
+                                   random_state = .count_argument(seed, "seed"), device = device,
+                                   progress = isTRUE(progress))
+    out$modalities <- unlist(out$modalities)
+    out$record$r_session <- list(R = as.character(getRversion()),
+                                 spatialdomains = as.character(utils::packageVersion("spatialdomains")),
+                                 reticulate = as.character(utils::packageVersion("reticulate")),
+                                 python = reticulate::py_config()$python)
+    out
+}
+
 .warn_if_reference_blas <- function() {
     blas <- unname(extSoftVersion()["BLAS"])
     if (is.null(.state$blas_checked) && (grepl("/blas/libblas", blas) || grepl("libRblas", blas))) {

@@ -79,3 +79,62 @@ simulateVisium <- function(n_spots = 3000L, n_domains = 5L, seed = 0L,
     SeuratObject::Misc(object, "simulation") <- data$simulation
     object
 }
+
+#' Simulated paired spatial omics
+#'
+#' The package's built-in paired-omics example: RNA plus protein
+#' (\code{second = "adt"}) or chromatin accessibility (\code{"atac"}) on the
+#' same spots of a hexagonal grid with layered domains. Neither modality
+#' separates every domain on its own (RNA tells the domain pairs apart, the
+#' second modality even from odd domains), so a method must use both. Drawn
+#' by the Python package's simulator.
+#'
+#' @param n_spots Approximate number of spots.
+#' @param n_domains Number of domains (2 to 12).
+#' @param second The second modality: \code{"adt"} or \code{"atac"}.
+#' @param seed Seed of the simulation.
+#' @param class \code{"SingleCellExperiment"} (main experiment \code{"rna"},
+#'   the second modality as \code{altExp(x, second)}, coordinates in
+#'   \code{reducedDim(x, "spatial")}) or \code{"Seurat"} (assays \code{RNA}
+#'   and \code{toupper(second)}, coordinates in the meta.data columns
+#'   \code{x} and \code{y}: pass \code{spatial_coords = c("x", "y")}).
+#' @return An object of \code{class} with raw counts in both modalities and
+#'   the truth in \code{ground_truth}.
+#' @examplesIf spatialdomainsAvailable()
+#' sce <- simulateMultiomics(n_spots = 300, n_domains = 3, seed = 1)
+#' SingleCellExperiment::altExpNames(sce)
+#' @export
+simulateMultiomics <- function(n_spots = 1300L, n_domains = 5L, second = c("adt", "atac"), seed = 0L,
+                               class = c("SingleCellExperiment", "Seurat")) {
+    second <- match.arg(second)
+    class <- match.arg(class)
+    data <- .bridge()$simulate_multiomics(.count_argument(n_spots, "n_spots"),
+                                          .count_argument(n_domains, "n_domains"), second,
+                                          .count_argument(seed, "seed"))
+    spots <- unlist(data$spot_names)
+    counts <- lapply(data$modalities, function(piece) {
+        methods::new("dgCMatrix", i = as.integer(piece$counts$i), p = as.integer(piece$counts$p),
+                     x = as.numeric(piece$counts$x), Dim = as.integer(piece$counts$dim),
+                     Dimnames = list(unlist(piece$feature_names), spots))
+    })
+    coordinates <- data$coordinates
+    dimnames(coordinates) <- list(spots, c("x", "y"))
+    truth <- factor(unlist(data$ground_truth), levels = unlist(data$domains))
+    if (class == "Seurat") {
+        if (!requireNamespace("SeuratObject", quietly = TRUE)) {
+            stop("class = 'Seurat' needs the SeuratObject package: install.packages('SeuratObject')", call. = FALSE)
+        }
+        annotations <- data.frame(ground_truth = truth, x = coordinates[, "x"], y = coordinates[, "y"],
+                                  row.names = spots)
+        object <- SeuratObject::CreateSeuratObject(counts = counts$rna, assay = "RNA", meta.data = annotations)
+        object[[toupper(second)]] <- SeuratObject::CreateAssayObject(counts = counts[[second]])
+        return(object)
+    }
+    other <- SingleCellExperiment::SingleCellExperiment(assays = list(counts = counts[[second]]))
+    sce <- SingleCellExperiment::SingleCellExperiment(
+        assays = list(counts = counts$rna), colData = S4Vectors::DataFrame(ground_truth = truth, row.names = spots),
+        reducedDims = list(spatial = coordinates))
+    SingleCellExperiment::mainExpName(sce) <- "rna"
+    SingleCellExperiment::altExp(sce, second) <- other
+    sce
+}

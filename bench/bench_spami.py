@@ -4,7 +4,12 @@ and ARI over seeds, with the package's defaults or the published scale) and simu
 Usage (repository root):
 
     .venv/bin/python bench/bench_spami.py sim [--epochs 1000] [--seeds 0 1 2] [--published-scale] [--json F]
+    .venv/bin/python bench/bench_spami.py ablation [--seed 0] [--json F]
     .venv/bin/python bench/bench_spami.py size [--sizes 1296 20000] [--epochs 100] [--json F]
+
+``ablation`` trains one seed under each setting of ABLATIONS (the published scale with one change at a time,
+then the package's balanced default with the same changes), to find what makes the published defaults fall
+short on the shared pair.
 
 The shared pair is read from ../shared/data (or $SPATIALDOMAINS_SHARED/data).
 """
@@ -24,13 +29,28 @@ SHARED = Path(os.environ.get("SPATIALDOMAINS_SHARED", REPO.parent / "shared"))
 PAIR = SHARED / "data" / "sim_multiomics_rna_adt"
 LABEL = "ground_truth"
 CLUSTERERS = ("mclust", "gmm", "kmeans")
+#: name → tl.spami arguments; each changes one thing from the published scale or from the balanced default.
+ABLATIONS = {
+    "published scale": {"balance": False},
+    "published scale, k = 6": {"balance": False, "n_neighbors": 6},
+    "published scale, k = 8": {"balance": False, "n_neighbors": 8},
+    "published scale, 300 epochs": {"balance": False, "n_epochs": 300},
+    "published scale, no correspondence": {"balance": False, "correspondence_weight": 0.0},
+    "published scale, no DGI": {"balance": False, "dgi_weights": (0.0, 0.0)},
+    "published scale, no reconstruction": {"balance": False, "reconstruction_weights": (0.0, 0.0)},
+    "published scale, ADT reconstruction ×18": {"balance": False, "reconstruction_weights": (10.0, 180.0)},
+    "balanced (default)": {},
+    "balanced, k = 6": {"n_neighbors": 6},
+    "balanced, 300 epochs": {"n_epochs": 300},
+    "balanced, out_dim 20": {"out_dim": 20},
+}
 
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def sim_run(epochs: int, seed: int, balance: bool) -> dict:
+def sim_run(epochs: int, seed: int, params: dict) -> dict:
     import anndata as ad
 
     import spatialdomains as sd
@@ -38,10 +58,10 @@ def sim_run(epochs: int, seed: int, balance: bool) -> dict:
     modal = {"rna": ad.read_h5ad(PAIR / "adata_RNA.h5ad"), "adt": ad.read_h5ad(PAIR / "adata_ADT.h5ad")}
     labels = modal["rna"].obs[LABEL]
     started = time.perf_counter()
-    result = sd.tl.spami(modal, n_epochs=epochs, balance=balance, random_state=seed, progress=False)
+    result = sd.tl.spami(modal, **{"n_epochs": epochs, **params}, random_state=seed, progress=False)
     end_to_end = time.perf_counter() - started
     training = result.uns["spatialdomains"]["spami"]["training"]
-    run = {"seed": seed, "balance": balance, "epochs": int(training["epochs_run"]),
+    run = {"seed": seed, "params": params, "epochs": int(training["epochs_run"]),
            "train_seconds": float(training["train_seconds"]), "end_to_end_seconds": end_to_end,
            "peak_rss_mb": _peak_rss_mb(), "device": training["device"],
            "attention_mean": result.obsm["spami_attention"].mean(axis=0).tolist()}
@@ -91,6 +111,10 @@ def main() -> int:
     sim.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     sim.add_argument("--published-scale", action="store_true", help="train without balancing the modalities")
     sim.add_argument("--json")
+    ablation = commands.add_parser("ablation")
+    ablation.add_argument("--epochs", type=int, default=1000)
+    ablation.add_argument("--seed", type=int, default=0)
+    ablation.add_argument("--json")
     size = commands.add_parser("size")
     size.add_argument("--sizes", type=int, nargs="+", default=[1296, 20000])
     size.add_argument("--epochs", type=int, default=100)
@@ -102,7 +126,7 @@ def main() -> int:
     if args.command == "one":
         kind, *rest = args.what
         if kind == "sim":
-            print(json.dumps(sim_run(int(rest[0]), int(rest[1]), rest[2] == "1")))
+            print(json.dumps(sim_run(int(rest[0]), int(rest[1]), json.loads(rest[2]))))
         else:
             print(json.dumps(size_run(int(rest[0]), int(rest[1]))))
         return 0
@@ -114,7 +138,7 @@ def main() -> int:
         balance = not args.published_scale
         runs = []
         for seed in args.seeds:
-            run = _child(["one", "sim", str(args.epochs), str(seed), "1" if balance else "0"])
+            run = _child(["one", "sim", str(args.epochs), str(seed), json.dumps({"balance": balance})])
             runs.append(run)
             print(f"seed {seed}: train {run['train_seconds']:.1f} s, end to end {run['end_to_end_seconds']:.1f} s, "
                   f"peak RSS {run['peak_rss_mb']:.0f} MB, ARI mclust {run['ari_mclust']:.3f} / gmm "
@@ -129,6 +153,16 @@ def main() -> int:
               f"{'balanced' if balance else 'published'} scale, {len(runs)} seeds ({runs[0]['device']}):")
         for key, (mean, sd) in report["summary"].items():
             print(f"  {key:>22}: {mean:.3f} ± {sd:.3f}")
+    elif args.command == "ablation":
+        report = {"dataset": "sim_multiomics_rna_adt", "seed": args.seed, "runs": {}}
+        print(f"{'setting':>42}  mclust   gmm  kmeans  RNA-only ADT-only  attention (RNA, ADT)  train s")
+        for name, params in ABLATIONS.items():
+            run = _child(["one", "sim", str(args.epochs), str(args.seed), json.dumps(params)])
+            report["runs"][name] = run
+            print(f"{name:>42}  {run['ari_mclust']:.3f}  {run['ari_gmm']:.3f}  {run['ari_kmeans']:.3f}   "
+                  f"{run['ari_mclust_rna_only']:.3f}    {run['ari_mclust_adt_only']:.3f}    "
+                  f"{run['attention_mean'][0]:.3f}, {run['attention_mean'][1]:.3f}        "
+                  f"{run['train_seconds']:.1f}", flush=True)
     else:
         report = {"runs": []}
         for n in args.sizes:

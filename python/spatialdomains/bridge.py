@@ -66,6 +66,64 @@ def embed(
     }
 
 
+def embed_multiomics(
+    modalities: dict,
+    coordinates,
+    spot_names,
+    *,
+    kinds: dict | None = None,
+    params: dict | None = None,
+    random_state: int = 0,
+    device: str = "auto",
+    progress: bool = False,
+) -> dict:
+    """Train SpaMI on paired omics of one section and return its outputs as plain pieces.
+
+    ``modalities`` maps each modality's name to ``{"counts": features × spots, "feature_names": [...]}`` (the R
+    orientation), all on the same spots (``spot_names``) at ``coordinates``; ``kinds`` says what a modality
+    holds when its name does not ('rna', 'adt' or 'atac'). Returns ``embedding`` (fused), ``modality_embeddings``
+    and ``attention`` (spots × modalities, columns in ``modalities`` order, NaN rows for spots left out),
+    ``modalities`` (their order) and ``record``.
+    """
+    if not isinstance(modalities, dict) or not modalities:
+        raise InputError("modalities must map each modality's name to its counts and feature names")
+    data = {}
+    for name, piece in modalities.items():
+        if not isinstance(piece, dict) or "counts" not in piece or "feature_names" not in piece:
+            raise InputError(f"modality '{name}' needs 'counts' and 'feature_names'")
+        data[str(name)] = _anndata(piece["counts"], coordinates, spot_names, piece["feature_names"], None)
+    with _one_torch_thread():
+        result = tl.spami(data, modality_kinds=kinds, random_state=int(random_state), device=device,
+                          progress=progress, **dict(params or {}))
+    record = result.uns["spatialdomains"]["spami"]
+    names = [str(name) for name in record["modalities"]]
+    rows = result.obs_names.get_indexer(pd.Index([str(s) for s in np.atleast_1d(spot_names)]))
+    return {
+        "embedding": np.asarray(result.obsm["X_spami"], dtype=np.float64)[rows],
+        "modality_embeddings": {name: np.asarray(result.obsm[f"X_spami_{name}"], dtype=np.float64)[rows]
+                                for name in names},
+        "attention": np.asarray(result.obsm["spami_attention"], dtype=np.float64)[rows],
+        "modalities": names,
+        "record": json_safe(record),
+    }
+
+
+def simulate_multiomics(n_spots: int = 1300, n_domains: int = 5, second: str = "adt", seed: int = 0) -> dict:
+    """The built-in paired-omics example as plain pieces: each modality's counts (features × spots, dgCMatrix
+    slots) and feature names, the shared coordinates, spot names and ground truth."""
+    from .datasets import simulate_multiomics as simulate
+
+    mdata = simulate(int(n_spots), int(n_domains), second=str(second), seed=int(seed))
+    return {
+        "modalities": {name: {"counts": _csc_pieces(part.X.T), "feature_names": part.var_names.to_list()}
+                       for name, part in mdata.mod.items()},
+        "coordinates": np.asarray(mdata.obsm["spatial"], dtype=np.float64),
+        "spot_names": mdata.obs_names.to_list(),
+        "ground_truth": mdata.obs["ground_truth"].astype(str).to_list(),
+        "domains": list(mdata.obs["ground_truth"].cat.categories),
+    }
+
+
 @contextlib.contextmanager
 def _one_torch_thread():
     """Run torch's CPU operations on one thread for the duration of the call.
