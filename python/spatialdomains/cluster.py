@@ -181,6 +181,34 @@ def leiden(embedding: np.ndarray, n_domains: int, *, n_neighbors: int = 15, rand
     return best, best_resolution
 
 
+#: SpaMI's published clustering resolutions, tuned by hand per dataset (the method note, section 8).
+PUBLISHED_LEIDEN_RESOLUTIONS = {"simulation": 0.4, "misar": 1.0, "p22": 1.18, "thymus": 0.55}
+
+
+def published_leiden(embedding: np.ndarray, resolution: float, *, n_pcs: int | None = 20, n_neighbors: int = 50,
+                     random_state: int = 0) -> np.ndarray:
+    """SpaMI's published protocol: PCA of the embedding to ``n_pcs`` components (None: none), scanpy's
+    ``n_neighbors`` graph (UMAP connectivities), Leiden (leidenalg) at ``resolution``. The number of domains is
+    whatever that resolution gives."""
+    import anndata as ad
+    import scanpy as sc
+
+    if resolution <= 0:
+        raise InputError(f"resolution must be positive, got {resolution}")
+    embedding = _as_embedding(embedding)
+    adata = ad.AnnData(embedding.astype(np.float32))
+    use_rep = "X"
+    if n_pcs:
+        sc.pp.pca(adata, n_comps=int(min(n_pcs, min(embedding.shape) - 1)), random_state=random_state)
+        use_rep = "X_pca"
+    sc.pp.neighbors(adata, n_neighbors=int(min(n_neighbors, embedding.shape[0] - 1)), use_rep=use_rep,
+                    random_state=random_state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # scanpy's note that its default flavour will change
+        sc.tl.leiden(adata, resolution=resolution, random_state=random_state, flavor="leidenalg")
+    return adata.obs["leiden"].astype(int).to_numpy()
+
+
 # -------------------------------------------------------------------------------------------------------------
 # Number of domains, refinement
 # -------------------------------------------------------------------------------------------------------------

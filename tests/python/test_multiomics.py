@@ -257,3 +257,19 @@ def test_single_modality_and_refusals(rna_adt):
         sd.find_domains([rna_adt["rna"], rna_adt["rna"]], method="spami")
     with pytest.raises(InputError, match="at most two"):
         sd.tl.spami({"rna": rna_adt["rna"], "adt": adt, "protein": adt})
+
+
+def test_published_leiden_protocol_finds_separated_groups():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 10, size=(3, 64))
+    truth = np.repeat(np.arange(3), 150)
+    adata = ad.AnnData(np.zeros((450, 1), dtype=np.float32))
+    adata.obsm["X_spami"] = centres[truth] + rng.normal(size=(450, 64))
+    sd.tl.leiden(adata, resolution=0.4)
+    from sklearn.metrics import adjusted_rand_score
+
+    assert adjusted_rand_score(truth, adata.obs["domain"].astype(str)) == 1.0
+    record = adata.uns["spatialdomains"]["cluster"]
+    assert record["n_domains"] == 3 and record["details"]["resolution"] == 0.4
+    with pytest.raises(InputError, match="resolution must be positive"):
+        sd.tl.leiden(adata, resolution=0)
