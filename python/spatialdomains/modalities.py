@@ -107,10 +107,8 @@ def pair_modalities(data, *, modality_kinds: Mapping[str, str] | None = None, la
         _io._check_unique_names(adata.obs_names, f"modality '{name}': obs_names (spot barcodes)",
                                 f"mdata['{name}'].obs_names_make_unique()")
 
-    order = sorted(mapping, key=lambda m: (spatial_key not in mapping[m].obsm, kinds[m] != "rna"))
-    names = order
-    reference = mapping[names[0]]
-    shared = reference.obs_names
+    names = sorted(mapping, key=lambda m: (spatial_key not in mapping[m].obsm, kinds[m] != "rna"))
+    shared = mapping[names[0]].obs_names
     for name in names[1:]:
         other = mapping[name].obs_names
         common = shared[shared.isin(other)]
