@@ -6,10 +6,10 @@
 # the Python parts still install and run (clustering then uses the Python Gaussian-mixture fallback).
 set -u
 R_PACKAGES="mclust SingleCellExperiment SummarizedExperiment S4Vectors Matrix Seurat SeuratObject reticulate RANN withr \
-org.Hs.eg.db GO.db AnnotationDbi testthat knitr rmarkdown"
+org.Hs.eg.db GO.db AnnotationDbi qvalue jsonlite testthat knitr rmarkdown"
 DEBIAN_PACKAGES="r-base-core r-base-dev r-cran-mclust r-bioc-singlecellexperiment r-cran-seurat r-cran-seuratobject \
 r-cran-reticulate r-cran-rann r-cran-withr r-bioc-org.hs.eg.db r-bioc-go.db r-bioc-annotationdbi r-cran-testthat \
-r-cran-knitr r-cran-rmarkdown pandoc libopenblas0-pthread"
+r-bioc-qvalue r-cran-jsonlite r-cran-knitr r-cran-rmarkdown pandoc libopenblas0-pthread"
 
 missing_r_packages() {
   command -v Rscript >/dev/null 2>&1 || { echo "R"; return; }
