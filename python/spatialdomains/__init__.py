@@ -16,7 +16,7 @@ try:
 except importlib.metadata.PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-_SUBMODULES = {"io", "pp", "tl", "pl", "graph", "datasets", "cluster", "metrics", "models", "errors", "slices", "modalities", "analysis"}
+_SUBMODULES = {"io", "pp", "tl", "pl", "graph", "datasets", "cluster", "metrics", "models", "errors", "slices", "modalities", "analysis", "report"}
 
 __all__ = sorted(_SUBMODULES | {"find_domains", "__version__"})
 

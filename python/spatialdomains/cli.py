@@ -1,4 +1,5 @@
-"""Command line: ``spatialdomains run`` (samples to domains) and ``spatialdomains demo`` (the built-in example).
+"""Command line: ``run`` (samples to domains), ``report`` (one sample to an HTML report), ``batch`` (a samplesheet
+to one report per sample and an index), ``workflow`` (where the Snakemake workflow is) and ``demo``.
 
 ``run`` takes one sample, or several slices to integrate (several inputs, or one input with ``--batch-key``):
 then each slice gets its own output folder and ``joint/`` holds the combined result and a UMAP. Paired omics
@@ -44,14 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # a command-line run only writes image files
-    from .errors import BackendUnavailable, InputError
+    from .errors import BackendUnavailable, InputError, ReportFailed
 
     try:
         return args.handler(args)
     except (InputError, FileNotFoundError) as error:
         print(f"spatialdomains: error: {error}", file=sys.stderr)
         return 2
-    except BackendUnavailable as error:
+    except (BackendUnavailable, ReportFailed) as error:
         print(f"spatialdomains: error: {error}", file=sys.stderr)
         return 1
 
@@ -90,6 +91,55 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_options(run)
     run.set_defaults(handler=_run)
 
+    report = commands.add_parser(
+        "report", help="analyse one sample and write its HTML report",
+        description="Find the domains of one sample, rank marker genes, run GO enrichment and write one "
+                    "self-contained HTML report (QC, domains, UMAP, markers, DEG tables, volcanoes, GO, provenance).")
+    report.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help=".h5ad, .rds, .h5mu or Space Ranger folder; several inputs are slices to integrate")
+    report.add_argument("--out", required=True, help="the HTML file to write (e.g. report.html)")
+    report.add_argument("--method", default="staig", choices=["staig", "spotscape", "spami", "baseline", "precomputed"],
+                        help="model (default: staig); precomputed reports the domains already in obs['domain']")
+    report.add_argument("--sample", help="sample name shown in the report (default: the input's file name)")
+    report.add_argument("--modality", action="append", default=[], metavar="NAME=PATH",
+                        help="spami/baseline: further omics of the section (e.g. adt=ADT.h5ad); the INPUT is RNA")
+    _add_enrichment_options(report)
+    report.add_argument("--image", help="tissue image to draw the domains on")
+    report.add_argument("--image-scale", type=float, default=1.0,
+                        help="pixels of --image per coordinate unit (default: 1)")
+    report.add_argument("--outputs-dir", help="also write markers.csv, go_enrichment.csv, domains.csv, result.h5ad "
+                                              "and provenance.json here")
+    report.add_argument("--notebook", help="also keep the executed notebook here")
+    report.add_argument("--show-code", action="store_true", help="show the code in the page (hidden by default)")
+    _add_model_options(report)
+    report.set_defaults(handler=_report)
+
+    batch = commands.add_parser(
+        "batch", help="one report per samplesheet row, with an index page",
+        description="Validate the samplesheet (all problems listed at once), then write OUT/<sample>/report.html "
+                    "(and its tables) for every sample and OUT/index.html. A failed sample does not stop the others; "
+                    "the exit code is 1 when any failed. Complete samples are skipped unless --force. Columns: "
+                    "sample, input (';' between slices), method, n_domains, species, gene_sets, image, image_scale, "
+                    "modality_NAME, seed, epochs.")
+    batch.add_argument("samplesheet", help="CSV (or .tsv) samplesheet")
+    batch.add_argument("--out", required=True, help="output folder")
+    batch.add_argument("--jobs", type=int, default=1, help="samples processed at once (default: 1)")
+    batch.add_argument("--force", action="store_true", help="redo samples that are already complete")
+    batch.add_argument("--sample", help="process only this sample (no index; used by the Snakemake workflow)")
+    batch.add_argument("--index-only", action="store_true",
+                       help="only (re)write index.html from the sample folders; exit 1 if any sample is not ok")
+    batch.add_argument("--engine", default="auto", choices=["auto", "clusterProfiler", "fallback"],
+                       help="GO enrichment engine (default: clusterProfiler when installed)")
+    batch.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
+    batch.add_argument("--quiet", action="store_true", help="no progress bar or information messages")
+    batch.set_defaults(handler=_batch)
+
+    workflow = commands.add_parser("workflow", help="print the path of the Snakemake workflow (cluster runs)",
+                                   description="Print the Snakefile's path; run it with snakemake -s PATH --cores N "
+                                               "--config samplesheet=SHEET out=DIR (see its profiles/ for SLURM).")
+    workflow.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
+    workflow.set_defaults(handler=_workflow)
+
     demo = commands.add_parser("demo", help="run the whole pipeline on simulated data and score it",
                                description="Simulate a Visium-like sample with planted domains, find its domains "
                                            "and report the ARI against the planted truth.")
@@ -114,6 +164,63 @@ def _add_model_options(parser: argparse.ArgumentParser, default_domains: int | N
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or information messages")
+
+
+def _add_enrichment_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--species", default="auto", help="human, mouse, ... (default: read from the gene IDs)")
+    parser.add_argument("--key-type", default="auto", choices=["auto", "SYMBOL", "ENSEMBL", "ENTREZID"],
+                        help="gene-ID type (default: detected)")
+    parser.add_argument("--ontology", default="BP", choices=["BP", "MF", "CC"], help="GO ontology (default: BP)")
+    parser.add_argument("--gene-sets", help="GMT file to use instead of GO (any species)")
+    parser.add_argument("--engine", default="auto", choices=["auto", "clusterProfiler", "fallback"],
+                        help="GO enrichment engine (default: clusterProfiler when installed, else the exact fallback)")
+    parser.add_argument("--min-log2fc", type=float, default=0.25, help="marker |log2FC| threshold (default: 0.25)")
+    parser.add_argument("--max-padj", type=float, default=0.05, help="marker adjusted-p threshold (default: 0.05)")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import render_report
+
+    if args.preset != "paper" or args.tau is not None or args.refine != "auto":
+        from .errors import InputError
+
+        raise InputError("--preset, --tau and --refine are not report options; run 'spatialdomains run' for them")
+    path = render_report(args.inputs, args.out, sample=args.sample, method=args.method, n_domains=args.n_domains,
+                         modalities=_pairs(args.modality, "--modality"), species=args.species,
+                         key_type=args.key_type, ontology=args.ontology, gene_sets=args.gene_sets,
+                         engine=args.engine, min_log2fc=args.min_log2fc, max_padj=args.max_padj, seed=args.seed,
+                         epochs=args.epochs, device=args.device, cluster_method=args.cluster_method,
+                         image=args.image, image_scale=args.image_scale, outputs_dir=args.outputs_dir,
+                         notebook=args.notebook, show_code=args.show_code)
+    print(f"wrote {path}")
+    return 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from .report import batch
+
+    if args.index_only:
+        specs = batch.read_samplesheet(args.samplesheet)
+        index = batch.write_index(Path(args.out), [s.sample for s in specs])
+        not_ok = [s.sample for s in specs if batch.read_status(Path(args.out) / s.sample).get("status") != "ok"]
+        print(f"wrote {index}" + (f"; not ok: {', '.join(not_ok)}" if not_ok else ""))
+        return 1 if not_ok else 0
+    statuses = batch.run_batch(args.samplesheet, args.out, jobs=args.jobs, force=args.force, only=args.sample,
+                               engine=args.engine, device=args.device, progress=not args.quiet)
+    for name, status in statuses.items():
+        state = "skipped (complete)" if status.get("skipped") else status["status"]
+        print(f"{name}: {state}" + (f" - {status['error']}" if status["status"] != "ok" else ""))
+    failed = sum(status["status"] != "ok" for status in statuses.values())
+    where = f"; index: {Path(args.out) / batch.INDEX_FILE}" if args.sample is None else ""
+    print(f"{len(statuses) - failed} of {len(statuses)} samples ok{where}")
+    return 1 if failed else 0
+
+
+def _workflow(args: argparse.Namespace) -> int:
+    from .report.render import workflow_path
+
+    print(workflow_path())
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

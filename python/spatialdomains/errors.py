@@ -7,3 +7,7 @@ class InputError(ValueError):
 
 class BackendUnavailable(RuntimeError):
     """An optional backend (R, mclust, rpy2) is missing: the message names what to install or the fallback."""
+
+
+class ReportFailed(RuntimeError):
+    """A report's notebook failed: the message carries the notebook's own error."""

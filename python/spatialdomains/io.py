@@ -48,7 +48,11 @@ def read(path: str | Path) -> ad.AnnData:
 
 def read_h5ad(path: str | Path) -> ad.AnnData:
     """Read an AnnData file into memory (the file itself is only read)."""
-    return ad.read_h5ad(Path(path))
+    try:
+        return ad.read_h5ad(Path(path))
+    except OSError as error:  # h5py's message alone does not say which file or what to do
+        raise InputError(f"input '{path}' is not a readable .h5ad file ({error}); check that it was copied "
+                         "completely and written by anndata") from error
 
 
 def read_h5mu(path: str | Path):
@@ -58,8 +62,11 @@ def read_h5mu(path: str | Path):
     path = Path(path)
     if not path.exists():
         raise InputError(f"input '{path}' does not exist")
-    with mudata.set_options(pull_on_update=False):
-        return mudata.read_h5mu(path)
+    try:
+        with mudata.set_options(pull_on_update=False):
+            return mudata.read_h5mu(path)
+    except OSError as error:
+        raise InputError(f"input '{path}' is not a readable .h5mu file ({error})") from error
 
 
 def read_visium(folder: str | Path, *, library_id: str | None = None, load_images: bool = True) -> ad.AnnData:

@@ -142,3 +142,192 @@ def _tissue_image(adata: ad.AnnData, library_id: str | None):
         if resolution in images and factor:
             return np.asarray(images[resolution]), float(factor)
     return None
+
+
+def domain_sizes(adata: ad.AnnData, key: str = "domain", *, save: str | Path | None = None):
+    """Bar chart of the number of spots in each domain (and, with several slices, per slice)."""
+    import matplotlib.pyplot as plt
+
+    values = _categorical(adata, key)
+    counts = values.value_counts(sort=False)
+    figure, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(counts) + 2), 3.5))
+    colours = _palette(len(counts))
+    ax.bar([str(c) for c in counts.index], counts.to_numpy(), color=[colours(i % colours.N) for i in range(len(counts))])
+    for i, n in enumerate(counts.to_numpy()):
+        ax.text(i, n, str(int(n)), ha="center", va="bottom", fontsize=8)
+    ax.set_xlabel(key)
+    ax.set_ylabel("spots")
+    ax.spines[["top", "right"]].set_visible(False)
+    return _finish(figure, save)
+
+
+def qc(adata: ad.AnnData, *, save: str | Path | None = None):
+    """Quality control: histograms of counts and detected genes per spot, and total counts on the tissue."""
+    import matplotlib.pyplot as plt
+    import scipy.sparse as sp
+
+    matrix = sp.csr_matrix(adata.X)
+    totals = np.asarray(matrix.sum(axis=1)).ravel()
+    detected = np.diff(matrix.indptr) if sp.issparse(matrix) else (matrix > 0).sum(axis=1)
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
+    axes[0].hist(totals, bins=50, color="#4C72B0")
+    axes[0].set_title(f"counts per spot (median {np.median(totals):,.0f})")
+    axes[1].hist(detected, bins=50, color="#55A868")
+    axes[1].set_title(f"genes detected per spot (median {np.median(detected):,.0f})")
+    coordinates = _io.spatial_coordinates(adata)
+    points = axes[2].scatter(coordinates[:, 0], coordinates[:, 1], c=np.log10(totals + 1), s=max(1.0, 8000.0 / len(totals)),
+                             cmap="magma", linewidths=0)
+    axes[2].invert_yaxis()
+    axes[2].set_aspect("equal")
+    axes[2].set_axis_off()
+    axes[2].set_title("log10 counts on the tissue")
+    figure.colorbar(points, ax=axes[2], shrink=0.7)
+    figure.tight_layout()
+    return _finish(figure, save)
+
+
+def marker_dotplot(adata: ad.AnnData, table, *, key: str = "domain", n_genes: int = 5, layer: str | None = None,
+                   save: str | Path | None = None):
+    """Dot plot of each domain's top markers: colour = mean log expression (scaled per gene), size = % expressing.
+
+    ``table`` is a marker table from :func:`spatialdomains.analysis.markers`; genes are labelled by symbol.
+    """
+    import matplotlib.pyplot as plt
+
+    from .analysis.markers import expression_summary, top_markers
+
+    top = top_markers(table, n_genes).drop_duplicates("gene")
+    if top.empty:
+        top = top_markers(table, n_genes, significant_only=False).drop_duplicates("gene")
+    means, fractions = expression_summary(adata, list(top["gene"]), key=key, layer=layer)
+    scaled = (means - means.min(axis=0)) / (means.max(axis=0) - means.min(axis=0)).replace(0, 1)
+    figure, ax = plt.subplots(figsize=(max(6.0, 0.38 * len(top) + 3), max(3.0, 0.45 * len(means) + 1.5)))
+    ys, xs = np.meshgrid(np.arange(len(means)), np.arange(len(top)), indexing="ij")
+    points = ax.scatter(xs.ravel(), ys.ravel(), s=20 + 280 * fractions.to_numpy().ravel(), c=scaled.to_numpy().ravel(),
+                        cmap="Reds", vmin=0, vmax=1, edgecolors="grey", linewidths=0.3)
+    ax.set_xticks(np.arange(len(top)), labels=top["symbol"].astype(str), rotation=90, fontsize=8)
+    ax.set_yticks(np.arange(len(means)), labels=[str(d) for d in means.index])
+    ax.set_ylabel(key)
+    ax.set_xlim(-0.7, len(top) - 0.3)
+    ax.set_ylim(len(means) - 0.5, -0.5)
+    figure.colorbar(points, ax=ax, shrink=0.6, label="mean expression (scaled)")
+    for fraction in (0.25, 0.5, 1.0):
+        ax.scatter([], [], s=20 + 280 * fraction, color="grey", label=f"{fraction:.0%}")
+    ax.legend(title="expressing", loc="upper left", bbox_to_anchor=(1.15, 1.0), frameon=False, labelspacing=1.2)
+    return _finish(figure, save)
+
+
+def marker_heatmap(adata: ad.AnnData, table, *, key: str = "domain", n_genes: int = 5, layer: str | None = None,
+                   save: str | Path | None = None):
+    """Heatmap of each domain's top markers' mean log expression, z-scored per gene across domains."""
+    import matplotlib.pyplot as plt
+
+    from .analysis.markers import expression_summary, top_markers
+
+    top = top_markers(table, n_genes).drop_duplicates("gene")
+    if top.empty:
+        top = top_markers(table, n_genes, significant_only=False).drop_duplicates("gene")
+    means, _ = expression_summary(adata, list(top["gene"]), key=key, layer=layer)
+    z = (means - means.mean(axis=0)) / means.std(axis=0).replace(0, 1)
+    figure, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(top) + 3), max(3.0, 0.4 * len(means) + 1.5)))
+    image = ax.imshow(z.to_numpy(), aspect="auto", cmap="RdBu_r", vmin=-2, vmax=2)
+    ax.set_xticks(np.arange(len(top)), labels=top["symbol"].astype(str), rotation=90, fontsize=8)
+    ax.set_yticks(np.arange(len(means)), labels=[str(d) for d in means.index])
+    ax.set_ylabel(key)
+    figure.colorbar(image, ax=ax, shrink=0.6, label="z-score of mean expression")
+    return _finish(figure, save)
+
+
+def volcano(table, *, min_log2fc: float = 0.25, max_padj: float = 0.05, n_labels: int = 5, columns: int = 4,
+            save: str | Path | None = None):
+    """One volcano plot per domain (log2 fold change × −log10 adjusted p), thresholds drawn, top genes named."""
+    import matplotlib.pyplot as plt
+
+    domains = list(table["domain"].cat.categories) if hasattr(table["domain"], "cat") else sorted(table["domain"].unique())
+    rows = int(np.ceil(len(domains) / columns))
+    figure, axes = plt.subplots(rows, min(columns, len(domains)), figsize=(4.2 * min(columns, len(domains)), 3.6 * rows),
+                                squeeze=False)
+    floor = np.nextafter(0, 1)
+    for ax, domain in zip(axes.ravel(), domains):
+        part = table[table["domain"] == domain]
+        y = -np.log10(np.maximum(part["padj"].to_numpy(dtype=float), floor))
+        x = part["log2fc"].to_numpy(dtype=float)
+        up = (part["significant"] & (part["log2fc"] > 0)).to_numpy()
+        down = (part["significant"] & (part["log2fc"] < 0)).to_numpy()
+        rest = ~(up | down)
+        ax.scatter(x[rest], y[rest], s=4, color="lightgrey", linewidths=0)
+        ax.scatter(x[up], y[up], s=6, color="#C44E52", linewidths=0, label=f"up {int(up.sum())}")
+        ax.scatter(x[down], y[down], s=6, color="#4C72B0", linewidths=0, label=f"down {int(down.sum())}")
+        ax.axhline(-np.log10(max_padj), color="grey", lw=0.6, ls="--")
+        for sign in (-1, 1):
+            ax.axvline(sign * min_log2fc, color="grey", lw=0.6, ls="--")
+        best = part[up].nlargest(n_labels, "score")
+        for row in best.itertuples():
+            ax.annotate(str(row.symbol), (row.log2fc, -np.log10(max(row.padj, floor))), fontsize=7)
+        ax.set_title(f"domain {domain}")
+        ax.set_xlabel("log2 fold change")
+        ax.set_ylabel("−log10 adjusted p")
+        ax.legend(loc="upper left", fontsize=7, frameon=False)
+    for ax in axes.ravel()[len(domains):]:
+        ax.set_visible(False)
+    figure.tight_layout()
+    return _finish(figure, save)
+
+
+def go_dotplot(result, domain=None, *, n_terms: int = 10, title: str | None = None, ax=None,
+               save: str | Path | None = None):
+    """clusterProfiler-style dot plot of enriched terms: GeneRatio on x, term on y, colour p.adjust, size Count.
+
+    ``result`` is the table from :func:`spatialdomains.analysis.enrich_go`; ``domain`` selects its rows.
+    """
+    import matplotlib.pyplot as plt
+
+    rows = result if domain is None else result[result["domain"].astype(str) == str(domain)]
+    rows = rows.head(n_terms)
+    ratio = rows["GeneRatio"].map(lambda r: int(r.split("/")[0]) / int(r.split("/")[1])).to_numpy(dtype=float)
+    order = np.argsort(ratio, kind="stable")
+    figure, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7.5, 0.35 * max(len(rows), 3) + 1.2))
+    if rows.empty:
+        ax.text(0.5, 0.5, "no enriched term", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+    else:
+        labels = [_shorten(d) for d in rows["Description"].to_numpy()[order]]
+        largest = max(1, int(rows["Count"].max()))
+        points = ax.scatter(ratio[order], np.arange(len(rows)), s=_count_size(rows["Count"].to_numpy()[order], largest),
+                            c=rows["p.adjust"].to_numpy()[order], cmap="RdBu", edgecolors="grey", linewidths=0.3)
+        ax.set_yticks(np.arange(len(rows)), labels=labels, fontsize=8)
+        ax.set_xlabel("GeneRatio")
+        ax.margins(x=0.25, y=0.08)
+        figure.colorbar(points, ax=ax, shrink=0.7, label="p.adjust")
+        for count in sorted({int(rows["Count"].min()), int(rows["Count"].max())}):
+            ax.scatter([], [], s=_count_size(count, largest), color="grey", label=str(count))
+        ax.legend(title="Count", loc="lower right", frameon=False, fontsize=7)
+    ax.set_title(title or (f"domain {domain}" if domain is not None else "GO enrichment"))
+    return _finish(figure, save)
+
+
+def _count_size(count, largest: int):
+    return 30 + 170 * np.asarray(count, dtype=float) / largest
+
+
+def _shorten(text: str, width: int = 50) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _categorical(adata: ad.AnnData, key: str):
+    if key not in adata.obs:
+        raise InputError(f"obs['{key}'] does not exist (obs columns: {', '.join(adata.obs)})")
+    return adata.obs[key].astype("category")
+
+
+def _palette(n: int):
+    import matplotlib.pyplot as plt
+
+    return plt.get_cmap("tab20" if n > 10 else "tab10")
+
+
+def _finish(figure, save: str | Path | None):
+    if save is not None:
+        with atomic_path(save) as tmp:
+            figure.savefig(tmp, dpi=120, bbox_inches="tight", format=Path(save).suffix.lstrip(".") or "png")
+    return figure

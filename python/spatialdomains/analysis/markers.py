@@ -70,6 +70,27 @@ def top_markers(table: pd.DataFrame, n: int = 5, *, significant_only: bool = Tru
     return up.sort_values(["domain", "score"], ascending=[True, False]).groupby("domain", observed=True).head(n)
 
 
+def expression_summary(adata: ad.AnnData, genes: list[str], *, key: str = "domain", layer: str | None = None
+                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per domain × gene: mean log-normalised expression, and the fraction of spots expressing the gene."""
+    labels = adata.obs[key]
+    has_domain = labels.notna().to_numpy()
+    columns = adata.var_names.get_indexer(genes)
+    if (columns < 0).any():
+        raise InputError(f"genes not in var_names: {', '.join(np.asarray(genes)[columns < 0][:5])}")
+    expression, _ = _log_expression(adata, layer, has_domain)
+    expression = expression[:, columns]
+    groups = labels[has_domain].astype("category")
+    domains = [d for d in groups.cat.categories if (groups == d).any()]
+    means, fractions = [], []
+    for domain in domains:
+        block = expression[(groups == domain).to_numpy()]
+        means.append(np.asarray(block.mean(axis=0)).ravel())
+        fractions.append(np.asarray((block > 0).mean(axis=0)).ravel())
+    index = pd.Index([str(d) for d in domains], name=key)
+    return pd.DataFrame(means, index=index, columns=genes), pd.DataFrame(fractions, index=index, columns=genes)
+
+
 def _log_expression(adata: ad.AnnData, layer: str | None, rows: np.ndarray) -> tuple[sp.csr_matrix, bool]:
     if layer is not None and layer not in adata.layers:
         raise InputError(f"layer '{layer}' does not exist (layers: {', '.join(adata.layers) or 'none'})")

@@ -1,0 +1,177 @@
+"""Render one sample's report: papermill executes the template notebook, nbconvert turns it into one HTML file.
+
+The page is self-contained (figures embedded as data URIs, styles and the small table-sorting script inline, no
+network access needed) and hides the code until the reader asks for it.
+"""
+from __future__ import annotations
+
+import html
+import os
+import re
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+
+from .._utils import atomic_path, logger
+from ..errors import InputError, ReportFailed
+from .sections import SECTIONS
+
+TEMPLATE_NAME = "sample_report.ipynb"
+_KERNEL = "python3"
+
+
+def template_path() -> Path:
+    """The report template shipped with the package (``templates/`` of the repository)."""
+    return Path(str(resources.files("spatialdomains").joinpath("templates", TEMPLATE_NAME)))
+
+
+def workflow_path() -> Path:
+    """The Snakemake workflow shipped with the package (``inst/workflow/Snakefile`` of the repository)."""
+    return Path(str(resources.files("spatialdomains").joinpath("workflow", "Snakefile")))
+
+
+def render_report(inputs, out: str | os.PathLike, *, sample: str | None = None, method: str = "staig",
+                  n_domains: int | None = None, modalities: dict | None = None, species: str = "auto",
+                  key_type: str = "auto", ontology: str = "BP", gene_sets: str | None = None, engine: str = "auto",
+                  min_log2fc: float = 0.25, max_padj: float = 0.05, seed: int = 0, epochs: int | None = None,
+                  device: str = "auto", cluster_method: str = "auto", image: str | None = None,
+                  image_scale: float = 1.0, outputs_dir: str | os.PathLike | None = None,
+                  threads: int | None = None, notebook: str | os.PathLike | None = None,
+                  show_code: bool = False, timeout: int | None = None) -> Path:
+    """Analyse one sample and write its HTML report to ``out`` (see :func:`spatialdomains.report.sample.analyse`).
+
+    ``outputs_dir`` also receives the tables, the result .h5ad and the provenance; ``notebook`` the executed
+    notebook. A failure inside the notebook is raised with the notebook's own error message; ``out`` is only
+    replaced when the whole report succeeded.
+    """
+    import nbformat
+    import papermill
+
+    paths = [str(inputs)] if isinstance(inputs, (str, os.PathLike)) else [str(p) for p in inputs]
+    parameters = {
+        "sample": sample or Path(paths[0].rstrip("/")).name.split(".")[0], "inputs": paths, "method": method,
+        "n_domains": n_domains, "modalities": {k: str(v) for k, v in (modalities or {}).items()},
+        "species": species, "key_type": key_type, "ontology": ontology,
+        "gene_sets": None if gene_sets is None else str(gene_sets), "engine": engine, "min_log2fc": min_log2fc,
+        "max_padj": max_padj, "seed": seed, "epochs": epochs, "device": device, "cluster_method": cluster_method,
+        "image": None if image is None else str(image), "image_scale": image_scale,
+        "outputs_dir": None if outputs_dir is None else str(Path(outputs_dir).resolve()), "threads": threads,
+    }
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="spatialdomains-report-") as work:
+        executed = Path(work) / TEMPLATE_NAME
+        try:
+            papermill.execute_notebook(str(template_path()), str(executed), parameters=parameters,
+                                       kernel_name=_KERNEL, progress_bar=False, execution_timeout=timeout,
+                                       cwd=os.getcwd(), log_output=False)
+        except papermill.PapermillExecutionError as error:
+            message = f"{error.ename}: {_plain(error.evalue)}"
+            if error.ename.endswith("InputError"):
+                raise InputError(_plain(error.evalue)) from None
+            raise ReportFailed(f"the report notebook failed: {message}") from None
+        node = nbformat.read(executed, as_version=4)
+        if notebook is not None:
+            with atomic_path(notebook) as tmp:
+                nbformat.write(node, tmp)
+    page = notebook_to_html(node, title=f"spatialdomains report: {parameters['sample']}", show_code=show_code)
+    with atomic_path(out) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    logger.info("report for %s written to %s in %.1f s", parameters["sample"], out, time.perf_counter() - start)
+    return Path(out)
+
+
+def notebook_to_html(node, *, title: str, show_code: bool = False) -> str:
+    """An executed notebook as one self-contained page: contents, sections, code folded away."""
+    from nbconvert import HTMLExporter
+
+    for cell in node.cells:  # warnings and progress on stderr are not part of a report
+        if cell.get("outputs"):
+            cell.outputs = [o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+    exporter = HTMLExporter(template_name="basic", exclude_input_prompt=True, exclude_output_prompt=True)
+    exporter.log.setLevel("ERROR")  # it warns about figures without alt text, which every matplotlib output is
+    body, _ = exporter.from_notebook_node(node)
+    contents = "".join(f'<li><a href="#{anchor}">{html.escape(name)}</a></li>' for anchor, name in SECTIONS)
+    return _PAGE.format(title=html.escape(title), style=_STYLE, contents=contents, body=body,
+                        code_state="shown" if show_code else "hidden", script=_SCRIPT,
+                        code_state_label="Hide code" if show_code else "Show code",
+                        created=time.strftime("%Y-%m-%d %H:%M"))
+
+
+def _plain(text: str) -> str:
+    """An error message without terminal colour codes."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", str(text))
+
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0; color: #222; }
+header { background: #24425c; color: white; padding: 14px 28px; }
+header h1 { margin: 0; font-size: 1.5em; }
+header button { float: right; margin-top: 2px; }
+nav { padding: 8px 28px; background: #eef2f5; font-size: 0.9em; }
+nav ul { margin: 0; padding: 0; list-style: none; display: flex; flex-wrap: wrap; gap: 14px; }
+main { padding: 8px 28px 40px; max-width: 1400px; }
+h2.report-section { border-bottom: 2px solid #24425c; padding-bottom: 4px; margin-top: 36px; }
+.code-hidden .jp-InputArea, .code-hidden .input_area, .code-hidden .jp-Cell-inputWrapper { display: none; }
+.jp-RenderedImage img, .output_png img { max-width: 100%; height: auto; }
+.table-wrap { max-height: 420px; overflow: auto; margin: 8px 0 18px; border: 1px solid #ddd; }
+table.sortable { border-collapse: collapse; font-size: 0.85em; }
+table.sortable caption { text-align: left; font-weight: 600; padding: 4px; }
+table.sortable th { position: sticky; top: 0; background: #f4f6f8; cursor: pointer; padding: 4px 8px; }
+table.sortable th:after { content: " \\2195"; color: #999; }
+table.sortable td { padding: 3px 8px; border-top: 1px solid #eee; }
+.report-note { color: #555; font-style: italic; }
+pre { white-space: pre-wrap; font-size: 0.8em; }
+"""
+
+_SCRIPT = """
+(function () {
+  function key(cell) {
+    var v = cell.getAttribute('data-value');
+    if (v !== null && v !== '') { return parseFloat(v); }
+    return cell.textContent.trim().toLowerCase();
+  }
+  document.querySelectorAll('table.sortable').forEach(function (table) {
+    table.querySelectorAll('th').forEach(function (th, column) {
+      th.addEventListener('click', function () {
+        var body = table.tBodies[0];
+        var rows = Array.prototype.slice.call(body.rows);
+        var ascending = th.getAttribute('data-order') !== 'asc';
+        rows.sort(function (a, b) {
+          var x = key(a.cells[column]), y = key(b.cells[column]);
+          if (x === y) { return 0; }
+          return (x < y ? -1 : 1) * (ascending ? 1 : -1);
+        });
+        rows.forEach(function (row) { body.appendChild(row); });
+        th.setAttribute('data-order', ascending ? 'asc' : 'desc');
+      });
+    });
+  });
+  var button = document.getElementById('toggle-code');
+  button.addEventListener('click', function () {
+    var hidden = document.body.classList.toggle('code-hidden');
+    button.textContent = hidden ? 'Show code' : 'Hide code';
+  });
+})();
+"""
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="spatialdomains">
+<title>{title}</title>
+<style>{style}</style>
+</head>
+<body class="code-{code_state}">
+<header><button id="toggle-code" type="button">{code_state_label}</button><h1>{title}</h1>
+<div>created {created}</div></header>
+<nav><ul>{contents}</ul></nav>
+<main>
+{body}
+</main>
+<script>{script}</script>
+</body>
+</html>
+"""

@@ -1,0 +1,233 @@
+"""The per-sample step behind every report: read the inputs, find the domains, rank markers, run GO enrichment.
+
+:func:`analyse` is what the report notebook runs, so ``spatialdomains report``, a batch, the Snakemake workflow and
+R's ``domainReport`` all compute a sample the same way. Its tables and result file are written atomically when an
+output folder is given.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from .. import _utils
+from ..errors import InputError
+
+#: Methods a report can run; 'precomputed' reports the domains already in ``obs[domain_key]``.
+REPORT_METHODS = ("staig", "spotscape", "spami", "baseline", "precomputed")
+#: Files written next to a report when an output folder is given.
+SAMPLE_FILES = {"markers": "markers.csv", "go": "go_enrichment.csv", "domains": "domains.csv",
+                "result": "result.h5ad", "provenance": "provenance.json"}
+
+
+@dataclass
+class SampleResult:
+    """Everything a report shows: the expression AnnData with domains, the tables, and the provenance."""
+
+    adata: ad.AnnData
+    markers: pd.DataFrame
+    go: pd.DataFrame
+    record: dict
+    multiomics: object | None = None  # the MuData of a SpaMI/baseline run (for the attention map)
+    batch_key: str | None = None
+    go_error: str | None = None
+    timings: dict = field(default_factory=dict)
+
+
+def analyse(inputs, *, sample: str = "sample", method: str = "staig", n_domains: int | None = None,
+            modalities: dict | None = None, domain_key: str = "domain", species: str = "auto",
+            key_type: str = "auto", ontology: str = "BP", gene_sets: str | None = None, engine: str = "auto",
+            min_log2fc: float = 0.25, max_padj: float = 0.05, seed: int = 0, epochs: int | None = None,
+            device: str = "auto", cluster_method: str = "auto", image: str | None = None,
+            image_scale: float = 1.0, outputs_dir: str | None = None, threads: int | None = None) -> SampleResult:
+    """Run one sample from its input file(s) to domains, markers and GO terms (see the module docstring).
+
+    ``inputs``: one path or several (slices to integrate); ``modalities``: name → path of further omics of the
+    same section (SpaMI). ``image``: a tissue picture to draw domains on, at ``image_scale`` pixels per
+    coordinate unit. GO enrichment failing (no annotation for the species, say) does not fail the sample: the
+    report says why instead.
+    """
+    from .. import analysis, io, tl
+
+    if method not in REPORT_METHODS:
+        raise InputError(f"method must be one of {', '.join(REPORT_METHODS)}, not '{method}'")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    timer = _utils.Timer()
+    paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if not paths:
+        raise InputError("inputs: give at least one input file or folder")
+    with timer("read"):
+        data, batch_key = _read_inputs(paths, method, modalities or {})
+    multiomics = None
+    with timer("domains"):
+        if method == "precomputed":
+            adata = data
+            if domain_key not in adata.obs:
+                raise InputError(f"method 'precomputed' reports the domains in obs['{domain_key}'], which does "
+                                 f"not exist (obs columns: {', '.join(adata.obs)}); choose a method to find them")
+            adata.obs[domain_key] = adata.obs[domain_key].astype("category")
+        else:
+            params = {"n_epochs": epochs} if epochs is not None and method != "baseline" else {}
+            result = tl.find_domains(data, method, n_domains, batch_key=batch_key, cluster_method=cluster_method,
+                                     random_state=seed, device=device, progress=False, key_added=domain_key,
+                                     **params)
+            if hasattr(result, "mod"):
+                multiomics, adata = result, _expression_modality(result, domain_key)
+            else:
+                adata = result
+    if image is not None:
+        _attach_image(adata, image, image_scale)
+    with timer("umap"):
+        representation = _representation(adata, method)
+        tl.umap(adata, use_rep=representation, random_state=seed)
+    with timer("markers"):
+        markers = analysis.markers(adata, domain_key, min_log2fc=min_log2fc, max_padj=max_padj)
+    go_error = None
+    with timer("enrichment"):
+        try:
+            go = analysis.enrich_go(markers, universe=adata.var_names, ontology=ontology, species=species,
+                                    key_type=key_type, gene_sets=gene_sets, engine=engine)
+        except InputError as error:  # the report explains; domains and markers stand on their own
+            go_error = str(error)
+            go = pd.DataFrame(columns=["domain", *analysis.enrichment.RESULT_COLUMNS])
+    record = _record(adata, sample=sample, method=method, paths=paths, modalities=modalities, seed=seed,
+                     go=go, go_error=go_error, timings=timer.seconds, representation=representation,
+                     min_log2fc=min_log2fc, max_padj=max_padj)
+    result = SampleResult(adata=adata, markers=markers, go=go, record=record, multiomics=multiomics,
+                          batch_key=batch_key, go_error=go_error, timings=timer.seconds)
+    if outputs_dir is not None:
+        write_outputs(result, outputs_dir, domain_key=domain_key)
+    return result
+
+
+def write_outputs(result: SampleResult, folder: str | os.PathLike, *, domain_key: str = "domain") -> list[str]:
+    """Write the marker and GO tables, domains, result .h5ad and provenance (each atomically)."""
+    from .. import io
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    io.write_csv(result.markers, folder / SAMPLE_FILES["markers"], index=False)
+    io.write_csv(result.go, folder / SAMPLE_FILES["go"], index=False)
+    table = result.adata.obs[[domain_key]].copy()
+    table[["x", "y"]] = _spatial(result.adata)[:, :2]
+    io.write_csv(table, folder / SAMPLE_FILES["domains"], index_label="barcode")
+    io.write_h5ad(result.adata, folder / SAMPLE_FILES["result"])
+    io.write_json(result.record, folder / SAMPLE_FILES["provenance"])
+    return list(SAMPLE_FILES.values())
+
+
+def _read_inputs(paths: list, method: str, modalities: dict):
+    from .. import io
+
+    if method in ("spami", "baseline"):
+        if len(paths) != 1:
+            raise InputError(f"method '{method}' takes one section: one input (an .h5mu, or the RNA file with the "
+                             "other omics as modalities)")
+        path = str(paths[0])
+        if path.lower().endswith(".h5mu"):
+            if modalities:
+                raise InputError("an .h5mu input already holds its modalities; leave the modality columns empty")
+            return io.read_h5mu(path), None
+        if not modalities and method == "spami":
+            raise InputError("method 'spami' needs a second omics: give modality columns (e.g. modality_adt) or "
+                             "an .h5mu input")
+        return {"rna": io.read(path), **{name: io.read(p) for name, p in modalities.items()}}, None
+    if modalities:
+        raise InputError(f"modalities apply to methods spami and baseline, not '{method}'")
+    if len(paths) == 1:
+        return io.read(paths[0]), None
+    from ..cli import _slice_names
+    from ..slices import DEFAULT_BATCH_KEY
+
+    if method == "precomputed":
+        raise InputError("method 'precomputed' takes one input (already combined)")
+    return dict(zip(_slice_names([str(p) for p in paths]), [io.read(p) for p in paths])), DEFAULT_BATCH_KEY
+
+
+def _expression_modality(mdata, domain_key: str) -> ad.AnnData:
+    """The RNA modality of a paired-omics result, with the domains, embedding and coordinates of the section."""
+    from ..modalities import infer_kind
+
+    names = list(mdata.mod)
+    chosen = next((n for n in names if infer_kind(n, mdata.mod[n]) == "rna"), names[0])
+    rna = mdata.mod[chosen][mdata.obs_names].copy()
+    rna.obs[domain_key] = mdata.obs[domain_key].to_numpy()
+    rna.obs[domain_key] = rna.obs[domain_key].astype("category")
+    for key in mdata.obsm:
+        rna.obsm[key] = np.asarray(mdata.obsm[key])
+    rna.uns["spatialdomains"] = dict(mdata.uns.get("spatialdomains", {}))
+    if "spatial" in mdata.uns:
+        rna.uns["spatial"] = mdata.uns["spatial"]
+    return rna
+
+
+def _representation(adata: ad.AnnData, method: str) -> str:
+    key = f"X_{method}"
+    if key in adata.obsm:
+        return key
+    candidates = [k for k in adata.obsm if k.startswith("X_") and k not in ("X_umap", "X_spatial")]
+    if candidates:
+        return candidates[0]
+    import scanpy as sc
+
+    from ..pp import log_normalise
+
+    work = ad.AnnData(X=log_normalise(adata.X))
+    sc.pp.pca(work, n_comps=min(30, adata.n_vars - 1, adata.n_obs - 1))
+    adata.obsm["X_pca"] = work.obsm["X_pca"]
+    return "X_pca"
+
+
+def _attach_image(adata: ad.AnnData, image: str, scale: float) -> None:
+    import matplotlib.image as mpimg
+
+    path = Path(image)
+    if not path.is_file():
+        raise InputError(f"image: '{path}' does not exist")
+    picture = mpimg.imread(path)
+    library = next(iter(adata.uns.get("spatial", {})), "image")
+    entry = dict(adata.uns.get("spatial", {}).get(library, {}))
+    entry["images"] = {"hires": picture}
+    entry["scalefactors"] = {**entry.get("scalefactors", {}), "tissue_hires_scalef": float(scale)}
+    adata.uns["spatial"] = {library: entry}
+
+
+def _spatial(adata: ad.AnnData) -> np.ndarray:
+    from ..io import spatial_coordinates
+
+    return spatial_coordinates(adata)
+
+
+def _record(adata, *, sample, method, paths, modalities, seed, go, go_error, timings, representation,
+            min_log2fc, max_padj) -> dict:
+    record = _utils.json_safe(dict(adata.uns.get("spatialdomains", {})))
+    record.pop("markers", None)
+    clustering = record.get("cluster", {})
+    return {
+        "sample": sample,
+        "inputs": [str(p) for p in paths],
+        "modalities": {k: str(v) for k, v in (modalities or {}).items()},
+        "method": method,
+        "seed": seed,
+        "n_spots": int(adata.n_obs),
+        "n_genes": int(adata.n_vars),
+        "n_domains": int(adata.obs["domain"].nunique()) if "domain" in adata.obs else None,
+        "representation": representation,
+        "clustering_engine": clustering.get("backend") if isinstance(clustering, dict) else None,
+        "markers": {"test": "wilcoxon (scanpy)", "correction": "benjamini-hochberg",
+                    "min_log2fc": min_log2fc, "max_padj": max_padj},
+        "enrichment": {"engine": go.attrs.get("engine"), "annotation": go.attrs.get("annotation"),
+                       "parameters": _utils.json_safe(go.attrs.get("parameters", {})), "error": go_error},
+        "model": record,
+        "timings_seconds": {k: round(v, 3) for k, v in timings.items()},
+        "versions": _utils.package_versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }

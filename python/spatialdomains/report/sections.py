@@ -1,0 +1,221 @@
+"""What the report notebook shows, one function per section, so the template stays a list of calls.
+
+Each function displays figures (closed after display, so they are embedded once) and HTML tables; tables get the
+``sortable`` class, which the page's script makes sortable by clicking a column header.
+"""
+from __future__ import annotations
+
+import html
+import json
+
+import numpy as np
+import pandas as pd
+
+from .sample import SampleResult
+
+#: The report's sections, in order: (anchor, title). The page's table of contents and the tests use them.
+SECTIONS = [
+    ("overview", "Sample overview and QC"),
+    ("domains", "Domains on the tissue"),
+    ("umap", "UMAP"),
+    ("sizes", "Domain sizes"),
+    ("markers", "Marker genes"),
+    ("deg-tables", "Differential expression tables"),
+    ("volcano", "Volcano plots"),
+    ("go", "GO enrichment"),
+    ("integration", "Multi-slice integration"),
+    ("attention", "SpaMI attention"),
+    ("provenance", "Provenance"),
+]
+
+
+def heading(anchor: str) -> None:
+    """The section heading with its anchor (titles come from :data:`SECTIONS`)."""
+    from IPython.display import HTML, display
+
+    title = dict(SECTIONS)[anchor]
+    display(HTML(f'<h2 id="{anchor}" class="report-section">{html.escape(title)}</h2>'))
+
+
+def show(figure) -> None:
+    """Display a matplotlib figure once and free it."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    display(figure)
+    plt.close(figure)
+
+
+def note(text: str) -> None:
+    from IPython.display import HTML, display
+
+    display(HTML(f'<p class="report-note">{html.escape(text)}</p>'))
+
+
+def table(frame: pd.DataFrame, *, caption: str | None = None, max_rows: int | None = None, digits: int = 3) -> None:
+    """A sortable HTML table (numbers in scientific notation where small)."""
+    from IPython.display import HTML, display
+
+    shown = frame if max_rows is None else frame.head(max_rows)
+    display(HTML(table_html(shown, caption=caption, digits=digits)))
+
+
+def table_html(frame: pd.DataFrame, *, caption: str | None = None, digits: int = 3) -> str:
+    def cell(value) -> str:
+        if isinstance(value, (float, np.floating)):
+            if np.isnan(value):
+                return '<td data-value="">NA</td>'
+            text = f"{value:.{digits}g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+            return f'<td data-value="{value!r}">{text}</td>'
+        if isinstance(value, (bool, np.bool_)):
+            return f"<td>{'yes' if value else 'no'}</td>"
+        if isinstance(value, (int, np.integer)):
+            return f'<td data-value="{int(value)}">{int(value)}</td>'
+        return f"<td>{html.escape(str(value))}</td>"
+
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in frame.itertuples(index=False))
+    title = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    return (f'<div class="table-wrap"><table class="sortable">{title}<thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>")
+
+
+def overview(result: SampleResult) -> None:
+    """Key facts of the sample and the run, then the QC plots."""
+    from .. import pl
+
+    record = result.record
+    adata = result.adata
+    facts = pd.DataFrame([
+        ("sample", record["sample"]),
+        ("input", "; ".join(record["inputs"])),
+        ("method", record["method"]),
+        ("spots", f"{adata.n_obs:,}"),
+        ("genes", f"{adata.n_vars:,}"),
+        ("domains", record["n_domains"]),
+        ("clustering", record.get("clustering_engine") or "given"),
+        ("GO engine", record["enrichment"]["engine"] or "not run"),
+        ("tissue image", "yes" if _has_image(adata) else "no (domains drawn on the coordinates)"),
+    ], columns=["", "value"])
+    table(facts)
+    show(pl.qc(adata))
+
+
+def domains_on_tissue(result: SampleResult, key: str = "domain") -> None:
+    from .. import pl
+
+    adata = result.adata
+    if result.batch_key:
+        for name in adata.obs[result.batch_key].astype("category").cat.categories:
+            part = adata[(adata.obs[result.batch_key] == name).to_numpy()]
+            show(pl.domains(part, key, image=False, title=f"{name}: domains"))
+    else:
+        show(pl.domains(adata, key, title=f"{adata.obs[key].nunique()} domains ({result.record['method']})"))
+
+
+def umap(result: SampleResult, key: str = "domain") -> None:
+    from .. import pl
+
+    colours = [key] + ([result.batch_key] if result.batch_key else [])
+    show(pl.embedding(result.adata, "X_umap", colours))
+    note(f"UMAP of {result.record['representation']}.")
+
+
+def sizes(result: SampleResult, key: str = "domain") -> None:
+    from .. import pl
+
+    show(pl.domain_sizes(result.adata, key))
+
+
+def markers(result: SampleResult, key: str = "domain", n_genes: int = 5) -> None:
+    from .. import pl
+
+    show(pl.marker_dotplot(result.adata, result.markers, key=key, n_genes=n_genes))
+    show(pl.marker_heatmap(result.adata, result.markers, key=key, n_genes=n_genes))
+
+
+def deg_tables(result: SampleResult, max_rows: int = 50) -> None:
+    """Per domain, its significant genes (up first, by score); all genes are in markers.csv."""
+    columns = ["gene", "symbol", "log2fc", "padj", "pct_in", "pct_out", "score"]
+    markers = result.markers
+    for domain in markers["domain"].cat.categories:
+        found = markers[(markers["domain"] == domain) & markers["significant"]]
+        up = found[found["log2fc"] > 0].sort_values("score", ascending=False)
+        down = found[found["log2fc"] < 0].sort_values("score")
+        part = pd.concat([up, down]).head(max_rows)
+        n_up, n_down = len(up), len(down)
+        table(part[columns], caption=f"domain {domain}: {n_up} up, {n_down} down (first {len(part)} shown)")
+
+
+def volcano(result: SampleResult) -> None:
+    from .. import pl
+
+    params = result.record["markers"]
+    show(pl.volcano(result.markers, min_log2fc=params["min_log2fc"], max_padj=params["max_padj"]))
+
+
+def go(result: SampleResult, n_terms: int = 10) -> None:
+    """Engine statement, then a clusterProfiler-style dot plot and the top terms per domain."""
+    from .. import pl
+
+    enrichment = result.record["enrichment"]
+    if result.go_error:
+        note(f"GO enrichment was not run: {result.go_error}")
+        return
+    note(f"Engine: {enrichment['engine']} — annotation: {enrichment['annotation']}. Up-regulated significant "
+         "markers of each domain against all measured genes; terms shown pass p.adjust < 0.05 and q < 0.2.")
+    for domain in result.markers["domain"].cat.categories:
+        rows = result.go[result.go["domain"].astype(str) == str(domain)]
+        show(pl.go_dotplot(rows, n_terms=n_terms, title=f"domain {domain}: {len(rows)} enriched terms"))
+        if len(rows):
+            table(rows[["ID", "Description", "GeneRatio", "BgRatio", "pvalue", "p.adjust", "qvalue", "Count"]],
+                  max_rows=n_terms, caption=f"domain {domain}: top terms")
+
+
+def integration(result: SampleResult, key: str = "domain") -> None:
+    """For several slices: composition per slice and the integration scores; a note otherwise."""
+    import matplotlib.pyplot as plt
+
+    from .. import metrics
+
+    if not result.batch_key:
+        note("Single-slice run: no integration to show.")
+        return
+    adata, batch = result.adata, result.batch_key
+    composition = pd.crosstab(adata.obs[batch], adata.obs[key], normalize="index")
+    figure, ax = plt.subplots(figsize=(7, 0.5 * len(composition) + 1.5))
+    composition.plot.barh(stacked=True, ax=ax, colormap="tab20" if composition.shape[1] > 10 else "tab10")
+    ax.set_xlabel("fraction of spots")
+    ax.legend(title=key, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    show(figure)
+    scores = metrics.integration(adata.obsm[result.record["representation"]], adata.obs[batch].astype(str),
+                                 adata.obs[key])
+    table(pd.DataFrame([{k: float(v) for k, v in scores.items()}]), caption="integration scores")
+
+
+def attention(result: SampleResult) -> None:
+    from .. import pl
+
+    if result.multiomics is None or "spami_attention" not in result.multiomics.obsm:
+        note("Not a SpaMI run: no modality attention to show.")
+        return
+    show(pl.attention(result.multiomics))
+
+
+def provenance(result: SampleResult) -> None:
+    """Parameters, versions, seed, timings and engines, as recorded (also in provenance.json)."""
+    from IPython.display import HTML, display
+
+    record = dict(result.record)
+    model = record.pop("model", {})
+    for entry in model.values() if isinstance(model, dict) else []:
+        if isinstance(entry, dict):
+            entry.pop("genes", None)
+    rows = [(k, json.dumps(v, default=str) if isinstance(v, (dict, list)) else v) for k, v in record.items()]
+    table(pd.DataFrame(rows, columns=["field", "value"]))
+    display(HTML("<details><summary>model parameters</summary><pre>"
+                 + html.escape(json.dumps(model, indent=1, default=str)) + "</pre></details>"))
+
+
+def _has_image(adata) -> bool:
+    return any(entry.get("images") for entry in adata.uns.get("spatial", {}).values() if isinstance(entry, dict))
