@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs R and the R packages spatialdomains uses, from Debian/Ubuntu packages, when run as root.
+# Installs R and the R packages spatialdomains uses, from Debian/Ubuntu packages, when run as root, and Chromium
+# (the report tests open the HTML in a headless browser).
 # libopenblas0-pthread replaces R's reference BLAS: inside R, torch's matrix products run on R's BLAS, and the
 # reference one makes training tens of times slower.
 # Idempotent: does nothing when everything is present. Without root or apt-get it only reports what is missing;
@@ -9,13 +10,14 @@ R_PACKAGES="mclust SingleCellExperiment SummarizedExperiment S4Vectors Matrix Se
 org.Hs.eg.db GO.db AnnotationDbi qvalue jsonlite testthat knitr rmarkdown"
 DEBIAN_PACKAGES="r-base-core r-base-dev r-cran-mclust r-bioc-singlecellexperiment r-cran-seurat r-cran-seuratobject \
 r-cran-reticulate r-cran-rann r-cran-withr r-bioc-org.hs.eg.db r-bioc-go.db r-bioc-annotationdbi r-cran-testthat \
-r-bioc-qvalue r-cran-jsonlite r-cran-knitr r-cran-rmarkdown pandoc libopenblas0-pthread"
+r-bioc-qvalue r-cran-jsonlite r-cran-knitr r-cran-rmarkdown pandoc libopenblas0-pthread chromium"
 
 missing_r_packages() {
   command -v Rscript >/dev/null 2>&1 || { echo "R"; return; }
   Rscript --vanilla -e "p <- strsplit('$R_PACKAGES', ' ')[[1]]; m <- p[!vapply(p, requireNamespace, logical(1), quietly = TRUE)]; cat(m)" 2>/dev/null
   Rscript --vanilla -e "if (grepl('/blas/libblas|libRblas', extSoftVersion()['BLAS'])) cat(' OpenBLAS')" 2>/dev/null
   command -v pandoc >/dev/null 2>&1 || echo " pandoc"
+  command -v chromium >/dev/null 2>&1 || echo " chromium"
 }
 
 missing=$(missing_r_packages)
