@@ -162,6 +162,47 @@ def simulate(n_spots: int = 3000, n_domains: int = 5, seed: int = 0, image: bool
     }
 
 
+def report(counts, coordinates, spot_names, gene_names, file: str, *, domains=None, embedding=None,
+           embedding_name: str | None = None, symbols=None, slices=None, image=None, image_scale: float = 1.0,
+           method: str = "precomputed", options: dict | None = None) -> str:
+    """Render the HTML report of a sample that R holds, from plain pieces (see :func:`embed` for their shapes).
+
+    ``domains`` (one label per spot, NA allowed) are reported as they are with ``method='precomputed'``;
+    otherwise ``method`` finds them. ``embedding`` (spots × dims) is the representation behind the UMAP, stored
+    as ``obsm['X_<embedding_name>']``; ``image`` an RGB array drawn under the spots at ``image_scale``. The
+    report's notebook runs in its own Python process, which may use clusterProfiler through rpy2 (unlike this
+    one, inside R).
+    """
+    import tempfile
+    from pathlib import Path
+
+    from .io import write_h5ad
+    from .report import render_report
+
+    adata = _anndata(counts, coordinates, spot_names, gene_names, None)
+    if domains is not None:
+        labels = pd.Series(np.atleast_1d(domains), dtype=object).where(lambda v: pd.notna(v) & (v != "NA"))
+        adata.obs["domain"] = pd.Categorical(labels.to_numpy(), categories=pd.unique(labels.dropna().astype(str)))
+    if embedding is not None:
+        adata.obsm[f"X_{embedding_name or 'embedding'}"] = np.asarray(embedding, dtype=np.float64)
+    if symbols is not None:
+        adata.var["symbol"] = [str(s) for s in np.atleast_1d(symbols)]
+    if slices is not None:
+        adata.obs[SLICE_COLUMN] = [str(s) for s in np.atleast_1d(slices)]
+    if image is not None:
+        adata.uns["spatial"] = {"image": {"images": {"hires": np.asarray(image, dtype=np.float32)},
+                                          "scalefactors": {"tissue_hires_scalef": float(image_scale)}}}
+    options = {k: v for k, v in dict(options or {}).items() if v is not None}
+    for count in ("n_domains", "seed", "epochs"):
+        if count in options:
+            options[count] = int(options[count])
+    with tempfile.TemporaryDirectory(prefix="spatialdomains-r-report-") as work:
+        source = Path(work) / f"{options.pop('sample', None) or 'sample'}.h5ad"
+        write_h5ad(adata, source)
+        path = render_report(str(source), file, method=method, sample=source.stem, **options)
+    return str(path)
+
+
 def _anndata(counts, coordinates, spot_names, gene_names, library_size) -> ad.AnnData:
     counts = sp.csr_matrix(counts.T) if sp.issparse(counts) else np.asarray(counts).T
     spot_names = [str(name) for name in np.atleast_1d(spot_names)]

@@ -102,3 +102,37 @@ def test_lymph_node_protein_only_runs_as_single_omics():
     # Measured 0.16 (mclust) / 0.22 (gmm) on the development machine: one omics separates these regions poorly;
     # the floor only catches a broken protein path.
     assert score >= 0.08
+
+
+def test_dlpfc_151673_report_has_go_terms_for_white_matter_and_layers(tmp_path):
+    """The whole report on real Visium data with Ensembl IDs: GO results for the WM and the layer domains."""
+    import json
+    import time
+
+    import pandas as pd
+
+    from spatialdomains.report import render_report
+
+    source = shared_file("data/dlpfc_151673/dlpfc_151673.h5ad")
+    spatial = shared_file("data/dlpfc_151673/spatial")
+    scale = json.loads((spatial / "scalefactors_json.json").read_text())["tissue_lowres_scalef"]
+    start = time.perf_counter()
+    render_report(source, tmp_path / "report.html", n_domains=7, engine="fallback", outputs_dir=tmp_path,
+                  image=spatial / "tissue_lowres_image.png", image_scale=scale)
+    seconds = time.perf_counter() - start
+    truth = ad.read_h5ad(source).obs["layer_guess_reordered"]
+    domains = pd.read_csv(tmp_path / "domains.csv", index_col="barcode")["domain"].astype(str)
+    go = pd.read_csv(tmp_path / "go_enrichment.csv", dtype={"domain": str})
+    provenance = json.loads((tmp_path / "provenance.json").read_text())
+    assert provenance["enrichment"]["parameters"]["key_type"] == "ENSEMBL"
+    # Each found domain stands for the layer most of its spots carry.
+    layer_of = pd.crosstab(domains, truth.reindex(domains.index)).idxmax(axis=1)
+    terms = go.groupby("domain").size()
+    white_matter = layer_of[layer_of == "WM"].index
+    assert any(terms.get(d, 0) > 0 for d in white_matter)
+    top_wm = go[go["domain"].isin(white_matter)].sort_values("pvalue").head(10)["Description"].str.cat(sep="|")
+    assert "myelin" in top_wm or "ensheathment" in top_wm
+    layers_with_terms = {layer_of[d] for d in layer_of.index if layer_of[d].startswith("Layer") and terms.get(d, 0)}
+    assert len(layers_with_terms) >= 3, layers_with_terms
+    print(f"\nDLPFC 151673 report: {seconds:.0f} s end to end (timings {provenance['timings_seconds']}); GO terms "
+          f"per domain {terms.to_dict()}; layers with GO results {sorted(layers_with_terms)}")

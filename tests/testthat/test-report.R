@@ -1,0 +1,61 @@
+test_that("domainReport writes the report of a SingleCellExperiment's stored domains and leaves x alone", {
+    skip_without_spatialdomains()
+    sce <- small_sample()
+    sce$domain <- sce$ground_truth
+    before <- sce
+    file <- tempfile(fileext = ".html")
+    tables <- tempfile("tables")
+
+    path <- domainReport(sce, file, engine = "fallback", sample = "small", outputs_dir = tables)
+
+    expect_identical(sce, before)
+    expect_identical(normalizePath(path), normalizePath(file))
+    page <- paste(readLines(file, warn = FALSE), collapse = "\n")
+    for (anchor in c("overview", "domains", "umap", "sizes", "markers", "deg-tables", "volcano", "go",
+                     "integration", "attention", "provenance")) {
+        expect_match(page, paste0('id="', anchor, '"'), fixed = TRUE)
+    }
+    expect_match(page, "spatialdomains report: small", fixed = TRUE)
+    expect_match(page, "Engine: fallback", fixed = TRUE)
+    expect_match(page, "UMAP of X_STAIG", fixed = TRUE)  # the stored embedding, not a new one
+    markers <- utils::read.csv(file.path(tables, "markers.csv"))
+    expect_setequal(unique(markers$domain), levels(factor(sce$ground_truth)))
+    domains <- utils::read.csv(file.path(tables, "domains.csv"))
+    expect_identical(as.character(domains$domain), as.character(sce$domain))
+})
+
+test_that("domainReport works for Seurat objects and explains a missing domain column", {
+    skip_without_spatialdomains()
+    skip_if_not_installed("SeuratObject")
+    so <- simulateVisium(n_spots = 300, n_domains = 3, seed = 4, class = "Seurat")
+    expect_error(domainReport(so, tempfile(fileext = ".html")), "no column 'domain'.*findDomains")
+    so$domain <- so$ground_truth
+    file <- tempfile(fileext = ".html")
+    domainReport(so, file, engine = "fallback")
+    expect_true(file.exists(file))
+    expect_match(paste(readLines(file, warn = FALSE), collapse = "\n"), "UMAP of X_pca", fixed = TRUE)
+    expect_error(domainReport(so, tempfile(), method = "magic"), "'method' must be NULL")
+})
+
+test_that("the fallback GO engine matches phyper and p.adjust by hand on a small annotation", {
+    skip_without_spatialdomains()
+    genes <- sprintf("g%02d", 0:39)
+    sets <- list(T1 = genes[1:12], T2 = genes[6:15], T4 = genes[21:35], T5 = genes[36:40])
+    gmt <- tempfile(fileext = ".gmt")
+    writeLines(vapply(names(sets), function(s) paste(c(s, paste("about", s), sets[[s]]), collapse = "\t"),
+                      character(1)), gmt)
+    query <- c("g03", "g01", "g07", "g11", "g02", "g21", "unannotated")
+    enrichment <- reticulate::import("spatialdomains.analysis", convert = TRUE)
+    result <- enrichment$enrich(query, enrichment$read_gmt(gmt), min_size = 5L, max_size = 500L)
+
+    annotated <- unique(unlist(sets))
+    n <- sum(query %in% annotated)
+    k <- vapply(result$ID, function(s) sum(query %in% sets[[s]]), numeric(1))
+    M <- vapply(result$ID, function(s) length(sets[[s]]), numeric(1))
+    p <- phyper(k - 1, M, length(annotated) - M, n, lower.tail = FALSE)
+    expect_identical(sort(result$ID), c("T1", "T2", "T4"))
+    expect_equal(result$pvalue, unname(p), tolerance = 1e-12)
+    expect_equal(result$p.adjust, p.adjust(unname(p), "BH"), tolerance = 1e-12)
+    expect_identical(result$GeneRatio, paste0(k, "/", n))
+    expect_identical(result$BgRatio, paste0(M, "/", length(annotated)))
+})
