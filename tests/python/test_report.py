@@ -171,3 +171,36 @@ def test_report_command_precomputed_domains_and_errors(tmp_path, capsys):
                  "--method", "precomputed", "--quiet"]) == 2
     assert "obs['domain']" in capsys.readouterr().err
     assert not (tmp_path / "x.html").exists()
+
+
+def test_multi_slice_report_shows_integration(tmp_path):
+    inputs = []
+    for seed in (21, 22):
+        path = tmp_path / f"slice{seed}.h5ad"
+        sd.io.write_h5ad(sd.datasets.simulate_visium(300, 3, seed=seed), path)
+        inputs.append(path)
+    page_path = tmp_path / "joint.html"
+    sd.report.render_report(inputs, page_path, method="spotscape", n_domains=3, epochs=30, engine="fallback",
+                            outputs_dir=tmp_path / "tables")
+    page = page_path.read_text()
+    section = page[page.index('id="integration"'):page.index('id="attention"')]
+    assert "integration scores" in section and "ilisi" in section
+    assert section.count("data:image/png;base64,") == 1  # the composition per slice
+    domains_section = page[page.index('id="domains"'):page.index('id="umap"')]
+    assert domains_section.count("data:image/png;base64,") == 2  # one map per slice, each in its own frame
+    result = sd.io.read_h5ad(tmp_path / "tables" / "result.h5ad")
+    assert set(result.obs["slice"]) == {"slice21", "slice22"}
+
+
+def test_spami_report_shows_attention_and_explains_missing_go(tmp_path):
+    mdata = sd.datasets.simulate_multiomics(300, 3, seed=1)
+    path = tmp_path / "pair.h5mu"
+    sd.io.write_h5mu(mdata, path)
+    page_path = tmp_path / "pair.html"
+    sd.report.render_report(path, page_path, method="spami", n_domains=3, epochs=50, engine="fallback")
+    page = page_path.read_text()
+    section = page[page.index('id="attention"'):page.index('id="provenance"')]
+    assert section.count("data:image/png;base64,") == 1 and "Not a SpaMI run" not in section
+    go_section = page[page.index('id="go"'):page.index('id="integration"')]
+    # Simulated gene names are not real IDs: the report says why GO did not run instead of failing.
+    assert "GO enrichment was not run" in go_section and "gene-ID type" in go_section
