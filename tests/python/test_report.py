@@ -204,3 +204,14 @@ def test_spami_report_shows_attention_and_explains_missing_go(tmp_path):
     go_section = page[page.index('id="go"'):page.index('id="integration"')]
     # Simulated gene names are not real IDs: the report says why GO did not run instead of failing.
     assert "GO enrichment was not run" in go_section and "gene-ID type" in go_section
+
+
+def test_report_kernel_survives_system_library_path(tmp_path, monkeypatch):
+    """After R started in this process (rpy2 sets LD_LIBRARY_PATH to R's and the system's library folders), a
+    kernel could load another build's libpython; the report must still run."""
+    monkeypatch.setenv("LD_LIBRARY_PATH", os.pathsep.join(["/usr/lib/R/lib", "/usr/lib/x86_64-linux-gnu"]))
+    sd.io.write_h5ad(sd.datasets.simulate_visium(300, 3, seed=3), tmp_path / "sample.h5ad")
+    # Training imports torch_geometric, which imports ssl: the first extension module that needs the right libpython.
+    page = sd.report.render_report(tmp_path / "sample.h5ad", tmp_path / "r.html", n_domains=3, epochs=30,
+                                   engine="fallback")
+    assert page.is_file()

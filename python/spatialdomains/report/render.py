@@ -59,6 +59,7 @@ def render_report(inputs, out: str | os.PathLike, *, sample: str | None = None, 
         "outputs_dir": None if outputs_dir is None else str(Path(outputs_dir).resolve()), "threads": threads,
     }
     start = time.perf_counter()
+    _prefer_own_libpython()
     with tempfile.TemporaryDirectory(prefix="spatialdomains-report-") as work:
         executed = Path(work) / TEMPLATE_NAME
         try:
@@ -96,6 +97,23 @@ def notebook_to_html(node, *, title: str, show_code: bool = False) -> str:
                         code_state="shown" if show_code else "hidden", script=_SCRIPT,
                         code_state_label="Hide code" if show_code else "Show code",
                         created=time.strftime("%Y-%m-%d %H:%M"))
+
+
+def _prefer_own_libpython() -> None:
+    """Let the kernel find this Python's own shared library first.
+
+    Once R has started in this process (rpy2, or reticulate inside R), ``LD_LIBRARY_PATH`` lists the system
+    library folders, where another build's libpython may live; a kernel loading it fails on its first extension
+    module. Putting this Python's library folder first is harmless otherwise, so it is done once and left.
+    """
+    import sysconfig
+
+    library = sysconfig.get_config_var("LIBDIR")
+    current = os.environ.get("LD_LIBRARY_PATH")
+    if not current or not sysconfig.get_config_var("Py_ENABLE_SHARED") or not library:
+        return
+    if current.split(os.pathsep)[0] != library:
+        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([library, current])
 
 
 def _plain(text: str) -> str:
