@@ -52,10 +52,7 @@ def domains(
     ax.set_axis_off()
     ax.set_title(title or key)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, markerscale=2, title=key)
-    if save is not None:
-        with atomic_path(save) as tmp:
-            figure.savefig(tmp, dpi=120, bbox_inches="tight", format=Path(save).suffix.lstrip(".") or "png")
-    return figure
+    return _finish(figure, save)
 
 
 def embedding(
@@ -89,10 +86,7 @@ def embedding(
         ax.set_yticks([])
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, markerscale=3)
     figure.tight_layout()
-    if save is not None:
-        with atomic_path(save) as tmp:
-            figure.savefig(tmp, dpi=120, bbox_inches="tight", format=Path(save).suffix.lstrip(".") or "png")
-    return figure
+    return _finish(figure, save)
 
 
 def attention(
@@ -123,10 +117,7 @@ def attention(
         ax.set_axis_off()
         ax.set_title(f"attention weight: {name} (mean {np.nanmean(column):.2f})")
         figure.colorbar(points, ax=ax, shrink=0.7)
-    if save is not None:
-        with atomic_path(save) as tmp:
-            figure.savefig(tmp, dpi=120, bbox_inches="tight", format=Path(save).suffix.lstrip(".") or "png")
-    return figure
+    return _finish(figure, save)
 
 
 def _tissue_image(adata: ad.AnnData, library_id: str | None):
