@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
                                               "and provenance.json here")
     report.add_argument("--notebook", help="also keep the executed notebook here")
     report.add_argument("--show-code", action="store_true", help="show the code in the page (hidden by default)")
-    _add_model_options(report)
+    _add_model_options(report, tuning=False)
     report.set_defaults(handler=_report)
 
     batch = commands.add_parser(
@@ -150,17 +150,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_model_options(parser: argparse.ArgumentParser, default_domains: int | None = None) -> None:
+def _add_model_options(parser: argparse.ArgumentParser, default_domains: int | None = None, *,
+                       tuning: bool = True) -> None:
+    """Options shared by the commands that find domains; ``tuning`` adds the STAIG preset, tau and refinement."""
     parser.add_argument("--n-domains", type=int, default=default_domains,
                         help="number of domains (default: %s)" % (default_domains or "chosen by silhouette"))
-    parser.add_argument("--preset", default="paper", choices=["paper", "published"],
-                        help="STAIG settings preset (default: paper)")
     parser.add_argument("--epochs", type=int, help="training epochs (default: the model's or the preset's)")
-    parser.add_argument("--tau", type=float, help="STAIG: temperature of the contrastive loss (default: the preset's)")
     parser.add_argument("--cluster-method", default="auto", choices=["auto", "mclust", "gmm", "kmeans", "leiden"],
                         help="clustering backend (default: mclust when R has it, else gmm)")
-    parser.add_argument("--refine", default="auto", choices=["auto", "yes", "no"],
-                        help="majority-vote refinement over 15 nearest spots (default: auto, for lattices)")
+    if tuning:
+        parser.add_argument("--preset", default="paper", choices=["paper", "published"],
+                            help="STAIG settings preset (default: paper)")
+        parser.add_argument("--tau", type=float,
+                            help="STAIG: temperature of the contrastive loss (default: the preset's)")
+        parser.add_argument("--refine", default="auto", choices=["auto", "yes", "no"],
+                            help="majority-vote refinement over 15 nearest spots (default: auto, for lattices)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or information messages")
@@ -181,10 +185,6 @@ def _add_enrichment_options(parser: argparse.ArgumentParser) -> None:
 def _report(args: argparse.Namespace) -> int:
     from .report import render_report
 
-    if args.preset != "paper" or args.tau is not None or args.refine != "auto":
-        from .errors import InputError
-
-        raise InputError("--preset, --tau and --refine are not report options; run 'spatialdomains run' for them")
     path = render_report(args.inputs, args.out, sample=args.sample, method=args.method, n_domains=args.n_domains,
                          modalities=_pairs(args.modality, "--modality"), species=args.species,
                          key_type=args.key_type, ontology=args.ontology, gene_sets=args.gene_sets,
@@ -349,7 +349,7 @@ def _integrate_and_write(samples: list, args: argparse.Namespace, **method_param
     from . import io, metrics, pl
     from . import tl as tools
     from .errors import InputError
-    from .slices import DEFAULT_BATCH_KEY
+    from .slices import DEFAULT_BATCH_KEY, slice_names
 
     method, label_key = args.method, args.label_key
     for sample in samples:
@@ -358,7 +358,7 @@ def _integrate_and_write(samples: list, args: argparse.Namespace, **method_param
         if args.batch_key is not None:
             raise InputError("--batch-key names the slice column of a single input; with several inputs each "
                              "input is one slice")
-        data, batch_key = dict(zip(_slice_names(args.inputs), samples)), DEFAULT_BATCH_KEY
+        data, batch_key = dict(zip(slice_names(args.inputs), samples)), DEFAULT_BATCH_KEY
     else:
         data, batch_key = samples[0], args.batch_key
     combined = tools.find_domains(data, method, args.n_domains, batch_key=batch_key,
@@ -460,12 +460,6 @@ def _check_label_key(adata, label_key: str | None) -> None:
 
 def _refine(args: argparse.Namespace):
     return {"auto": "auto", "yes": True, "no": False}[args.refine]
-
-
-def _slice_names(paths: list[str]) -> list[str]:
-    """Slice names from the input paths (file name without extension), made unique when they repeat."""
-    stems = [Path(path.rstrip("/")).name.split(".")[0] or f"slice{i + 1}" for i, path in enumerate(paths)]
-    return [stem if stems.count(stem) == 1 else f"{stem}_{i + 1}" for i, stem in enumerate(stems)]
 
 
 def _folder_name(name: str) -> str:

@@ -4,6 +4,7 @@ back to each slice. Coordinates are never aligned or shifted; each slice keeps i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -101,3 +102,9 @@ def hand_back(combined: ad.AnnData, slices, batch_key: str, *, obsm_keys=(), obs
                     adata.obs[key] = pd.Categorical(adata.obs[key], categories=combined.obs[key].cat.categories)
         if uns_key is not None and uns_key in combined.uns:
             adata.uns[uns_key] = {**combined.uns[uns_key], "slice": name}
+
+
+def slice_names(paths: list[str]) -> list[str]:
+    """Slice names from the input paths (file name without extension), made unique when they repeat."""
+    stems = [Path(path.rstrip("/")).name.split(".")[0] or f"slice{i + 1}" for i, path in enumerate(paths)]
+    return [stem if stems.count(stem) == 1 else f"{stem}_{i + 1}" for i, stem in enumerate(stems)]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .._utils import atomic_path, logger
 from ..errors import InputError, ReportFailed
+from ..slices import slice_names
 from .sections import SECTIONS
 
 TEMPLATE_NAME = "sample_report.ipynb"
@@ -50,7 +51,7 @@ def render_report(inputs, out: str | os.PathLike, *, sample: str | None = None, 
 
     paths = [str(inputs)] if isinstance(inputs, (str, os.PathLike)) else [str(p) for p in inputs]
     parameters = {
-        "sample": sample or Path(paths[0].rstrip("/")).name.split(".")[0], "inputs": paths, "method": method,
+        "sample": sample or slice_names(paths[:1])[0], "inputs": paths, "method": method,
         "n_domains": n_domains, "modalities": {k: str(v) for k, v in (modalities or {}).items()},
         "species": species, "key_type": key_type, "ontology": ontology,
         "gene_sets": None if gene_sets is None else str(gene_sets), "engine": engine, "min_log2fc": min_log2fc,

@@ -117,7 +117,7 @@ def write_outputs(result: SampleResult, folder: str | os.PathLike, *, domain_key
     io.write_csv(result.markers, folder / SAMPLE_FILES["markers"], index=False)
     io.write_csv(result.go, folder / SAMPLE_FILES["go"], index=False)
     table = result.adata.obs[[domain_key]].copy()
-    table[["x", "y"]] = _spatial(result.adata)[:, :2]
+    table[["x", "y"]] = io.spatial_coordinates(result.adata)[:, :2]
     io.write_csv(table, folder / SAMPLE_FILES["domains"], index_label="barcode")
     io.write_h5ad(result.adata, folder / SAMPLE_FILES["result"])
     io.write_json(result.record, folder / SAMPLE_FILES["provenance"])
@@ -144,12 +144,11 @@ def _read_inputs(paths: list, method: str, modalities: dict):
         raise InputError(f"modalities apply to methods spami and baseline, not '{method}'")
     if len(paths) == 1:
         return io.read(paths[0]), None
-    from ..cli import _slice_names
-    from ..slices import DEFAULT_BATCH_KEY
+    from ..slices import DEFAULT_BATCH_KEY, slice_names
 
     if method == "precomputed":
         raise InputError("method 'precomputed' takes one input (already combined)")
-    return dict(zip(_slice_names([str(p) for p in paths]), [io.read(p) for p in paths])), DEFAULT_BATCH_KEY
+    return dict(zip(slice_names([str(p) for p in paths]), [io.read(p) for p in paths])), DEFAULT_BATCH_KEY
 
 
 def _expression_modality(mdata, domain_key: str) -> ad.AnnData:
@@ -198,12 +197,6 @@ def _attach_image(adata: ad.AnnData, image: str, scale: float) -> None:
     entry["images"] = {"hires": picture}
     entry["scalefactors"] = {**entry.get("scalefactors", {}), "tissue_hires_scalef": float(scale)}
     adata.uns["spatial"] = {library: entry}
-
-
-def _spatial(adata: ad.AnnData) -> np.ndarray:
-    from ..io import spatial_coordinates
-
-    return spatial_coordinates(adata)
 
 
 def _record(adata, *, sample, method, paths, modalities, seed, go, go_error, timings, representation,
