@@ -185,17 +185,19 @@ def _domain_log_means(genes: pd.DataFrame, planted: list[str], fold_change: floa
 
 def _tissue_image(coordinates: np.ndarray, curve: _LayerCurve, boundaries: np.ndarray,
                   rng: np.random.Generator) -> np.ndarray:
-    """An H&E-coloured image at ``IMAGE_SCALE`` whose stripe texture (angle, period) depends on the domain."""
+    """An H&E-coloured image at ``IMAGE_SCALE`` whose stain density and stripe texture (angle, period) depend
+    on the domain, coarse enough (periods 8–20 px, about 5–12 per patch) to pass STAIG's low-pass filter."""
     width, height = np.ceil((coordinates.max(axis=0) + SPOT_SPACING) * IMAGE_SCALE).astype(int)
     rows, cols = np.mgrid[0:height, 0:width]
     pixels_fullres = np.stack([cols.ravel(), rows.ravel()], axis=1) / IMAGE_SCALE
     domain = np.searchsorted(boundaries, curve.position(pixels_fullres)).reshape(height, width)
     n_domains = len(boundaries) + 1
     angles = np.linspace(0, np.pi, n_domains, endpoint=False)
-    periods = np.linspace(4.0, 12.0, n_domains)
+    periods = np.linspace(8.0, 20.0, n_domains)
+    density = rng.permutation(np.linspace(0.25, 0.75, n_domains))
     theta, period = angles[domain], periods[domain]
-    stripes = 0.5 + 0.5 * np.sin(2 * np.pi * (cols * np.cos(theta) + rows * np.sin(theta)) / period)
-    intensity = np.clip(0.6 * stripes + 0.4 * rng.random((height, width)), 0, 1)
+    stripes = np.sin(2 * np.pi * (cols * np.cos(theta) + rows * np.sin(theta)) / period)
+    intensity = np.clip(density[domain] + 0.25 * stripes + 0.3 * (rng.random((height, width)) - 0.5), 0, 1)
     pink, purple = np.array([0.93, 0.72, 0.82]), np.array([0.45, 0.25, 0.55])
     image = pink + intensity[..., None] * (purple - pink)
     return image.astype(np.float32)

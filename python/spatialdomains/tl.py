@@ -17,7 +17,7 @@ from . import graph as _graph
 from . import io as _io
 from . import pp as _pp
 from . import slices as _slices
-from ._utils import Timer, h5ad_safe, package_versions
+from ._utils import Timer, h5ad_safe, json_safe, package_versions
 from .errors import InputError
 
 logger = logging.getLogger("spatialdomains")
@@ -42,6 +42,11 @@ def staig(
     edge_drop: str | None = None,
     feature_mask: tuple[float, float] | None = None,
     positives: str | None = None,
+    use_image: bool | None = None,
+    image_key: str = "X_image",
+    n_pseudo_labels: int | None = None,
+    debias: bool | None = None,
+    image_options: dict | None = None,
     memory_budget_mb: float | None = None,
     layer: str | None = None,
     library_size_key: str | None = None,
@@ -52,7 +57,7 @@ def staig(
     checkpoint: str | None = None,
     key_added: str = "X_staig",
 ) -> ad.AnnData:
-    """Learn a STAIG embedding (gene-expression mode) and store it in ``obsm[key_added]``.
+    """Learn a STAIG embedding (from gene expression, optionally guided by the H&E image) into ``obsm[key_added]``.
 
     Parameters
     ----------
@@ -67,6 +72,8 @@ def staig(
     preset
         ``'paper'`` (default: τ 10, 400 epochs, fixed edge-drop 0.2, gene masks 0.1/0.2) or ``'published'``
         (the published code's gene-only 151673 config: τ 34, 340 epochs, adaptive edge drop, masks 0.2/0.2).
+        With an image, their image variants: ``'paper'`` drops edges by image distance; ``'published'`` is the
+        published 151673 image config (τ 35, 300 epochs, masks 0.1/0.2, 80 pseudo-labels).
         Any argument given explicitly overrides the preset.
     n_epochs, tau, learning_rate
         Training length, temperature of the contrastive loss and Adam's learning rate.
@@ -77,11 +84,25 @@ def staig(
     n_layers
         GCN layers in the encoder (1, or 2 for F → 128 → 64).
     edge_drop
-        ``'fixed'`` (every edge dropped with probability 0.2) or ``'gene_adaptive'``.
+        ``'fixed'`` (every edge dropped with probability 0.2), ``'gene_adaptive'`` or ``'image'`` (edges between
+        spots that look different dropped more often; the default with an image).
     feature_mask
         Gene-masking rates of the two views.
     positives
         ``'full'``: neighbours in the full graph are positives (published); ``'view'``: in each view (paper text).
+    use_image
+        Use H&E image features from ``obsm[image_key]``. ``None`` (default): when they are there. ``True``:
+        compute them first (:func:`image_features`, with ``image_options``) when missing; an input without any
+        image then runs from gene expression alone, with a logged warning. ``False``: gene expression only.
+        Several slices: features are computed per slice (each with its own image and PCA) before combining.
+    image_key
+        ``obsm`` key of the image features (``'X_image'``).
+    n_pseudo_labels, debias
+        One slice with an image: k-means of the image features into ``n_pseudo_labels`` groups (40); with
+        ``debias`` (default) spots of the anchor's group are not used as its negatives.
+    image_options
+        Keyword arguments of :func:`image_features` (e.g. ``{'image': 'slide.tif', 'image_scale': 1.0,
+        'backbone': 'resnet50', 'weights': 'resnet50.pth'}``) used when the features must be computed.
     memory_budget_mb
         Memory for one block of the N×N loss computation (256).
     layer
@@ -104,20 +125,31 @@ def staig(
     The same AnnData, with the embeddings added (spots left out for having no counts get NaN rows).
     """
     if _is_slice_collection(adata):
+        if use_image:
+            slices = list(adata.values()) if isinstance(adata, dict) else list(adata)
+            use_image = all([_image_features_ready(one, image_key, image_options, progress) for one in slices])
         return _on_combined_slices(staig, adata, batch_key, [key_added, f"{key_added}_encoder"], preset=preset,
                                    n_epochs=n_epochs, tau=tau, learning_rate=learning_rate, n_neighbors=n_neighbors,
                                    n_top_genes=n_top_genes, n_layers=n_layers, edge_drop=edge_drop,
-                                   feature_mask=feature_mask, positives=positives, memory_budget_mb=memory_budget_mb,
+                                   feature_mask=feature_mask, positives=positives, use_image=use_image,
+                                   image_key=image_key, n_pseudo_labels=n_pseudo_labels, debias=debias,
+                                   memory_budget_mb=memory_budget_mb,
                                    layer=layer, library_size_key=library_size_key, random_state=random_state,
                                    device=device, deterministic=deterministic, progress=progress,
                                    checkpoint=checkpoint, key_added=key_added)
     from .models import staig as model
     from .models.trainer import select_device
 
-    config = model.make_config(preset, n_epochs=n_epochs, tau=tau, learning_rate=learning_rate,
+    if use_image is None:
+        use_image = image_key in adata.obsm
+        if use_image:
+            logger.info("STAIG: using the image features in obsm['%s']", image_key)
+    elif use_image:
+        use_image = _image_features_ready(adata, image_key, image_options, progress, batch_key=batch_key)
+    config = model.make_config(preset, image=use_image, n_epochs=n_epochs, tau=tau, learning_rate=learning_rate,
                                n_neighbors=n_neighbors, n_top_genes=n_top_genes, n_layers=n_layers,
                                edge_drop=edge_drop, feature_mask=feature_mask, positives=positives,
-                               memory_budget_mb=memory_budget_mb)
+                               n_pseudo_labels=n_pseudo_labels, debias=debias, memory_budget_mb=memory_budget_mb)
     chosen_device = select_device(device)
     timer = Timer()
     with timer("preprocess"):
@@ -137,14 +169,21 @@ def staig(
     with timer("graph"):
         adjacency = _graph.multi_slice_graph(checked.coordinates[layout.order], layout.codes[layout.order],
                                              "knn", n_neighbors=config.n_neighbors)
+    image = None
+    if use_image:
+        image = np.asarray(adata.obsm[image_key], dtype=np.float32)[checked.spots][layout.order]
+        if not np.all(np.isfinite(image)):
+            raise InputError(f"obsm['{image_key}'] has missing values for spots with counts: recompute it with "
+                             "spatialdomains.tl.image_features")
     with timer("train"):
-        result = model.train_staig(features, adjacency, config, slice_bounds=layout.bounds, device=chosen_device,
-                                   random_state=random_state, deterministic=deterministic, progress=progress,
-                                   checkpoint=checkpoint)
+        result = model.train_staig(features, adjacency, config, slice_bounds=layout.bounds, image_features=image,
+                                   device=chosen_device, random_state=random_state, deterministic=deterministic,
+                                   progress=progress, checkpoint=checkpoint)
     adata.obsm[key_added] = _fill_spots(_unsort(result.embedding, layout), checked.spots)
     adata.obsm[f"{key_added}_encoder"] = _fill_spots(_unsort(result.encoder_embedding, layout), checked.spots)
     _record(adata, "staig", {
         "preset": preset,
+        "image_key": image_key if use_image else None,
         "parameters": result.record.pop("config"),
         "random_state": random_state,
         "deterministic": deterministic,
@@ -162,6 +201,122 @@ def staig(
     })
     logger.info("STAIG: %d epochs in %.1f s on %s", result.record["epochs_run"], result.record["train_seconds"],
                 chosen_device)
+    return adata
+
+
+def image_features(
+    adata,
+    *,
+    image=None,
+    image_scale: float | None = None,
+    library_id: str | None = None,
+    features=None,
+    backbone: str = "auto",
+    weights: str | None = None,
+    input_px: int | None = None,
+    byol_epochs: int = 1,
+    batch_size: int = 43,
+    patch_factor: float = 3.5,
+    border: str = "pad",
+    patch_px: int = 512,
+    blur1: int = 5,
+    blur2: int = 15,
+    band: tuple[int, int] | None = None,
+    n_components: int = 64,
+    random_state: int = 42,
+    device: str = "auto",
+    overwrite: bool = False,
+    progress: bool = True,
+    key_added: str = "X_image",
+):
+    """H&E image features of each spot, as STAIG uses them, into ``obsm[key_added]`` (spots × ``n_components``).
+
+    A square patch of ``patch_factor`` fiducial diameters around each spot is cut from the best image available
+    (``image`` if given, else full-res, hires or lowres from ``uns['spatial']``, with its scale factor), resized
+    to ``patch_px``, filtered as published (grey, ``blur1`` Gaussian, box ``band`` of the centred spectrum,
+    modulus of the inverse, ``blur2`` Gaussian), resized to ``input_px`` and embedded by a ResNet trained with
+    BYOL for ``byol_epochs``; the embedding is z-scored and reduced by PCA. A list (or dict) of slices is
+    processed slice by slice: each uses its own image and PCA.
+
+    Parameters
+    ----------
+    image, image_scale
+        A tissue image (array or file) and its pixels per unit of ``obsm['spatial']`` (1 = full resolution).
+    library_id
+        Which ``uns['spatial']`` entry to use when there are several.
+    features
+        Your own per-spot image features (array, or an ``obsm`` key): only the z-score and PCA are applied.
+    backbone, weights
+        ``'resnet18'``, ``'resnet34'``, ``'resnet50'`` (published) or ``'auto'`` (ResNet-50 on a GPU, ResNet-18
+        on CPU); ``weights`` a torchvision-layout ImageNet state dict file. Without it the backbone starts
+        from random weights (with a warning).
+    input_px
+        Side of the backbone's input: 256 (published; the default on a GPU) or 128 on CPU, which loses nothing
+        of the filtered patch (its spectrum stops at about 19 cycles per side) and is four times faster.
+    patch_factor, border
+        Patch side in fiducial diameters (3.5); ``'pad'`` fills parts outside the image with white,
+        ``'truncate'`` (published) cuts the patch at the edge.
+    n_components, random_state
+        PCA components (64) and the seed of BYOL, its augmentations and the PCA.
+    overwrite
+        Recompute even when ``obsm[key_added]`` already holds features made with the same settings.
+
+    Returns
+    -------
+    The AnnData (or the list of slices), with the features in ``obsm[key_added]`` and the run's settings,
+    BYOL losses and timings in ``uns['spatialdomains']['image_features']``.
+    """
+    if _is_slice_collection(adata):
+        slices = list(adata.values()) if isinstance(adata, dict) else list(adata)
+        for one in slices:
+            image_features(one, features=features, backbone=backbone, weights=weights, input_px=input_px,
+                           byol_epochs=byol_epochs, batch_size=batch_size, patch_factor=patch_factor,
+                           border=border, patch_px=patch_px, blur1=blur1, blur2=blur2, band=band,
+                           n_components=n_components, random_state=random_state, device=device,
+                           overwrite=overwrite, progress=progress, key_added=key_added)
+        return adata
+    from .image import features as _features
+    from .image.filters import FilterSettings
+    from .models.trainer import select_device
+
+    coordinates = _io.spatial_coordinates(adata)
+    if features is not None:
+        given = adata.obsm[features] if isinstance(features, str) else features
+        if len(given) != adata.n_obs:
+            raise InputError(f"features have {len(given)} rows for {adata.n_obs} spots")
+        reduced, variance = _features.reduce_features(np.asarray(given), n_components, random_state)
+        adata.obsm[key_added] = reduced
+        _record(adata, "image_features", {"source": features if isinstance(features, str) else "array given",
+                                          "n_components": reduced.shape[1], "explained_variance": variance,
+                                          "versions": package_versions()})
+        return adata
+    chosen_device = select_device(device)
+    on_gpu = chosen_device.type == "cuda"
+    if backbone == "auto":
+        backbone = "resnet50" if on_gpu else "resnet18"
+    settings = _features.ImageFeatureSettings(
+        backbone=backbone, weights=None if weights is None else str(weights),
+        input_px=input_px or (256 if on_gpu else 128), byol_epochs=byol_epochs, batch_size=batch_size,
+        patch_factor=patch_factor, border=border,
+        filter=FilterSettings(patch_px=patch_px, blur1=blur1, blur2=blur2,
+                              band=None if band is None else tuple(band)),
+        n_components=n_components, random_state=random_state)
+    tissue = _features.find_image(adata, image, image_scale, library_id)
+    if tissue is None:
+        raise InputError("no tissue image: uns['spatial'][library]['images'] is empty and no image= was given; "
+                         "pass image= (array or file) and image_scale= (pixels per obsm['spatial'] unit)")
+    previous = adata.uns.get(UNS_KEY, {}).get("image_features", {})
+    wanted = {"settings": settings.as_record(), "image_sources": [tissue.source]}
+    if not overwrite and key_added in adata.obsm and _same_record(previous, wanted):
+        logger.info("image features: obsm['%s'] already holds features made with these settings; reusing them "
+                    "(overwrite=True recomputes)", key_added)
+        return adata
+    logger.info("image features: %s, %d-px input, %s image, on %s", backbone, settings.input_px, tissue.source,
+                chosen_device)
+    (reduced,), record = _features.extract_features([tissue], [coordinates], settings, device=chosen_device,
+                                                     progress=progress)
+    adata.obsm[key_added] = reduced
+    _record(adata, "image_features", {**record, "key_added": key_added, "versions": package_versions()})
     return adata
 
 
@@ -771,3 +926,31 @@ def _domain_column(labels: np.ndarray, has_embedding: np.ndarray) -> pd.Categori
 def _record(adata: ad.AnnData, step: str, record: dict) -> None:
     adata.uns.setdefault(UNS_KEY, {})
     adata.uns[UNS_KEY][step] = h5ad_safe(record)
+
+
+def _image_features_ready(adata, image_key: str, image_options: dict | None, progress: bool,
+                          batch_key: str | None = None) -> bool:
+    """True when ``obsm[image_key]`` holds image features, computing them from the AnnData's image if needed;
+    False (after a logged warning) when there is no image to compute them from."""
+    if image_key in adata.obsm:
+        return True
+    if batch_key is not None:
+        logger.warning("STAIG: use_image=True but obsm['%s'] is missing on the combined slices; running from gene "
+                       "expression only. Compute image features per slice (sd.tl.image_features on each) "
+                       "or pass the slices as a list", image_key)
+        return False
+    from .image.features import find_image
+
+    options = dict(image_options or {})
+    if find_image(adata, options.get("image"), options.get("image_scale"), options.get("library_id")) is None:
+        logger.warning("STAIG: use_image=True but the input has no tissue image (uns['spatial'] holds none and "
+                       "no image was given); running from gene expression only. Pass image_options="
+                       "{'image': ..., 'image_scale': ...} to use one")
+        return False
+    image_features(adata, progress=progress, key_added=image_key, **options)
+    return True
+
+
+def _same_record(previous: dict, wanted: dict) -> bool:
+    """Whether a stored record (possibly read back from h5ad) was made with the wanted settings."""
+    return all(json_safe(previous.get(key)) == json_safe(h5ad_safe(value)) for key, value in wanted.items())

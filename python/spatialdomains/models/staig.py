@@ -1,8 +1,10 @@
 """STAIG (Yang et al., Nat. Commun. 2025): graph contrastive learning on a spatial kNN graph.
 
-Gene-expression mode, as specified in the method note (``shared/methods/staig.md``): a one-layer GCN encoder
-with PReLU and a two-layer projection head, two augmented views per epoch (edge dropping, gene masking) and the
-neighbour-contrastive loss. The loss denominators are sums over all spots; they are computed in row blocks
+As specified in the method note (``shared/methods/staig.md``): a one-layer GCN encoder with PReLU and a
+two-layer projection head, two augmented views per epoch (edge dropping, gene masking) and the
+neighbour-contrastive loss. With image features (``spatialdomains.image``), edges between spots that look
+different are dropped more often and, on one slice, spots sharing an image pseudo-label leave each other's
+negatives (debiasing). The loss denominators are sums over all spots; they are computed in row blocks
 whose size follows a memory budget, with a hand-written backward pass that recomputes each block, so memory
 stays O(N · block) while loss and gradients equal the direct computation.
 """
@@ -39,6 +41,8 @@ class StaigConfig:
     edge_drop_rate: float = 0.2
     feature_mask: tuple[float, float] = (0.1, 0.2)
     positives: str = "full"
+    n_pseudo_labels: int = 40
+    debias: bool = True
     memory_budget_mb: float = 256.0
 
     def __post_init__(self) -> None:
@@ -51,6 +55,7 @@ class StaigConfig:
             "edge_drop_rate": 0 <= self.edge_drop_rate <= 1,
             "feature_mask": len(self.feature_mask) == 2 and all(0 <= r < 1 for r in self.feature_mask),
             "positives": self.positives in ("full", "view"),
+            "n_pseudo_labels": self.n_pseudo_labels >= 2,
             "memory_budget_mb": self.memory_budget_mb > 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
@@ -58,20 +63,27 @@ class StaigConfig:
             raise InputError(f"invalid STAIG setting(s) {bad} in {self}; see the docstring of spatialdomains.tl.staig")
 
 
-EDGE_DROP_MODES = ("fixed", "gene_adaptive")
+EDGE_DROP_MODES = ("fixed", "gene_adaptive", "image")
 
-#: ``paper``: the paper's settings. ``published``: the published code's gene-only config for DLPFC 151673.
+#: ``paper``: the paper's settings. ``published``: the published code's configs for DLPFC 151673, without and
+#: with the H&E image (``IMAGE_PRESETS``, used when image features are given).
 PRESETS: dict[str, dict] = {
     "paper": {},
     "published": {"tau": 34.0, "n_epochs": 340, "feature_mask": (0.2, 0.2), "edge_drop": "gene_adaptive"},
 }
+IMAGE_PRESETS: dict[str, dict] = {
+    "paper": {"edge_drop": "image"},
+    "published": {"tau": 35.0, "n_epochs": 300, "feature_mask": (0.1, 0.2), "edge_drop": "image",
+                  "n_pseudo_labels": 80},
+}
 
 
-def make_config(preset: str = "paper", **overrides) -> StaigConfig:
-    """A config from a preset, with any non-None overrides applied."""
+def make_config(preset: str = "paper", *, image: bool = False, **overrides) -> StaigConfig:
+    """A config from a preset (its image variant when ``image``), with any non-None overrides applied."""
     if preset not in PRESETS:
         raise InputError(f"preset must be one of {sorted(PRESETS)}, got '{preset}'")
-    settings = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    base = IMAGE_PRESETS[preset] if image else PRESETS[preset]
+    settings = {**base, **{k: v for k, v in overrides.items() if v is not None}}
     if "feature_mask" in settings:
         settings["feature_mask"] = tuple(settings["feature_mask"])
     return replace(StaigConfig(), **settings)
@@ -101,30 +113,47 @@ class StaigNet(nn.Module):
 # -------------------------------------------------------------------------------------------------------------
 
 def edge_drop_probabilities(x: np.ndarray, adjacency: sp.spmatrix, mode: str = "fixed", rate: float = 0.2,
-                            random_state: int = 0) -> np.ndarray:
+                            random_state: int = 0, image_features: np.ndarray | None = None) -> np.ndarray:
     """Removal probability of each undirected edge (in the order of :func:`graph.undirected_edges`).
 
-    ``fixed``: ``rate`` for every edge (paper). ``gene_adaptive``: the published form: PCA-64 of z-scored
-    expression, cosine distance δ, per-spot softmax of δ over its neighbours, then the mean of the two
-    endpoints' values so that both directions of an edge share one probability.
+    ``fixed``: ``rate`` for every edge (paper). ``image``: d_ij = ‖c_i − c_j‖ between image features,
+    p_ij = d_ij / Σ_{k∈N(i)} d_ik (paper Eq. 4). ``gene_adaptive``: the published form: PCA-64 of z-scored
+    expression, cosine distance δ, p_ij = exp(δ_ij) / Σ_{k∈N(i)} exp(δ_ik). Directed values are made symmetric,
+    p_e = ½(p_ij + p_ji), so both directions of an edge share one probability whatever the node order.
     """
     pairs = undirected_edges(adjacency)
     if mode == "fixed":
         return np.full(len(pairs), rate, dtype=np.float32)
-    if mode != "gene_adaptive":
-        raise InputError(f"edge_drop must be one of {EDGE_DROP_MODES}, got '{mode}'")
-    from sklearn.decomposition import PCA
-
-    standardised = (x - x.mean(axis=0)) / np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
-    n_components = min(64, *standardised.shape)
-    reduced = PCA(n_components=n_components, random_state=random_state).fit_transform(standardised)
-    reduced /= np.maximum(np.linalg.norm(reduced, axis=1, keepdims=True), 1e-12)
     coo = sp.coo_matrix(adjacency)
-    weights = np.exp(1.0 - np.sum(reduced[coo.row] * reduced[coo.col], axis=1))
+    if mode == "image":
+        if image_features is None:
+            raise InputError("edge_drop='image' needs image features (spatialdomains.tl.image_features)")
+        features = np.asarray(image_features, dtype=np.float64)
+        weights = np.linalg.norm(features[coo.row] - features[coo.col], axis=1)
+    elif mode == "gene_adaptive":
+        from sklearn.decomposition import PCA
+
+        standardised = (x - x.mean(axis=0)) / np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
+        n_components = min(64, *standardised.shape)
+        reduced = PCA(n_components=n_components, random_state=random_state).fit_transform(standardised)
+        reduced /= np.maximum(np.linalg.norm(reduced, axis=1, keepdims=True), 1e-12)
+        weights = np.exp(1.0 - np.sum(reduced[coo.row] * reduced[coo.col], axis=1))
+    else:
+        raise InputError(f"edge_drop must be one of {EDGE_DROP_MODES}, got '{mode}'")
     row_totals = np.bincount(coo.row, weights=weights, minlength=adjacency.shape[0])
-    directed = sp.csr_matrix((weights / row_totals[coo.row], (coo.row, coo.col)), shape=adjacency.shape)
+    normalised = np.divide(weights, row_totals[coo.row], out=np.zeros_like(weights), where=row_totals[coo.row] > 0)
+    directed = sp.csr_matrix((normalised, (coo.row, coo.col)), shape=adjacency.shape)
     both = np.asarray(directed[pairs[:, 0], pairs[:, 1]]).ravel() + np.asarray(directed[pairs[:, 1], pairs[:, 0]]).ravel()
     return np.clip(0.5 * both, 0.0, 1.0).astype(np.float32)
+
+
+def image_pseudo_labels(image_features: np.ndarray, n_labels: int = 40, random_state: int = 0) -> np.ndarray:
+    """k-means labels of the image features (Q = ``n_labels`` clusters): spots sharing one are not negatives."""
+    from sklearn.cluster import KMeans
+
+    n_labels = min(n_labels, len(image_features))
+    return KMeans(n_clusters=n_labels, n_init=10, random_state=random_state).fit_predict(
+        np.asarray(image_features, dtype=np.float64))
 
 
 def sample_view_edges(pairs: torch.Tensor, drop_probability: torch.Tensor) -> torch.Tensor:
@@ -313,6 +342,7 @@ def train_staig(
     config: StaigConfig,
     *,
     slice_bounds: list[tuple[int, int]] | None = None,
+    image_features: np.ndarray | None = None,
     device: torch.device,
     random_state: int = 0,
     deterministic: bool = False,
@@ -322,10 +352,17 @@ def train_staig(
     """Train STAIG on preprocessed expression ``x`` (spots × genes) and a symmetric spatial adjacency.
 
     Integration: spots sorted by slice, ``slice_bounds`` giving each slice's (start, end) rows and the adjacency
-    block-diagonal; each anchor's negatives are then drawn from its own slice only.
+    block-diagonal; each anchor's negatives are then drawn from its own slice only. ``image_features`` (rows
+    as ``x``) drive ``edge_drop='image'`` and, on one slice with ``config.debias``, the pseudo-labels whose
+    members leave each other's negatives.
     """
     seed_everything(random_state, deterministic=deterministic)
-    drop = edge_drop_probabilities(x, adjacency, config.edge_drop, config.edge_drop_rate, random_state)
+    drop = edge_drop_probabilities(x, adjacency, config.edge_drop, config.edge_drop_rate, random_state,
+                                   image_features=image_features)
+    single_slice = slice_bounds is None or len(slice_bounds) == 1
+    labels = None
+    if image_features is not None and config.debias and single_slice:
+        labels = torch.as_tensor(image_pseudo_labels(image_features, config.n_pseudo_labels), device=device)
     features = torch.as_tensor(x, dtype=torch.float32, device=device)
     pairs = torch.as_tensor(undirected_edges(adjacency), device=device)
     drop_probability = torch.as_tensor(drop, device=device)
@@ -342,8 +379,8 @@ def train_staig(
         h1, h2 = (model(features, edges, sample_gene_mask(n_genes, rate, device))
                   for rate, edges in zip(config.feature_mask, view_edges))
         positives = (full_edges, full_edges) if config.positives == "full" else tuple(view_edges)
-        return neighbour_contrastive_loss(h1, h2, positives, config.tau, slice_bounds=slice_bounds,
-                                          memory_budget_mb=config.memory_budget_mb)
+        return neighbour_contrastive_loss(h1, h2, positives, config.tau, pseudo_labels=labels,
+                                          slice_bounds=slice_bounds, memory_budget_mb=config.memory_budget_mb)
 
     record = trainer.fit(step)
     if checkpoint is not None:
@@ -354,4 +391,6 @@ def train_staig(
     return StaigResult(embedding=h.cpu().numpy(), encoder_embedding=z.cpu().numpy(),
                        record={**record.as_dict(), "config": asdict(config),
                                "n_slices": len(slice_bounds) if slice_bounds else 1,
+                               "image": image_features is not None,
+                               "debiased": labels is not None,
                                "mean_edge_drop_probability": float(drop.mean()) if len(drop) else 0.0})
