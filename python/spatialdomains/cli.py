@@ -28,7 +28,7 @@ RDS_RESULT = "result.rds"
 JOINT_FOLDER = "joint"
 UMAP_PLOT = "umap.png"
 #: Options that only one model reads.
-STAIG_ONLY = ("tau", "library_size_key")
+STAIG_ONLY = ("tau", "library_size_key", "image", "image_scale", "backbone", "backbone_weights")
 SPOTSCAPE_ONLY = ("graph",)
 #: Methods for paired omics on one section, and their extra outputs.
 MULTIOMICS_METHODS = ("spami", "baseline")
@@ -88,6 +88,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--graph", choices=["radius", "knn"],
                      help="Spotscape: spatial graph (default radius; knn for cell-level coordinates)")
     run.add_argument("--label-key", help="obs column with reference labels: scores (ARI, NMI, ...) are reported")
+    run.add_argument("--image", nargs="?", const=True, metavar="FILE",
+                     help="STAIG: let the H&E image guide edge dropping and negatives: the input's own image "
+                          "(full-res, hires or lowres), or FILE (then give --image-scale)")
+    run.add_argument("--image-scale", type=float,
+                     help="STAIG: pixels of --image FILE per coordinate unit of the input (default: 1, full resolution)")
+    run.add_argument("--backbone", choices=["auto", "resnet18", "resnet34", "resnet50"],
+                     help="STAIG image features: ResNet (default auto: resnet50 on a GPU, resnet18 on CPU)")
+    run.add_argument("--backbone-weights", metavar="FILE",
+                     help="STAIG image features: torchvision-layout ImageNet weights of --backbone (without: random "
+                          "initialisation, with a warning)")
     _add_model_options(run)
     run.set_defaults(handler=_run)
 
@@ -241,12 +251,34 @@ def _run(args: argparse.Namespace) -> int:
     params = {"layer": args.layer, "n_epochs": args.epochs}
     if method == "staig":
         params.update(preset=args.preset, tau=args.tau, library_size_key=args.library_size_key)
+        params.update(_image_params(args))
     else:
         params.update(graph=args.graph)
     samples = [io.read(path) for path in args.inputs]
     if len(samples) == 1 and args.batch_key is None:
         return _find_and_write(samples[0], args, label_key=args.label_key, **params)
     return _integrate_and_write(samples, args, **params)
+
+
+def _image_params(args: argparse.Namespace) -> dict:
+    """STAIG's image arguments from --image, --image-scale, --backbone and --backbone-weights."""
+    from .errors import InputError
+
+    if not args.image:
+        extra = [flag for flag, value in (("--image-scale", args.image_scale), ("--backbone", args.backbone),
+                                          ("--backbone-weights", args.backbone_weights)) if value]
+        if extra:
+            raise InputError(f"{', '.join(extra)} only apply together with --image")
+        return {}
+    options = {"backbone": args.backbone, "weights": args.backbone_weights}
+    if isinstance(args.image, str):
+        if len(args.inputs) > 1 or args.batch_key:
+            raise InputError("--image FILE gives one image for one section; for several slices, keep each "
+                             "slice's image in its input (uns['spatial'] or the Space Ranger folder) and pass --image")
+        options.update(image=args.image, image_scale=args.image_scale)
+    elif args.image_scale is not None:
+        raise InputError("--image-scale applies to an image file: use --image FILE --image-scale S")
+    return {"use_image": True, "image_options": {k: v for k, v in options.items() if v is not None}}
 
 
 def _run_multiomics(args: argparse.Namespace) -> int:

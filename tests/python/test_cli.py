@@ -142,3 +142,32 @@ def test_spami_arguments_are_checked(tmp_path, capsys):
     assert "one section" in capsys.readouterr().err
     assert cli.main(["run", "x.h5ad", "--method", "staig", "--modality", "rna=x.h5ad", "--out", str(tmp_path)]) == 2
     assert "--modality" in capsys.readouterr().err
+
+
+def test_run_staig_with_an_image_file_and_scale(tmp_path, capsys):
+    import matplotlib.pyplot as plt
+
+    adata = sd.datasets.simulate_visium(120, 3, seed=2, image=True)
+    plt.imsave(tmp_path / "slide.png", adata.uns["spatial"]["simulated"]["images"]["hires"])
+    del adata.uns["spatial"]
+    adata.write_h5ad(tmp_path / "sample.h5ad")
+    out = tmp_path / "out"
+    code = cli.main(["run", str(tmp_path / "sample.h5ad"), "--n-domains", "3", "--out", str(out), "--epochs", "3",
+                     "--cluster-method", "kmeans", "--image", str(tmp_path / "slide.png"), "--image-scale",
+                     str(sd.datasets.IMAGE_SCALE), "--backbone", "resnet18", "--quiet"])
+    assert code == 0
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["staig"]["image_key"] == "X_image"
+    assert provenance["image_features"]["image_sources"] == ["file slide.png"]
+    assert provenance["image_features"]["patch_sides_px"] == [round(3.5 * 1.055 * 100 * sd.datasets.IMAGE_SCALE)]
+
+
+def test_image_options_are_checked(sample, tmp_path, capsys):
+    sample.write_h5ad(tmp_path / "sample.h5ad")
+    common = ["run", str(tmp_path / "sample.h5ad"), "--out", str(tmp_path / "out")]
+    assert cli.main([*common, "--image-scale", "0.5"]) != 0
+    assert "only apply together with --image" in capsys.readouterr().err
+    assert cli.main([*common, "--image", "--image-scale", "0.5"]) != 0
+    assert "--image FILE --image-scale" in capsys.readouterr().err
+    assert cli.main([*common, "--method", "spotscape", "--image"]) != 0
+    assert "--image" in capsys.readouterr().err
