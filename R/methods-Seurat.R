@@ -2,7 +2,8 @@
 ## suggested), which dispatch here when is(x, "Seurat").
 
 .run_seurat <- function(method, x, assay = NULL, spatial_coords = NULL, library_size = NULL, seed = 0L,
-                        device = "auto", progress = interactive(), name = method, sample_id = NULL, ...) {
+                        device = "auto", progress = interactive(), name = method, sample_id = NULL,
+                        use_image = FALSE, image_options = NULL, ...) {
     .require_seurat_object()
     assay <- if (is.null(assay)) SeuratObject::DefaultAssay(x) else assay
     if (!assay %in% SeuratObject::Assays(x)) {
@@ -17,7 +18,12 @@
                    coordinates = .seurat_coordinates(x, spatial_coords), spot_names = .spot_names(colnames(x)),
                    gene_names = .gene_names(rownames(counts)), library_size = .library_size(library_size, x[[]]),
                    slices = .seurat_slices(x, sample_id))
-    out <- .embed(method, pieces, list(...), seed, device, progress)
+    if (isTRUE(use_image) && method != "staig") {
+        stop("use_image applies to runSTAIG only", call. = FALSE)
+    }
+    images <- .image_request(use_image, image_options, function() .seurat_images(x))
+    pieces$images <- images$images
+    out <- .embed(method, pieces, c(list(...), images$params), seed, device, progress)
     key <- paste0(gsub("[^[:alnum:]]", "", toupper(name)), "_")
     embedding <- .named_embedding(out$embedding, colnames(x), sub("_$", "", key))
     x[[name]] <- SeuratObject::CreateDimReducObject(embeddings = embedding, key = key, assay = assay)
@@ -150,4 +156,21 @@
     if (!requireNamespace("SeuratObject", quietly = TRUE)) {
         stop("Seurat objects need the SeuratObject package: install.packages('SeuratObject')", call. = FALSE)
     }
+}
+
+## The Seurat object's images (one per slice) as arrays in [0, 1] with the
+## scale of the stored image (Visium: 'lowres') and the fiducial diameter in
+## full-resolution pixels; images without pixels (e.g. FOVs) are skipped.
+.seurat_images <- function(x) {
+    images <- list()
+    for (name in SeuratObject::Images(x)) {
+        image <- x[[name]]
+        if (!"image" %in% methods::slotNames(image) || length(dim(methods::slot(image, "image"))) != 3L) {
+            next
+        }
+        factors <- methods::slot(image, "scale.factors")
+        images[[name]] <- list(array = methods::slot(image, "image"), scale = factors$lowres,
+                               fiducial = factors$fiducial)
+    }
+    images
 }

@@ -11,6 +11,14 @@
 #'   device name.
 #' @param progress Show a progress bar.
 #' @param name Name of the reducedDim (SCE) or reduction (Seurat).
+#' @param use_image Let the H&E image guide STAIG (image-feature edge
+#'   dropping; on one slice, pseudo-label debiasing). The image comes from
+#'   \code{imgData} (SpatialExperiment: per sample, the image with the largest
+#'   scale factor) or the Seurat object's images. An object without an image
+#'   runs from gene expression with a message.
+#' @param image_options Named list of image-feature settings passed to the
+#'   Python \code{tl.image_features}, e.g. \code{list(backbone = "resnet50",
+#'   weights = "resnet50.pth")}.
 #' @param sample_id Column of colData (meta.data) naming each spot's slice.
 #'   When it holds several slices they are integrated: one spatial graph per
 #'   slice in its own coordinates, genes highly variable in every slice, and
@@ -20,10 +28,12 @@
 #' @export
 setMethod("runSTAIG", "SingleCellExperiment", function(x, assay.type = "counts", spatial_coords = NULL,
                                                        library_size = NULL, n_epochs = NULL, tau = NULL, preset = "paper",
+                                                       use_image = FALSE, image_options = NULL,
                                                        seed = 0L, device = "auto", progress = interactive(),
                                                        name = "STAIG", sample_id = "sample_id", ...) {
     .run_sce("staig", x, assay.type, spatial_coords, library_size,
-             list(n_epochs = n_epochs, tau = tau, preset = preset, ...), seed, device, progress, name, sample_id)
+             list(n_epochs = n_epochs, tau = tau, preset = preset, ...), seed, device, progress, name, sample_id,
+             images = .image_request(use_image, image_options, function() .spe_images(x)))
 })
 
 #' @rdname runSTAIG
@@ -198,13 +208,13 @@ setMethod("findDomains", "ANY", function(x, method = "staig", n_domains = NULL, 
 ## Trains 'method' on the SCE's counts and positions; stores the embedding as
 ## reducedDim 'name' and its record in the metadata.
 .run_sce <- function(method, x, assay.type, spatial_coords, library_size, params, seed, device, progress, name,
-                     sample_id = "sample_id") {
+                     sample_id = "sample_id", images = NULL) {
     columns <- as.data.frame(SummarizedExperiment::colData(x))
     pieces <- list(counts = .sparse_counts(SummarizedExperiment::assay(x, assay.type), assay.type),
                    coordinates = .sce_coordinates(x, spatial_coords), spot_names = .spot_names(colnames(x)),
                    gene_names = .gene_names(rownames(x)), library_size = .library_size(library_size, columns),
-                   slices = .slices(columns, sample_id))
-    out <- .embed(method, pieces, params, seed, device, progress)
+                   slices = .slices(columns, sample_id), images = images$images)
+    out <- .embed(method, pieces, c(params, images$params), seed, device, progress)
     SingleCellExperiment::reducedDim(x, name) <- .named_embedding(out$embedding, colnames(x), name)
     S4Vectors::metadata(x) <- .add_record(S4Vectors::metadata(x), name, out$record)
     x
@@ -343,4 +353,48 @@ setMethod("findDomains", "ANY", function(x, method = "staig", n_domains = NULL, 
 .unsupported <- function(x) {
     stop("x must be a SingleCellExperiment, SpatialExperiment or Seurat object, not a '",
          paste(class(x), collapse = "/"), "'", call. = FALSE)
+}
+
+## STAIG's image arguments: list(params = use_image/image_options for Python,
+## images = one list(array, scale, fiducial) per slice) or NULL for gene mode.
+## 'find_images' is called only when an image is wanted.
+.image_request <- function(use_image, image_options, find_images) {
+    if (!isTRUE(use_image)) {
+        return(NULL)
+    }
+    if (!is.null(image_options) && (!is.list(image_options) || is.null(names(image_options)))) {
+        stop("'image_options' must be a named list, e.g. list(backbone = \"resnet18\")", call. = FALSE)
+    }
+    images <- find_images()
+    if (length(images) == 0L) {
+        message("runSTAIG: use_image = TRUE but the object holds no tissue image; running from gene expression only")
+        return(NULL)
+    }
+    list(params = list(use_image = TRUE, image_options = if (length(image_options)) image_options),
+         images = images)
+}
+
+## A SpatialExperiment's images, one per sample (the one with the largest
+## scale factor), as height x width x 3 arrays in [0, 1] with their scale
+## factor (image pixels per coordinate unit); an empty list otherwise.
+.spe_images <- function(x) {
+    if (!is(x, "SpatialExperiment")) {
+        return(list())
+    }
+    table <- SpatialExperiment::imgData(x)
+    images <- list()
+    for (sample in unique(table$sample_id)) {
+        rows <- which(table$sample_id == sample)
+        best <- rows[which.max(table$scaleFactor[rows])]
+        images[[sample]] <- list(array = .raster_array(SpatialExperiment::imgRaster(x, sample_id = sample,
+                                                                                    image_id = table$image_id[best])),
+                                 scale = table$scaleFactor[best], fiducial = NULL)
+    }
+    images
+}
+
+.raster_array <- function(raster) {
+    raster <- as.matrix(raster)
+    rgb <- grDevices::col2rgb(raster) / 255
+    array(t(rgb), dim = c(nrow(raster), ncol(raster), 3L))
 }

@@ -99,9 +99,13 @@ spatialdomainsAvailable <- function() {
     }
     .warn_if_reference_blas()
     out <- bridge$embed(method, pieces$counts, pieces$coordinates, pieces$spot_names, pieces$gene_names,
-                        library_size = pieces$library_size, slices = pieces$slices, params = params,
+                        library_size = pieces$library_size, slices = pieces$slices, images = pieces$images,
+                        params = params,
                         random_state = .count_argument(seed, "seed"), device = device,
                         progress = isTRUE(progress))
+    if (!is.null(out$image_record)) {
+        out$record$image_features <- out$image_record
+    }
     out$record$r_session <- list(R = as.character(getRversion()),
                                  spatialdomains = as.character(utils::packageVersion("spatialdomains")),
                                  reticulate = as.character(utils::packageVersion("reticulate")),

@@ -147,8 +147,6 @@ setMethod("domainReport", "ANY", function(x, file, ...) {
     if (!is(x, "SpatialExperiment") || nrow(SpatialExperiment::imgData(x)) == 0L) {
         return(NULL)
     }
-    raster <- as.matrix(SpatialExperiment::imgRaster(x))
-    rgb <- grDevices::col2rgb(raster) / 255
-    array <- array(t(rgb), dim = c(nrow(raster), ncol(raster), 3L))
-    list(array = array, scale = SpatialExperiment::imgData(x)$scaleFactor[[1L]])
+    list(array = .raster_array(SpatialExperiment::imgRaster(x)),
+         scale = SpatialExperiment::imgData(x)$scaleFactor[[1L]])
 }

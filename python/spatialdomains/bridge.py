@@ -30,6 +30,7 @@ def embed(
     *,
     library_size=None,
     slices=None,
+    images: dict | None = None,
     params: dict | None = None,
     random_state: int = 0,
     device: str = "auto",
@@ -39,8 +40,11 @@ def embed(
 
     ``counts`` is genes × spots (the R orientation, e.g. a dgCMatrix converted by reticulate), ``coordinates``
     spots × 2 (x, y), each slice in its own frame. ``slices`` (one label per spot) names the slice of each spot
-    for integration. Returns ``embedding`` (spots × dims, float64, NaN rows for spots left out) and ``record``
-    (parameters, seed, versions, timings) as plain lists.
+    for integration. ``images`` (STAIG with ``params['use_image']``) maps each slice's name (any name for one
+    sample) to ``{"array": H × W × 3 in [0, 1], "scale": image pixels per coordinate unit, "fiducial":
+    fiducial diameter in coordinate units or None}``; image features are computed per slice with
+    ``params['image_options']``. Returns ``embedding`` (spots × dims, float64, NaN rows for spots left out),
+    ``record`` (parameters, seed, versions, timings) and ``image_record`` (or None) as plain lists.
     """
     if method not in MODELS:
         raise InputError(f"method must be one of {sorted(MODELS)}, got '{method}'")
@@ -58,12 +62,47 @@ def embed(
             raise InputError(f"library_size applies to STAIG only ({method} normalises over its own genes)")
         options["library_size_key"] = "total_counts"
     with _one_torch_thread():
+        if images and options.get("use_image"):
+            if method != "staig":
+                raise InputError(f"images apply to STAIG only, not {method}")
+            _add_image_features(adata, images, options.pop("image_options", None), device, progress)
         MODELS[method](adata, random_state=int(random_state), device=device, progress=progress, key_added=key,
                        **options)
+    image_record = adata.uns["spatialdomains"].get("image_features")
     return {
         "embedding": np.asarray(adata.obsm[key], dtype=np.float64),
         "record": json_safe(adata.uns["spatialdomains"][method]),
+        "image_record": None if image_record is None else json_safe(image_record),
     }
+
+
+def _add_image_features(adata: ad.AnnData, images: dict, options: dict | None, device: str, progress: bool) -> None:
+    """``obsm['X_image']`` from each slice's image (features z-scored and reduced per slice)."""
+    slices = adata.obs[SLICE_COLUMN].astype(str).to_numpy() if SLICE_COLUMN in adata.obs else None
+    names = list(pd.unique(slices)) if slices is not None else [None]
+    if slices is not None and set(map(str, images)) != set(names):
+        raise InputError(f"images are named {sorted(map(str, images))}, the slices {sorted(names)}: give one image "
+                         "per slice, named by slice")
+    features, records = np.full((adata.n_obs, 0), np.nan, dtype=np.float32), {}
+    for name in names:
+        rows = np.arange(adata.n_obs) if name is None else np.flatnonzero(slices == name)
+        image = images[name] if name is not None else next(iter(images.values()))
+        piece = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names[rows]))
+        piece.obsm["spatial"] = np.asarray(adata.obsm["spatial"])[rows]
+        fiducial = image.get("fiducial")
+        scalefactors = {"tissue_hires_scalef": float(image["scale"])}
+        if fiducial is not None:
+            scalefactors["fiducial_diameter_fullres"] = float(fiducial)
+        piece.uns["spatial"] = {"image": {"images": {"hires": np.asarray(image["array"], dtype=np.float32)},
+                                          "scalefactors": scalefactors}}
+        tl.image_features(piece, device=device, progress=progress, **dict(options or {}))
+        if features.shape[1] == 0:
+            features = np.full((adata.n_obs, piece.obsm["X_image"].shape[1]), np.nan, dtype=np.float32)
+        features[rows] = piece.obsm["X_image"]
+        records[name] = piece.uns["spatialdomains"]["image_features"]
+    adata.obsm["X_image"] = features
+    adata.uns.setdefault("spatialdomains", {})["image_features"] = (
+        records[None] if names == [None] else {"per_slice": records})
 
 
 def embed_multiomics(

@@ -49,3 +49,28 @@ def test_mclust_through_rpy2_is_refused_inside_r(monkeypatch):
     monkeypatch.setitem(sys.modules, "rpycall", types.ModuleType("rpycall"))
     reason = sd.cluster.mclust_unavailable_reason()
     assert reason is not None and "clusterDomains()" in reason
+
+
+SMALL_IMAGE = {"input_px": 32, "backbone": "resnet18", "patch_px": 64, "batch_size": 16}
+
+
+@pytest.mark.filterwarnings("ignore:no weights file")
+def test_embed_with_images_from_r_computes_features_per_slice():
+    parts = [sd.datasets.simulate_visium(100, 3, seed=s, image=True) for s in (1, 2)]
+    images = {f"s{i}": {"array": p.uns["spatial"]["simulated"]["images"]["hires"], "scale": sd.datasets.IMAGE_SCALE,
+                        "fiducial": None} for i, p in enumerate(parts)}
+    counts = sp.hstack([sp.csc_matrix(p.X.T) for p in parts]).tocsc()
+    coordinates = np.vstack([p.obsm["spatial"] for p in parts])
+    names = [f"{n}-{i}" for i, p in enumerate(parts) for n in p.obs_names]
+    slices = [f"s{i}" for i, p in enumerate(parts) for _ in range(p.n_obs)]
+    params = {"n_epochs": 2, "use_image": True, "image_options": SMALL_IMAGE}
+    out = bridge.embed("staig", counts, coordinates, names, list(parts[0].var_names), slices=slices, images=images,
+                       params=params)
+    assert out["record"]["image_key"] == "X_image" and not out["record"]["training"]["debiased"]
+    assert sorted(out["image_record"]["per_slice"]) == ["s0", "s1"]
+    one = bridge.embed("staig", sp.csc_matrix(parts[0].X.T), parts[0].obsm["spatial"], list(parts[0].obs_names),
+                       list(parts[0].var_names), images={"any": images["s0"]}, params=params)
+    assert one["record"]["training"]["debiased"] and one["image_record"]["image_sources"] == ["hires"]
+    with pytest.raises(InputError, match="one image per slice"):
+        bridge.embed("staig", counts, coordinates, names, list(parts[0].var_names), slices=slices,
+                     images={"s0": images["s0"]}, params=params)
