@@ -281,6 +281,8 @@ def image_features(
 
     coordinates = _io.spatial_coordinates(adata)
     if features is not None:
+        if isinstance(features, str) and features not in adata.obsm:
+            raise InputError(f"features: obsm['{features}'] does not exist (obsm keys: {', '.join(adata.obsm)})")
         given = adata.obsm[features] if isinstance(features, str) else features
         if len(given) != adata.n_obs:
             raise InputError(f"features have {len(given)} rows for {adata.n_obs} spots")

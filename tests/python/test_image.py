@@ -325,6 +325,11 @@ def test_own_features_are_only_standardised_and_reduced(small_sample):
     sd.tl.image_features(adata, features=own, n_components=10)
     assert adata.obsm["X_image"].shape == (adata.n_obs, 10)
     assert np.allclose(adata.obsm["X_image"].mean(axis=0), 0, atol=1e-5)
+    adata.obsm["own"] = own
+    sd.tl.image_features(adata, features="own", n_components=5, key_added="X_image_own")
+    assert adata.obsm["X_image_own"].shape == (adata.n_obs, 5)
+    with pytest.raises(InputError, match="obsm\\['missing'\\] does not exist"):
+        sd.tl.image_features(adata, features="missing")
 
 
 def test_staig_with_image_drops_edges_by_image_and_debiases(imaged):
