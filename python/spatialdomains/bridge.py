@@ -15,6 +15,7 @@ import scipy.sparse as sp
 
 from . import tl
 from ._utils import json_safe
+from .io import attach_image
 from .errors import InputError
 
 MODELS = {"staig": tl.staig, "spotscape": tl.spotscape}
@@ -89,12 +90,8 @@ def _add_image_features(adata: ad.AnnData, images: dict, options: dict | None, d
         image = images[name] if name is not None else next(iter(images.values()))
         piece = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names[rows]))
         piece.obsm["spatial"] = np.asarray(adata.obsm["spatial"])[rows]
-        fiducial = image.get("fiducial")
-        scalefactors = {"tissue_hires_scalef": float(image["scale"])}
-        if fiducial is not None:
-            scalefactors["fiducial_diameter_fullres"] = float(fiducial)
-        piece.uns["spatial"] = {"image": {"images": {"hires": np.asarray(image["array"], dtype=np.float32)},
-                                          "scalefactors": scalefactors}}
+        attach_image(piece, np.asarray(image["array"], dtype=np.float32), image["scale"],
+                     fiducial_diameter=image.get("fiducial"))
         tl.image_features(piece, device=device, progress=progress, **dict(options or {}))
         if features.shape[1] == 0:
             features = np.full((adata.n_obs, piece.obsm["X_image"].shape[1]), np.nan, dtype=np.float32)
@@ -229,8 +226,7 @@ def report(counts, coordinates, spot_names, gene_names, file: str, *, domains=No
     if slices is not None:
         adata.obs[SLICE_COLUMN] = [str(s) for s in np.atleast_1d(slices)]
     if image is not None:
-        adata.uns["spatial"] = {"image": {"images": {"hires": np.asarray(image, dtype=np.float32)},
-                                          "scalefactors": {"tissue_hires_scalef": float(image_scale)}}}
+        attach_image(adata, np.asarray(image, dtype=np.float32), image_scale)
     options = {k: v for k, v in dict(options or {}).items() if v is not None}
     for count in ("n_domains", "seed", "epochs"):
         if count in options:

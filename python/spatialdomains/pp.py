@@ -223,6 +223,12 @@ def rna_pca_features(counts: sp.spmatrix, *, min_cells: int = 10, n_top_genes: i
     return OmicsFeatures("rna", scores, detected[keep], loadings, mean)
 
 
+def zscore(x: np.ndarray) -> np.ndarray:
+    """Each column centred and divided by its standard deviation (ddof 0); constant columns become 0."""
+    std = x.std(axis=0)
+    return (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
+
+
 def principal_components(x: np.ndarray, n_components: int, *, random_state: int = 0
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Centred PCA of a dense matrix: (scores, loadings V (features × components), mean), float32.

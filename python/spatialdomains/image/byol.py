@@ -169,9 +169,6 @@ class BYOL(nn.Module):
         online = list(self.backbone.parameters()) + list(self.projector.parameters())
         for target, source in zip(self.target.parameters(), online):
             target.mul_(self.decay).add_(source, alpha=1 - self.decay)
-        online_buffers = list(self.backbone.buffers()) + list(self.projector.buffers())
-        for target, source in zip(self.target.buffers(), online_buffers):
-            target.copy_(source)
 
 
 def train_byol(model: BYOL, patches: torch.Tensor, augmentation: Augmentation, *, epochs: int = 1,

@@ -14,6 +14,8 @@ import torch
 
 from .._utils import Timer
 from ..errors import InputError
+from ..io import read_image
+from ..pp import zscore
 from . import byol as _byol
 from .filters import BORDER_MODES, FilterSettings, filter_patches
 from .patches import crop_patches, patch_side
@@ -88,21 +90,6 @@ def find_image(adata, image=None, image_scale: float | None = None, library_id: 
     return None
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read a PNG/JPEG/TIFF tissue image (whole-slide sizes allowed) as an array."""
-    from PIL import Image
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"image file '{path}' does not exist")
-    Image.MAX_IMAGE_PIXELS = None  # H&E slides are legitimately larger than PIL's decompression-bomb guard
-    try:
-        with Image.open(path) as opened:
-            return np.asarray(opened.convert("RGB"))
-    except OSError as error:
-        raise InputError(f"could not read image '{path}': {error}") from error
-
-
 def filtered_patches(tissue: TissueImage, coordinates: np.ndarray, settings: ImageFeatureSettings, *,
                      device: torch.device, batch_size: int = 32, progress: bool = True) -> tuple[torch.Tensor, int]:
     """Filtered grey patches at the backbone's input size (n × input_px × input_px, uint8) and the crop side."""
@@ -131,8 +118,7 @@ def reduce_features(features: np.ndarray, n_components: int = 64, random_state: 
     features = np.asarray(features, dtype=np.float64)
     if features.ndim != 2 or not np.all(np.isfinite(features)):
         raise InputError(f"image features must be a finite spots × features matrix, got shape {features.shape}")
-    std = features.std(axis=0)
-    standardised = (features - features.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    standardised = zscore(features)
     n_components = min(n_components, *standardised.shape)
     pca = PCA(n_components=n_components, random_state=random_state)
     reduced = pca.fit_transform(standardised).astype(np.float32)

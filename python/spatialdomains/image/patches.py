@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..graph import median_nn_distance
 
 logger = logging.getLogger("spatialdomains")
 
@@ -43,10 +44,7 @@ def patch_side(scale: float, fiducial_diameter: float | None, coordinates: np.nd
     Without a fiducial diameter, d = 1.055 × the median nearest-neighbour spot distance (the Visium ratio).
     """
     if fiducial_diameter is None or not np.isfinite(fiducial_diameter) or fiducial_diameter <= 0:
-        from sklearn.neighbors import NearestNeighbors
-
-        distances, _ = NearestNeighbors(n_neighbors=2).fit(coordinates).kneighbors(coordinates)
-        fiducial_diameter = FIDUCIAL_PER_SPOT_DISTANCE * float(np.median(distances[:, 1]))
+        fiducial_diameter = FIDUCIAL_PER_SPOT_DISTANCE * median_nn_distance(coordinates)
         logger.info("image patches: no fiducial diameter in the scale factors; using %.1f (1.055 × the median "
                     "spot distance)", fiducial_diameter)
     side = int(round(patch_factor * fiducial_diameter * scale))

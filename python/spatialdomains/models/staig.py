@@ -133,7 +133,9 @@ def edge_drop_probabilities(x: np.ndarray, adjacency: sp.spmatrix, mode: str = "
     elif mode == "gene_adaptive":
         from sklearn.decomposition import PCA
 
-        standardised = (x - x.mean(axis=0)) / np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
+        from ..pp import zscore
+
+        standardised = zscore(x)
         n_components = min(64, *standardised.shape)
         reduced = PCA(n_components=n_components, random_state=random_state).fit_transform(standardised)
         reduced /= np.maximum(np.linalg.norm(reduced, axis=1, keepdims=True), 1e-12)

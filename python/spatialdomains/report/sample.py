@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _utils
+from .. import io as _io
 from ..errors import InputError
 
 #: Methods a report can run; 'precomputed' reports the domains already in ``obs[domain_key]``.
@@ -84,7 +85,7 @@ def analyse(inputs, *, sample: str = "sample", method: str = "staig", n_domains:
             else:
                 adata = result
     if image is not None:
-        _attach_image(adata, image, image_scale)
+        _io.attach_image(adata, image, image_scale)
     with timer("umap"):
         representation = _representation(adata, method)
         tl.umap(adata, use_rep=representation, random_state=seed)
@@ -183,20 +184,6 @@ def _representation(adata: ad.AnnData, method: str) -> str:
     sc.pp.pca(work, n_comps=min(30, adata.n_vars - 1, adata.n_obs - 1))
     adata.obsm["X_pca"] = work.obsm["X_pca"]
     return "X_pca"
-
-
-def _attach_image(adata: ad.AnnData, image: str, scale: float) -> None:
-    import matplotlib.image as mpimg
-
-    path = Path(image)
-    if not path.is_file():
-        raise InputError(f"image: '{path}' does not exist")
-    picture = mpimg.imread(path)
-    library = next(iter(adata.uns.get("spatial", {})), "image")
-    entry = dict(adata.uns.get("spatial", {}).get(library, {}))
-    entry["images"] = {"hires": picture}
-    entry["scalefactors"] = {**entry.get("scalefactors", {}), "tissue_hires_scalef": float(scale)}
-    adata.uns["spatial"] = {library: entry}
 
 
 def _record(adata, *, sample, method, paths, modalities, seed, go, go_error, timings, representation,
