@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SPATIALDOMAINS_SHARED", REPO.parent / "shared"))
+from _bench import SHARED, mean_sd, peak_rss_mb, require, run_child
+
 PAIR = SHARED / "data" / "sim_multiomics_rna_adt"
 LABEL = "ground_truth"
 CLUSTERERS = ("mclust", "gmm", "kmeans")
@@ -46,10 +43,6 @@ ABLATIONS = {
 }
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def sim_run(epochs: int, seed: int, params: dict) -> dict:
     import anndata as ad
 
@@ -63,7 +56,7 @@ def sim_run(epochs: int, seed: int, params: dict) -> dict:
     training = result.uns["spatialdomains"]["spami"]["training"]
     run = {"seed": seed, "params": params, "epochs": int(training["epochs_run"]),
            "train_seconds": float(training["train_seconds"]), "end_to_end_seconds": end_to_end,
-           "peak_rss_mb": _peak_rss_mb(), "device": training["device"],
+           "peak_rss_mb": peak_rss_mb(), "device": training["device"],
            "attention_mean": result.obsm["spami_attention"].mean(axis=0).tolist()}
     for method in CLUSTERERS:
         sd.tl.cluster(result, use_rep="X_spami", n_domains=5, method=method, refine=False, key_added=method)
@@ -84,26 +77,13 @@ def size_run(n_spots: int, epochs: int) -> dict:
     import spatialdomains as sd
 
     mdata = sd.datasets.simulate_multiomics(n_spots, 5, second="adt", seed=0)
-    before = _peak_rss_mb()
+    before = peak_rss_mb()
     sd.tl.spami(mdata, n_epochs=epochs, progress=False)
     training = mdata.uns["spatialdomains"]["spami"]["training"]
     return {"n_spots": mdata.n_obs, "epochs": epochs, "seconds_per_epoch": float(training["seconds_per_epoch"]),
             "train_seconds": float(training["train_seconds"]), "rss_after_simulation_mb": before,
-            "peak_rss_mb": _peak_rss_mb(), "timings": {k: float(v) for k, v in
+            "peak_rss_mb": peak_rss_mb(), "timings": {k: float(v) for k, v in
                                                        mdata.uns["spatialdomains"]["spami"]["timings"].items()}}
-
-
-def _child(arguments: list[str]) -> dict:
-    command = [sys.executable, __file__, *arguments]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return json.loads(output.strip().splitlines()[-1])
-
-
-def _mean_sd(values):
-    import numpy as np
-
-    values = np.asarray(values, dtype=float)
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
 def main() -> int:
@@ -135,13 +115,12 @@ def main() -> int:
         return 0
 
     if args.command == "sim":
-        if not PAIR.exists():
-            print(f"missing {PAIR}: set SPATIALDOMAINS_SHARED to the shared folder", file=sys.stderr)
+        if not require(PAIR):
             return 2
         balance = not args.published_scale
         runs = []
         for seed in args.seeds:
-            run = _child(["one", "sim", str(args.epochs), str(seed), json.dumps({"balance": balance})])
+            run = run_child(__file__, ["one", "sim", str(args.epochs), str(seed), json.dumps({"balance": balance})])
             runs.append(run)
             print(f"seed {seed}: train {run['train_seconds']:.1f} s, end to end {run['end_to_end_seconds']:.1f} s, "
                   f"peak RSS {run['peak_rss_mb']:.0f} MB, ARI mclust {run['ari_mclust']:.3f} / gmm "
@@ -152,7 +131,7 @@ def main() -> int:
                 "ari_published_leiden", "n_domains_published_leiden",
                 "ari_mclust_rna_only", "ari_mclust_adt_only", "ari_baseline_kmeans"]
         report = {"dataset": "sim_multiomics_rna_adt", "epochs": args.epochs, "balance": balance, "runs": runs,
-                  "summary": {k: _mean_sd([r[k] for r in runs]) for k in keys}}
+                  "summary": {k: mean_sd([r[k] for r in runs]) for k in keys}}
         print(f"\nSpaMI on the simulated RNA + ADT pair, {args.epochs} epochs, "
               f"{'balanced' if balance else 'published'} scale, {len(runs)} seeds ({runs[0]['device']}):")
         for key, (mean, sd) in report["summary"].items():
@@ -161,7 +140,7 @@ def main() -> int:
         report = {"dataset": "sim_multiomics_rna_adt", "seed": args.seed, "runs": {}}
         print(f"{'setting':>42}  mclust   gmm  kmeans  RNA-only ADT-only  attention (RNA, ADT)  train s")
         for name, params in ABLATIONS.items():
-            run = _child(["one", "sim", str(args.epochs), str(args.seed), json.dumps(params)])
+            run = run_child(__file__, ["one", "sim", str(args.epochs), str(args.seed), json.dumps(params)])
             report["runs"][name] = run
             print(f"{name:>42}  {run['ari_mclust']:.3f}  {run['ari_gmm']:.3f}  {run['ari_kmeans']:.3f}   "
                   f"{run['ari_mclust_rna_only']:.3f}    {run['ari_mclust_adt_only']:.3f}    "
@@ -170,7 +149,7 @@ def main() -> int:
     else:
         report = {"runs": []}
         for n in args.sizes:
-            run = _child(["one", "size", str(n), str(args.epochs)])
+            run = run_child(__file__, ["one", "size", str(n), str(args.epochs)])
             report["runs"].append(run)
             print(f"N={run['n_spots']:>6}: {run['seconds_per_epoch'] * 1000:.1f} ms/epoch "
                   f"({run['epochs']} epochs; 1000 epochs ≈ {run['seconds_per_epoch'] * 1000:.0f} s), peak RSS "

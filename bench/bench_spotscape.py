@@ -11,25 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SPATIALDOMAINS_SHARED", REPO.parent / "shared"))
-DATA = SHARED / "data" / "dlpfc_151673" / "dlpfc_151673.h5ad"
-LABEL = "layer_guess_reordered"
+from _bench import DLPFC, DLPFC_LABEL, mean_sd, peak_rss_mb, require, run_child
+
 #: Multiply-adds ×2 of the big products per epoch for the published computation at G = 5000 genes, B = 3639
 #: spots, hidden 256: per view the encoder's first layer (forward, weight gradient) and the decoder's last layer
 #: (forward, weight gradient, input gradient), i.e. 5 products of 2·B·G·256 FLOP per view, 10 in all.
 PUBLISHED_GFLOP_PER_EPOCH = 10 * 2 * 3639 * 5000 * 256 / 1e9
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def gemm_gflops() -> float:
@@ -49,15 +40,15 @@ def dlpfc_run(epochs: int, seed: int, learning_rate: float, momentum: float) -> 
 
     import spatialdomains as sd
 
-    adata = ad.read_h5ad(DATA)
+    adata = ad.read_h5ad(DLPFC)
     sd.tl.spotscape(adata, n_epochs=epochs, learning_rate=learning_rate, batch_norm_momentum=momentum,
                     random_state=seed, progress=False)
     sd.tl.cluster(adata, use_rep="X_spotscape", n_domains=7, method="kmeans", refine=False)
     training = adata.uns["spatialdomains"]["spotscape"]["training"]
     return {"seed": seed, "epochs": int(training["epochs_run"]), "train_seconds": float(training["train_seconds"]),
-            "seconds_per_epoch": float(training["seconds_per_epoch"]), "peak_rss_mb": _peak_rss_mb(),
-            "ari": sd.metrics.ari(adata.obs[LABEL], adata.obs["domain"]),
-            "nmi": sd.metrics.nmi(adata.obs[LABEL], adata.obs["domain"]), "device": training["device"]}
+            "seconds_per_epoch": float(training["seconds_per_epoch"]), "peak_rss_mb": peak_rss_mb(),
+            "ari": sd.metrics.ari(adata.obs[DLPFC_LABEL], adata.obs["domain"]),
+            "nmi": sd.metrics.nmi(adata.obs[DLPFC_LABEL], adata.obs["domain"]), "device": training["device"]}
 
 
 def memory_run(model: str, n_spots: int, epochs: int) -> dict:
@@ -73,7 +64,7 @@ def memory_run(model: str, n_spots: int, epochs: int) -> dict:
     coordinates = rng.uniform(0, np.sqrt(n_spots) * 100, (n_spots, 2))
     codes = np.repeat([0, 1], [half, n_spots - half])
     bounds = [(0, half), (half, n_spots)]
-    baseline = _peak_rss_mb()
+    baseline = peak_rss_mb()
     n_genes = 5000 if model == "spotscape" else 3000
     x = rng.random((n_spots, n_genes), dtype=np.float32)  # expression-like: 75% zeros, made in place
     x[x < 0.75] = 0
@@ -89,21 +80,8 @@ def memory_run(model: str, n_spots: int, epochs: int) -> dict:
         result = staig.train_staig(x, adjacency, config, slice_bounds=bounds, device=torch.device("cpu"),
                                    progress=False)
     return {"model": model, "n_spots": n_spots, "epochs": epochs, "input_mb": x.nbytes / 2**20,
-            "rss_after_imports_mb": baseline, "peak_rss_mb": _peak_rss_mb(),
+            "rss_after_imports_mb": baseline, "peak_rss_mb": peak_rss_mb(),
             "seconds_per_epoch": float(result.record["seconds_per_epoch"])}
-
-
-def _child(arguments: list[str]) -> dict:
-    command = [sys.executable, __file__, *arguments]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return json.loads(output.strip().splitlines()[-1])
-
-
-def _mean_sd(values):
-    import numpy as np
-
-    values = np.asarray(values, dtype=float)
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
 def main() -> int:
@@ -134,24 +112,23 @@ def main() -> int:
         return 0
 
     if args.command == "dlpfc":
-        if not DATA.exists():
-            print(f"missing {DATA}: set SPATIALDOMAINS_SHARED to the shared folder", file=sys.stderr)
+        if not require(DLPFC):
             return 2
         rate = gemm_gflops()
         runs = []
         for seed in args.seeds:
-            runs.append(_child(["one", "dlpfc", str(args.epochs), str(seed), str(args.learning_rate),
+            runs.append(run_child(__file__, ["one", "dlpfc", str(args.epochs), str(seed), str(args.learning_rate),
                                 str(args.momentum)]))
             run = runs[-1]
             print(f"seed {seed}: {run['train_seconds']:.0f} s ({run['seconds_per_epoch']:.3f} s/epoch), peak RSS "
                   f"{run['peak_rss_mb']:.0f} MB, ARI {run['ari']:.3f}, NMI {run['nmi']:.3f}", flush=True)
         floor = PUBLISHED_GFLOP_PER_EPOCH / rate
-        per_epoch = _mean_sd([r["seconds_per_epoch"] for r in runs])
+        per_epoch = mean_sd([r["seconds_per_epoch"] for r in runs])
         report = {"dataset": "DLPFC 151673", "epochs": args.epochs, "learning_rate": args.learning_rate,
                   "batch_norm_momentum": args.momentum, "cluster": "kmeans, k=7, no refinement", "runs": runs,
                   "gemm_gflops": rate, "floor_seconds_per_epoch": floor,
                   "floor_fraction": floor / per_epoch[0],
-                  "summary": {k: _mean_sd([r[k] for r in runs])
+                  "summary": {k: mean_sd([r[k] for r in runs])
                               for k in ("train_seconds", "seconds_per_epoch", "peak_rss_mb", "ari", "nmi")}}
         print(f"\nSpotscape on DLPFC 151673, {args.epochs} epochs, lr {args.learning_rate}, BN momentum "
               f"{args.momentum}, {len(runs)} seeds ({runs[0]['device']}):")
@@ -163,7 +140,7 @@ def main() -> int:
         report = {"runs": []}
         for model in args.models:
             for n in args.sizes:
-                run = _child(["one", "memory", model, str(n), str(args.epochs)])
+                run = run_child(__file__, ["one", "memory", model, str(n), str(args.epochs)])
                 report["runs"].append(run)
                 print(f"{model:>9} N={n:>6}: peak RSS {run['peak_rss_mb']:.0f} MB (after imports "
                       f"{run['rss_after_imports_mb']:.0f} MB, input {run['input_mb']:.0f} MB), "

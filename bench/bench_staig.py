@@ -2,7 +2,8 @@
 
 Each seed runs in its own process so that peak RSS is measured per run. Usage (from the repository root):
 
-    .venv/bin/python bench/bench_staig.py [--epochs 300] [--tau 10] [--seeds 0 1 2] [--json results.json]
+    .venv/bin/python bench/bench_staig.py [--epochs 300] [--tau 10] [--preset paper|published] [--seeds 0 1 2]
+        [--library-size-key sum_umi_allgenes] [--labelled-only] [--json results.json]
 
 The data are read from ../shared/data (or $SPATIALDOMAINS_SHARED/data).
 """
@@ -10,42 +11,44 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SPATIALDOMAINS_SHARED", REPO.parent / "shared"))
-DATA = SHARED / "data" / "dlpfc_151673" / "dlpfc_151673.h5ad"
-LABEL = "layer_guess_reordered"
+from _bench import DLPFC, DLPFC_LABEL, mean_sd, peak_rss_mb, require, run_child
 
 
-def one_run(epochs: int, tau: float, seed: int, cluster_method: str, preset: str) -> dict:
-    """Train and cluster once in this process; return the measurements."""
+def one_run(seed: int, options: dict) -> dict:
+    """Train and cluster once in this process; return the measurements.
+
+    ``options``: epochs, tau, preset, cluster_method, library_size_key (per-spot totals over all genes, e.g.
+    'sum_umi_allgenes'), labelled_only (train on the annotated spots only, as the published protocol does).
+    """
     import anndata as ad
 
     import spatialdomains as sd
 
-    adata = ad.read_h5ad(DATA)
+    adata = ad.read_h5ad(DLPFC)
+    if options["labelled_only"]:
+        adata = adata[adata.obs[DLPFC_LABEL].notna()].copy()
     started = time.perf_counter()
-    sd.find_domains(adata, n_domains=7, cluster_method=cluster_method, refine=True, random_state=seed,
-                    progress=False, n_epochs=epochs, tau=tau, preset=preset)
+    sd.find_domains(adata, n_domains=7, cluster_method=options["cluster_method"], refine=True, random_state=seed,
+                    progress=False, n_epochs=options["epochs"], tau=options["tau"], preset=options["preset"],
+                    library_size_key=options["library_size_key"])
     total = time.perf_counter() - started
     record = adata.uns["spatialdomains"]
     training = record["staig"]["training"]
     return {
         "seed": seed,
+        "n_spots": adata.n_obs,
         "epochs": int(training["epochs_run"]),
         "train_seconds": float(training["train_seconds"]),
         "seconds_per_epoch": float(training["seconds_per_epoch"]),
         "total_seconds": total,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "ari_refined": sd.metrics.ari(adata.obs[LABEL], adata.obs["domain"]),
-        "ari_unrefined": sd.metrics.ari(adata.obs[LABEL], adata.obs["domain_unrefined"]),
-        "nmi_refined": sd.metrics.nmi(adata.obs[LABEL], adata.obs["domain"]),
+        "peak_rss_mb": peak_rss_mb(),
+        "ari_refined": sd.metrics.ari(adata.obs[DLPFC_LABEL], adata.obs["domain"]),
+        "ari_unrefined": sd.metrics.ari(adata.obs[DLPFC_LABEL], adata.obs["domain_unrefined"]),
+        "nmi_refined": sd.metrics.nmi(adata.obs[DLPFC_LABEL], adata.obs["domain"]),
         "cluster_backend": record["cluster"]["backend"],
         "device": training["device"],
     }
@@ -58,42 +61,39 @@ def main() -> int:
     parser.add_argument("--preset", default="paper")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--cluster-method", default="mclust")
+    parser.add_argument("--library-size-key", help="obs column of per-spot totals over all genes "
+                        "(sum_umi_allgenes in the shared file, which holds 5,000 genes)")
+    parser.add_argument("--labelled-only", action="store_true",
+                        help="train on the annotated spots only (the published protocol drops the others first)")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--single", type=int, help=argparse.SUPPRESS)  # internal: one seed, print JSON
+    parser.add_argument("--options", help=argparse.SUPPRESS)  # internal: the parent's options as JSON
     args = parser.parse_args()
+    options = {"epochs": args.epochs, "tau": args.tau, "preset": args.preset,
+               "cluster_method": args.cluster_method, "library_size_key": args.library_size_key,
+               "labelled_only": args.labelled_only}
 
     if args.single is not None:
-        print(json.dumps(one_run(args.epochs, args.tau, args.single, args.cluster_method, args.preset)))
+        print(json.dumps(one_run(args.single, json.loads(args.options))))
         return 0
-    if not DATA.exists():
-        print(f"missing {DATA}: set SPATIALDOMAINS_SHARED to the shared folder", file=sys.stderr)
+    if not require(DLPFC):
         return 2
 
     runs = []
     for seed in args.seeds:
-        command = [sys.executable, __file__, "--single", str(seed), "--epochs", str(args.epochs),
-                   "--cluster-method", args.cluster_method, "--preset", args.preset]
-        if args.tau is not None:
-            command += ["--tau", str(args.tau)]
-        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        runs.append(json.loads(output.strip().splitlines()[-1]))
+        runs.append(run_child(__file__, ["--single", str(seed), "--options", json.dumps(options)]))
         run = runs[-1]
         print(f"seed {seed}: train {run['train_seconds']:.1f} s ({run['seconds_per_epoch']:.3f} s/epoch), "
               f"peak RSS {run['peak_rss_mb']:.0f} MB, ARI {run['ari_refined']:.3f} refined / "
               f"{run['ari_unrefined']:.3f} unrefined", flush=True)
 
-    import numpy as np
-
-    def summary(key):
-        values = np.array([r[key] for r in runs])
-        return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
-
-    report = {"dataset": "DLPFC 151673", "n_epochs": args.epochs, "tau": args.tau, "preset": args.preset,
-              "cluster_method": args.cluster_method, "runs": runs,
-              "summary": {k: summary(k) for k in ("train_seconds", "seconds_per_epoch", "peak_rss_mb",
-                                                    "ari_refined", "ari_unrefined", "nmi_refined")}}
-    print(f"\nSTAIG on DLPFC 151673, {args.epochs} epochs, tau {args.tau or 'preset'}, {len(runs)} seeds "
-          f"({runs[0]['device']}, {runs[0]['cluster_backend']}):")
+    report = {"dataset": "DLPFC 151673", **options, "runs": runs,
+              "summary": {k: mean_sd([r[k] for r in runs]) for k in ("train_seconds", "seconds_per_epoch",
+                                                                      "peak_rss_mb", "ari_refined",
+                                                                      "ari_unrefined", "nmi_refined")}}
+    print(f"\nSTAIG on DLPFC 151673 ({runs[0]['n_spots']} spots), {args.epochs} epochs, preset {args.preset}, "
+          f"tau {args.tau or 'preset'}, library size {args.library_size_key or 'over the genes in the file'}, "
+          f"{len(runs)} seeds ({runs[0]['device']}, {runs[0]['cluster_backend']}):")
     for key, (mean, sd) in report["summary"].items():
         print(f"  {key:>18}: {mean:.3f} ± {sd:.3f}")
     if args.json:
