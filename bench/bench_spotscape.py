@@ -117,8 +117,8 @@ def main() -> int:
         rate = gemm_gflops()
         runs = []
         for seed in args.seeds:
-            runs.append(run_child(__file__, ["one", "dlpfc", str(args.epochs), str(seed), str(args.learning_rate),
-                                str(args.momentum)]))
+            runs.append(run_child(__file__, ["one", "dlpfc", str(args.epochs), str(seed),
+                                             str(args.learning_rate), str(args.momentum)]))
             run = runs[-1]
             print(f"seed {seed}: {run['train_seconds']:.0f} s ({run['seconds_per_epoch']:.3f} s/epoch), peak RSS "
                   f"{run['peak_rss_mb']:.0f} MB, ARI {run['ari']:.3f}, NMI {run['nmi']:.3f}", flush=True)

@@ -67,21 +67,20 @@ def main() -> int:
                         help="train on the annotated spots only (the published protocol drops the others first)")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--single", type=int, help=argparse.SUPPRESS)  # internal: one seed, print JSON
-    parser.add_argument("--options", help=argparse.SUPPRESS)  # internal: the parent's options as JSON
     args = parser.parse_args()
     options = {"epochs": args.epochs, "tau": args.tau, "preset": args.preset,
                "cluster_method": args.cluster_method, "library_size_key": args.library_size_key,
                "labelled_only": args.labelled_only}
 
     if args.single is not None:
-        print(json.dumps(one_run(args.single, json.loads(args.options))))
+        print(json.dumps(one_run(args.single, options)))
         return 0
     if not require(DLPFC):
         return 2
 
     runs = []
     for seed in args.seeds:
-        runs.append(run_child(__file__, ["--single", str(seed), "--options", json.dumps(options)]))
+        runs.append(run_child(__file__, [*sys.argv[1:], "--single", str(seed)]))  # same flags, one seed
         run = runs[-1]
         print(f"seed {seed}: train {run['train_seconds']:.1f} s ({run['seconds_per_epoch']:.3f} s/epoch), "
               f"peak RSS {run['peak_rss_mb']:.0f} MB, ARI {run['ari_refined']:.3f} refined / "
