@@ -45,10 +45,15 @@ def dlpfc_run(epochs: int, seed: int, learning_rate: float, momentum: float) -> 
                     random_state=seed, progress=False)
     sd.tl.cluster(adata, use_rep="X_spotscape", n_domains=7, method="kmeans", refine=False)
     training = adata.uns["spatialdomains"]["spotscape"]["training"]
+    # The published evaluation clusters the annotated spots only (all spots are trained on in both protocols).
+    labels = adata.obs[DLPFC_LABEL]
+    annotated = labels.notna().to_numpy()
+    domains_annotated = sd.cluster.kmeans(adata.obsm["X_spotscape"][annotated], 7)
     return {"seed": seed, "epochs": int(training["epochs_run"]), "train_seconds": float(training["train_seconds"]),
             "seconds_per_epoch": float(training["seconds_per_epoch"]), "peak_rss_mb": peak_rss_mb(),
-            "ari": sd.metrics.ari(adata.obs[DLPFC_LABEL], adata.obs["domain"]),
-            "nmi": sd.metrics.nmi(adata.obs[DLPFC_LABEL], adata.obs["domain"]), "device": training["device"]}
+            "ari": sd.metrics.ari(labels, adata.obs["domain"]), "nmi": sd.metrics.nmi(labels, adata.obs["domain"]),
+            "ari_annotated_clustered": sd.metrics.ari(labels[annotated], domains_annotated),
+            "device": training["device"]}
 
 
 def memory_run(model: str, n_spots: int, epochs: int) -> dict:
@@ -121,7 +126,8 @@ def main() -> int:
                                              str(args.learning_rate), str(args.momentum)]))
             run = runs[-1]
             print(f"seed {seed}: {run['train_seconds']:.0f} s ({run['seconds_per_epoch']:.3f} s/epoch), peak RSS "
-                  f"{run['peak_rss_mb']:.0f} MB, ARI {run['ari']:.3f}, NMI {run['nmi']:.3f}", flush=True)
+                  f"{run['peak_rss_mb']:.0f} MB, ARI {run['ari']:.3f}, NMI {run['nmi']:.3f}, ARI with only the "
+                  f"annotated spots clustered {run['ari_annotated_clustered']:.3f}", flush=True)
         floor = PUBLISHED_GFLOP_PER_EPOCH / rate
         per_epoch = mean_sd([r["seconds_per_epoch"] for r in runs])
         report = {"dataset": "DLPFC 151673", "epochs": args.epochs, "learning_rate": args.learning_rate,
@@ -129,11 +135,12 @@ def main() -> int:
                   "gemm_gflops": rate, "floor_seconds_per_epoch": floor,
                   "floor_fraction": floor / per_epoch[0],
                   "summary": {k: mean_sd([r[k] for r in runs])
-                              for k in ("train_seconds", "seconds_per_epoch", "peak_rss_mb", "ari", "nmi")}}
+                              for k in ("train_seconds", "seconds_per_epoch", "peak_rss_mb", "ari", "nmi",
+                                        "ari_annotated_clustered")}}
         print(f"\nSpotscape on DLPFC 151673, {args.epochs} epochs, lr {args.learning_rate}, BN momentum "
               f"{args.momentum}, {len(runs)} seeds ({runs[0]['device']}):")
         for key, (mean, sd) in report["summary"].items():
-            print(f"  {key:>18}: {mean:.3f} ± {sd:.3f}")
+            print(f"  {key:>23}: {mean:.3f} ± {sd:.3f}")
         print(f"  fp32 GEMM {rate:.0f} GFLOP/s: the published computation's floor is {floor:.3f} s/epoch "
               f"({PUBLISHED_GFLOP_PER_EPOCH:.0f} GFLOP); measured/floor time = {1 / report['floor_fraction']:.2f}")
     else:
