@@ -62,6 +62,8 @@ def memory_run(model: str, n_spots: int, epochs: int) -> dict:
     import torch
 
     from spatialdomains import graph
+    from spatialdomains.methods import SpotscapeConfig, StaigConfig
+    from spatialdomains.methods.spotscape import MULTI_SLICE_LEARNING_RATE
     from spatialdomains.models import spotscape, staig
 
     rng = np.random.default_rng(0)
@@ -76,12 +78,12 @@ def memory_run(model: str, n_spots: int, epochs: int) -> dict:
     x *= 4
     if model == "spotscape":
         adjacency = graph.multi_slice_graph(coordinates, codes, "knn", n_neighbors=6)
-        config = spotscape.SpotscapeConfig(n_epochs=epochs, warmup_epochs=0)
+        config = SpotscapeConfig(n_epochs=epochs, warmup_epochs=0, learning_rate=MULTI_SLICE_LEARNING_RATE)
         result = spotscape.train_spotscape(x, adjacency, config, slice_bounds=bounds, n_domains=7,
                                            device=torch.device("cpu"), progress=False)
     else:
         adjacency = graph.multi_slice_graph(coordinates, codes, "knn", n_neighbors=5)
-        config = staig.make_config("paper", n_epochs=epochs)
+        config = StaigConfig(n_epochs=epochs)
         result = staig.train_staig(x, adjacency, config, slice_bounds=bounds, device=torch.device("cpu"),
                                    progress=False)
     return {"model": model, "n_spots": n_spots, "epochs": epochs, "input_mb": x.nbytes / 2**20,

@@ -3,7 +3,8 @@
 scanpy-style layout: ``sd.pp`` preprocessing, ``sd.tl`` tools (models, clustering), ``sd.pl`` plots,
 ``sd.io`` reading/writing, ``sd.slices`` combining slices, ``sd.datasets`` simulated example data,
 ``sd.metrics`` evaluation (domains and integration), ``sd.modalities`` pairing omics measured on the same spots,
-``sd.analysis`` marker genes and GO enrichment. Submodules load on first use, so ``import spatialdomains`` stays
+``sd.analysis`` marker genes and GO enrichment, ``sd.methods`` each method's options (configs, presets) and
+``sd.pipeline`` the one path every method runs. Submodules load on first use, so ``import spatialdomains`` stays
 light and starts nothing.
 """
 from __future__ import annotations
@@ -16,7 +17,8 @@ try:
 except importlib.metadata.PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-_SUBMODULES = {"io", "pp", "tl", "pl", "graph", "datasets", "cluster", "metrics", "models", "errors", "slices", "modalities", "analysis", "report"}
+_SUBMODULES = {"io", "pp", "tl", "pl", "graph", "datasets", "cluster", "metrics", "models", "methods", "pipeline",
+               "errors", "slices", "modalities", "analysis", "report"}
 
 __all__ = sorted(_SUBMODULES | {"find_domains", "__version__"})
 

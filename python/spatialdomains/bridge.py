@@ -13,12 +13,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from . import tl
 from ._utils import json_safe
 from .io import attach_image
 from .errors import InputError
 
-MODELS = {"staig": tl.staig, "spotscape": tl.spotscape}
 SLICE_COLUMN = "slice"
 
 
@@ -43,14 +41,16 @@ def embed(
     spots × 2 (x, y), each slice in its own frame. ``slices`` (one label per spot) names the slice of each spot
     for integration. ``images`` (STAIG with ``params['use_image']``) maps each slice's name (any name for one
     sample) to ``{"array": H × W × 3 in [0, 1], "scale": image pixels per coordinate unit, "fiducial":
-    fiducial diameter in coordinate units or None}``; image features are computed per slice with
-    ``params['image_options']``. Returns ``embedding`` (spots × dims, float64, NaN rows for spots left out),
-    ``record`` (parameters, seed, versions, timings) and ``image_record`` (or None) as plain lists.
+    fiducial diameter in coordinate units or None}``; the pipeline makes the image features per slice.
+    Returns ``embedding`` (spots × dims, float64, NaN rows for spots left out), ``record`` (parameters, seed,
+    versions, timings) and ``image_record`` (or None) as plain lists.
     """
-    if method not in MODELS:
-        raise InputError(f"method must be one of {sorted(MODELS)}, got '{method}'")
+    from . import methods
+    from .pipeline import run_method
+
+    if method not in methods.names("expression"):
+        raise InputError(f"method must be one of {', '.join(methods.names('expression'))}, got '{method}'")
     adata = _anndata(counts, coordinates, spot_names, gene_names, library_size)
-    key = f"X_{method}"
     options = dict(params or {})
     if slices is not None:
         labels = [str(label) for label in np.atleast_1d(slices)]
@@ -59,47 +59,38 @@ def embed(
         adata.obs[SLICE_COLUMN] = labels
         options["batch_key"] = SLICE_COLUMN
     if library_size is not None:
-        if method != "staig":
-            raise InputError(f"library_size applies to STAIG only ({method} normalises over its own genes)")
         options["library_size_key"] = "total_counts"
+    if images and options.get("use_image"):
+        _attach_slice_images(adata, images, slices is not None)
     with _one_torch_thread():
-        if images and options.get("use_image"):
-            if method != "staig":
-                raise InputError(f"images apply to STAIG only, not {method}")
-            _add_image_features(adata, images, options.pop("image_options", None), device, progress)
-        MODELS[method](adata, random_state=int(random_state), device=device, progress=progress, key_added=key,
-                       **options)
+        run_method(method, adata, random_state=int(random_state), device=device, progress=progress, **options)
     image_record = adata.uns["spatialdomains"].get("image_features")
     return {
-        "embedding": np.asarray(adata.obsm[key], dtype=np.float64),
+        "embedding": np.asarray(adata.obsm[f"X_{method}"], dtype=np.float64),
         "record": json_safe(adata.uns["spatialdomains"][method]),
         "image_record": None if image_record is None else json_safe(image_record),
     }
 
 
-def _add_image_features(adata: ad.AnnData, images: dict, options: dict | None, device: str, progress: bool) -> None:
-    """``obsm['X_image']`` from each slice's image (features z-scored and reduced per slice)."""
-    slices = adata.obs[SLICE_COLUMN].astype(str).to_numpy() if SLICE_COLUMN in adata.obs else None
-    names = list(pd.unique(slices)) if slices is not None else [None]
-    if slices is not None and set(map(str, images)) != set(names):
+def _attach_slice_images(adata: ad.AnnData, images: dict, several: bool) -> None:
+    """Each slice's image as the ``uns['spatial']`` library named after it (one sample: its only library)."""
+    if not several:
+        image = next(iter(images.values()))
+        attach_image(adata, np.asarray(image["array"], dtype=np.float32), image["scale"],
+                     fiducial_diameter=image.get("fiducial"))
+        return
+    names = list(pd.unique(adata.obs[SLICE_COLUMN]))
+    if set(map(str, images)) != set(names):
         raise InputError(f"images are named {sorted(map(str, images))}, the slices {sorted(names)}: give one image "
                          "per slice, named by slice")
-    features, records = np.full((adata.n_obs, 0), np.nan, dtype=np.float32), {}
-    for name in names:
-        rows = np.arange(adata.n_obs) if name is None else np.flatnonzero(slices == name)
-        image = images[name] if name is not None else next(iter(images.values()))
-        piece = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names[rows]))
-        piece.obsm["spatial"] = np.asarray(adata.obsm["spatial"])[rows]
-        attach_image(piece, np.asarray(image["array"], dtype=np.float32), image["scale"],
-                     fiducial_diameter=image.get("fiducial"))
-        tl.image_features(piece, device=device, progress=progress, **dict(options or {}))
-        if features.shape[1] == 0:
-            features = np.full((adata.n_obs, piece.obsm["X_image"].shape[1]), np.nan, dtype=np.float32)
-        features[rows] = piece.obsm["X_image"]
-        records[name] = piece.uns["spatialdomains"]["image_features"]
-    adata.obsm["X_image"] = features
-    adata.uns.setdefault("spatialdomains", {})["image_features"] = (
-        records[None] if names == [None] else {"per_slice": records})
+    libraries = {}
+    for name, image in images.items():
+        factors = {"tissue_hires_scalef": float(image["scale"])}
+        if image.get("fiducial") is not None:
+            factors["fiducial_diameter_fullres"] = float(image["fiducial"])
+        libraries[str(name)] = {"images": {"hires": np.asarray(image["array"], dtype=np.float32)},
+                                "scalefactors": factors}
+    adata.uns["spatial"] = libraries
 
 
 def embed_multiomics(
@@ -121,6 +112,8 @@ def embed_multiomics(
     and ``attention`` (spots × modalities, columns in ``modalities`` order, NaN rows for spots left out),
     ``modalities`` (their order) and ``record``.
     """
+    from .pipeline import run_method
+
     if not isinstance(modalities, dict) or not modalities:
         raise InputError("modalities must map each modality's name to its counts and feature names")
     data = {}
@@ -129,8 +122,8 @@ def embed_multiomics(
             raise InputError(f"modality '{name}' needs 'counts' and 'feature_names'")
         data[str(name)] = _anndata(piece["counts"], coordinates, spot_names, piece["feature_names"], None)
     with _one_torch_thread():
-        result = tl.spami(data, modality_kinds=kinds, random_state=int(random_state), device=device,
-                          progress=progress, **dict(params or {}))
+        result = run_method("spami", data, modality_kinds=kinds, random_state=int(random_state), device=device,
+                            progress=progress, **dict(params or {}))
     record = result.uns["spatialdomains"]["spami"]
     names = [str(name) for name in record["modalities"]]
     rows = result.obs_names.get_indexer(pd.Index([str(s) for s in np.atleast_1d(spot_names)]))

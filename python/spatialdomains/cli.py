@@ -27,14 +27,13 @@ RDS_RESULT = "result.rds"
 #: With several slices: the folder of the combined result, and its UMAP coloured by slice and by domain.
 JOINT_FOLDER = "joint"
 UMAP_PLOT = "umap.png"
-#: Options that only one model reads.
-STAIG_ONLY = ("tau", "library_size_key", "image", "image_scale", "backbone", "backbone_weights")
-SPOTSCAPE_ONLY = ("graph",)
-#: Methods for paired omics on one section, and their extra outputs.
-MULTIOMICS_METHODS = ("spami", "baseline")
+#: Flags that set a method's option: flag attribute → option name (checked against the method's config).
+MODEL_FLAGS = {"layer": "layer", "library_size_key": "library_size_key", "graph": "graph", "tau": "tau",
+               "epochs": "n_epochs", "preset": "preset"}
+#: The image flags, which become STAIG's use_image and image_options.
+IMAGE_FLAGS = ("image", "image_scale", "backbone", "backbone_weights")
 MULTIOMICS_RESULT = "result.h5mu"
 ATTENTION_PLOT = "attention.png"
-METHOD_NAMES = {"staig": "STAIG", "spotscape": "Spotscape", "spami": "SpaMI", "baseline": "Baseline"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from . import __version__, methods
 
     parser = argparse.ArgumentParser(prog="spatialdomains",
                                      description="Spatial domains from spatial transcriptomics.")
@@ -75,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
                           "output folder (raw counts); several inputs are slices to integrate; for --method spami "
                           "or baseline an .h5mu file (or use --modality)")
     run.add_argument("--out", required=True, help="output folder (created if needed)")
-    run.add_argument("--method", default="staig", choices=["staig", "spotscape", "spami", "baseline"],
+    run.add_argument("--method", default="staig", choices=methods.names(),
                      help="model (default: staig); spami and baseline take paired omics on one section")
     run.add_argument("--modality", action="append", default=[], metavar="NAME=PATH",
                      help="spami/baseline: one modality of the section (e.g. rna=RNA.h5ad, adt=ADT.h5ad, "
@@ -108,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("inputs", nargs="+", metavar="INPUT",
                         help=".h5ad, .rds, .h5mu or Space Ranger folder; several inputs are slices to integrate")
     report.add_argument("--out", required=True, help="the HTML file to write (e.g. report.html)")
-    report.add_argument("--method", default="staig", choices=["staig", "spotscape", "spami", "baseline", "precomputed"],
+    report.add_argument("--method", default="staig", choices=[*methods.names(), "precomputed"],
                         help="model (default: staig); precomputed reports the domains already in obs['domain']")
     report.add_argument("--sample", help="sample name shown in the report (default: the input's file name)")
     report.add_argument("--modality", action="append", default=[], metavar="NAME=PATH",
@@ -169,7 +168,7 @@ def _add_model_options(parser: argparse.ArgumentParser, default_domains: int | N
     parser.add_argument("--cluster-method", default="auto", choices=["auto", "mclust", "gmm", "kmeans", "leiden"],
                         help="clustering backend (default: mclust when R has it, else gmm)")
     if tuning:
-        parser.add_argument("--preset", default="paper", choices=["paper", "published"],
+        parser.add_argument("--preset", choices=["paper", "published"],
                             help="STAIG settings preset (default: paper)")
         parser.add_argument("--tau", type=float,
                             help="STAIG: temperature of the contrastive loss (default: the preset's)")
@@ -234,39 +233,48 @@ def _workflow(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from . import io
+    from . import io, methods
     from .errors import InputError
 
-    method = args.method
-    if method in MULTIOMICS_METHODS:
+    method = methods.get(args.method)
+    if method.kind == "omics":
         return _run_multiomics(args)
     if args.modality or args.modality_kind:
-        raise InputError(f"--modality and --modality-kind apply to --method spami or baseline, not {method}")
+        raise InputError(f"--modality and --modality-kind apply to --method spami or baseline, not {args.method}")
     if not args.inputs:
         raise InputError("give at least one INPUT (an .h5ad file, an .rds file or a Space Ranger folder)")
-    wrong = [name for name in (SPOTSCAPE_ONLY if method == "staig" else STAIG_ONLY) if getattr(args, name, None)]
-    if wrong:
-        flags = ", ".join("--" + name.replace("_", "-") for name in wrong)
-        raise InputError(f"{flags} do(es) not apply to --method {method}")
-    params = {"layer": args.layer, "n_epochs": args.epochs}
-    if method == "staig":
-        params.update(preset=args.preset, tau=args.tau, library_size_key=args.library_size_key)
-        params.update(_image_params(args))
-    else:
-        params.update(graph=args.graph)
+    params = {**_model_options(args, method), **_image_params(args, method)}
     samples = [io.read(path) for path in args.inputs]
     if len(samples) == 1 and args.batch_key is None:
         return _find_and_write(samples[0], args, label_key=args.label_key, **params)
     return _integrate_and_write(samples, args, **params)
 
 
-def _image_params(args: argparse.Namespace) -> dict:
-    """STAIG's image arguments from --image, --image-scale, --backbone and --backbone-weights."""
+def _model_options(args: argparse.Namespace, method) -> dict:
+    """The method's options from the flags given; a flag the method does not read is an error naming it."""
     from .errors import InputError
 
+    given = {flag: getattr(args, flag) for flag in MODEL_FLAGS if getattr(args, flag, None) is not None}
+    known = method.option_names() | {"preset"}
+    wrong = [flag for flag in given if MODEL_FLAGS[flag] not in known]
+    if wrong:
+        flags = ", ".join("--" + flag.replace("_", "-") for flag in wrong)
+        raise InputError(f"{flags} do(es) not apply to --method {method.name}")
+    if "preset" in given and given["preset"] not in method.preset_names():
+        raise InputError(f"--preset {given['preset']} does not apply to --method {method.name}")
+    return {MODEL_FLAGS[flag]: value for flag, value in given.items()}
+
+
+def _image_params(args: argparse.Namespace, method) -> dict:
+    """STAIG's image options from --image, --image-scale, --backbone and --backbone-weights."""
+    from .errors import InputError
+
+    given = [flag for flag in IMAGE_FLAGS if getattr(args, flag, None)]
+    if given and "use_image" not in method.option_names():
+        raise InputError(f"{', '.join('--' + f.replace('_', '-') for f in given)} do(es) not apply to --method "
+                         f"{method.name}")
     if not args.image:
-        extra = [flag for flag, value in (("--image-scale", args.image_scale), ("--backbone", args.backbone),
-                                          ("--backbone-weights", args.backbone_weights)) if value]
+        extra = [f"--{flag.replace('_', '-')}" for flag in given]
         if extra:
             raise InputError(f"{', '.join(extra)} only apply together with --image")
         return {}
@@ -285,15 +293,14 @@ def _run_multiomics(args: argparse.Namespace) -> int:
     """Paired omics on one section: read the modalities, find the domains, write the outputs."""
     import matplotlib.pyplot as plt
 
-    from . import io, pl
+    from . import io, methods, pl
     from .errors import InputError
     from .tl import find_domains
 
     method = args.method
-    wrong = [name for name in (*STAIG_ONLY, *SPOTSCAPE_ONLY, "batch_key", "layer") if getattr(args, name, None)]
-    if wrong:
-        raise InputError(f"{', '.join('--' + n.replace('_', '-') for n in wrong)} do(es) not apply to --method "
-                         f"{method}")
+    params = {**_model_options(args, methods.get(method)), **_image_params(args, methods.get(method))}
+    if args.batch_key:
+        raise InputError(f"--batch-key does not apply to --method {method}: it takes one section")
     if args.modality and args.inputs:
         raise InputError("give the modalities either as --modality NAME=PATH or as one .h5mu INPUT, not both")
     if args.modality:
@@ -304,9 +311,7 @@ def _run_multiomics(args: argparse.Namespace) -> int:
     else:
         raise InputError(f"--method {method} takes one section: its modalities as --modality rna=RNA.h5ad "
                          "--modality adt=ADT.h5ad, or one .h5mu file (or one .h5ad for a single modality)")
-    params = {"modality_kinds": _pairs(args.modality_kind, "--modality-kind") or None}
-    if method == "spami":
-        params["n_epochs"] = args.epochs
+    params["modality_kinds"] = _pairs(args.modality_kind, "--modality-kind") or None
     result = find_domains(data, method, args.n_domains, cluster_method=args.cluster_method, refine=_refine(args),
                           random_state=args.seed, device=args.device, progress=not args.quiet,
                           **{k: v for k, v in params.items() if v is not None})
@@ -434,12 +439,12 @@ def _write_sample(adata, out: Path, method: str, record: dict) -> list[str]:
     """The per-sample outputs: domains CSV, embedding CSV, domain plot, provenance, result .h5ad (and .rds)."""
     import matplotlib.pyplot as plt
 
-    from . import io, pl
+    from . import io, methods, pl
 
     out.mkdir(parents=True, exist_ok=True)
     _write_table(adata, out, method, with_coordinates=True)
     figure = pl.domains(adata, "domain", save=out / OUTPUT_FILES["plot"],
-                        title=f"{adata.obs['domain'].cat.categories.size} domains ({METHOD_NAMES[method]})")
+                        title=f"{adata.obs['domain'].cat.categories.size} domains ({methods.get(method).title})")
     plt.close(figure)
     io.write_json(record, out / OUTPUT_FILES["provenance"])
     written = [name for key, name in OUTPUT_FILES.items() if key != "result"]
@@ -458,7 +463,7 @@ def _write_sample(adata, out: Path, method: str, record: dict) -> list[str]:
 def _write_table(adata, out: Path, method: str, *, with_coordinates: bool) -> None:
     import pandas as pd
 
-    from . import io
+    from . import io, methods
 
     columns = [c for c in ("domain", "domain_unrefined") if c in adata.obs]
     table = adata.obs[columns].copy()
@@ -466,7 +471,7 @@ def _write_table(adata, out: Path, method: str, *, with_coordinates: bool) -> No
         table[["x", "y"]] = adata.obsm["spatial"][:, :2]
     io.write_csv(table, out / OUTPUT_FILES["domains"], index_label="barcode")
     values = adata.obsm[f"X_{method}"]
-    prefix = METHOD_NAMES[method]
+    prefix = methods.get(method).title
     embedding = pd.DataFrame(values, index=adata.obs_names, columns=[f"{prefix}_{i + 1}" for i in range(values.shape[1])])
     io.write_csv(embedding, out / OUTPUT_FILES["embedding"], index_label="barcode")
 

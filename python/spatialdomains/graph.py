@@ -16,7 +16,8 @@ from .errors import InputError
 def knn_graph(coordinates: np.ndarray, n_neighbors: int = 5) -> sp.csr_matrix:
     """Connect each spot to its ``n_neighbors`` nearest other spots, then symmetrise (A = max(A, Aᵀ)).
 
-    Self is excluded by index rather than by sort position, so duplicated coordinates are safe.
+    The neighbours are those of :func:`nearest_other_spots` (ties to the lower index), the one neighbour rule of
+    the package: graphs, SpaMI's readout and refinement all use it.
     """
     coordinates = _as_coordinates(coordinates)
     n = coordinates.shape[0]
@@ -24,22 +25,13 @@ def knn_graph(coordinates: np.ndarray, n_neighbors: int = 5) -> sp.csr_matrix:
         raise InputError(f"n_neighbors must be at least 1, got {n_neighbors}")
     if n <= n_neighbors:
         raise InputError(f"a {n_neighbors}-nearest-neighbour graph needs more than {n_neighbors} spots, got {n}")
-    neighbours = _tree_neighbours(coordinates, n_neighbors)
-    return _symmetric_adjacency(np.repeat(np.arange(n), n_neighbors), neighbours.ravel(), n)
+    return adjacency_from_neighbours(nearest_other_spots(coordinates, n_neighbors))
 
 
-def _tree_neighbours(coordinates: np.ndarray, k: int) -> np.ndarray:
-    """The k nearest other spots in the KD-tree's own order among equal distances.
-
-    The models' graphs use this order, as the published STAIG code does (sklearn's tree); the benchmarks in
-    docs/methods.md were measured with it. Refinement uses :func:`nearest_other_spots`, whose tie order the R
-    package reproduces.
-    """
-    n = coordinates.shape[0]
-    _, index = KDTree(coordinates).query(coordinates, k=k + 1)
-    not_self = index != np.arange(n)[:, None]
-    keep = not_self & (np.cumsum(not_self, axis=1) <= k)
-    return index[keep].reshape(n, k)
+def adjacency_from_neighbours(neighbours: np.ndarray) -> sp.csr_matrix:
+    """The symmetric adjacency of directed neighbour lists (``neighbours``: n_spots × k indices)."""
+    n, k = neighbours.shape
+    return _symmetric_adjacency(np.repeat(np.arange(n), k), neighbours.ravel(), n)
 
 
 def nearest_other_spots(coordinates: np.ndarray, k: int) -> np.ndarray:

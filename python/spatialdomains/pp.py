@@ -255,12 +255,12 @@ def clr(counts: sp.spmatrix | np.ndarray) -> np.ndarray:
 
 
 def adt_features(counts: sp.spmatrix, *, min_spots: int = 0) -> OmicsFeatures:
-    """SpaMI's protein recipe: optionally drop proteins detected in fewer than ``min_spots`` spots, then CLR per
-    spot. No PCA."""
+    """SpaMI's protein recipe: drop proteins detected in fewer than ``min_spots`` spots (0 keeps every protein,
+    undetected ones included, as published), then CLR per spot. No PCA."""
     counts = sp.csr_matrix(counts, dtype=np.float32)
-    keep = np.flatnonzero(np.asarray((counts > 0).sum(axis=0)).ravel() >= max(min_spots, 1))
+    keep = np.flatnonzero(np.asarray((counts > 0).sum(axis=0)).ravel() >= min_spots)
     if len(keep) < 2:
-        raise InputError(f"protein: only {len(keep)} proteins are detected in at least {max(min_spots, 1)} spots; "
+        raise InputError(f"protein: only {len(keep)} proteins are detected in at least {min_spots} spots; "
                          "lower min_spots or check that this modality holds antibody counts")
     return OmicsFeatures("adt", clr(counts[:, keep]), keep)
 

@@ -84,7 +84,11 @@ def combine(slices, batch_key: str = DEFAULT_BATCH_KEY, names: list[str] | None 
 
 def hand_back(combined: ad.AnnData, slices, batch_key: str, *, obsm_keys=(), obs_keys=(),
               uns_key: str | None = None) -> None:
-    """Copy per-spot results of ``combined`` (built by :func:`combine`, same slice order) into each slice."""
+    """Copy per-spot results of ``combined`` (built by :func:`combine`, same slice order) into each slice.
+
+    ``obsm_keys`` may name ``obsm`` entries or ``layers``; a layer goes to the slice's ``layers`` when the slice
+    has exactly the combined genes, else to its ``obsm`` with the gene names in ``uns[uns_key]['<key>_genes']``.
+    """
     slices = list(slices.values()) if isinstance(slices, dict) else list(slices)
     labels = combined.obs[batch_key].astype(str).to_numpy()
     names = list(combined.obs[batch_key].cat.categories)
@@ -92,16 +96,24 @@ def hand_back(combined: ad.AnnData, slices, batch_key: str, *, obsm_keys=(), obs
         rows = np.flatnonzero(labels == name)
         if len(rows) != adata.n_obs:
             raise RuntimeError(f"slice {name}: {len(rows)} combined rows for {adata.n_obs} spots")
+        handed_genes = {}
         for key in obsm_keys:
             if key in combined.obsm:
                 adata.obsm[key] = np.asarray(combined.obsm[key])[rows]
+            elif key in combined.layers:  # per-gene results: a layer where the genes match, else obsm + names
+                values = np.asarray(combined.layers[key])[rows]
+                if adata.var_names.equals(combined.var_names):
+                    adata.layers[key] = values
+                else:
+                    adata.obsm[key] = values
+                    handed_genes[f"{key}_genes"] = np.asarray(combined.var_names, dtype=str)
         for key in obs_keys:
             if key in combined.obs:
                 adata.obs[key] = combined.obs[key].iloc[rows].to_numpy()
                 if isinstance(combined.obs[key].dtype, pd.CategoricalDtype):
                     adata.obs[key] = pd.Categorical(adata.obs[key], categories=combined.obs[key].cat.categories)
         if uns_key is not None and uns_key in combined.uns:
-            adata.uns[uns_key] = {**combined.uns[uns_key], "slice": name}
+            adata.uns[uns_key] = {**combined.uns[uns_key], **handed_genes, "slice": name}
 
 
 def slice_names(paths: list[str]) -> list[str]:

@@ -6,6 +6,7 @@ from torch.nn import functional as F
 
 import spatialdomains as sd
 from spatialdomains.errors import InputError
+from spatialdomains.methods import SpotscapeConfig
 from spatialdomains.models import spotscape as model
 
 
@@ -54,9 +55,9 @@ def test_views_drop_directed_edges_and_mask_genes_at_the_rate():
 
 def test_bad_settings_name_the_field():
     with pytest.raises(InputError, match="graph"):
-        model.SpotscapeConfig(graph="delaunay")
+        SpotscapeConfig(graph="delaunay")
     with pytest.raises(InputError, match="dims"):
-        model.SpotscapeConfig(dims=(64,))
+        SpotscapeConfig(dims=(64,))
 
 
 def test_tool_stores_embedding_denoised_expression_and_record(small_sample):

@@ -67,13 +67,14 @@ def test_helpful_errors(sample):
         sd.find_domains(sample, method="magic")
 
 
-def test_presets():
-    from spatialdomains.models.staig import make_config
+def test_presets(sample):
+    from spatialdomains.pipeline import configure
 
-    published = make_config("published")
+    _, published, run = configure("staig", sample, preset="published")
     assert (published.tau, published.n_epochs, published.edge_drop) == (34.0, 340, "gene_adaptive")
-    assert make_config("published", tau=5).tau == 5
-    assert make_config().tau == 10.0
+    assert run.preset == "published"
+    assert configure("staig", sample, preset="published", tau=5)[1].tau == 5
+    assert configure("staig", sample)[1].tau == 10.0
 
 
 def test_domain_plot(sample, tmp_path):

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from spatialdomains.graph import knn_graph
+from spatialdomains.methods import StaigConfig
 from spatialdomains.models import staig
 from spatialdomains.models.trainer import EarlyStopping, Trainer, select_device, seed_everything
 
@@ -25,7 +26,7 @@ def small_sample_module():
 
 def _train(features, seed, epochs=15, **kwargs):
     x, adjacency = features
-    config = staig.make_config(n_epochs=epochs)
+    config = StaigConfig(n_epochs=epochs)
     return staig.train_staig(x, adjacency, config, device=torch.device("cpu"), random_state=seed, progress=False,
                              **kwargs)
 
@@ -106,6 +107,6 @@ def test_device_selection():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
 def test_cuda_training_runs(features):
     x, adjacency = features
-    result = staig.train_staig(x, adjacency, staig.make_config(n_epochs=5), device=torch.device("cuda"),
+    result = staig.train_staig(x, adjacency, StaigConfig(n_epochs=5), device=torch.device("cuda"),
                                progress=False)
     assert result.record["device"].startswith("cuda") and np.isfinite(result.embedding).all()

@@ -165,3 +165,215 @@ def extract_features(tissues: list[TissueImage], coordinates: list[np.ndarray], 
         "timings": timer.seconds,
     }
     return [r for r, _ in reduced], record
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The tool (sd.tl.image_features): one AnnData, several slices, or one AnnData holding several slices
+# ---------------------------------------------------------------------------------------------------------------
+
+def image_features(
+    data,
+    *,
+    image=None,
+    image_scale: float | None = None,
+    library_id: str | None = None,
+    batch_key: str | None = None,
+    features=None,
+    backbone: str = "auto",
+    weights: str | None = None,
+    input_px: int | None = None,
+    byol_epochs: int = 1,
+    batch_size: int = 43,
+    patch_factor: float = 3.5,
+    border: str = "pad",
+    patch_px: int = 512,
+    blur1: int = 5,
+    blur2: int = 15,
+    band: tuple[int, int] | None = None,
+    n_components: int = 64,
+    random_state: int = 42,
+    device: str = "auto",
+    overwrite: bool = False,
+    progress: bool = True,
+    key_added: str = "X_image",
+):
+    """H&E image features of each spot, as STAIG uses them, into ``obsm[key_added]`` (spots × ``n_components``).
+
+    A square patch of ``patch_factor`` fiducial diameters around each spot is cut from the best image available
+    (``image`` if given, else full-res, hires or lowres from ``uns['spatial']``, with its scale factor), resized
+    to ``patch_px``, filtered as published (grey, ``blur1`` Gaussian, box ``band`` of the centred spectrum,
+    modulus of the inverse, ``blur2`` Gaussian), resized to ``input_px`` and embedded by a ResNet trained with
+    BYOL for ``byol_epochs``; the embedding is z-scored and reduced by PCA.
+
+    Several slices (a list or dict of AnnData, or one AnnData whose ``obs[batch_key]`` names the slices and
+    whose ``uns['spatial']`` holds one library per slice, named as the slices): each slice uses its own image
+    and its own z-score and PCA; one backbone is trained on the patches of all slices.
+
+    Parameters
+    ----------
+    image, image_scale
+        A tissue image (array or file) and its pixels per unit of ``obsm['spatial']`` (1 = full resolution);
+        one section only.
+    library_id
+        Which ``uns['spatial']`` entry to use when there are several.
+    features
+        Your own per-spot image features (array, or an ``obsm`` key): only the z-score and PCA are applied.
+    backbone, weights
+        ``'resnet18'``, ``'resnet34'``, ``'resnet50'`` (published) or ``'auto'`` (ResNet-50 on a GPU, ResNet-18
+        on CPU); ``weights`` a torchvision-layout ImageNet state dict file. Without it the backbone starts
+        from random weights (with a warning).
+    input_px
+        Side of the backbone's input: 256 (published; the default on a GPU) or 128 on CPU, which loses nothing
+        of the filtered patch (its spectrum stops at about 19 cycles per side) and is four times faster.
+    patch_factor, border
+        Patch side in fiducial diameters (3.5); ``'pad'`` fills parts outside the image with white,
+        ``'truncate'`` (published) cuts the patch at the edge.
+    n_components, random_state
+        PCA components (64) and the seed of BYOL, its augmentations and the PCA.
+    overwrite
+        Recompute even when ``obsm[key_added]`` already holds features made with the same settings.
+
+    Returns
+    -------
+    The input, with the features in ``obsm[key_added]`` of each slice and the run's settings, BYOL losses and
+    timings in ``uns['spatialdomains']['image_features']``.
+    """
+    from .._utils import package_versions
+    from ..models.trainer import select_device
+
+    slices = _slice_pieces(data, batch_key, image, library_id)
+    if features is not None:
+        for piece in slices:
+            _own_features(piece.adata, features, n_components, random_state, key_added)
+        return data
+    chosen_device = select_device(device)
+    on_gpu = chosen_device.type == "cuda"
+    backbone = ("resnet50" if on_gpu else "resnet18") if backbone == "auto" else backbone
+    settings = ImageFeatureSettings(
+        backbone=backbone, weights=None if weights is None else str(weights),
+        input_px=input_px or (256 if on_gpu else 128), byol_epochs=byol_epochs, batch_size=batch_size,
+        patch_factor=patch_factor, border=border,
+        filter=FilterSettings(patch_px=patch_px, blur1=blur1, blur2=blur2, band=None if band is None else tuple(band)),
+        n_components=n_components, random_state=random_state)
+    tissues = []
+    for piece in slices:
+        tissue = find_image(piece.adata, image, image_scale, piece.library_id)
+        if tissue is None:
+            where = f"slice {piece.name}: " if len(slices) > 1 else ""
+            raise InputError(f"{where}no tissue image: uns['spatial'][library]['images'] is empty and no image= "
+                             "was given; pass image= (array or file) and image_scale= (pixels per obsm['spatial'] "
+                             "unit)")
+        tissues.append(tissue)
+    wanted = {"settings": settings.as_record(), "image_sources": [t.source for t in tissues]}
+    if not overwrite and all(_holds_features(piece.adata, key_added, wanted) for piece in slices):
+        logger.info("image features: obsm['%s'] already holds features made with these settings; reusing them "
+                    "(overwrite=True recomputes)", key_added)
+        return data
+    logger.info("image features: %s, %d-px input, %s image(s), on %s", backbone, settings.input_px,
+                ", ".join(wanted["image_sources"]), chosen_device)
+    coordinates = [piece.coordinates for piece in slices]
+    reduced, record = extract_features(tissues, coordinates, settings, device=chosen_device, progress=progress)
+    for piece, values in zip(slices, reduced):
+        piece.write(key_added, values, {**record, "key_added": key_added, "versions": package_versions()})
+    return data
+
+
+@dataclass
+class _SlicePiece:
+    """One slice's spots inside the object the user gave (all of it, or the rows of one slice)."""
+
+    adata: object
+    name: str
+    library_id: str | None
+    rows: np.ndarray | None = None
+    owner: object = None
+
+    @property
+    def coordinates(self) -> np.ndarray:
+        from ..io import spatial_coordinates
+
+        return spatial_coordinates(self.owner if self.rows is not None else self.adata)[self._rows_or_all]
+
+    @property
+    def _rows_or_all(self):
+        return slice(None) if self.rows is None else self.rows
+
+    def write(self, key: str, values: np.ndarray, record: dict) -> None:
+        from .._record import record_step
+
+        target = self.owner if self.rows is not None else self.adata
+        if self.rows is None:
+            target.obsm[key] = values
+            record_step(target, "image_features", record)
+            return
+        if key not in target.obsm or np.shape(target.obsm[key]) != (target.n_obs, values.shape[1]):
+            target.obsm[key] = np.full((target.n_obs, values.shape[1]), np.nan, dtype=np.float32)
+        target.obsm[key][self.rows] = values
+        stored = dict(target.uns.get("spatialdomains", {}).get("image_features", {}).get("per_slice", {}))
+        record_step(target, "image_features", {"per_slice": {**stored, self.name: record}})
+
+
+def _slice_pieces(data, batch_key, image, library_id) -> list[_SlicePiece]:
+    """The slices of ``data`` (an AnnData, a list or dict of them, or an AnnData with ``batch_key``)."""
+    if isinstance(data, dict):
+        named = [(str(name), adata) for name, adata in data.items()]
+    elif isinstance(data, (list, tuple)):
+        named = [(f"slice{i + 1}", adata) for i, adata in enumerate(data)]
+    elif batch_key is None:
+        return [_SlicePiece(data, "", library_id)]
+    else:
+        return _slices_by_key(data, batch_key, image)
+    if image is not None and len(named) > 1:
+        raise InputError("image= gives one image for one section; for several slices keep each slice's image in "
+                         "its uns['spatial'] (e.g. read each Space Ranger folder) and leave image= out")
+    return [_SlicePiece(adata, name, library_id) for name, adata in named]
+
+
+def _slices_by_key(adata, batch_key: str, image) -> list[_SlicePiece]:
+    """Slices of one AnnData, each with the ``uns['spatial']`` library named after it."""
+    import anndata as ad
+
+    from ..slices import batch_labels
+
+    labels = batch_labels(adata, batch_key).astype(str).to_numpy()
+    names = list(dict.fromkeys(labels))
+    if len(names) == 1:
+        return [_SlicePiece(adata, names[0], None)]
+    libraries = adata.uns.get("spatial", {})
+    missing = [name for name in names if name not in libraries]
+    if image is not None or missing:
+        raise InputError(f"image features of several slices in one AnnData need one uns['spatial'] library per "
+                         f"slice, named as in obs['{batch_key}'] (missing: {', '.join(missing) or 'none'}); "
+                         "or pass the slices as a list, each with its own image")
+    pieces = []
+    for name in names:
+        rows = np.flatnonzero(labels == name)
+        light = ad.AnnData(obs=adata.obs.iloc[rows, :0].copy())
+        light.uns["spatial"] = {name: libraries[name]}
+        pieces.append(_SlicePiece(light, name, name, rows=rows, owner=adata))
+    return pieces
+
+
+def _own_features(adata, features, n_components: int, random_state: int, key_added: str) -> None:
+    """The user's own per-spot features, z-scored and reduced (no image needed)."""
+    from .._utils import package_versions
+    from .._record import record_step
+
+    if isinstance(features, str) and features not in adata.obsm:
+        raise InputError(f"features: obsm['{features}'] does not exist (obsm keys: {', '.join(adata.obsm)})")
+    given = adata.obsm[features] if isinstance(features, str) else features
+    if len(given) != adata.n_obs:
+        raise InputError(f"features have {len(given)} rows for {adata.n_obs} spots")
+    reduced, variance = reduce_features(np.asarray(given), n_components, random_state)
+    adata.obsm[key_added] = reduced
+    record_step(adata, "image_features", {"source": features if isinstance(features, str) else "array given",
+                                          "n_components": reduced.shape[1], "explained_variance": variance,
+                                          "versions": package_versions()})
+
+
+def _holds_features(adata, key: str, wanted: dict) -> bool:
+    """Whether ``obsm[key]`` already holds features made with the wanted settings (record read back or not)."""
+    from .._utils import h5ad_safe, json_safe
+
+    previous = adata.uns.get("spatialdomains", {}).get("image_features", {})
+    return key in adata.obsm and all(json_safe(previous.get(k)) == json_safe(h5ad_safe(v)) for k, v in wanted.items())

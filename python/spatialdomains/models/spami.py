@@ -24,43 +24,6 @@ from ..errors import InputError
 from .trainer import Trainer, seed_everything
 
 
-@dataclass(frozen=True)
-class SpamiConfig:
-    """SpaMI hyper-parameters; defaults from the method note unless docs/methods.md says otherwise.
-
-    ``dgi_weights`` and ``reconstruction_weights`` hold one weight per modality, in modality order (the note's
-    w0, w1 and w2, w3); ``correspondence_weight`` is w4.
-    """
-
-    n_epochs: int = 1000
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    hidden_dim: int = 256
-    out_dim: int = 64
-    dropout: float = 0.15
-    n_neighbors: int = 3
-    dgi_weights: tuple[float, ...] = (1.0, 1.0)
-    reconstruction_weights: tuple[float, ...] = (10.0, 10.0)
-    correspondence_weight: float = 5.0
-
-    def __post_init__(self) -> None:
-        checks = {
-            "n_epochs": self.n_epochs >= 1,
-            "learning_rate": self.learning_rate > 0,
-            "weight_decay": self.weight_decay >= 0,
-            "hidden_dim": self.hidden_dim >= 1,
-            "out_dim": self.out_dim >= 1,
-            "dropout": 0 <= self.dropout < 1,
-            "n_neighbors": self.n_neighbors >= 1,
-            "dgi_weights": all(w >= 0 for w in self.dgi_weights),
-            "reconstruction_weights": all(w >= 0 for w in self.reconstruction_weights),
-            "correspondence_weight": self.correspondence_weight >= 0,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise InputError(f"invalid SpaMI setting(s) {bad} in {self}; see spatialdomains.tl.spami")
-
-
 class SparseOperator:
     """A fixed sparse N×N matrix with its transpose stored too, so that ``op @ h`` backpropagates with one
     sparse product (torch would re-sort the transpose at every backward pass)."""
@@ -193,7 +156,7 @@ class Discriminator(nn.Module):
 class SpamiNet(nn.Module):
     """Per-omics encoders, discriminators and decoders with one shared attention."""
 
-    def __init__(self, input_dims: list[int], config: SpamiConfig) -> None:
+    def __init__(self, input_dims: list[int], config) -> None:
         super().__init__()
         self.encoders = nn.ModuleList(GraphBlock(d, config.hidden_dim, config.out_dim, config.dropout)
                                       for d in input_dims)
@@ -224,7 +187,7 @@ def dgi_loss(discriminator: Discriminator, clean: torch.Tensor, corrupted: torch
     def term(real, fake, summary_):
         logits = torch.cat([discriminator.score(projected[real], summary_),
                             discriminator.score(projected[fake], summary_)])
-        labels = torch.cat([torch.ones(clean.shape[0]), torch.zeros(clean.shape[0])]).to(logits)
+        labels = torch.cat([logits.new_ones(clean.shape[0]), logits.new_zeros(clean.shape[0])])
         return F.binary_cross_entropy_with_logits(logits, labels)
 
     return term("clean", "corrupted", clean_summary) + term("corrupted", "clean", corrupted_summary)
@@ -249,11 +212,10 @@ def train_spami(
     features: list[np.ndarray],
     adjacency: sp.spmatrix,
     neighbours: np.ndarray,
-    config: SpamiConfig,
+    config,
     *,
     device: torch.device,
     random_state: int = 0,
-    deterministic: bool = False,
     progress: bool = True,
     checkpoint: str | Path | None = None,
 ) -> SpamiResult:
@@ -264,7 +226,7 @@ def train_spami(
                                                                 config.reconstruction_weights)):
         if len(weights) < n_modalities:
             raise InputError(f"{name} has {len(weights)} weights for {n_modalities} modalities")
-    seed_everything(random_state, deterministic=deterministic)
+    seed_everything(random_state)
     xs = [torch.as_tensor(x, dtype=torch.float32, device=device) for x in features]
     operator = gcn_operator(adjacency, device)
     readout = readout_operator(neighbours, device)

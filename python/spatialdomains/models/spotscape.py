@@ -21,65 +21,9 @@ from torch.nn import functional as F
 
 from ..errors import InputError
 from .layers import GCNLayer
-from .trainer import Trainer, seed_everything
+from .trainer import Trainer, accumulation_dtype, seed_everything
 
 logger = logging.getLogger("spatialdomains")
-
-
-#: Adam's learning rate for several slices (the paper's multi-slice DLPFC value); one slice uses 1e-4.
-MULTI_SLICE_LEARNING_RATE = 5e-4
-
-
-@dataclass(frozen=True)
-class SpotscapeConfig:
-    """Spotscape hyper-parameters; defaults from the method note. The multi-slice terms (similarity-scale
-    matching, prototypes) act only when there are several slices, unless ``prototypes=True``."""
-
-    n_epochs: int = 1000
-    learning_rate: float = 1e-4
-    weight_decay: float = 1e-4
-    dims: tuple[int, ...] = (256, 64)
-    n_top_genes: int = 5000
-    edge_drop: tuple[float, float] = (0.2, 0.2)
-    feature_mask: tuple[float, float] = (0.2, 0.2)
-    lambda_rec: float = 0.1
-    lambda_sc: float = 1.0
-    lambda_ss: float = 1.0
-    lambda_pcl: float = 0.01
-    sim_k: int = 5
-    ss_mode: str = "per_slice"
-    ss_exclude_self: bool = False
-    prototypes: bool | None = None
-    tau_pcl: float = 0.75
-    warmup_epochs: int = 500
-    granularities: tuple[float, ...] = (1.0, 1.5, 2.0)
-    batch_norm_momentum: float = 0.1
-    graph: str = "radius"
-    radius: float | None = None
-    max_neighbors: int = 50
-    n_neighbors: int = 6
-    memory_budget_mb: float = 256.0
-
-    def __post_init__(self) -> None:
-        checks = {
-            "n_epochs": self.n_epochs >= 1,
-            "learning_rate": self.learning_rate > 0,
-            "dims": len(self.dims) >= 2 and all(d >= 1 for d in self.dims),
-            "edge_drop": len(self.edge_drop) == 2 and all(0 <= p < 1 for p in self.edge_drop),
-            "feature_mask": len(self.feature_mask) == 2 and all(0 <= p < 1 for p in self.feature_mask),
-            "sim_k": self.sim_k >= 1,
-            "ss_mode": self.ss_mode in ("per_slice", "pooled"),
-            "tau_pcl": self.tau_pcl > 0,
-            "warmup_epochs": self.warmup_epochs >= 0,
-            "granularities": len(self.granularities) >= 1 and all(g >= 1 for g in self.granularities),
-            "batch_norm_momentum": 0 < self.batch_norm_momentum <= 1,
-            "graph": self.graph in ("radius", "knn"),
-            "radius": self.radius is None or self.radius > 0,
-            "memory_budget_mb": self.memory_budget_mb >= 0,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise InputError(f"invalid Spotscape setting(s) {bad} in {self}; see spatialdomains.tl.spotscape")
 
 
 class SpotscapeNet(nn.Module):
@@ -133,10 +77,11 @@ def similarity_asymmetry(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     """L_SC = (1/B²) Σ_ij (S_ij − S_ji)² with S = Ẑ¹Ẑ²ᵀ (rows L2-normalised), without forming S.
 
     Σ_ij (S_ij − S_ji)² = 2(⟨AᵀA, CᵀC⟩ − ⟨CᵀA, AᵀC⟩) for A = Ẑ¹, C = Ẑ²: only d×d Gram matrices, accumulated
-    in float64 because the two terms are O(B²) and nearly cancel.
+    in float64 (where the device has it) because the two terms are O(B²) and nearly cancel.
     """
-    a = F.normalize(z1, dim=1, eps=1e-12).double()
-    c = F.normalize(z2, dim=1, eps=1e-12).double()
+    wide = accumulation_dtype(z1.device)
+    a = F.normalize(z1, dim=1, eps=1e-12).to(wide)
+    c = F.normalize(z2, dim=1, eps=1e-12).to(wide)
     cross = c.T @ a
     total = 2 * ((a.T @ a) * (c.T @ c)).sum() - 2 * (cross * cross.T).sum()
     return (total / z1.shape[0] ** 2).to(z1.dtype)
@@ -147,10 +92,11 @@ class ReconstructionTarget:
 
     def __init__(self, x: torch.Tensor, rows_per_block: int = 4096) -> None:
         self.x = x
-        self.square_sum = x.new_zeros((), dtype=torch.float64)
-        self.column_sums = x.new_zeros(x.shape[1], dtype=torch.float64)
+        self.wide = accumulation_dtype(x.device)
+        self.square_sum = x.new_zeros((), dtype=self.wide)
+        self.column_sums = x.new_zeros(x.shape[1], dtype=self.wide)
         for start in range(0, x.shape[0], rows_per_block):  # in blocks: no float64 copy of X
-            block = x[start:start + rows_per_block].double()
+            block = x[start:start + rows_per_block].to(self.wide)
             self.square_sum += (block * block).sum()
             self.column_sums += block.sum(dim=0)
 
@@ -161,18 +107,19 @@ def reconstruction_error(target: ReconstructionTarget, hiddens: list[torch.Tenso
     ‖X − HWᵀ − 1bᵀ‖² = ‖X‖² − 2⟨HᵀX, Wᵀ⟩ − 2 bᵀ(Xᵀ1) + ⟨HᵀH, WᵀW⟩ + 2 (1ᵀH)Wᵀb + B‖b‖².
     Only HᵀX is large (d × G), and the views share it: Σᵥ⟨HᵥᵀX, Wᵀ⟩ = ⟨(Σᵥ Hᵥ)ᵀX, Wᵀ⟩, so one B×G×d product
     serves the forward pass and one (X W) the backward pass, instead of three per view. The products are
-    float32; the terms, O(B·G) each and partly cancelling, are summed in float64.
+    float32; the terms, O(B·G) each and partly cancelling, are summed in float64 (where the device has it).
     """
     x, weight, bias = target.x, output.weight, output.bias
     n, n_genes = x.shape
     n_views = len(hiddens)
-    bias64 = bias.double()
-    cross = ((torch.stack(hiddens).sum(dim=0).T @ x) * weight.T).double().sum()
+    wide = target.wide
+    bias64 = bias.to(wide)
+    cross = ((torch.stack(hiddens).sum(dim=0).T @ x) * weight.T).to(wide).sum()
     total = n_views * target.square_sum - 2 * cross - 2 * n_views * (target.column_sums @ bias64)
-    weight_gram = (weight.T @ weight).double()
+    weight_gram = (weight.T @ weight).to(wide)
     for hidden in hiddens:
-        gram = (hidden.T @ hidden).double()
-        total = total + (gram * weight_gram).sum() + 2 * (hidden.sum(dim=0) @ weight.T).double() @ bias64
+        gram = (hidden.T @ hidden).to(wide)
+        total = total + (gram * weight_gram).sum() + 2 * (hidden.sum(dim=0) @ weight.T).to(wide) @ bias64
     total = total + n_views * n * (bias64 @ bias64)
     return (total / (n_views * n * n_genes)).to(x.dtype)
 
@@ -232,7 +179,7 @@ def _top_similar_columns(a, c, bounds, k, mode, exclude_self, memory_budget_mb):
     """Column indices of each anchor's top-k entries of S = a cᵀ, k capped at the slice's size.
 
     Returns (own, other): ``own`` lists, per slice, its anchors' top-k within their own slice; ``other`` lists,
-    per slice q, every anchor's top-k within q (``per_slice``; the anchor's own slice is filled but not used),
+    per slice q, every anchor's top-k within q (``per_slice``; rows of q's own anchors are 0, unused),
     or one B × k tensor over all other slices together (``pooled``).
     """
     n = a.shape[0]
@@ -242,7 +189,7 @@ def _top_similar_columns(a, c, bounds, k, mode, exclude_self, memory_budget_mb):
         raise InputError("a slice has a single spot, too few for the similarity-scale loss: remove that slice")
     other_k = [min(k, n - max(sizes))] if mode == "pooled" else [min(k, size) for size in sizes]
     own_index = [torch.empty(size, kp, dtype=torch.long, device=a.device) for size, kp in zip(sizes, own_k)]
-    other_index = [torch.empty(n, kq, dtype=torch.long, device=a.device) for kq in other_k]
+    other_index = [torch.zeros(n, kq, dtype=torch.long, device=a.device) for kq in other_k]
     rows_per_block = max(1, int(memory_budget_mb * 2**20 // (2 * a.element_size() * n)))
     for p, (start, end) in enumerate(bounds):
         for first in range(start, end, rows_per_block):
@@ -258,7 +205,8 @@ def _top_similar_columns(a, c, bounds, k, mode, exclude_self, memory_budget_mb):
                 other_index[0][rows] = block.topk(other_k[0], dim=1).indices
             else:
                 for q, (q_start, q_end) in enumerate(bounds):
-                    other_index[q][rows] = block[:, q_start:q_end].topk(other_k[q], dim=1).indices + q_start
+                    if q != p:  # an anchor's own slice is not an "other" slice: its rows stay 0, masked later
+                        other_index[q][rows] = block[:, q_start:q_end].topk(other_k[q], dim=1).indices + q_start
     return own_index, other_index
 
 
@@ -326,13 +274,12 @@ class SpotscapeResult:
 def train_spotscape(
     x: np.ndarray,
     adjacency: sp.spmatrix,
-    config: SpotscapeConfig,
+    config,
     *,
     slice_bounds: list[tuple[int, int]] | None = None,
     n_domains: int | None = None,
     device: torch.device,
     random_state: int = 0,
-    deterministic: bool = False,
     progress: bool = True,
     checkpoint: str | Path | None = None,
 ) -> SpotscapeResult:
@@ -342,7 +289,7 @@ def train_spotscape(
     adjacency block-diagonal. ``n_domains`` sets the prototype counts; without it they are chosen by silhouette
     at the end of the warm-up. Labels are never an input.
     """
-    seed_everything(random_state, deterministic=deterministic)
+    seed_everything(random_state)
     bounds = slice_bounds or [(0, x.shape[0])]
     several = len(bounds) > 1
     use_prototypes = several if config.prototypes is None else config.prototypes

@@ -10,7 +10,7 @@ stays O(N · block) while loss and gradients equal the direct computation.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,68 +25,7 @@ from .layers import GCNLayer
 from .trainer import Trainer, seed_everything
 
 
-@dataclass(frozen=True)
-class StaigConfig:
-    """STAIG hyper-parameters. Defaults are the paper's (``preset='paper'``)."""
-
-    n_epochs: int = 400
-    learning_rate: float = 5e-4
-    weight_decay: float = 1e-5
-    tau: float = 10.0
-    n_neighbors: int = 5
-    n_top_genes: int = 3000
-    hidden_dim: int = 64
-    n_layers: int = 1
-    edge_drop: str = "fixed"
-    edge_drop_rate: float = 0.2
-    feature_mask: tuple[float, float] = (0.1, 0.2)
-    positives: str = "full"
-    n_pseudo_labels: int = 40
-    debias: bool = True
-    memory_budget_mb: float = 256.0
-
-    def __post_init__(self) -> None:
-        checks = {
-            "n_epochs": self.n_epochs >= 1,
-            "tau": self.tau > 0,
-            "n_neighbors": self.n_neighbors >= 1,
-            "n_layers": self.n_layers in (1, 2),
-            "edge_drop": self.edge_drop in EDGE_DROP_MODES,
-            "edge_drop_rate": 0 <= self.edge_drop_rate <= 1,
-            "feature_mask": len(self.feature_mask) == 2 and all(0 <= r < 1 for r in self.feature_mask),
-            "positives": self.positives in ("full", "view"),
-            "n_pseudo_labels": self.n_pseudo_labels >= 2,
-            "memory_budget_mb": self.memory_budget_mb > 0,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise InputError(f"invalid STAIG setting(s) {bad} in {self}; see the docstring of spatialdomains.tl.staig")
-
-
 EDGE_DROP_MODES = ("fixed", "gene_adaptive", "image")
-
-#: ``paper``: the paper's settings. ``published``: the published code's configs for DLPFC 151673, without and
-#: with the H&E image (``IMAGE_PRESETS``, used when image features are given).
-PRESETS: dict[str, dict] = {
-    "paper": {},
-    "published": {"tau": 34.0, "n_epochs": 340, "feature_mask": (0.2, 0.2), "edge_drop": "gene_adaptive"},
-}
-IMAGE_PRESETS: dict[str, dict] = {
-    "paper": {"edge_drop": "image"},
-    "published": {"tau": 35.0, "n_epochs": 300, "feature_mask": (0.1, 0.2), "edge_drop": "image",
-                  "n_pseudo_labels": 80},
-}
-
-
-def make_config(preset: str = "paper", *, image: bool = False, **overrides) -> StaigConfig:
-    """A config from a preset (its image variant when ``image``), with any non-None overrides applied."""
-    if preset not in PRESETS:
-        raise InputError(f"preset must be one of {sorted(PRESETS)}, got '{preset}'")
-    base = IMAGE_PRESETS[preset] if image else PRESETS[preset]
-    settings = {**base, **{k: v for k, v in overrides.items() if v is not None}}
-    if "feature_mask" in settings:
-        settings["feature_mask"] = tuple(settings["feature_mask"])
-    return replace(StaigConfig(), **settings)
 
 
 class StaigNet(nn.Module):
@@ -341,13 +280,12 @@ class StaigResult:
 def train_staig(
     x: np.ndarray,
     adjacency: sp.spmatrix,
-    config: StaigConfig,
+    config,
     *,
     slice_bounds: list[tuple[int, int]] | None = None,
     image_features: np.ndarray | None = None,
     device: torch.device,
     random_state: int = 0,
-    deterministic: bool = False,
     progress: bool = True,
     checkpoint: str | Path | None = None,
 ) -> StaigResult:
@@ -358,7 +296,7 @@ def train_staig(
     as ``x``) drive ``edge_drop='image'`` and, on one slice with ``config.debias``, the pseudo-labels whose
     members leave each other's negatives.
     """
-    seed_everything(random_state, deterministic=deterministic)
+    seed_everything(random_state)
     drop = edge_drop_probabilities(x, adjacency, config.edge_drop, config.edge_drop_rate, random_state,
                                    image_features=image_features)
     single_slice = slice_bounds is None or len(slice_bounds) == 1

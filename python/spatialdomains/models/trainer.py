@@ -3,6 +3,7 @@ checkpoints and timings. A model supplies a function ``step(epoch) -> loss tenso
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -10,7 +11,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -36,16 +37,37 @@ def select_device(device: str | torch.device | None = "auto") -> torch.device:
     return chosen
 
 
-def seed_everything(seed: int, *, deterministic: bool = False) -> None:
-    """Seed Python, NumPy and torch from one number; optionally make torch use deterministic kernels."""
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch from one number."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    if deterministic:
-        # cuBLAS reads this when its first handle is created; it is needed for deterministic matmuls on CUDA.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
+
+
+@contextlib.contextmanager
+def deterministic_kernels(enabled: bool) -> Iterator[None]:
+    """Within the block, torch uses deterministic kernels when ``enabled``; the process's previous settings
+    are restored afterwards (they are global to the process, and other code in it may rely on them)."""
+    if not enabled:
+        yield
+        return
+    previous = (torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
+    # cuBLAS reads this when its first handle is created; it is needed for deterministic matmuls on CUDA.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.backends.cudnn.benchmark = previous[2]
+
+
+def accumulation_dtype(device: torch.device) -> torch.dtype:
+    """The widest float type the device has, for sums whose terms nearly cancel: float64, except on Apple MPS,
+    which has no float64 (float32 there, at the cost of a few digits in those sums)."""
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
 
 
 class EarlyStopping:

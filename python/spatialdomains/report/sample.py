@@ -53,7 +53,7 @@ def analyse(inputs, *, sample: str = "sample", method: str = "staig", n_domains:
     coordinate unit. GO enrichment failing (no annotation for the species, say) does not fail the sample: the
     report says why instead.
     """
-    from .. import analysis, io, tl
+    from .. import analysis, tl
 
     if method not in REPORT_METHODS:
         raise InputError(f"method must be one of {', '.join(REPORT_METHODS)}, not '{method}'")

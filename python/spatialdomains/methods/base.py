@@ -1,0 +1,134 @@
+"""What a method declares, and the options every run shares.
+
+A method is one module under ``spatialdomains.methods``: a configuration dataclass (with presets) and a
+:class:`Method` whose steps the shared pipeline (:mod:`spatialdomains.pipeline`) calls in one order for every
+method: configure (checks only) → per-slice steps → inputs (check, slice layout, features, graph) → train →
+store. Options reach a method once, as its config; run options (seed, device, ...) as one :class:`RunConfig`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How a run happens, the same for every method.
+
+    ``random_state`` seeds Python, NumPy and torch for training and, in :func:`find_domains`, the clustering;
+    ``deterministic`` asks torch for deterministic kernels during this run only; ``device`` is ``'auto'``
+    (CUDA, then MPS, then CPU) or a torch device name; ``checkpoint`` a path for the trained model;
+    ``batch_key`` the ``obs`` column naming each spot's slice; ``key_added`` the ``obsm`` key of the embedding
+    (default ``'X_<method>'``); ``preset`` a named bundle of the method's settings (STAIG: ``'paper'`` or
+    ``'published'``), which the options given override.
+    """
+
+    preset: str | None = None
+    random_state: int = 0
+    device: str = "auto"
+    deterministic: bool = False
+    progress: bool = True
+    checkpoint: str | None = None
+    batch_key: str | None = None
+    key_added: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.random_state, bool) or not isinstance(self.random_state, (int, np.integer)):
+            raise InputError(f"random_state must be an integer, got {self.random_state!r}")
+
+
+RUN_OPTIONS = frozenset(field.name for field in dataclasses.fields(RunConfig))
+
+
+class Method:
+    """One method's declaration; subclasses fill in the class attributes and the steps.
+
+    ``kind`` is ``'expression'`` (one AnnData, or several slices) or ``'omics'`` (paired omics on one section).
+    ``refine_auto`` is what ``refine='auto'`` means for its domains (``'lattice'``: refine regular lattices;
+    ``False``: never). ``cluster_auto`` replaces ``cluster_method='auto'`` when set.
+    """
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    config_class: ClassVar[type]
+    kind: ClassVar[str] = "expression"
+    trains: ClassVar[bool] = True
+    refine_auto: ClassVar[str | bool] = "lattice"
+    cluster_auto: ClassVar[str | None] = None
+
+    @property
+    def default_key(self) -> str:
+        return f"X_{self.name}"
+
+    # --- configuration ---------------------------------------------------------------------------------------
+    def presets(self, data, overrides: dict) -> dict[str, dict]:
+        """Named bundles of settings (they may depend on the data and on other options); ``'default'`` is the
+        config's own defaults."""
+        return {"default": {}}
+
+    def default_preset(self) -> str:
+        return "default"
+
+    def preset_names(self) -> tuple[str, ...]:
+        return ("default",)
+
+    def configure(self, data, preset: str | None, overrides: dict, config=None):
+        """The run's config: ``config`` (or the preset's) with ``overrides`` applied; all checks, no work."""
+        unknown = sorted(set(overrides) - set(self.option_names()))
+        if unknown:
+            raise InputError(f"unknown {self.title} option(s) {', '.join(unknown)}; {self.title} takes "
+                             f"{', '.join(sorted(self.option_names() | RUN_OPTIONS))}")
+        if config is not None:
+            if not isinstance(config, self.config_class):
+                raise InputError(f"config must be a {self.config_class.__name__}, got {type(config).__name__}")
+            if preset is not None:
+                raise InputError("give either config or preset, not both")
+            return dataclasses.replace(config, **overrides)
+        presets = self.presets(data, overrides)
+        preset = preset or self.default_preset()
+        if preset not in presets:
+            raise InputError(f"preset must be one of {sorted(presets)}, got '{preset}'")
+        settings = {**presets[preset], **overrides}
+        return self.config_class(**{k: _as_tuple(v) for k, v in settings.items()})
+
+    @classmethod
+    def option_names(cls) -> frozenset[str]:
+        return frozenset(field.name for field in dataclasses.fields(cls.config_class))
+
+    def resolve(self, data, config):
+        """Settings that depend on the data, fixed before any work (default: the config as it is)."""
+        return config
+
+    # --- steps -----------------------------------------------------------------------------------------------
+    def prepare_slices(self, slices: list, config, run: RunConfig) -> None:
+        """Steps that must see each slice on its own before slices are combined (default: none)."""
+
+    def inputs(self, data, config, run: RunConfig, timer) -> Any:
+        """Check the input and build what training needs (features, graph, bookkeeping)."""
+        raise NotImplementedError
+
+    def train(self, inputs, config, run: RunConfig, device) -> Any:
+        """Train on ``inputs``; return the method's result (with a ``record`` dict)."""
+        raise NotImplementedError
+
+    def store(self, target, inputs, result, config, run: RunConfig) -> dict:
+        """Write the results into ``target`` and return the method-specific part of its record."""
+        raise NotImplementedError
+
+    def handed_back(self, config, run: RunConfig) -> list[str]:
+        """``obsm``/``layers`` keys a slice gets back from the combined run."""
+        return [run.key_added or self.default_key]
+
+    def chosen_n_domains(self, record: dict) -> int | None:
+        """A number of domains the training chose itself (used by the clustering when none was given)."""
+        return None
+
+
+def _as_tuple(value):
+    """Lists given for tuple settings (e.g. from R or JSON) become tuples, so configs stay hashable and equal."""
+    return tuple(value) if isinstance(value, list) else value

@@ -1,0 +1,252 @@
+"""SpaMI and the smoothed-PCA baseline as methods: paired omics (RNA + protein, RNA + ATAC) measured on the same
+spots of one section. The mathematics is in :mod:`spatialdomains.models.spami`."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+
+from .. import graph as _graph
+from .. import pp as _pp
+from ..errors import InputError
+from .._record import store_rows
+from .base import Method, RunConfig
+
+logger = logging.getLogger("spatialdomains")
+
+
+@dataclass(frozen=True)
+class OmicsOptions:
+    """How the modalities are read and preprocessed (SpaMI and the baseline).
+
+    modality_kinds
+        What each modality holds ('rna', 'adt' or 'atac') when its name or ``var['feature_types']`` does not say.
+    layers
+        Modality name → layer holding its raw counts, for modalities whose ``X`` is not raw.
+    n_pcs, n_top_genes, min_cells
+        RNA: principal components (50), highly variable genes (3000, scanpy's 'seurat' flavour) and the minimum
+        number of spots a gene is detected in (10). ATAC uses ``n_pcs`` LSI components.
+    """
+
+    modality_kinds: dict | None = None
+    layers: dict | None = None
+    n_pcs: int = 50
+    n_top_genes: int = 3000
+    min_cells: int = 10
+
+
+@dataclass(frozen=True)
+class SpamiConfig(OmicsOptions):
+    """SpaMI's options; defaults from the method note unless docs/methods.md says otherwise.
+
+    n_epochs, learning_rate, weight_decay
+        Training length (1000), Adam's learning rate (1e-3) and weight decay.
+    hidden_dim, out_dim, dropout
+        Encoder sizes (256 → 64) and input dropout.
+    n_neighbors
+        k of the spatial kNN graph shared by the omics (3); the readout averages each spot and its k nearest.
+    dgi_weights, reconstruction_weights, correspondence_weight
+        One DGI and one reconstruction weight per modality, in modality order (the note's w0, w1 and w2, w3:
+        1, 1 and 10, 10), and the weight of the cosine correspondence between the omics (w4: 5).
+    min_spots
+        Protein: drop antibodies detected in fewer spots (0 keeps every antibody).
+    balance
+        Centre each modality's features and scale them to mean variance 1 before training (see
+        docs/methods.md: without it the RNA reconstruction dominates and the attention collapses onto RNA).
+        False trains on the published scale. Reconstructions are returned on the preprocessed scale either way.
+    Also :class:`OmicsOptions`.
+    """
+
+    n_epochs: int = 1000
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    hidden_dim: int = 256
+    out_dim: int = 64
+    dropout: float = 0.15
+    n_neighbors: int = 3
+    dgi_weights: tuple[float, ...] = (1.0, 1.0)
+    reconstruction_weights: tuple[float, ...] = (10.0, 10.0)
+    correspondence_weight: float = 5.0
+    min_spots: int = 0
+    balance: bool = True
+
+    def __post_init__(self) -> None:
+        checks = {
+            "n_epochs": self.n_epochs >= 1,
+            "learning_rate": self.learning_rate > 0,
+            "weight_decay": self.weight_decay >= 0,
+            "hidden_dim": self.hidden_dim >= 1,
+            "out_dim": self.out_dim >= 1,
+            "dropout": 0 <= self.dropout < 1,
+            "n_neighbors": self.n_neighbors >= 1,
+            "dgi_weights": all(w >= 0 for w in self.dgi_weights),
+            "reconstruction_weights": all(w >= 0 for w in self.reconstruction_weights),
+            "correspondence_weight": self.correspondence_weight >= 0,
+            "min_spots": self.min_spots >= 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise InputError(f"invalid SpaMI setting(s) {', '.join(bad)}: see spatialdomains.methods.SpamiConfig")
+
+
+@dataclass(frozen=True)
+class BaselineConfig(OmicsOptions):
+    """The baseline's options: ``smoothing_spots`` (7) is how many spots are averaged, the spot included.
+    Also :class:`OmicsOptions`."""
+
+    smoothing_spots: int = 7
+
+    def __post_init__(self) -> None:
+        if self.smoothing_spots < 1:
+            raise InputError(f"smoothing_spots must be at least 1 (the spot itself), got {self.smoothing_spots}")
+
+
+@dataclass
+class OmicsInputs:
+    """The paired modalities, their features, the shared graph and where the results go."""
+
+    config: object
+    pair: object
+    container: object
+    features: list = field(default_factory=list)
+    adjacency: sp.csr_matrix | None = None
+    neighbours: np.ndarray | None = None
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self.container.obs_names.get_indexer(self.pair.spot_names)
+
+    def record(self) -> dict:
+        return {"modalities": np.asarray(self.pair.names, dtype=str),
+                "kinds": np.asarray(self.pair.kinds, dtype=str),
+                "n_spots_used": len(self.pair.spot_names),
+                "n_spots_not_in_every_modality": self.pair.n_unmatched,
+                "n_spots_without_counts": self.pair.n_empty}
+
+
+class _Omics(Method):
+    """Paired omics of one section: the modalities are paired and preprocessed the same way for both methods."""
+
+    kind = "omics"
+    refine_auto = False  # SpaMI's protocol clusters the embedding as it is
+
+    def paired(self, data, config, run: RunConfig, timer) -> OmicsInputs:
+        from .. import modalities as _modalities
+
+        if run.batch_key is not None:
+            raise InputError(f"{self.title} handles one section (its modalities in a MuData or a dict); for "
+                             "several slices use method='staig' or 'spotscape'")
+        with timer("preprocess"):
+            pair = _modalities.pair_modalities(data, modality_kinds=config.modality_kinds, layers=config.layers)
+            inputs = OmicsInputs(config=config, pair=pair, container=result_container(data))
+            inputs.features = [_pp.omics_features(counts, kind, n_pcs=config.n_pcs, n_top_genes=config.n_top_genes,
+                                                  min_cells=config.min_cells,
+                                                  min_spots=getattr(config, "min_spots", 0),
+                                                  random_state=run.random_state)
+                               for counts, kind in zip(pair.counts, pair.kinds)]
+        return inputs
+
+    def target(self, data, inputs: OmicsInputs):
+        return inputs.container
+
+
+class Spami(_Omics):
+    name = "spami"
+    title = "SpaMI"
+    config_class = SpamiConfig
+
+    def inputs(self, data, config: SpamiConfig, run: RunConfig, timer) -> OmicsInputs:
+        inputs = self.paired(data, config, run, timer)
+        if len(inputs.pair.names) == 1:
+            logger.info("SpaMI with one modality ('%s'): no correspondence term, attention weight 1",
+                        inputs.pair.names[0])
+        with timer("graph"):
+            if len(inputs.pair.spot_names) <= config.n_neighbors:
+                raise InputError(f"{len(inputs.pair.spot_names)} spots cannot have {config.n_neighbors} "
+                                 "neighbours: lower n_neighbors")
+            # The readout averages each spot's own graph neighbours (a subset of them, as published).
+            inputs.neighbours = _graph.nearest_other_spots(inputs.pair.coordinates, config.n_neighbors)
+            inputs.adjacency = _graph.adjacency_from_neighbours(inputs.neighbours)
+        return inputs
+
+    def train(self, inputs: OmicsInputs, config: SpamiConfig, run: RunConfig, device):
+        from ..models.spami import train_spami
+
+        scaled = [_pp.balance_scale(f.x) if config.balance else (f.x, np.zeros(f.x.shape[1], np.float32), 1.0)
+                  for f in inputs.features]
+        result = train_spami([x for x, _, _ in scaled], inputs.adjacency, inputs.neighbours, config, device=device,
+                             random_state=run.random_state, progress=run.progress, checkpoint=run.checkpoint)
+        result.reconstructions = [r * scale + centre for r, (_, centre, scale) in zip(result.reconstructions, scaled)]
+        result.record["balance_scales"] = np.asarray([scale for _, _, scale in scaled])
+        return result
+
+    def store(self, container, inputs: OmicsInputs, result, config: SpamiConfig, run: RunConfig) -> dict:
+        key, rows, pair = run.key_added or self.default_key, inputs.rows, inputs.pair
+        store_rows(container, key, result.embedding, rows)
+        for name, feature, embedding, reconstruction in zip(pair.names, inputs.features, result.modality_embeddings,
+                                                            result.reconstructions):
+            store_rows(container, f"{key}_{name}", embedding, rows)
+            store_rows(container, f"spami_recon_{name}", reconstruction, rows)
+            if feature.kind == "rna":
+                store_rows(container, "spami_denoised_rna", reconstruction @ feature.loadings.T + feature.mean, rows)
+        store_rows(container, "spami_attention", result.attention, rows)
+        _store_coordinates(container, pair, rows)
+        return {**inputs.record(),
+                "features": {name: np.asarray(names[f.features], dtype=str)
+                             for name, names, f in zip(pair.names, pair.feature_names, inputs.features)},
+                "input_dims": np.asarray([f.x.shape[1] for f in inputs.features]),
+                "n_edges": int(inputs.adjacency.nnz // 2)}
+
+
+class Baseline(_Omics):
+    """A floor to compare every model against: per modality, PCA of SpaMI's preprocessed features (RNA:
+    log-normalised HVGs; protein: CLR; ATAC: its LSI as is), each block divided by the square root of its total
+    variance so that every modality weighs the same, concatenated, then averaged over each spot and its nearest
+    spots (``smoothing_spots`` in all). No training."""
+
+    name = "baseline"
+    title = "Baseline"
+    config_class = BaselineConfig
+    trains = False
+    cluster_auto = "kmeans"  # a Gaussian mixture degenerates on its smoothed, nearly collinear components
+
+    def inputs(self, data, config: BaselineConfig, run: RunConfig, timer) -> OmicsInputs:
+        return self.paired(data, config, run, timer)
+
+    def train(self, inputs: OmicsInputs, config: BaselineConfig, run: RunConfig, device) -> np.ndarray:
+        blocks = []
+        for feature in inputs.features:
+            scores = feature.x if feature.kind != "adt" else _pp.principal_components(
+                feature.x, config.n_pcs, random_state=run.random_state)[0]
+            scores = scores - scores.mean(axis=0)
+            blocks.append(scores / np.sqrt(max(float((scores ** 2).sum(axis=1).mean()), 1e-12)))
+        joined = np.hstack(blocks)
+        n_smooth = min(config.smoothing_spots, len(inputs.pair.spot_names))
+        if n_smooth > 1:
+            neighbours = _graph.nearest_other_spots(inputs.pair.coordinates, n_smooth - 1)
+            joined = (joined + joined[neighbours].sum(axis=1)) / n_smooth
+        return joined
+
+    def store(self, container, inputs: OmicsInputs, result: np.ndarray, config, run: RunConfig) -> dict:
+        store_rows(container, run.key_added or self.default_key, result, inputs.rows)
+        _store_coordinates(container, inputs.pair, inputs.rows)
+        return inputs.record()
+
+
+def result_container(data):
+    """Where multi-omics results go: the MuData or AnnData given, or a new MuData built from a dict."""
+    if isinstance(data, ad.AnnData) or not isinstance(data, dict):
+        return data
+    import mudata
+
+    # The modalities' own obs columns stay in the modalities (mudata's coming default), copied nowhere.
+    with mudata.set_options(pull_on_update=False):
+        return mudata.MuData(dict(data))
+
+
+def _store_coordinates(container, pair, rows) -> None:
+    if "spatial" not in container.obsm:
+        store_rows(container, "spatial", pair.coordinates, rows)

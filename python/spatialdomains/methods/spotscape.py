@@ -1,0 +1,172 @@
+"""Spotscape as a method: its configuration, features, graph, training and outputs (the denoised expression
+among them). The mathematics is in :mod:`spatialdomains.models.spotscape`."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import graph as _graph
+from .. import pp as _pp
+from ..errors import InputError
+from ._expression import ExpressionInputs, checked_inputs
+from .base import Method, RunConfig
+
+logger = logging.getLogger("spatialdomains")
+
+#: Adam's learning rate for one slice (the method note) and for several (the paper's multi-slice DLPFC value).
+SINGLE_SLICE_LEARNING_RATE = 1e-4
+MULTI_SLICE_LEARNING_RATE = 5e-4
+#: Where the decoder output goes (``layers`` when it covers all genes of the AnnData, else ``obsm``).
+DENOISED_KEY = "spotscape_denoised"
+
+
+@dataclass(frozen=True)
+class SpotscapeConfig:
+    """Spotscape's options; defaults from the method note.
+
+    n_domains
+        Expected number of domains; sets the prototype counts (n, 1.5n, 2n). Never taken from labels; when not
+        given, chosen by silhouette at the end of the warm-up (and used by :func:`find_domains` too).
+    n_epochs, learning_rate, weight_decay
+        Training length (1000), Adam's learning rate (None: 1e-4 for one slice, 5e-4 for several).
+    n_top_genes
+        seurat_v3 highly variable genes used (5000, per slice).
+    graph, radius, max_neighbors, n_neighbors
+        ``'radius'`` (radius 1.5 × the median nearest-neighbour distance unless given, at most
+        ``max_neighbors``) or ``'knn'`` (``n_neighbors`` nearest, for irregular cell-level coordinates).
+    batch_norm_momentum
+        Momentum of the batch norms (0.1; the published code's 0.99 is available).
+    prototypes, warmup_epochs
+        Use the prototypical loss (None: with several slices only), from epoch ``warmup_epochs`` on.
+    ss_mode
+        ``'per_slice'`` (the anchor's own slice against each other slice) or ``'pooled'``.
+    layer
+        Layer holding raw counts, if not ``X``.
+    The loss weights (``lambda_*``), view settings and prototype granularities follow the method note.
+    """
+
+    n_domains: int | None = None
+    n_epochs: int = 1000
+    learning_rate: float | None = None
+    weight_decay: float = 1e-4
+    dims: tuple[int, ...] = (256, 64)
+    n_top_genes: int = 5000
+    edge_drop: tuple[float, float] = (0.2, 0.2)
+    feature_mask: tuple[float, float] = (0.2, 0.2)
+    lambda_rec: float = 0.1
+    lambda_sc: float = 1.0
+    lambda_ss: float = 1.0
+    lambda_pcl: float = 0.01
+    sim_k: int = 5
+    ss_mode: str = "per_slice"
+    ss_exclude_self: bool = False
+    prototypes: bool | None = None
+    tau_pcl: float = 0.75
+    warmup_epochs: int = 500
+    granularities: tuple[float, ...] = (1.0, 1.5, 2.0)
+    batch_norm_momentum: float = 0.1
+    graph: str = "radius"
+    radius: float | None = None
+    max_neighbors: int = 50
+    n_neighbors: int = 6
+    memory_budget_mb: float = 256.0
+    layer: str | None = None
+
+    def __post_init__(self) -> None:
+        checks = {
+            "n_domains": self.n_domains is None or self.n_domains >= 2,
+            "n_epochs": self.n_epochs >= 1,
+            "learning_rate": self.learning_rate is None or self.learning_rate > 0,
+            "dims": len(self.dims) >= 2 and all(d >= 1 for d in self.dims),
+            "edge_drop": len(self.edge_drop) == 2 and all(0 <= p < 1 for p in self.edge_drop),
+            "feature_mask": len(self.feature_mask) == 2 and all(0 <= p < 1 for p in self.feature_mask),
+            "sim_k": self.sim_k >= 1,
+            "ss_mode": self.ss_mode in ("per_slice", "pooled"),
+            "tau_pcl": self.tau_pcl > 0,
+            "warmup_epochs": self.warmup_epochs >= 0,
+            "granularities": len(self.granularities) >= 1 and all(g >= 1 for g in self.granularities),
+            "batch_norm_momentum": 0 < self.batch_norm_momentum <= 1,
+            "graph": self.graph in ("radius", "knn"),
+            "radius": self.radius is None or self.radius > 0,
+            "memory_budget_mb": self.memory_budget_mb >= 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise InputError(f"invalid Spotscape setting(s) {', '.join(bad)}: see "
+                             "spatialdomains.methods.SpotscapeConfig")
+
+
+class Spotscape(Method):
+    name = "spotscape"
+    title = "Spotscape"
+    config_class = SpotscapeConfig
+
+    def inputs(self, adata, config: SpotscapeConfig, run: RunConfig, timer) -> ExpressionInputs:
+        with timer("preprocess"):
+            inputs = checked_inputs(adata, config, run.batch_key, config.n_neighbors)
+            several = inputs.layout.n_slices > 1
+            if config.learning_rate is None:
+                rate = MULTI_SLICE_LEARNING_RATE if several else SINGLE_SLICE_LEARNING_RATE
+                inputs.config = config = dataclasses.replace(config, learning_rate=rate)
+            if several:
+                inputs.features, inputs.genes = _pp.multi_slice_features(
+                    inputs.counts_in_order(), inputs.layout.bounds, n_top_genes=config.n_top_genes,
+                    normalise_over="hvgs", slice_names=inputs.layout.names)
+            else:
+                inputs.features, inputs.genes = _pp.spotscape_features(inputs.checked.counts,
+                                                                       n_top_genes=config.n_top_genes)
+        with timer("graph"):
+            inputs.adjacency = spotscape_graph(inputs, config)
+        return inputs
+
+    def train(self, inputs: ExpressionInputs, config: SpotscapeConfig, run: RunConfig, device):
+        from ..models.spotscape import train_spotscape
+
+        return train_spotscape(inputs.features, inputs.adjacency, config, slice_bounds=inputs.layout.bounds,
+                               n_domains=config.n_domains, device=device, random_state=run.random_state,
+                               progress=run.progress, checkpoint=run.checkpoint)
+
+    def store(self, adata, inputs: ExpressionInputs, result, config: SpotscapeConfig, run: RunConfig) -> dict:
+        """The embedding into ``obsm``; the decoder output (log-normalised scale, over the genes used) into
+        ``layers['spotscape_denoised']`` when those are all the AnnData's genes, else ``obsm`` with the genes
+        named in the record."""
+        adata.obsm[run.key_added or self.default_key] = inputs.to_input_rows(result.embedding)
+        denoised = inputs.to_input_rows(result.denoised)
+        record = inputs.record(run.batch_key)
+        if len(inputs.genes) == adata.n_vars:
+            adata.layers[DENOISED_KEY] = denoised[:, np.argsort(inputs.genes)]
+        else:
+            adata.obsm[DENOISED_KEY] = denoised
+            record["denoised_genes"] = record["genes"]
+        record["mean_degree"] = float(inputs.adjacency.nnz / inputs.adjacency.shape[0])
+        return record
+
+    def handed_back(self, config: SpotscapeConfig, run: RunConfig) -> list[str]:
+        return [run.key_added or self.default_key, DENOISED_KEY]
+
+    def chosen_n_domains(self, record: dict) -> int | None:
+        choice = record.get("training", {}).get("prototype_choice")
+        return None if not choice else int(choice["n_domains"])
+
+
+def spotscape_graph(inputs: ExpressionInputs, config: SpotscapeConfig):
+    """One graph per slice (radius, at most ``max_neighbors``; or kNN), joined block-diagonally, with a warning
+    for each slice whose radius graph is too sparse (irregular coordinates)."""
+    if config.graph == "knn":
+        return _graph.multi_slice_graph(inputs.coordinates, inputs.slice_codes, "knn",
+                                        n_neighbors=config.n_neighbors)
+    adjacency = _graph.multi_slice_graph(inputs.coordinates, inputs.slice_codes, "radius", radius=config.radius,
+                                         max_neighbors=config.max_neighbors)
+    degree = np.diff(adjacency.indptr)
+    for name, (start, end) in zip(inputs.layout.names, inputs.layout.bounds):
+        part = degree[start:end]
+        if part.mean() < 3 or np.mean(part == 0) > 0.05:
+            where = f" in slice {name}" if inputs.layout.n_slices > 1 else ""
+            logger.warning("the radius graph is sparse%s (mean degree %.1f, %.1f%% isolated spots); for "
+                           "irregular coordinates such as cell centroids use graph='knn'", where, part.mean(),
+                           100 * np.mean(part == 0))
+    return adjacency
+

@@ -1,0 +1,143 @@
+"""Domains from an embedding (clustering, refinement, SpaMI's published Leiden protocol) and the UMAP."""
+from __future__ import annotations
+
+import time
+
+import anndata as ad
+import numpy as np
+
+from .. import cluster as _cluster
+from .. import graph as _graph
+from .. import io as _io
+from .. import slices as _slices
+from ..errors import InputError
+from .._record import domain_column, record_step
+
+
+def check_cluster_options(method: str, refine, n_domains) -> None:
+    """The clustering options, checked before any training."""
+    if method not in _cluster.METHODS:
+        raise InputError(f"cluster_method must be one of {', '.join(_cluster.METHODS)}, got '{method}'")
+    if refine not in ("auto", True, False):
+        raise InputError(f"refine must be 'auto', True or False, got {refine!r}")
+    if n_domains is not None and (isinstance(n_domains, bool) or int(n_domains) != n_domains or n_domains < 2):
+        raise InputError(f"n_domains must be a whole number of at least 2 (or None to choose it), got {n_domains}")
+
+
+def cluster(
+    adata: ad.AnnData,
+    *,
+    use_rep: str = "X_staig",
+    n_domains: int | None = None,
+    method: str = "auto",
+    refine: str | bool = "auto",
+    batch_key: str | None = None,
+    n_domains_range: tuple[int, int] = (2, 15),
+    refine_neighbors: int = 15,
+    random_state: int = _cluster.MCLUST_SEED,
+    key_added: str = "domain",
+) -> ad.AnnData:
+    """Cluster ``obsm[use_rep]`` into domains, stored as a categorical ``obs[key_added]`` ('1'..'K').
+
+    ``method``: 'auto' (mclust EEE when R has it, else the tied Gaussian mixture), 'mclust', 'gmm', 'kmeans'
+    or 'leiden'. ``n_domains=None`` picks the number in ``n_domains_range`` with the highest silhouette.
+    ``refine``: majority vote over the ``refine_neighbors`` nearest spots; 'auto' refines regular lattices
+    (Visium, ST) only. When refined, the raw clustering is kept in ``obs[key_added + '_unrefined']``.
+    With several slices (``batch_key``), all spots are clustered together, so a domain means the same in every
+    slice, and refinement looks for neighbours within each spot's own slice. ``random_state`` seeds the
+    clustering (2023 by default, the published STAIG protocol's mclust seed; :func:`find_domains` passes its own).
+    """
+    check_cluster_options(method, refine, n_domains)
+    if use_rep not in adata.obsm:
+        raise InputError(f"obsm['{use_rep}'] does not exist: run a model first (e.g. sd.tl.staig(adata)) "
+                         "or name an existing embedding with use_rep")
+    embedding = np.asarray(adata.obsm[use_rep], dtype=np.float64)
+    has_embedding = np.all(np.isfinite(embedding), axis=1)
+    coordinates = _io.spatial_coordinates(adata)[has_embedding]
+    labels_of_slices = (np.zeros(int(has_embedding.sum()), dtype=int) if batch_key is None else
+                        _slices.batch_labels(adata, batch_key).to_numpy()[has_embedding])
+    layout = _slices.slice_layout(labels_of_slices)
+    started = time.perf_counter()
+    if n_domains is None:
+        low, high = n_domains_range
+        result, _ = _cluster.choose_n_domains(embedding[has_embedding], range(low, high + 1), method,
+                                              random_state=random_state)
+        chosen_by = "silhouette"
+    else:
+        result = _cluster.cluster_embedding(embedding[has_embedding], int(n_domains), method,
+                                            random_state=random_state)
+        chosen_by = "user"
+    slice_rows = [np.flatnonzero(layout.codes == q) for q in range(layout.n_slices)]
+    if refine == "auto":
+        refine = all(_graph.is_lattice(coordinates[rows]) for rows in slice_rows)
+    labels = result.labels + 1
+    if refine:
+        adata.obs[f"{key_added}_unrefined"] = domain_column(labels, has_embedding)
+        refined = labels.copy()
+        for rows in slice_rows:
+            refined[rows] = _cluster.refine_labels(labels[rows], coordinates[rows], refine_neighbors)
+        labels = refined
+    elif f"{key_added}_unrefined" in adata.obs:  # left from an earlier, refined run: no longer true
+        del adata.obs[f"{key_added}_unrefined"]
+    adata.obs[key_added] = domain_column(labels, has_embedding)
+    record_step(adata, "cluster", {
+        "use_rep": use_rep, "backend": result.backend, "n_domains": result.n_domains,
+        "n_domains_chosen_by": chosen_by, "details": result.details, "refined": bool(refine),
+        "refine_neighbors": refine_neighbors if refine else None, "batch_key": batch_key,
+        "random_state": random_state, "key_added": key_added,
+        "timings": {"cluster": time.perf_counter() - started},
+    })
+    return adata
+
+
+def leiden(
+    adata,
+    *,
+    use_rep: str = "X_spami",
+    resolution: float = _cluster.PUBLISHED_LEIDEN_RESOLUTIONS["simulation"],
+    n_pcs: int | None = 20,
+    n_neighbors: int = 50,
+    random_state: int = 0,
+    key_added: str = "domain",
+):
+    """Domains by SpaMI's published protocol, for reproducing its numbers: PCA of ``obsm[use_rep]`` to ``n_pcs``,
+    a 50-neighbour graph, Leiden at a hand-tuned ``resolution`` (0.4 for the simulations; MISAR-seq 1.0, P22
+    1.18, thymus 0.55 with ``n_pcs=None`` for MISAR). The number of domains is not fixed; for a given number use
+    :func:`cluster`. Works on an AnnData or a MuData; stores ``obs[key_added]`` and a record.
+    """
+    if use_rep not in adata.obsm:
+        raise InputError(f"obsm['{use_rep}'] does not exist: run a model first (e.g. sd.tl.spami(mdata))")
+    embedding = np.asarray(adata.obsm[use_rep], dtype=np.float64)
+    has_embedding = np.all(np.isfinite(embedding), axis=1)
+    started = time.perf_counter()
+    labels = _cluster.published_leiden(embedding[has_embedding], resolution, n_pcs=n_pcs, n_neighbors=n_neighbors,
+                                       random_state=random_state)
+    if f"{key_added}_unrefined" in adata.obs:
+        del adata.obs[f"{key_added}_unrefined"]
+    adata.obs[key_added] = domain_column(labels + 1, has_embedding)
+    record_step(adata, "cluster", {
+        "use_rep": use_rep, "backend": "leiden (published protocol)", "n_domains": int(len(np.unique(labels))),
+        "n_domains_chosen_by": "resolution", "details": {"resolution": resolution, "n_pcs": n_pcs,
+                                                         "n_neighbors": n_neighbors},
+        "refined": False, "random_state": random_state, "key_added": key_added,
+        "timings": {"cluster": time.perf_counter() - started},
+    })
+    return adata
+
+
+def umap(adata: ad.AnnData, *, use_rep: str = "X_staig", n_neighbors: int = 15, min_dist: float = 0.5,
+         random_state: int = 0, key_added: str = "X_umap") -> ad.AnnData:
+    """2-d UMAP of ``obsm[use_rep]`` into ``obsm[key_added]`` (spots without an embedding get NaN), seeded."""
+    from umap import UMAP
+
+    if use_rep not in adata.obsm:
+        raise InputError(f"obsm['{use_rep}'] does not exist: run a model first or name an embedding with use_rep")
+    embedding = np.asarray(adata.obsm[use_rep], dtype=np.float32)
+    has_embedding = np.all(np.isfinite(embedding), axis=1)
+    reducer = UMAP(n_neighbors=min(n_neighbors, int(has_embedding.sum()) - 1), min_dist=min_dist,
+                   random_state=random_state)
+    values = reducer.fit_transform(embedding[has_embedding])
+    full = np.full((adata.n_obs, values.shape[1]), np.nan, dtype=np.float32)
+    full[has_embedding] = values
+    adata.obsm[key_added] = full
+    return adata
