@@ -12,7 +12,7 @@ CONSTRAINTS := constraints.txt
 R_CHECK_DIR := build/r-check
 SHARED ?= $(abspath ../shared)
 
-.PHONY: setup setup-r demo test test-python test-r docs bench clean
+.PHONY: setup setup-r demo test test-python test-r accuracy docs bench clean
 
 setup: $(VENV)/.installed
 
@@ -38,7 +38,7 @@ demo: setup
 test: test-python test-r
 
 test-python: setup
-	$(BIN)/python -m pytest tests/python
+	$(BIN)/python -m pytest tests/python --durations=15
 
 # R CMD build + check of the R package against this venv's Python; any ERROR or WARNING fails.
 # Skipped with a note when R is absent (the Python side still runs).
@@ -50,6 +50,15 @@ test-r: setup
 	cd $(R_CHECK_DIR) && R CMD build "$(CURDIR)" && R CMD check --no-manual spatialdomains_*.tar.gz; \
 	cat spatialdomains.Rcheck/tests/testthat.Rout | grep -E "ARI|FAIL|SKIP" || true; \
 	if grep -q "WARNING" spatialdomains.Rcheck/00check.log; then echo "R CMD check gave warnings"; exit 1; fi
+
+# Training to accuracy floors on the shared real data (about 45 minutes on 2 cores): the benchmark scripts with
+# their floors asserted (mean over three seeds), then the accuracy tests. Run it whenever a model or its defaults
+# change. Each step prints its figures; any floor missed fails.
+accuracy: setup
+	$(BIN)/python bench/bench_staig.py --epochs 400 --seeds 0 1 2 --floor 0.48
+	$(BIN)/python bench/bench_spotscape.py dlpfc --seeds 0 1 2 --floor 0.43
+	$(BIN)/python bench/bench_spami.py sim --seeds 0 1 2 --floor 0.95
+	SPATIALDOMAINS_SHARED="$(SHARED)" $(BIN)/python -m pytest tests/python/test_accuracy.py -m accuracy -s -q
 
 # Regenerates NAMESPACE and man/ from the roxygen comments (needs roxygen2).
 docs:

@@ -3,8 +3,9 @@
 #' Renders the same self-contained HTML report as the command line
 #' (\code{spatialdomains report}): sample overview and QC, domains on the
 #' tissue, UMAP, domain sizes, marker dot plot and heatmap, sortable tables of
-#' differentially expressed genes (Wilcoxon, |log2FC| > 0.25, adjusted p <
-#' 0.05), volcano plots, GO enrichment dot plots and tables, integration plots
+#' differentially expressed genes (Wilcoxon; significant: |log2FC| > 0.25 and
+#' Benjamini-Hochberg adjusted p < 0.05, or raw p with \code{pvalue = "raw"},
+#' the STAIG paper's filter), volcano plots, GO enrichment dot plots and tables, integration plots
 #' for several slices, and provenance. GO enrichment uses clusterProfiler's
 #' \code{enrichGO} when it is installed, and otherwise an exact
 #' re-implementation of it on org.Hs.eg.db / GO.db (the report says which ran).
@@ -25,6 +26,8 @@
 #' \code{n_domains}, \code{species} (\code{"auto"}, \code{"human"},
 #' \code{"mouse"}, ...), \code{gene_sets} (a GMT file instead of GO),
 #' \code{engine} (\code{"auto"}, \code{"clusterProfiler"}, \code{"fallback"}),
+#' \code{pvalue} (\code{"adjusted"} or \code{"raw"}: the p value the marker
+#' threshold applies to) and \code{max_pvalue} (0.05),
 #' \code{sample} (the name shown), \code{seed}, \code{epochs},
 #' \code{outputs_dir} (also write the marker and GO tables, the result .h5ad and
 #' the provenance there) and \code{show_code}.
@@ -88,8 +91,8 @@ setMethod("domainReport", "ANY", function(x, file, ...) {
 
 ## Shared by all classes: choose what to report, then let Python render it.
 .render_report <- function(pieces, file, domains = "domain", method = NULL, n_domains = NULL, species = "auto",
-                           gene_sets = NULL, engine = "auto", sample = NULL, seed = 0L, epochs = NULL,
-                           outputs_dir = NULL, show_code = FALSE) {
+                           gene_sets = NULL, engine = "auto", pvalue = "adjusted", max_pvalue = 0.05,
+                           sample = NULL, seed = 0L, epochs = NULL, outputs_dir = NULL, show_code = FALSE) {
     if (!is.character(file) || length(file) != 1L || !nzchar(file)) {
         stop("'file' must be the path of the HTML file to write", call. = FALSE)
     }
@@ -109,7 +112,7 @@ setMethod("domainReport", "ANY", function(x, file, ...) {
         gene_sets <- normalizePath(gene_sets, mustWork = TRUE)
     }
     options <- list(n_domains = n_domains, species = species, gene_sets = gene_sets, engine = engine,
-                    sample = sample, seed = seed, epochs = epochs, show_code = isTRUE(show_code),
+                    pvalue = pvalue, max_pvalue = max_pvalue, sample = sample, seed = seed, epochs = epochs, show_code = isTRUE(show_code),
                     outputs_dir = if (!is.null(outputs_dir)) normalizePath(outputs_dir, mustWork = FALSE))
     file <- normalizePath(file, mustWork = FALSE)
     path <- .bridge()$report(pieces$counts, pieces$coordinates, pieces$spot_names, pieces$gene_names, file,

@@ -41,3 +41,12 @@ def require(path: Path) -> bool:
         return True
     print(f"missing {path}: set SPATIALDOMAINS_SHARED to the shared folder", file=sys.stderr)
     return False
+
+
+def check_floor(what: str, value: float, floor: float | None) -> bool:
+    """Print how ``value`` compares with its ``floor`` (None: no floor asked); False when it falls below."""
+    if floor is None:
+        return True
+    passed = value >= floor
+    print(f"{'PASS' if passed else 'FAIL'}: {what} {value:.3f} (floor {floor:.3f})", flush=True)
+    return passed

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from _bench import SHARED, mean_sd, peak_rss_mb, require, run_child
+from _bench import SHARED, check_floor, mean_sd, peak_rss_mb, require, run_child
 
 PAIR = SHARED / "data" / "sim_multiomics_rna_adt"
 LABEL = "ground_truth"
@@ -94,6 +94,7 @@ def main() -> int:
     sim.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     sim.add_argument("--published-scale", action="store_true", help="train without balancing the modalities")
     sim.add_argument("--json")
+    sim.add_argument("--floor", type=float, help="exit 1 when the mean mclust ARI is below this (make accuracy)")
     ablation = commands.add_parser("ablation")
     ablation.add_argument("--epochs", type=int, default=1000)
     ablation.add_argument("--seed", type=int, default=0)
@@ -157,6 +158,9 @@ def main() -> int:
                   flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    if args.command == "sim":
+        return 0 if check_floor("SpaMI simulated RNA + ADT mean ARI (mclust)", report["summary"]["ari_mclust"][0],
+                                args.floor) else 1
     return 0
 
 

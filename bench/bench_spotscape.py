@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from _bench import DLPFC, DLPFC_LABEL, mean_sd, peak_rss_mb, require, run_child
+from _bench import DLPFC, DLPFC_LABEL, check_floor, mean_sd, peak_rss_mb, require, run_child
 
 #: Multiply-adds ×2 of the big products per epoch for the published computation at G = 5000 genes, B = 3639
 #: spots, hidden 256: per view the encoder's first layer (forward, weight gradient) and the decoder's last layer
@@ -100,6 +100,7 @@ def main() -> int:
     dlpfc.add_argument("--learning-rate", type=float, default=1e-4)
     dlpfc.add_argument("--momentum", type=float, default=0.1)
     dlpfc.add_argument("--json")
+    dlpfc.add_argument("--floor", type=float, help="exit 1 when the mean ARI is below this (make accuracy)")
     memory = commands.add_parser("memory")
     memory.add_argument("--sizes", type=int, nargs="+", default=[5000, 20000, 50000])
     memory.add_argument("--models", nargs="+", default=["spotscape", "staig"])
@@ -156,6 +157,8 @@ def main() -> int:
                       f"{run['seconds_per_epoch']:.2f} s/epoch", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    if args.command == "dlpfc":
+        return 0 if check_floor("Spotscape DLPFC 151673 mean ARI", report["summary"]["ari"][0], args.floor) else 1
     return 0
 
 

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from _bench import DLPFC, DLPFC_LABEL, mean_sd, peak_rss_mb, require, run_child
+from _bench import DLPFC, DLPFC_LABEL, check_floor, mean_sd, peak_rss_mb, require, run_child
 
 
 def one_run(seed: int, options: dict) -> dict:
@@ -66,6 +66,7 @@ def main() -> int:
     parser.add_argument("--labelled-only", action="store_true",
                         help="train on the annotated spots only (the published protocol drops the others first)")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--floor", type=float, help="exit 1 when the mean refined ARI is below this (make accuracy)")
     parser.add_argument("--single", type=int, help=argparse.SUPPRESS)  # internal: one seed, print JSON
     args = parser.parse_args()
     options = {"epochs": args.epochs, "tau": args.tau, "preset": args.preset,
@@ -97,7 +98,8 @@ def main() -> int:
         print(f"  {key:>18}: {mean:.3f} ± {sd:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+    return 0 if check_floor("STAIG DLPFC 151673 mean refined ARI", report["summary"]["ari_refined"][0],
+                            args.floor) else 1
 
 
 if __name__ == "__main__":

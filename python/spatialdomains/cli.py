@@ -188,7 +188,11 @@ def _add_enrichment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", default="auto", choices=["auto", "clusterProfiler", "fallback"],
                         help="GO enrichment engine (default: clusterProfiler when installed, else the exact fallback)")
     parser.add_argument("--min-log2fc", type=float, default=0.25, help="marker |log2FC| threshold (default: 0.25)")
-    parser.add_argument("--max-padj", type=float, default=0.05, help="marker adjusted-p threshold (default: 0.05)")
+    parser.add_argument("--max-pvalue", type=float, default=0.05,
+                        help="marker p threshold, on the p chosen by --pvalue (default: 0.05)")
+    parser.add_argument("--pvalue", default="adjusted", choices=["adjusted", "raw"],
+                        help="p the marker threshold applies to: adjusted, the Benjamini-Hochberg adjusted p (default); "
+                             "raw, the Wilcoxon p as it is (the STAIG paper's filter)")
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -197,10 +201,10 @@ def _report(args: argparse.Namespace) -> int:
     path = render_report(args.inputs, args.out, sample=args.sample, method=args.method, n_domains=args.n_domains,
                          modalities=_pairs(args.modality, "--modality"), species=args.species,
                          key_type=args.key_type, ontology=args.ontology, gene_sets=args.gene_sets,
-                         engine=args.engine, min_log2fc=args.min_log2fc, max_padj=args.max_padj, seed=args.seed,
-                         epochs=args.epochs, device=args.device, cluster_method=args.cluster_method,
-                         image=args.image, image_scale=args.image_scale, outputs_dir=args.outputs_dir,
-                         notebook=args.notebook, show_code=args.show_code)
+                         engine=args.engine, min_log2fc=args.min_log2fc, max_pvalue=args.max_pvalue,
+                         pvalue=args.pvalue, seed=args.seed, epochs=args.epochs, device=args.device,
+                         cluster_method=args.cluster_method, image=args.image, image_scale=args.image_scale,
+                         outputs_dir=args.outputs_dir, notebook=args.notebook, show_code=args.show_code)
     print(f"wrote {path}")
     return 0
 

@@ -229,11 +229,20 @@ def marker_heatmap(adata: ad.AnnData, table, *, key: str = "domain", n_genes: in
     return _finish(figure, save)
 
 
-def volcano(table, *, min_log2fc: float = 0.25, max_padj: float = 0.05, n_labels: int = 5, columns: int = 4,
-            save: str | Path | None = None):
-    """One volcano plot per domain (log2 fold change × −log10 adjusted p), thresholds drawn, top genes named."""
+def volcano(table, *, min_log2fc: float = 0.25, max_pvalue: float = 0.05, pvalue: str = "adjusted",
+            n_labels: int = 5, columns: int = 4, save: str | Path | None = None):
+    """One volcano plot per domain (log2 fold change × −log10 p), thresholds drawn, top genes named.
+
+    ``pvalue``: the p on the y axis and behind ``max_pvalue``, ``'adjusted'`` (``padj``) or ``'raw'`` (``pvalue``),
+    as given to :func:`spatialdomains.analysis.markers`.
+    """
     import matplotlib.pyplot as plt
 
+    from .analysis.markers import PVALUES
+
+    if pvalue not in PVALUES:
+        raise InputError(f"pvalue must be one of {', '.join(PVALUES)}, not '{pvalue}'")
+    column = PVALUES[pvalue]
     domains = list(table["domain"].cat.categories) if hasattr(table["domain"], "cat") else sorted(table["domain"].unique())
     rows = int(np.ceil(len(domains) / columns))
     figure, axes = plt.subplots(rows, min(columns, len(domains)), figsize=(4.2 * min(columns, len(domains)), 3.6 * rows),
@@ -241,7 +250,7 @@ def volcano(table, *, min_log2fc: float = 0.25, max_padj: float = 0.05, n_labels
     floor = np.nextafter(0, 1)
     for ax, domain in zip(axes.ravel(), domains):
         part = table[table["domain"] == domain]
-        y = -np.log10(np.maximum(part["padj"].to_numpy(dtype=float), floor))
+        y = -np.log10(np.maximum(part[column].to_numpy(dtype=float), floor))
         x = part["log2fc"].to_numpy(dtype=float)
         up = (part["significant"] & (part["log2fc"] > 0)).to_numpy()
         down = (part["significant"] & (part["log2fc"] < 0)).to_numpy()
@@ -249,15 +258,15 @@ def volcano(table, *, min_log2fc: float = 0.25, max_padj: float = 0.05, n_labels
         ax.scatter(x[rest], y[rest], s=4, color="lightgrey", linewidths=0)
         ax.scatter(x[up], y[up], s=6, color="#C44E52", linewidths=0, label=f"up {int(up.sum())}")
         ax.scatter(x[down], y[down], s=6, color="#4C72B0", linewidths=0, label=f"down {int(down.sum())}")
-        ax.axhline(-np.log10(max_padj), color="grey", lw=0.6, ls="--")
+        ax.axhline(-np.log10(max_pvalue), color="grey", lw=0.6, ls="--")
         for sign in (-1, 1):
             ax.axvline(sign * min_log2fc, color="grey", lw=0.6, ls="--")
         best = part[up].nlargest(n_labels, "score")
         for row in best.itertuples():
-            ax.annotate(str(row.symbol), (row.log2fc, -np.log10(max(row.padj, floor))), fontsize=7)
+            ax.annotate(str(row.symbol), (row.log2fc, -np.log10(max(getattr(row, column), floor))), fontsize=7)
         ax.set_title(f"domain {domain}")
         ax.set_xlabel("log2 fold change")
-        ax.set_ylabel("−log10 adjusted p")
+        ax.set_ylabel(f"−log10 {pvalue} p")
         ax.legend(loc="upper left", fontsize=7, frameon=False)
     for ax in axes.ravel()[len(domains):]:
         ax.set_visible(False)

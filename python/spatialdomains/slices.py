@@ -113,7 +113,8 @@ def hand_back(combined: ad.AnnData, slices, batch_key: str, *, obsm_keys=(), obs
                 if isinstance(combined.obs[key].dtype, pd.CategoricalDtype):
                     adata.obs[key] = pd.Categorical(adata.obs[key], categories=combined.obs[key].cat.categories)
         if uns_key is not None and uns_key in combined.uns:
-            adata.uns[uns_key] = {**combined.uns[uns_key], **handed_genes, "slice": name}
+            adata.uns[uns_key] = {**adata.uns.get(uns_key, {}), **combined.uns[uns_key], **handed_genes,
+                                  "slice": name}
 
 
 def slice_names(paths: list[str]) -> list[str]:

@@ -36,7 +36,7 @@ def test_planted_programs_are_the_top_markers(labelled):
 
 def test_percentages_and_thresholds_by_hand(labelled):
     adata = labelled.copy()
-    table = markers(adata, min_log2fc=1.0, max_padj=0.01)
+    table = markers(adata, min_log2fc=1.0, max_pvalue=0.01)
     row = table[(table["domain"] == "D2")].iloc[0]
     inside = (adata.obs["domain"] == "D2").to_numpy()
     expressed = (adata[:, row["gene"]].X.toarray().ravel() > 0)
@@ -45,6 +45,47 @@ def test_percentages_and_thresholds_by_hand(labelled):
     expected = (table["log2fc"].abs() > 1.0) & (table["padj"] < 0.01)
     assert (table["significant"] == expected).all()
     assert table["significant"].any() and not table["significant"].all()
+
+
+@pytest.fixture(scope="module")
+def weak_marker():
+    """Two domains of 60 spots, 200 null genes but for g0 (weakly up in A: raw p < 0.05, adjusted p ≥ 0.05)
+    and g1 (strongly up in A)."""
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(5, size=(120, 200)).astype(np.float32)
+    counts[:60, 0] = rng.poisson(6.5, size=60)
+    counts[:60, 1] = rng.poisson(20, size=60)
+    obs = pd.DataFrame({"domain": pd.Categorical(["A"] * 60 + ["B"] * 60)}, index=[f"s{i}" for i in range(120)])
+    return ad.AnnData(sp.csr_matrix(counts), obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(200)]))
+
+
+def test_raw_pvalue_filter_keeps_what_adjustment_drops(weak_marker):
+    adata = weak_marker.copy()
+    adjusted = markers(adata).set_index(["domain", "gene"])
+    assert adata.uns["spatialdomains"]["markers"]["pvalue"] == "adjusted"
+    raw = markers(adata, pvalue="raw").set_index(["domain", "gene"])
+    record = adata.uns["spatialdomains"]["markers"]
+    assert (record["pvalue"], record["max_pvalue"]) == ("raw", 0.05)
+    weak, strong = adjusted.loc[("A", "g0")], adjusted.loc[("A", "g1")]
+    assert weak["pvalue"] < 0.05 <= weak["padj"] and weak["log2fc"] > 0.25
+    assert raw.loc[("A", "g0"), "significant"] and not weak["significant"]
+    assert raw.loc[("A", "g1"), "significant"] and strong["significant"]
+    gap = (raw["pvalue"] < 0.05) & (raw["padj"] >= 0.05) & (raw["log2fc"].abs() > 0.25)
+    assert (raw["significant"] == ((raw["log2fc"].abs() > 0.25) & (raw["pvalue"] < 0.05))).all()
+    assert raw.loc[gap, "significant"].all() and not adjusted.loc[gap[gap].index, "significant"].any()
+
+
+def test_volcano_draws_the_chosen_p(weak_marker):
+    import matplotlib.pyplot as plt
+
+    table = markers(weak_marker.copy(), pvalue="raw", max_pvalue=0.01, key_added=None)
+    figure = sd.pl.volcano(table, pvalue="raw", max_pvalue=0.01)
+    ax = figure.axes[0]
+    assert ax.get_ylabel() == "−log10 raw p"
+    assert any(np.allclose(line.get_ydata(), 2.0) for line in ax.get_lines())
+    plt.close(figure)
+    with pytest.raises(InputError, match="adjusted, raw"):
+        sd.pl.volcano(table, pvalue="fdr")
 
 
 def test_log_normalised_input_is_used_as_given(labelled):
@@ -94,6 +135,8 @@ def test_bad_input_is_named(labelled):
     adata.obs["one"] = "x"
     with pytest.raises(InputError, match="fewer than two domains"):
         markers(adata, "one")
+    with pytest.raises(InputError, match="pvalue must be one of adjusted, raw, not 'fdr'"):
+        markers(adata, pvalue="fdr")
     with pytest.raises(InputError, match="layer 'counts' does not exist"):
         markers(adata, layer="counts")
     adata.X = sp.csr_matrix(-np.abs(adata.X.toarray()) - 1)

@@ -16,23 +16,29 @@ from ..pp import log_normalise
 #: Columns of the marker table, one row per (domain, gene).
 MARKER_COLUMNS = ["domain", "gene", "symbol", "score", "log2fc", "pvalue", "padj", "pct_in", "pct_out",
                   "significant"]
+#: The p values ``markers`` can filter on, and the table column that holds each.
+PVALUES = {"adjusted": "padj", "raw": "pvalue"}
 _SYMBOL_COLUMNS = ("gene_symbols", "gene_symbol", "symbol", "symbols", "gene_name", "gene_names", "feature_name")
 
 
 def markers(adata: ad.AnnData, groupby: str = "domain", *, layer: str | None = None, min_log2fc: float = 0.25,
-            max_padj: float = 0.05, symbol_column: str | None = None, key_added: str | None = "markers"
-            ) -> pd.DataFrame:
-    """Per-domain differential expression (Wilcoxon, Benjamini–Hochberg), thresholds as in the STAIG paper.
+            max_pvalue: float = 0.05, pvalue: str = "adjusted", symbol_column: str | None = None,
+            key_added: str | None = "markers") -> pd.DataFrame:
+    """Per-domain differential expression (Wilcoxon rank-sum test, Benjamini–Hochberg adjusted p).
 
     Raw counts (``X`` or ``layer``) are normalised to 10,000 per spot and log1p-transformed first; a matrix that
     is already log-normalised is used as it is. Spots without a domain are left out. Every gene of every domain
-    is in the table: ``log2fc`` (scanpy's, from the means of expm1 values), ``padj``, ``pct_in``/``pct_out``
-    (fraction of spots with any expression in / outside the domain) and ``significant`` (|log2fc| >
-    ``min_log2fc`` and padj < ``max_padj``), sorted by domain then score. Stored in ``adata.uns[key_added]`` with
-    the parameters in ``adata.uns['spatialdomains']['markers']`` unless ``key_added`` is None.
+    is in the table: ``log2fc`` (scanpy's, from the means of expm1 values), ``pvalue`` (raw), ``padj``
+    (Benjamini–Hochberg), ``pct_in``/``pct_out`` (fraction of spots with any expression in / outside the domain)
+    and ``significant`` (|log2fc| > ``min_log2fc`` and p < ``max_pvalue``), sorted by domain then score. The
+    ``pvalue`` argument chooses that p: ``'adjusted'`` (the ``padj`` column, the default) or ``'raw'`` (the
+    ``pvalue`` column; the STAIG paper's filter is raw p < 0.05). Stored in ``adata.uns[key_added]`` with the
+    parameters in ``adata.uns['spatialdomains']['markers']`` unless ``key_added`` is None.
     """
     import scanpy as sc
 
+    if pvalue not in PVALUES:
+        raise InputError(f"pvalue must be one of {', '.join(PVALUES)}, not '{pvalue}'")
     if groupby not in adata.obs:
         raise InputError(f"groupby: obs['{groupby}'] does not exist (obs columns: {', '.join(adata.obs)}); "
                          "find domains first (spatialdomains.find_domains) or name the column that holds them")
@@ -52,12 +58,12 @@ def markers(adata: ad.AnnData, groupby: str = "domain", *, layer: str | None = N
         warnings.simplefilter("ignore", RuntimeWarning)
         sc.tl.rank_genes_groups(work, "group", method="wilcoxon", pts=True, use_raw=False)
     table = _tidy(work, symbols=_symbols(adata, symbol_column))
-    table["significant"] = (table["log2fc"].abs() > min_log2fc) & (table["padj"] < max_padj)
+    table["significant"] = (table["log2fc"].abs() > min_log2fc) & (table[PVALUES[pvalue]] < max_pvalue)
     if key_added is not None:
         adata.uns[key_added] = table
         record = {"groupby": groupby, "layer": layer, "test": "wilcoxon", "correction": "benjamini-hochberg",
-                  "min_log2fc": min_log2fc, "max_padj": max_padj, "normalised_here": normalised_here,
-                  "seconds": time.perf_counter() - start}
+                  "min_log2fc": min_log2fc, "pvalue": pvalue, "max_pvalue": max_pvalue,
+                  "normalised_here": normalised_here, "seconds": time.perf_counter() - start}
         adata.uns.setdefault("spatialdomains", {})["markers"] = h5ad_safe(record)
     return table
 

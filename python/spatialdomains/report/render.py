@@ -35,9 +35,9 @@ def workflow_path() -> Path:
 def render_report(inputs, out: str | os.PathLike, *, sample: str | None = None, method: str = "staig",
                   n_domains: int | None = None, modalities: dict | None = None, species: str = "auto",
                   key_type: str = "auto", ontology: str = "BP", gene_sets: str | None = None, engine: str = "auto",
-                  min_log2fc: float = 0.25, max_padj: float = 0.05, seed: int = 0, epochs: int | None = None,
-                  device: str = "auto", cluster_method: str = "auto", image: str | None = None,
-                  image_scale: float = 1.0, outputs_dir: str | os.PathLike | None = None,
+                  min_log2fc: float = 0.25, max_pvalue: float = 0.05, pvalue: str = "adjusted", seed: int = 0,
+                  epochs: int | None = None, device: str = "auto", cluster_method: str = "auto",
+                  image: str | None = None, image_scale: float = 1.0, outputs_dir: str | os.PathLike | None = None,
                   threads: int | None = None, notebook: str | os.PathLike | None = None,
                   show_code: bool = False, timeout: int | None = None) -> Path:
     """Analyse one sample and write its HTML report to ``out`` (see :func:`spatialdomains.report.sample.analyse`).
@@ -55,8 +55,8 @@ def render_report(inputs, out: str | os.PathLike, *, sample: str | None = None, 
         "n_domains": n_domains, "modalities": {k: str(v) for k, v in (modalities or {}).items()},
         "species": species, "key_type": key_type, "ontology": ontology,
         "gene_sets": None if gene_sets is None else str(gene_sets), "engine": engine, "min_log2fc": min_log2fc,
-        "max_padj": max_padj, "seed": seed, "epochs": epochs, "device": device, "cluster_method": cluster_method,
-        "image": None if image is None else str(image), "image_scale": image_scale,
+        "max_pvalue": max_pvalue, "pvalue": pvalue, "seed": seed, "epochs": epochs, "device": device,
+        "cluster_method": cluster_method, "image": None if image is None else str(image), "image_scale": image_scale,
         "outputs_dir": None if outputs_dir is None else str(Path(outputs_dir).resolve()), "threads": threads,
     }
     start = time.perf_counter()

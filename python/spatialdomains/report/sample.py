@@ -43,8 +43,8 @@ class SampleResult:
 def analyse(inputs, *, sample: str = "sample", method: str = "staig", n_domains: int | None = None,
             modalities: dict | None = None, domain_key: str = "domain", species: str = "auto",
             key_type: str = "auto", ontology: str = "BP", gene_sets: str | None = None, engine: str = "auto",
-            min_log2fc: float = 0.25, max_padj: float = 0.05, seed: int = 0, epochs: int | None = None,
-            device: str = "auto", cluster_method: str = "auto", image: str | None = None,
+            min_log2fc: float = 0.25, max_pvalue: float = 0.05, pvalue: str = "adjusted", seed: int = 0,
+            epochs: int | None = None, device: str = "auto", cluster_method: str = "auto", image: str | None = None,
             image_scale: float = 1.0, outputs_dir: str | None = None, threads: int | None = None) -> SampleResult:
     """Run one sample from its input file(s) to domains, markers and GO terms (see the module docstring).
 
@@ -90,7 +90,8 @@ def analyse(inputs, *, sample: str = "sample", method: str = "staig", n_domains:
         representation = _representation(adata, method)
         tl.umap(adata, use_rep=representation, random_state=seed)
     with timer("markers"):
-        markers = analysis.markers(adata, domain_key, min_log2fc=min_log2fc, max_padj=max_padj)
+        markers = analysis.markers(adata, domain_key, min_log2fc=min_log2fc, max_pvalue=max_pvalue,
+                                   pvalue=pvalue)
     go_error = None
     with timer("enrichment"):
         try:
@@ -101,7 +102,7 @@ def analyse(inputs, *, sample: str = "sample", method: str = "staig", n_domains:
             go = pd.DataFrame(columns=["domain", *analysis.enrichment.RESULT_COLUMNS])
     record = _record(adata, sample=sample, method=method, paths=paths, modalities=modalities, seed=seed,
                      go=go, go_error=go_error, timings=timer.seconds, representation=representation,
-                     min_log2fc=min_log2fc, max_padj=max_padj)
+                     min_log2fc=min_log2fc, max_pvalue=max_pvalue, pvalue=pvalue)
     result = SampleResult(adata=adata, markers=markers, go=go, record=record, multiomics=multiomics,
                           batch_key=batch_key, go_error=go_error, timings=timer.seconds)
     if outputs_dir is not None:
@@ -187,7 +188,7 @@ def _representation(adata: ad.AnnData, method: str) -> str:
 
 
 def _record(adata, *, sample, method, paths, modalities, seed, go, go_error, timings, representation,
-            min_log2fc, max_padj) -> dict:
+            min_log2fc, max_pvalue, pvalue) -> dict:
     record = _utils.json_safe(dict(adata.uns.get("spatialdomains", {})))
     record.pop("markers", None)
     clustering = record.get("cluster", {})
@@ -203,7 +204,7 @@ def _record(adata, *, sample, method, paths, modalities, seed, go, go_error, tim
         "representation": representation,
         "clustering_engine": clustering.get("backend") if isinstance(clustering, dict) else None,
         "markers": {"test": "wilcoxon (scanpy)", "correction": "benjamini-hochberg",
-                    "min_log2fc": min_log2fc, "max_padj": max_padj},
+                    "min_log2fc": min_log2fc, "pvalue": pvalue, "max_pvalue": max_pvalue},
         "enrichment": {"engine": go.attrs.get("engine"), "annotation": go.attrs.get("annotation"),
                        "parameters": _utils.json_safe(go.attrs.get("parameters", {})), "error": go_error},
         "model": record,

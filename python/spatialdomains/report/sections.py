@@ -136,7 +136,7 @@ def markers(result: SampleResult, key: str = "domain", n_genes: int = 5) -> None
 
 def deg_tables(result: SampleResult, max_rows: int = 50) -> None:
     """Per domain, its significant genes (up first, by score); all genes are in markers.csv."""
-    columns = ["gene", "symbol", "log2fc", "padj", "pct_in", "pct_out", "score"]
+    columns = ["gene", "symbol", "log2fc", "pvalue", "padj", "pct_in", "pct_out", "score"]
     markers = result.markers
     for domain in markers["domain"].cat.categories:
         found = markers[(markers["domain"] == domain) & markers["significant"]]
@@ -151,7 +151,8 @@ def volcano(result: SampleResult) -> None:
     from .. import pl
 
     params = result.record["markers"]
-    show(pl.volcano(result.markers, min_log2fc=params["min_log2fc"], max_padj=params["max_padj"]))
+    show(pl.volcano(result.markers, min_log2fc=params["min_log2fc"], max_pvalue=params["max_pvalue"],
+                    pvalue=params["pvalue"]))
 
 
 def go(result: SampleResult, n_terms: int = 10) -> None:
