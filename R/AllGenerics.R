@@ -139,14 +139,16 @@ setGeneric("clusterDomains", function(x, ...) standardGeneric("clusterDomains"))
 #'   \code{Seurat} object with raw counts and coordinates.
 #' @param method The model: \code{"staig"}, \code{"spotscape"} or
 #'   \code{"spami"} (paired omics).
-#' @param n_domains Number of domains, or \code{NULL} to choose it by
-#'   silhouette.
 #' @param ... Passed to the model (e.g. \code{n_epochs}, \code{seed},
 #'   \code{assay.type}, \code{spatial_coords}).
 #' @param cluster_method \code{"mclust"} or \code{"kmeans"} (see
 #'   \code{\link{clusterEmbedding}}).
+#' @param n_domains Number of domains, or \code{NULL} to choose it: the number
+#'   Spotscape's prototypes chose during training (so both agree), otherwise
+#'   by silhouette.
 #' @param refine,cluster_seed Refinement (\code{TRUE}, \code{FALSE},
-#'   \code{"auto"}) and the seed of the clustering.
+#'   \code{"auto"}) and the seed of the clustering (\code{NULL}: the model's
+#'   \code{seed}, so one seed drives every random step).
 #' @param name Column that receives the domains.
 #' @return \code{x} with the embedding, the domains and their records added.
 #' @examplesIf spatialdomainsAvailable()
@@ -155,5 +157,5 @@ setGeneric("clusterDomains", function(x, ...) standardGeneric("clusterDomains"))
 #' table(sce$domain, sce$ground_truth)
 #' @export
 setGeneric("findDomains", function(x, method = "staig", n_domains = NULL, ..., cluster_method = "mclust",
-                                   refine = "auto", cluster_seed = 2023L, name = "domain")
+                                   refine = "auto", cluster_seed = NULL, name = "domain")
     standardGeneric("findDomains"))

@@ -186,7 +186,7 @@ setMethod("clusterDomains", "ANY", function(x, ...) {
 #' @rdname findDomains
 #' @export
 setMethod("findDomains", "ANY", function(x, method = "staig", n_domains = NULL, ..., cluster_method = "mclust",
-                                         refine = "auto", cluster_seed = 2023L, name = "domain") {
+                                         refine = "auto", cluster_seed = NULL, name = "domain") {
     method <- match.arg(method, c("staig", "spotscape", "spami"))
     embedding_name <- if (is(x, "Seurat")) method else
         c(staig = "STAIG", spotscape = "Spotscape", spami = "SpaMI")[[method]]
@@ -198,6 +198,12 @@ setMethod("findDomains", "ANY", function(x, method = "staig", n_domains = NULL, 
         refine <- FALSE  # SpaMI's protocol clusters the embedding as it is
     }
     passed <- list(...)
+    if (is.null(cluster_seed)) {
+        cluster_seed <- if (is.null(passed$seed)) 0L else passed$seed  # the model's seed drives the clustering too
+    }
+    if (is.null(n_domains)) {
+        n_domains <- .chosen_by_training(x, embedding_name)  # Spotscape's prototypes: one choice for both
+    }
     shared <- passed[intersect(names(passed), c("spatial_coords", "sample_id"))]
     reduction <- if (is(x, "Seurat")) list(reduction = embedding_name) else list(dimred = embedding_name)
     do.call(clusterDomains, c(list(x), reduction, shared,
@@ -341,6 +347,13 @@ setMethod("findDomains", "ANY", function(x, method = "staig", n_domains = NULL, 
     embedding <- as.matrix(embedding)
     dimnames(embedding) <- list(spot_names, paste0(name, "_", seq_len(ncol(embedding))))
     embedding
+}
+
+## The number of domains the training chose itself (Spotscape's prototypes without n_domains), or NULL.
+.chosen_by_training <- function(x, name) {
+    records <- if (is(x, "Seurat")) methods::slot(x, "misc")$spatialdomains else S4Vectors::metadata(x)$spatialdomains
+    choice <- records[[name]]$training$prototype_choice
+    if (is.null(choice$n_domains)) NULL else as.integer(choice$n_domains)
 }
 
 .add_record <- function(metadata, name, record) {

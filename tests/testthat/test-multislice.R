@@ -64,3 +64,17 @@ test_that("a merged Seurat object with one image per slice is integrated", {
     expect_identical(unlist(record$slices), SeuratObject::Images(so))
     expect_identical(dim(SeuratObject::Embeddings(so, "staig")), c(ncol(so), 64L))
 })
+
+test_that("findDomains: the model's seed drives the clustering, and Spotscape's chosen K is the domains' K", {
+    skip_without_spatialdomains()
+    sce <- findDomains(two_slices(), method = "spotscape", n_domains = NULL, n_epochs = 3, warmup_epochs = 1L,
+                       seed = 5L, cluster_method = "kmeans", refine = FALSE)
+    records <- S4Vectors::metadata(sce)$spatialdomains
+    expect_identical(records$domain$seed, 5L)
+    chosen <- as.integer(records$Spotscape$training$prototype_choice$n_domains)
+    expect_identical(as.integer(records$domain$n_domains), chosen)
+    expect_identical(nlevels(droplevels(sce$domain)), chosen)
+    again <- findDomains(two_slices(), method = "spotscape", n_domains = 3, n_epochs = 2, seed = 5L,
+                         cluster_method = "kmeans", cluster_seed = 11L)
+    expect_identical(S4Vectors::metadata(again)$spatialdomains$domain$seed, 11L)
+})
