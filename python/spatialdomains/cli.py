@@ -57,12 +57,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import __version__, methods
+    from . import __version__
 
     parser = argparse.ArgumentParser(prog="spatialdomains",
                                      description="Spatial domains from spatial transcriptomics.")
     parser.add_argument("--version", action="version", version=f"spatialdomains {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in (_add_run, _add_report, _add_batch, _add_workflow, _add_demo):
+        add_command(commands)
+    return parser
+
+
+def _add_run(commands) -> None:
+    from . import methods
 
     run = commands.add_parser("run", help="find the spatial domains of a sample, or of several slices together",
                               description="Find the spatial domains of one sample and write the result .h5ad, a "
@@ -100,6 +107,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_options(run)
     run.set_defaults(handler=_run)
 
+
+def _add_report(commands) -> None:
+    from . import methods
+
     report = commands.add_parser(
         "report", help="analyse one sample and write its HTML report",
         description="Find the domains of one sample, rank marker genes, run GO enrichment and write one "
@@ -123,6 +134,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_options(report, tuning=False)
     report.set_defaults(handler=_report)
 
+
+def _add_batch(commands) -> None:
     batch = commands.add_parser(
         "batch", help="one report per samplesheet row, with an index page",
         description="Validate the samplesheet (all problems listed at once), then write OUT/<sample>/report.html "
@@ -143,12 +156,16 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--quiet", action="store_true", help="no progress bar or information messages")
     batch.set_defaults(handler=_batch)
 
+
+def _add_workflow(commands) -> None:
     workflow = commands.add_parser("workflow", help="print the path of the Snakemake workflow (cluster runs)",
                                    description="Print the Snakefile's path; run it with snakemake -s PATH --cores N "
                                                "--config samplesheet=SHEET out=DIR (see its profiles/ for SLURM).")
     workflow.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
     workflow.set_defaults(handler=_workflow)
 
+
+def _add_demo(commands) -> None:
     demo = commands.add_parser("demo", help="run the whole pipeline on simulated data and score it",
                                description="Simulate a Visium-like sample with planted domains, find its domains "
                                            "and report the ARI against the planted truth.")
@@ -156,7 +173,6 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--n-spots", type=int, default=3000, help="number of simulated spots (default: 3000)")
     _add_model_options(demo, default_domains=5)
     demo.set_defaults(handler=_demo)
-    return parser
 
 
 def _add_model_options(parser: argparse.ArgumentParser, default_domains: int | None = None, *,
