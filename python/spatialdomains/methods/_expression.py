@@ -2,6 +2,7 @@
 per-spot results back in the input's order."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import anndata as ad
@@ -25,6 +26,17 @@ class ExpressionInputs:
     genes: np.ndarray | None = None
     adjacency: sp.csr_matrix | None = None
     extra: dict = field(default_factory=dict)
+
+    @property
+    def several_slices(self) -> bool:
+        return self.layout.n_slices > 1
+
+    def settle(self, name: str, one_slice, several):
+        """A setting left None takes its one-slice or several-slice default; the config (as recorded) says
+        which. Returns the config."""
+        if getattr(self.config, name) is None:
+            self.config = dataclasses.replace(self.config, **{name: several if self.several_slices else one_slice})
+        return self.config
 
     @property
     def coordinates(self) -> np.ndarray:

@@ -2,7 +2,6 @@
 among them). The mathematics is in :mod:`spatialdomains.models.spotscape`."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -107,11 +106,8 @@ class Spotscape(Method):
     def inputs(self, adata, config: SpotscapeConfig, run: RunConfig, timer) -> ExpressionInputs:
         with timer("preprocess"):
             inputs = checked_inputs(adata, config, run.batch_key, config.n_neighbors)
-            several = inputs.layout.n_slices > 1
-            if config.learning_rate is None:
-                rate = MULTI_SLICE_LEARNING_RATE if several else SINGLE_SLICE_LEARNING_RATE
-                inputs.config = config = dataclasses.replace(config, learning_rate=rate)
-            if several:
+            config = inputs.settle("learning_rate", SINGLE_SLICE_LEARNING_RATE, MULTI_SLICE_LEARNING_RATE)
+            if inputs.several_slices:
                 inputs.features, inputs.genes = _pp.multi_slice_features(
                     inputs.counts_in_order(), inputs.layout.bounds, n_top_genes=config.n_top_genes,
                     normalise_over="hvgs", slice_names=inputs.layout.names)

@@ -147,13 +147,10 @@ class Staig(Method):
     def inputs(self, adata, config: StaigConfig, run: RunConfig, timer) -> ExpressionInputs:
         with timer("preprocess"):
             inputs = checked_inputs(adata, config, run.batch_key, config.n_neighbors)
-            several = inputs.layout.n_slices > 1
-            if config.n_top_genes is None:
-                n_top = MULTI_SLICE_TOP_GENES if several else SINGLE_SLICE_TOP_GENES
-                inputs.config = config = dataclasses.replace(config, n_top_genes=n_top)
+            config = inputs.settle("n_top_genes", SINGLE_SLICE_TOP_GENES, MULTI_SLICE_TOP_GENES)
             totals = library_size(adata, config.library_size_key, inputs.checked.spots)
             totals = None if totals is None else totals[inputs.layout.order]
-            if several:
+            if inputs.several_slices:
                 inputs.features, inputs.genes = _pp.multi_slice_features(
                     inputs.counts_in_order(), inputs.layout.bounds, n_top_genes=config.n_top_genes,
                     normalise_over="all", slice_names=inputs.layout.names, library_size=totals)
