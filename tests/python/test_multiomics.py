@@ -170,6 +170,20 @@ def test_dgi_loss_matches_binary_cross_entropy_by_hand():
     torch.testing.assert_close(spami.dgi_loss(discriminator, h, h_tilde, g, g_tilde).detach(), expected)
 
 
+def test_dgi_labels_are_made_where_the_logits_are(monkeypatch):
+    """No label tensor is built on the CPU and copied to the device at every step."""
+    torch.manual_seed(0)
+    discriminator = spami.Discriminator(4)
+    h, h_tilde, g, g_tilde = (torch.randn(5, 4) for _ in range(4))
+
+    def cpu_first(*args, **kwargs):
+        raise AssertionError("labels built with torch.ones/torch.zeros on the default device")
+
+    monkeypatch.setattr(torch, "ones", cpu_first)
+    monkeypatch.setattr(torch, "zeros", cpu_first)
+    assert torch.isfinite(spami.dgi_loss(discriminator, h, h_tilde, g, g_tilde))
+
+
 def test_attention_weights_are_positive_and_sum_to_one():
     attention = spami.ModalityAttention(6)
     fused, weights = attention([torch.randn(50, 6) * 3, torch.randn(50, 6)])

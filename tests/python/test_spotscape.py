@@ -154,6 +154,19 @@ def test_blocked_similarity_scale_loss_equals_the_dense_top_k(mode, exclude_self
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
+def test_top_k_search_skips_the_anchors_own_slice_as_an_other_slice(monkeypatch):
+    """Per row block: one top-k within the anchor's own slice and one per other slice, none thrown away."""
+    generator = torch.Generator().manual_seed(0)
+    a, c = torch.randn(60, 8, generator=generator), torch.randn(60, 8, generator=generator)
+    bounds = [(0, 20), (20, 45), (45, 60)]
+    calls = []
+    real = torch.Tensor.topk
+    monkeypatch.setattr(torch.Tensor, "topk", lambda self, *args, **kwargs: calls.append(1) or real(self, *args,
+                                                                                                      **kwargs))
+    model._top_similar_columns(a, c, bounds, 5, "per_slice", False, memory_budget_mb=256)
+    assert len(calls) == len(bounds) * len(bounds)  # one block per slice: 1 own + (slices - 1) others
+
+
 def test_similarity_scale_loss_is_zero_for_one_slice():
     z = torch.rand(20, 4)
     assert float(model.similarity_scale_loss(z, z, [(0, 20)])) == 0.0

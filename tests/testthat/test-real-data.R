@@ -1,5 +1,7 @@
 ## findDomains() on a SingleCellExperiment built from DLPFC 151673 against the
-## Python run (sd.find_domains) on the same file, default settings.
+## Python run (sd.find_domains) on the same file. make test trains 10 epochs and
+## checks that both doors agree; make accuracy (SPATIALDOMAINS_ACCURACY=1) trains
+## the default 400 and asserts the accuracy floor too.
 test_that("DLPFC 151673: findDomains in R recovers the ARI of the Python run", {
     skip_without_spatialdomains()
     skip_if_not(reticulate::py_module_available("rpy2"), "needs rpy2 in the Python for the Python-side run")
@@ -19,18 +21,23 @@ test_that("DLPFC 151673: findDomains in R recovers the ARI of the Python run", {
                                             Dimnames = list(unlist(data$genes), unlist(data$spots)))),
         colData = S4Vectors::DataFrame(layer = unlist(data$layer)),
         reducedDims = list(spatial = data$xy))
-    sce <- findDomains(sce, n_domains = 7, seed = 0)
+    full <- nzchar(Sys.getenv("SPATIALDOMAINS_ACCURACY"))
+    epochs <- if (full) 400L else 10L
+    sce <- findDomains(sce, n_domains = 7, seed = 0, n_epochs = epochs)
     labelled <- sce$layer != "nan"
     ari_r <- mclust::adjustedRandIndex(sce$domain[labelled], sce$layer[labelled])
 
     output <- run_python(c(
         "import sys, anndata as ad, spatialdomains as sd",
         "adata = ad.read_h5ad(sys.argv[1])",
-        "sd.find_domains(adata, n_domains=7, random_state=0, progress=False)",
+        sprintf("sd.find_domains(adata, n_domains=7, random_state=0, n_epochs=%d, progress=False)", epochs),
         "truth = adata.obs['layer_guess_reordered']",
         "print('ARI', sd.metrics.ari(truth, adata.obs['domain']))"), path)
     ari_python <- as.numeric(sub("^ARI ", "", grep("^ARI ", output, value = TRUE)))
-    message(sprintf("DLPFC 151673 ARI: R findDomains %.3f, Python find_domains %.3f", ari_r, ari_python))
-    expect_gt(ari_r, 0.40)
+    message(sprintf("DLPFC 151673 ARI after %d epochs: R findDomains %.3f, Python find_domains %.3f", epochs, ari_r,
+                    ari_python))
     expect_lt(abs(ari_r - ari_python), 0.03)
+    if (full) {
+        expect_gt(ari_r, 0.40)
+    }
 })
