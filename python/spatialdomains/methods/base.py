@@ -88,7 +88,7 @@ class Method:
                 raise InputError(f"config must be a {self.config_class.__name__}, got {type(config).__name__}")
             if preset is not None:
                 raise InputError("give either config or preset, not both")
-            return dataclasses.replace(config, **overrides)
+            return dataclasses.replace(config, **{k: _as_tuple(v) for k, v in overrides.items()})
         presets = self.presets(data, overrides)
         preset = preset or self.default_preset()
         if preset not in presets:
