@@ -16,6 +16,15 @@ def record_step(target, step: str, record: dict) -> None:
     target.uns[UNS_KEY][step] = h5ad_safe(record)
 
 
+def plain_parameters(parameters):
+    """A config as a record: arrays (e.g. an image given in ``image_options``) are described, not copied."""
+    if isinstance(parameters, dict):
+        return {key: plain_parameters(value) for key, value in parameters.items()}
+    if isinstance(parameters, np.ndarray) and parameters.ndim > 1:
+        return f"array of shape {parameters.shape}"
+    return parameters
+
+
 def store_rows(target, key: str, values: np.ndarray, rows: np.ndarray) -> None:
     """``obsm[key]`` for every spot of ``target``: ``values`` on ``rows``, NaN elsewhere."""
     full = np.full((target.n_obs, values.shape[1]), np.nan, dtype=np.float32)

@@ -59,6 +59,8 @@ def embed(
         adata.obs[SLICE_COLUMN] = labels
         options["batch_key"] = SLICE_COLUMN
     if library_size is not None:
+        if "library_size_key" not in methods.get(method).option_names():
+            raise InputError(f"library_size applies to STAIG only ({method} normalises over its own genes)")
         options["library_size_key"] = "total_counts"
     if images and options.get("use_image"):
         _attach_slice_images(adata, images, slices is not None)

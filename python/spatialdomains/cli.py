@@ -207,8 +207,8 @@ def _add_enrichment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pvalue", type=float, default=0.05,
                         help="marker p threshold, on the p chosen by --pvalue (default: 0.05)")
     parser.add_argument("--pvalue", default="adjusted", choices=["adjusted", "raw"],
-                        help="p the marker threshold applies to: adjusted, the Benjamini-Hochberg adjusted p (default); "
-                             "raw, the Wilcoxon p as it is (the STAIG paper's filter)")
+                        help="p the marker threshold applies to: adjusted, the Benjamini-Hochberg adjusted p "
+                             "(default); raw, the Wilcoxon p as it is (the STAIG paper's filter)")
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -376,13 +376,14 @@ def _label_column(result, label_key: str):
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from . import methods
     from .datasets import simulate_visium
 
     adata = simulate_visium(args.n_spots, args.n_domains or 5, seed=args.seed)
     logger.info("simulated %d spots × %d genes with %d planted domains", adata.n_obs, adata.n_vars,
                 args.n_domains or 5)
-    return _find_and_write(adata, args, label_key="ground_truth", preset=args.preset, n_epochs=args.epochs,
-                           tau=args.tau, library_size_key="total_counts")
+    return _find_and_write(adata, args, label_key="ground_truth", library_size_key="total_counts",
+                           **_model_options(args, methods.get("staig")))
 
 
 def _find_and_write(adata, args: argparse.Namespace, *, label_key: str | None, **method_params) -> int:

@@ -14,7 +14,7 @@ from . import slices as _slices
 from ._utils import Timer, package_versions
 from .errors import InputError
 from .methods.base import RUN_OPTIONS, Method, RunConfig
-from ._record import UNS_KEY, record_step
+from ._record import UNS_KEY, plain_parameters, record_step
 
 logger = logging.getLogger("spatialdomains")
 
@@ -31,7 +31,15 @@ def configure(method: str | Method, data, *, config=None, **options):
     if method.kind == "omics" and is_slice_collection(data) and not isinstance(data, dict):
         raise InputError(f"method '{method.name}' handles one section (its modalities in a MuData or a dict); "
                          "for several slices use method='staig' or 'spotscape'")
+    if not method.trains:
+        given = [name for name in ("checkpoint", "deterministic") if options.get(name)]
+        if options.get("device", "auto") != "auto":
+            given.append("device")
+        if given:
+            raise InputError(f"{', '.join(given)} do(es) not apply to {method.title}, which trains no model")
     settings = method.resolve(data, method.configure(data, run.preset, overrides, config))
+    # The record names the preset only when one was applied (a config object is taken as it is).
+    run = dataclasses.replace(run, preset=run.preset or (method.default_preset() if config is None else None))
     return method, settings, run
 
 
@@ -43,24 +51,24 @@ def run_method(method: str | Method, data, *, config=None, **options):
     dict of modality → AnnData. ``options`` are the method's config fields and :class:`RunConfig` fields.
     """
     method, settings, run = configure(method, data, config=config, **options)
-    return _run_configured(method, settings, run, data)
+    return _run_configured(method, settings, run, data)[0]
 
 
 def _run_configured(method: Method, settings, run: RunConfig, data):
+    """Run a configured method; returns the object holding the results and the run options used."""
     device = _device(method, run)  # a wrong device name fails here, before any work
     if method.kind == "omics":
-        return _run_one(method, settings, run, data, device)
-    if is_slice_collection(data):
-        slices = list(data.values()) if isinstance(data, dict) else list(data)
-        method.prepare_slices(slices, settings, run)
-        run = dataclasses.replace(run, batch_key=run.batch_key or _slices.DEFAULT_BATCH_KEY)
-        combined = _slices.combine(data, run.batch_key)
-        _run_one(method, settings, run, combined, device)
-        _slices.hand_back(combined, data, run.batch_key, obsm_keys=method.handed_back(settings, run),
-                          uns_key=UNS_KEY)
-        return combined
-    method.prepare_slices([data], settings, run)
-    return _run_one(method, settings, run, data, device)
+        return _run_one(method, settings, run, data, device), run
+    if not is_slice_collection(data):
+        method.prepare_slices([data], settings, run)
+        return _run_one(method, settings, run, data, device), run
+    run = dataclasses.replace(run, batch_key=run.batch_key or _slices.DEFAULT_BATCH_KEY)
+    _slices.check_combinable(data, run.batch_key)
+    method.prepare_slices(_slices.as_list(data), settings, run)
+    combined = _slices.combine(data, run.batch_key)
+    _run_one(method, settings, run, combined, device)
+    _slices.hand_back(combined, data, run.batch_key, obsm_keys=method.handed_back(settings, run), uns_key=UNS_KEY)
+    return combined, run
 
 
 def _run_one(method: Method, settings, run: RunConfig, data, device):
@@ -75,12 +83,12 @@ def _run_one(method: Method, settings, run: RunConfig, data, device):
     record = method.store(target, inputs, result, inputs.config, run)
     training = getattr(result, "record", None)
     record_step(target, method.name, {
-        "parameters": dataclasses.asdict(inputs.config),
+        "parameters": plain_parameters(dataclasses.asdict(inputs.config)),
         **record,
-        "preset": run.preset or method.default_preset(),
+        "preset": run.preset,
         "random_state": run.random_state,
-        "deterministic": run.deterministic,
-        "key_added": run.key_added or method.default_key,
+        "deterministic": run.deterministic if method.trains else None,
+        "key_added": method.embedding_key(run),
         "training": {k: v for k, v in (training or {}).items() if k != "config"} or None,
         "timings": timer.seconds,
         "versions": package_versions(),
@@ -107,26 +115,25 @@ def find_domains(data, method: str = "staig", n_domains: int | None = None, *, c
     started = time.perf_counter()
     check_cluster_options(cluster_method, refine, n_domains)
     chosen = _methods.get(method)
-    if "n_domains" in chosen.option_names():
+    if "n_domains" in chosen.option_names() and n_domains is not None:
         options["n_domains"] = n_domains
     _, settings, run = configure(chosen, data, **options)
-    target = _run_configured(chosen, settings, run, data)
-    batch_key = (run.batch_key or _slices.DEFAULT_BATCH_KEY) if is_slice_collection(data) and \
-        chosen.kind == "expression" else run.batch_key
+    target, run = _run_configured(chosen, settings, run, data)
     record = target.uns[UNS_KEY][chosen.name]
+    n_domains = n_domains or getattr(settings, "n_domains", None)
     chosen_by_training = chosen.chosen_n_domains(record) if n_domains is None else None
-    cluster(target, use_rep=run.key_added or chosen.default_key, n_domains=n_domains or chosen_by_training,
+    several = is_slice_collection(data) and chosen.kind == "expression"
+    cluster(target, use_rep=chosen.embedding_key(run), n_domains=n_domains or chosen_by_training,
             method=chosen.cluster_auto if cluster_method == "auto" and chosen.cluster_auto else cluster_method,
-            refine=chosen.refine_auto if refine == "auto" and chosen.refine_auto is False else refine,
-            batch_key=batch_key if chosen.kind == "expression" else None, random_state=run.random_state,
-            key_added=key_added)
+            refine=chosen.auto_refine if refine == "auto" else refine, batch_key=run.batch_key,
+            random_state=run.random_state, key_added=key_added)
     if chosen_by_training is not None:
         target.uns[UNS_KEY]["cluster"]["n_domains_chosen_by"] = f"{chosen.title} (silhouette, shared with training)"
     target.uns[UNS_KEY]["method"] = chosen.name
     target.uns[UNS_KEY]["random_state"] = run.random_state
     target.uns[UNS_KEY]["total_seconds"] = time.perf_counter() - started
-    if is_slice_collection(data) and chosen.kind == "expression":
-        _slices.hand_back(target, data, batch_key, obs_keys=[key_added, f"{key_added}_unrefined"], uns_key=UNS_KEY)
+    if several:
+        _slices.hand_back(target, data, run.batch_key, obs_keys=[key_added, f"{key_added}_unrefined"], uns_key=UNS_KEY)
     return target
 
 

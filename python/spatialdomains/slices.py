@@ -52,20 +52,23 @@ def batch_labels(adata: ad.AnnData, batch_key: str) -> pd.Series:
     return adata.obs[batch_key]
 
 
-def combine(slices, batch_key: str = DEFAULT_BATCH_KEY, names: list[str] | None = None) -> ad.AnnData:
-    """One AnnData from several: genes present in every slice, ``obs[batch_key]`` naming the slice, spot names
-    made unique by appending the slice name. ``slices`` is a list of AnnData or a dict name → AnnData.
+def as_list(slices) -> list:
+    """The slices of a list, tuple or dict of AnnData, in order."""
+    return list(slices.values()) if isinstance(slices, dict) else list(slices)
 
-    The inputs are not modified. Each keeps its own ``obsm['spatial']``.
-    """
-    if isinstance(slices, dict):
-        names, slices = [str(k) for k in slices], list(slices.values())
-    slices = list(slices)
+
+def slice_names_of(slices) -> list[str]:
+    """The names of the slices: a dict's keys, else slice1, slice2, ..."""
+    return [str(k) for k in slices] if isinstance(slices, dict) else [f"slice{i + 1}" for i in range(len(slices))]
+
+
+def check_combinable(slices, batch_key: str = DEFAULT_BATCH_KEY) -> None:
+    """Everything :func:`combine` needs, checked without copying anything (so before any long work)."""
+    names, slices = slice_names_of(slices), as_list(slices)
     if len(slices) < 1 or not all(isinstance(a, ad.AnnData) for a in slices):
         raise InputError("expected a list of AnnData objects (one per slice) or a dict of them")
-    names = [str(n) for n in names] if names is not None else [f"slice{i + 1}" for i in range(len(slices))]
-    if len(names) != len(slices) or len(set(names)) != len(names):
-        raise InputError(f"need one distinct name per slice, got {names} for {len(slices)} slices")
+    if len(set(names)) != len(names):
+        raise InputError(f"need one distinct name per slice, got {names}")
     for name, adata in zip(names, slices):
         if "spatial" not in adata.obsm:
             raise InputError(f"slice {name} has no obsm['spatial'] coordinates")
@@ -77,7 +80,18 @@ def combine(slices, batch_key: str = DEFAULT_BATCH_KEY, names: list[str] | None 
     if len(shared) == 0:
         raise InputError("the slices have no gene in common: check that they use the same gene identifiers "
                          "(all Ensembl IDs or all symbols)")
-    combined = ad.concat(slices, join="inner", label=batch_key, keys=names, index_unique="-", merge="same")
+
+
+def combine(slices, batch_key: str = DEFAULT_BATCH_KEY) -> ad.AnnData:
+    """One AnnData from several: genes present in every slice, ``obs[batch_key]`` naming the slice, spot names
+    made unique by appending the slice name. ``slices`` is a list of AnnData or a dict name → AnnData.
+
+    The inputs are not modified. Each keeps its own ``obsm['spatial']``.
+    """
+    check_combinable(slices, batch_key)
+    names = slice_names_of(slices)
+    combined = ad.concat(as_list(slices), join="inner", label=batch_key, keys=names, index_unique="-",
+                         merge="same")
     combined.obs[batch_key] = pd.Categorical(combined.obs[batch_key].astype(str), categories=names)
     return combined
 
@@ -87,34 +101,34 @@ def hand_back(combined: ad.AnnData, slices, batch_key: str, *, obsm_keys=(), obs
     """Copy per-spot results of ``combined`` (built by :func:`combine`, same slice order) into each slice.
 
     ``obsm_keys`` may name ``obsm`` entries or ``layers``; a layer goes to the slice's ``layers`` when the slice
-    has exactly the combined genes, else to its ``obsm`` with the gene names in ``uns[uns_key]['<key>_genes']``.
+    has exactly the combined genes, else to its ``obsm``. A key the combined run did not produce is removed from
+    the slices, so that no result of an earlier run stays beside the new ones.
     """
-    slices = list(slices.values()) if isinstance(slices, dict) else list(slices)
     labels = combined.obs[batch_key].astype(str).to_numpy()
     names = list(combined.obs[batch_key].cat.categories)
-    for name, adata in zip(names, slices):
+    for name, adata in zip(names, as_list(slices)):
         rows = np.flatnonzero(labels == name)
         if len(rows) != adata.n_obs:
             raise RuntimeError(f"slice {name}: {len(rows)} combined rows for {adata.n_obs} spots")
-        handed_genes = {}
         for key in obsm_keys:
+            adata.obsm.pop(key, None)
+            adata.layers.pop(key, None)
             if key in combined.obsm:
                 adata.obsm[key] = np.asarray(combined.obsm[key])[rows]
-            elif key in combined.layers:  # per-gene results: a layer where the genes match, else obsm + names
+            elif key in combined.layers:  # per-gene results: a layer where the genes match, else obsm
                 values = np.asarray(combined.layers[key])[rows]
-                if adata.var_names.equals(combined.var_names):
-                    adata.layers[key] = values
-                else:
-                    adata.obsm[key] = values
-                    handed_genes[f"{key}_genes"] = np.asarray(combined.var_names, dtype=str)
+                target = adata.layers if adata.var_names.equals(combined.var_names) else adata.obsm
+                target[key] = values
         for key in obs_keys:
-            if key in combined.obs:
-                adata.obs[key] = combined.obs[key].iloc[rows].to_numpy()
-                if isinstance(combined.obs[key].dtype, pd.CategoricalDtype):
-                    adata.obs[key] = pd.Categorical(adata.obs[key], categories=combined.obs[key].cat.categories)
+            if key not in combined.obs:
+                if key in adata.obs:
+                    del adata.obs[key]
+                continue
+            adata.obs[key] = combined.obs[key].iloc[rows].to_numpy()
+            if isinstance(combined.obs[key].dtype, pd.CategoricalDtype):
+                adata.obs[key] = pd.Categorical(adata.obs[key], categories=combined.obs[key].cat.categories)
         if uns_key is not None and uns_key in combined.uns:
-            adata.uns[uns_key] = {**adata.uns.get(uns_key, {}), **combined.uns[uns_key], **handed_genes,
-                                  "slice": name}
+            adata.uns[uns_key] = {**adata.uns.get(uns_key, {}), **combined.uns[uns_key], "slice": name}
 
 
 def slice_names(paths: list[str]) -> list[str]:

@@ -217,3 +217,52 @@ def test_a_new_method_is_one_registration(sample):
         assert sample.uns["spatialdomains"]["smoothed"]["parameters"]["n_neighbors"] == 4
     finally:
         methods._REGISTRY.pop("smoothed")
+
+
+def test_image_options_are_checked_up_front_and_an_image_array_is_not_copied_into_the_record(imaged_slices):
+    adata = imaged_slices[0].copy()
+    with pytest.raises(InputError, match="image_options: unknown option\\(s\\) imge_scale"):
+        sd.tl.staig(adata, use_image=True, image_options={"imge_scale": 1.0}, **FAST)
+    with pytest.raises(InputError, match="image_options: unknown option\\(s\\) device"):
+        sd.tl.staig(adata, use_image=True, image_options={"device": "cpu"}, **FAST)
+    picture = np.full((400, 400, 3), 200, dtype=np.uint8)
+    with pytest.warns(UserWarning, match="random weights"):
+        sd.tl.staig(adata, use_image=True, image_options={"image": picture, "image_scale": 0.25, **SMALL_IMAGE},
+                    **FAST)
+    recorded = adata.uns["spatialdomains"]["staig"]["parameters"]["image_options"]["image"]
+    assert recorded == "array of shape (400, 400, 3)"
+
+
+def test_a_number_of_domains_in_the_config_is_the_clusterings_too(small_sample):
+    config = sd.methods.SpotscapeConfig(n_domains=3, prototypes=True, n_epochs=2, warmup_epochs=1)
+    adata = small_sample.copy()
+    sd.find_domains(adata, "spotscape", config=config, cluster_method="kmeans", refine=False, progress=False)
+    assert adata.uns["spatialdomains"]["cluster"]["n_domains"] == 3
+    assert list(adata.uns["spatialdomains"]["spotscape"]["training"]["prototype_counts"]) == [3, 5, 6]
+    assert "preset" not in adata.uns["spatialdomains"]["spotscape"]  # a config object is taken as it is
+
+
+def test_a_rerun_leaves_no_result_of_the_earlier_run_in_the_slices(small_sample):
+    slices = [small_sample[:200].copy(), small_sample[200:].copy()]
+    sd.find_domains(slices, "staig", 3, cluster_method="kmeans", refine=True, **FAST)
+    assert all("domain_unrefined" in one.obs for one in slices)
+    sd.find_domains(slices, "staig", 3, cluster_method="kmeans", refine=False, **FAST)
+    assert not any("domain_unrefined" in one.obs for one in slices)
+
+
+def test_options_that_need_training_are_refused_by_the_baseline():
+    mdata = sd.datasets.simulate_multiomics(200, 3, seed=1)
+    with pytest.raises(InputError, match="device do\\(es\\) not apply to Baseline"):
+        sd.tl.baseline(mdata, device="cpu")
+
+
+def test_the_report_checks_its_options_before_reading_or_training(tmp_path):
+    from spatialdomains.report.sample import analyse
+
+    missing = str(tmp_path / "absent.h5ad")
+    with pytest.raises(InputError, match="pvalue must be one of adjusted, raw"):
+        analyse(missing, pvalue="Raw")
+    with pytest.raises(InputError, match="max_pvalue"):
+        analyse(missing, max_pvalue=5)
+    with pytest.raises(InputError, match="epochs does not apply to method 'baseline'"):
+        analyse(missing, method="baseline", epochs=10)

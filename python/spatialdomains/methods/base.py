@@ -49,7 +49,7 @@ class Method:
     """One method's declaration; subclasses fill in the class attributes and the steps.
 
     ``kind`` is ``'expression'`` (one AnnData, or several slices) or ``'omics'`` (paired omics on one section).
-    ``refine_auto`` is what ``refine='auto'`` means for its domains (``'lattice'``: refine regular lattices;
+    ``auto_refine`` is what ``refine='auto'`` means for its domains (``'auto'``: refine regular lattices;
     ``False``: never). ``cluster_auto`` replaces ``cluster_method='auto'`` when set.
     """
 
@@ -58,12 +58,16 @@ class Method:
     config_class: ClassVar[type]
     kind: ClassVar[str] = "expression"
     trains: ClassVar[bool] = True
-    refine_auto: ClassVar[str | bool] = "lattice"
+    auto_refine: ClassVar[str | bool] = "auto"
     cluster_auto: ClassVar[str | None] = None
 
     @property
     def default_key(self) -> str:
         return f"X_{self.name}"
+
+    def embedding_key(self, run: RunConfig) -> str:
+        """Where the embedding goes: ``run.key_added``, else ``X_<method>``."""
+        return run.key_added or self.default_key
 
     # --- configuration ---------------------------------------------------------------------------------------
     def presets(self, data, overrides: dict) -> dict[str, dict]:
@@ -122,7 +126,7 @@ class Method:
 
     def handed_back(self, config, run: RunConfig) -> list[str]:
         """``obsm``/``layers`` keys a slice gets back from the combined run."""
-        return [run.key_added or self.default_key]
+        return [self.embedding_key(run)]
 
     def chosen_n_domains(self, record: dict) -> int | None:
         """A number of domains the training chose itself (used by the clustering when none was given)."""

@@ -131,7 +131,7 @@ class _Omics(Method):
     """Paired omics of one section: the modalities are paired and preprocessed the same way for both methods."""
 
     kind = "omics"
-    refine_auto = False  # SpaMI's protocol clusters the embedding as it is
+    auto_refine = False  # SpaMI's protocol clusters the embedding as it is
 
     def paired(self, data, config, run: RunConfig, timer) -> OmicsInputs:
         from .. import modalities as _modalities
@@ -148,9 +148,6 @@ class _Omics(Method):
                                                   random_state=run.random_state)
                                for counts, kind in zip(pair.counts, pair.kinds)]
         return inputs
-
-    def target(self, data, inputs: OmicsInputs):
-        return inputs.container
 
 
 class Spami(_Omics):
@@ -184,7 +181,7 @@ class Spami(_Omics):
         return result
 
     def store(self, container, inputs: OmicsInputs, result, config: SpamiConfig, run: RunConfig) -> dict:
-        key, rows, pair = run.key_added or self.default_key, inputs.rows, inputs.pair
+        key, rows, pair = self.embedding_key(run), inputs.rows, inputs.pair
         store_rows(container, key, result.embedding, rows)
         for name, feature, embedding, reconstruction in zip(pair.names, inputs.features, result.modality_embeddings,
                                                             result.reconstructions):
@@ -231,7 +228,7 @@ class Baseline(_Omics):
         return joined
 
     def store(self, container, inputs: OmicsInputs, result: np.ndarray, config, run: RunConfig) -> dict:
-        store_rows(container, run.key_added or self.default_key, result, inputs.rows)
+        store_rows(container, self.embedding_key(run), result, inputs.rows)
         _store_coordinates(container, inputs.pair, inputs.rows)
         return inputs.record()
 

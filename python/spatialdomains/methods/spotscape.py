@@ -127,13 +127,14 @@ class Spotscape(Method):
 
     def store(self, adata, inputs: ExpressionInputs, result, config: SpotscapeConfig, run: RunConfig) -> dict:
         """The embedding into ``obsm``; the decoder output (log-normalised scale, over the genes used) into
-        ``layers['spotscape_denoised']`` when those are all the AnnData's genes, else ``obsm`` with the genes
-        named in the record."""
-        adata.obsm[run.key_added or self.default_key] = inputs.to_input_rows(result.embedding)
+        ``layers['spotscape_denoised']`` when those are all the AnnData's genes, else ``obsm``; its columns'
+        genes are named in the record (``denoised_genes``) either way."""
+        adata.obsm[self.embedding_key(run)] = inputs.to_input_rows(result.embedding)
         denoised = inputs.to_input_rows(result.denoised)
         record = inputs.record(run.batch_key)
         if len(inputs.genes) == adata.n_vars:
             adata.layers[DENOISED_KEY] = denoised[:, np.argsort(inputs.genes)]
+            record["denoised_genes"] = np.asarray(adata.var_names, dtype=str)
         else:
             adata.obsm[DENOISED_KEY] = denoised
             record["denoised_genes"] = record["genes"]
@@ -141,7 +142,7 @@ class Spotscape(Method):
         return record
 
     def handed_back(self, config: SpotscapeConfig, run: RunConfig) -> list[str]:
-        return [run.key_added or self.default_key, DENOISED_KEY]
+        return [self.embedding_key(run), DENOISED_KEY]
 
     def chosen_n_domains(self, record: dict) -> int | None:
         choice = record.get("training", {}).get("prototype_choice")

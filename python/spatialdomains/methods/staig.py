@@ -98,6 +98,20 @@ class StaigConfig:
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise InputError(f"invalid STAIG setting(s) {', '.join(bad)}: see spatialdomains.methods.StaigConfig")
+        unknown = sorted(set(self.image_options or {}) - image_option_names())
+        if unknown:
+            raise InputError(f"image_options: unknown option(s) {', '.join(unknown)}; they are the arguments of "
+                             f"spatialdomains.tl.image_features: {', '.join(sorted(image_option_names()))}")
+
+
+def image_option_names() -> set[str]:
+    """What ``image_options`` may hold: :func:`image_features`' own arguments, less those the run sets."""
+    import inspect
+
+    from ..image.features import image_features
+
+    return set(inspect.signature(image_features).parameters) - {"data", "batch_key", "device", "progress",
+                                                                 "key_added"}
 
 
 #: ``paper``: the paper's settings. ``published``: the published code's configs for DLPFC 151673, without and
@@ -134,15 +148,22 @@ class Staig(Method):
 
     def prepare_slices(self, slices, config: StaigConfig, run: RunConfig) -> None:
         """Image features are made per slice (each with its own image, z-score and PCA) before combining."""
-        if not config.use_image:
+        # With image_options given, image_features itself decides whether stored features can be reused.
+        wanted = [adata for adata in slices if config.image_options or config.image_key not in adata.obsm]
+        if not config.use_image or not wanted:
             return
+        from .. import slices as _slices
         from ..image.features import image_features
 
-        batch_key = run.batch_key if len(slices) == 1 else None
-        missing = [adata for adata in slices if config.image_key not in adata.obsm]
-        if missing:
-            image_features(missing if len(slices) > 1 else missing[0], batch_key=batch_key, device=run.device,
-                           progress=run.progress, key_added=config.image_key, **dict(config.image_options or {}))
+        for adata in slices:  # the cheap input checks, before the image model trains
+            checked = checked_inputs(adata, config, run.batch_key if len(slices) == 1 else None,
+                                     config.n_neighbors).checked
+            library_size(adata, config.library_size_key, checked.spots)
+        if len(slices) > 1:
+            _slices.check_combinable(slices, run.batch_key)
+        image_features(wanted if len(slices) > 1 else wanted[0],
+                       batch_key=run.batch_key if len(slices) == 1 else None, device=run.device,
+                       progress=run.progress, key_added=config.image_key, **dict(config.image_options or {}))
 
     def inputs(self, adata, config: StaigConfig, run: RunConfig, timer) -> ExpressionInputs:
         with timer("preprocess"):
@@ -176,14 +197,14 @@ class Staig(Method):
                            progress=run.progress, checkpoint=run.checkpoint)
 
     def store(self, adata, inputs: ExpressionInputs, result, config: StaigConfig, run: RunConfig) -> dict:
-        key = run.key_added or self.default_key
+        key = self.embedding_key(run)
         adata.obsm[key] = inputs.to_input_rows(result.embedding)
         adata.obsm[f"{key}_encoder"] = inputs.to_input_rows(result.encoder_embedding)
         return {**inputs.record(run.batch_key), "image_key": config.image_key if config.use_image else None,
                 "n_edges": int(inputs.adjacency.nnz // 2)}
 
     def handed_back(self, config: StaigConfig, run: RunConfig) -> list[str]:
-        key = run.key_added or self.default_key
+        key = self.embedding_key(run)
         return [key, f"{key}_encoder"]
 
 
@@ -191,10 +212,12 @@ def _resolve_use_image(data, config: StaigConfig, quiet: bool = False) -> bool:
     """Whether image features will be used: ``use_image=None`` means when every slice already holds them;
     ``True`` needs an image (or the features) in every slice, and runs from expression alone, with a
     warning, when none has any."""
+    from .. import slices as _slices
     from ..image.features import find_image
 
-    slices = list(data.values()) if isinstance(data, dict) else list(data) if isinstance(data, (list, tuple)) \
-        else [data]
+    several = isinstance(data, (list, tuple, dict))
+    slices = _slices.as_list(data) if several else [data]
+    names = _slices.slice_names_of(data) if several else ["the input"]
     key = config.image_key
     if config.use_image is None:
         found = all(key in adata.obsm for adata in slices)
@@ -212,7 +235,7 @@ def _resolve_use_image(data, config: StaigConfig, quiet: bool = False) -> bool:
                            "{'image': ..., 'image_scale': ...} to use one")
         return False
     if not all(has_image):
-        lacking = [str(i + 1) for i, ok in enumerate(has_image) if not ok]
+        lacking = [name for name, ok in zip(names, has_image) if not ok]
         raise InputError(f"use_image=True, but slice(s) {', '.join(lacking)} have no tissue image: give every "
                          "slice its image (uns['spatial']) or use use_image=False")
     return True

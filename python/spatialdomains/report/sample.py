@@ -57,6 +57,7 @@ def analyse(inputs, *, sample: str = "sample", method: str = "staig", n_domains:
 
     if method not in REPORT_METHODS:
         raise InputError(f"method must be one of {', '.join(REPORT_METHODS)}, not '{method}'")
+    _check_options(method, pvalue, max_pvalue, epochs)
     if threads:
         import torch
 
@@ -76,7 +77,7 @@ def analyse(inputs, *, sample: str = "sample", method: str = "staig", n_domains:
                                  f"not exist (obs columns: {', '.join(adata.obs)}); choose a method to find them")
             adata.obs[domain_key] = adata.obs[domain_key].astype("category")
         else:
-            params = {"n_epochs": epochs} if epochs is not None and method != "baseline" else {}
+            params = {"n_epochs": epochs} if epochs is not None else {}
             result = tl.find_domains(data, method, n_domains, batch_key=batch_key, cluster_method=cluster_method,
                                      random_state=seed, device=device, progress=False, key_added=domain_key,
                                      **params)
@@ -212,3 +213,16 @@ def _record(adata, *, sample, method, paths, modalities, seed, go, go_error, tim
         "versions": _utils.package_versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _check_options(method: str, pvalue: str, max_pvalue: float, epochs: int | None) -> None:
+    """The report's own options, checked before any training."""
+    from .. import methods
+    from ..analysis.markers import PVALUES
+
+    if pvalue not in PVALUES:
+        raise InputError(f"pvalue must be one of {', '.join(PVALUES)}, not '{pvalue}'")
+    if not 0 < max_pvalue <= 1:
+        raise InputError(f"max_pvalue must be in (0, 1], got {max_pvalue}")
+    if epochs is not None and method != "precomputed" and "n_epochs" not in methods.get(method).option_names():
+        raise InputError(f"epochs does not apply to method '{method}', which trains no model")
