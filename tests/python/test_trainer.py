@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from spatialdomains.errors import InputError
 from spatialdomains.graph import knn_graph
 from spatialdomains.methods import StaigConfig
 from spatialdomains.models import staig
@@ -100,8 +101,10 @@ def test_device_selection():
     assert select_device("auto").type == expected
     assert select_device("cpu").type == "cpu"
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="CUDA is not available"):
+        with pytest.raises(InputError, match="CUDA is not available"):
             select_device("cuda")
+    with pytest.raises(InputError, match="'gpu' is not a device name"):
+        select_device("gpu")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")

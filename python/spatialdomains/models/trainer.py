@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._utils import atomic_path
+from ..errors import InputError
 
 logger = logging.getLogger("spatialdomains")
 
@@ -31,9 +32,16 @@ def select_device(device: str | torch.device | None = "auto") -> torch.device:
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    chosen = torch.device(device)
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise InputError(f"device '{device}' is not a device name: use 'auto', 'cpu', 'cuda', 'cuda:1' or 'mps'") \
+            from error
     if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{device}' was asked for but CUDA is not available: use device='auto' or 'cpu'")
+        raise InputError(f"device '{device}' was asked for but CUDA is not available: use device 'auto' or 'cpu'")
+    mps = getattr(torch.backends, "mps", None)
+    if chosen.type == "mps" and (mps is None or not mps.is_available()):
+        raise InputError(f"device '{device}' was asked for but Apple MPS is not available: use 'auto' or 'cpu'")
     return chosen
 
 
