@@ -52,7 +52,7 @@ test-r: setup
 	cat spatialdomains.Rcheck/tests/testthat.Rout | grep -E "ARI|FAIL|SKIP" || true; \
 	if grep -q "WARNING" spatialdomains.Rcheck/00check.log; then echo "R CMD check gave warnings"; exit 1; fi
 
-# Training to accuracy floors on the shared real data (about 45 minutes on 2 cores): the benchmark scripts with
+# Training to accuracy floors on the shared real data (about an hour on 2 cores): the benchmark scripts with
 # their floors asserted (mean over three seeds), the accuracy tests, then the R check with the R door's DLPFC run at
 # full length (SPATIALDOMAINS_ACCURACY=1). Run it whenever a model or its defaults
 # change. Each step prints its figures; any floor missed fails.
