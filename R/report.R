@@ -16,7 +16,9 @@
 #'
 #' @param x A \code{SingleCellExperiment} (including \code{SpatialExperiment})
 #'   or a \code{Seurat} object with raw counts and spot coordinates.
-#' @param file The HTML file to write (replaced only when the report succeeds).
+#' @param file The HTML file to write. Nothing is written unless the whole
+#'   report succeeds; an existing report there is replaced only with
+#'   \code{force = TRUE} (and never a file spatialdomains did not write).
 #' @param ... Arguments for the method (see the Methods section).
 #' @return The path of the report, invisibly. \code{x} is not changed.
 #' @section Methods:
@@ -30,7 +32,8 @@
 #' threshold applies to) and \code{max_pvalue} (0.05),
 #' \code{sample} (the name shown), \code{seed}, \code{epochs},
 #' \code{outputs_dir} (also write the marker and GO tables, the result .h5ad and
-#' the provenance there) and \code{show_code}.
+#' the provenance there; it must be new or empty, or hold an earlier report's
+#' tables, replaced with \code{force = TRUE}), \code{show_code} and \code{force}.
 #' \describe{
 #'   \item{SingleCellExperiment}{\code{assay.type} (default \code{"counts"}),
 #'     \code{spatial_coords} (as in \code{\link{runSTAIG}}), \code{dimred} (the
@@ -92,7 +95,8 @@ setMethod("domainReport", "ANY", function(x, file, ...) {
 ## Shared by all classes: choose what to report, then let Python render it.
 .render_report <- function(pieces, file, domains = "domain", method = NULL, n_domains = NULL, species = "auto",
                            gene_sets = NULL, engine = "auto", pvalue = "adjusted", max_pvalue = 0.05,
-                           sample = NULL, seed = 0L, epochs = NULL, outputs_dir = NULL, show_code = FALSE) {
+                           sample = NULL, seed = 0L, epochs = NULL, outputs_dir = NULL, show_code = FALSE,
+                           force = FALSE) {
     if (!is.character(file) || length(file) != 1L || !nzchar(file)) {
         stop("'file' must be the path of the HTML file to write", call. = FALSE)
     }
@@ -112,7 +116,8 @@ setMethod("domainReport", "ANY", function(x, file, ...) {
         gene_sets <- normalizePath(gene_sets, mustWork = TRUE)
     }
     options <- list(n_domains = n_domains, species = species, gene_sets = gene_sets, engine = engine,
-                    pvalue = pvalue, max_pvalue = max_pvalue, sample = sample, seed = seed, epochs = epochs, show_code = isTRUE(show_code),
+                    pvalue = pvalue, max_pvalue = max_pvalue, sample = sample, seed = seed, epochs = epochs,
+                    show_code = isTRUE(show_code), force = isTRUE(force),
                     outputs_dir = if (!is.null(outputs_dir)) normalizePath(outputs_dir, mustWork = FALSE))
     file <- normalizePath(file, mustWork = FALSE)
     path <- .bridge()$report(pieces$counts, pieces$coordinates, pieces$spot_names, pieces$gene_names, file,

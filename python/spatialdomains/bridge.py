@@ -14,12 +14,25 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ._utils import json_safe
+from .errors import InputError, interface
 from .io import attach_image
-from .errors import InputError
 
 SLICE_COLUMN = "slice"
 
 
+def _speaks_r(function):
+    """Errors raised inside ``function`` name options as R arguments (``n_domains = 3``, ``force = TRUE``)."""
+    import functools
+
+    @functools.wraps(function)
+    def wrapped(*args, **kwargs):
+        with interface("r"):
+            return function(*args, **kwargs)
+
+    return wrapped
+
+
+@_speaks_r
 def embed(
     method: str,
     counts,
@@ -95,6 +108,7 @@ def _attach_slice_images(adata: ad.AnnData, images: dict, several: bool) -> None
     adata.uns["spatial"] = libraries
 
 
+@_speaks_r
 def embed_multiomics(
     modalities: dict,
     coordinates,
@@ -193,6 +207,7 @@ def simulate(n_spots: int = 3000, n_domains: int = 5, seed: int = 0, image: bool
     }
 
 
+@_speaks_r
 def report(counts, coordinates, spot_names, gene_names, file: str, *, domains=None, embedding=None,
            embedding_name: str | None = None, symbols=None, slices=None, image=None, image_scale: float = 1.0,
            method: str = "precomputed", options: dict | None = None) -> str:

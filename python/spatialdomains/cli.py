@@ -9,8 +9,12 @@ Exit codes: 0 success, 2 bad input or arguments, 1 any other failure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 logger = logging.getLogger("spatialdomains")
@@ -36,7 +40,9 @@ MULTIOMICS_RESULT = "result.h5mu"
 ATTENTION_PLOT = "attention.png"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, program: bool = False) -> int:
+    """Run the command line; returns the exit code. ``program``: this is the ``spatialdomains`` process itself,
+    which ends directly after a failed HDF5 write (h5py may crash when such a process shuts down normally)."""
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
@@ -44,16 +50,55 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # a command-line run only writes image files
-    from .errors import BackendUnavailable, InputError, ReportFailed
+    from .errors import BackendUnavailable, InputError, OutputFailed, ReportFailed, interface
 
     try:
-        return args.handler(args)
+        with interface("cli"), _signals_stop_the_run():
+            return args.handler(args)
     except (InputError, FileNotFoundError) as error:
         print(f"spatialdomains: error: {error}", file=sys.stderr)
         return 2
     except (BackendUnavailable, ReportFailed) as error:
         print(f"spatialdomains: error: {error}", file=sys.stderr)
         return 1
+    except OutputFailed as error:
+        print(f"spatialdomains: error: {error}", file=sys.stderr)
+        if program:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
+        return 1
+    except KeyboardInterrupt as error:
+        number = getattr(error, "signal_number", signal.SIGINT)
+        print(f"spatialdomains: stopped by {signal.Signals(number).name}; results that were not complete were not "
+              "written", file=sys.stderr)
+        return 128 + number
+
+
+def program() -> None:
+    """The ``spatialdomains`` command."""
+    sys.exit(main(program=True))
+
+
+@contextlib.contextmanager
+def _signals_stop_the_run():
+    """Ctrl-C and SIGTERM raise :class:`~spatialdomains.errors.Interrupted` in the main thread, so partial results
+    are removed on the way out and the exit code says which signal stopped the run (130 or 143)."""
+    from .errors import Interrupted
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(number, _frame):
+        raise Interrupted(number)
+
+    previous = {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,7 +125,8 @@ def _add_run(commands) -> None:
                      help=".h5ad file, .rds file (SingleCellExperiment, SpatialExperiment or Seurat) or Space Ranger "
                           "output folder (raw counts); several inputs are slices to integrate; for --method spami "
                           "or baseline an .h5mu file (or use --modality)")
-    run.add_argument("--out", required=True, help="output folder (created if needed)")
+    run.add_argument("--out", required=True, help="output folder (created; must be new or empty, see --force)")
+    _add_force(run)
     run.add_argument("--method", default="staig", choices=methods.names(),
                      help="model (default: staig); spami and baseline take paired omics on one section")
     run.add_argument("--modality", action="append", default=[], metavar="NAME=PATH",
@@ -118,6 +164,7 @@ def _add_report(commands) -> None:
     report.add_argument("inputs", nargs="+", metavar="INPUT",
                         help=".h5ad, .rds, .h5mu or Space Ranger folder; several inputs are slices to integrate")
     report.add_argument("--out", required=True, help="the HTML file to write (e.g. report.html)")
+    _add_force(report, "an earlier report at --out and earlier results in --outputs-dir")
     report.add_argument("--method", default="staig", choices=[*methods.names(), "precomputed"],
                         help="model (default: staig); precomputed reports the domains already in obs['domain']")
     report.add_argument("--sample", help="sample name shown in the report (default: the input's file name)")
@@ -170,9 +217,15 @@ def _add_demo(commands) -> None:
                                description="Simulate a Visium-like sample with planted domains, find its domains "
                                            "and report the ARI against the planted truth.")
     demo.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
+    _add_force(demo)
     demo.add_argument("--n-spots", type=int, default=3000, help="number of simulated spots (default: 3000)")
     _add_model_options(demo, default_domains=5)
     demo.set_defaults(handler=_demo)
+
+
+def _add_force(parser: argparse.ArgumentParser, what: str = "the results of an earlier run in --out") -> None:
+    parser.add_argument("--force", action="store_true",
+                        help=f"replace {what} as a whole (never a folder or file spatialdomains did not write)")
 
 
 def _add_model_options(parser: argparse.ArgumentParser, default_domains: int | None = None, *,
@@ -220,7 +273,8 @@ def _report(args: argparse.Namespace) -> int:
                          engine=args.engine, min_log2fc=args.min_log2fc, max_pvalue=args.max_pvalue,
                          pvalue=args.pvalue, seed=args.seed, epochs=args.epochs, device=args.device,
                          cluster_method=args.cluster_method, image=args.image, image_scale=args.image_scale,
-                         outputs_dir=args.outputs_dir, notebook=args.notebook, show_code=args.show_code)
+                         outputs_dir=args.outputs_dir, notebook=args.notebook, show_code=args.show_code,
+                         force=args.force)
     print(f"wrote {path}")
     return 0
 
@@ -237,7 +291,7 @@ def _batch(args: argparse.Namespace) -> int:
     statuses = batch.run_batch(args.samplesheet, args.out, jobs=args.jobs, force=args.force, only=args.sample,
                                engine=args.engine, device=args.device, progress=not args.quiet)
     for name, status in statuses.items():
-        state = "skipped (complete)" if status.get("skipped") else status["status"]
+        state = "skipped (complete, inputs and parameters unchanged)" if status.get("skipped") else status["status"]
         print(f"{name}: {state}" + (f" - {status['error']}" if status["status"] != "ok" else ""))
     failed = sum(status["status"] != "ok" for status in statuses.values())
     where = f"; index: {Path(args.out) / batch.INDEX_FILE}" if args.sample is None else ""
@@ -264,10 +318,35 @@ def _run(args: argparse.Namespace) -> int:
     if not args.inputs:
         raise InputError("give at least one INPUT (an .h5ad file, an .rds file or a Space Ranger folder)")
     params = {**_model_options(args, method), **_image_params(args, method)}
+    if len(args.inputs) > 1 and args.batch_key is not None:
+        raise InputError("--batch-key names the slice column of a single input; with several inputs each "
+                         "input is one slice")
+    output = _checked_output(args)
     samples = [io.read(path) for path in args.inputs]
     if len(samples) == 1 and args.batch_key is None:
-        return _find_and_write(samples[0], args, label_key=args.label_key, **params)
-    return _integrate_and_write(samples, args, **params)
+        return _find_and_write(samples[0], args, output, label_key=args.label_key, **params)
+    return _integrate_and_write(samples, args, output, **params)
+
+
+def _checked_output(args: argparse.Namespace):
+    """The output folder of a ``run`` or ``demo``, checked against every file the command reads, before any work."""
+    from . import outputs
+
+    inputs = [*getattr(args, "inputs", []), *(_pairs(getattr(args, "modality", []), "--modality").values()),
+              getattr(args, "image", None) if isinstance(getattr(args, "image", None), str) else None,
+              getattr(args, "backbone_weights", None)]
+    inputs = [path for path in inputs if path]
+    output = outputs.Output(args.out, inputs=inputs, force=args.force)
+    output.check()
+    outputs.free_space_warning(args.out, inputs)
+    return output
+
+
+def _marker(args: argparse.Namespace, method: str) -> dict:
+    """What the output folder's marker says made it."""
+    inputs = [str(Path(p).resolve()) for p in getattr(args, "inputs", [])]
+    inputs += [str(Path(p).resolve()) for p in _pairs(getattr(args, "modality", []), "--modality").values()]
+    return {"command": args.command, "method": method, "inputs": inputs}
 
 
 def _model_options(args: argparse.Namespace, method) -> dict:
@@ -323,15 +402,16 @@ def _run_multiomics(args: argparse.Namespace) -> int:
         raise InputError(f"--batch-key does not apply to --method {method}: it takes one section")
     if args.modality and args.inputs:
         raise InputError("give the modalities either as --modality NAME=PATH or as one .h5mu INPUT, not both")
-    if args.modality:
-        data = {name: io.read(path) for name, path in _pairs(args.modality, "--modality").items()}
-    elif len(args.inputs) == 1:
-        path = args.inputs[0]
-        data = io.read_h5mu(path) if str(path).lower().endswith(".h5mu") else io.read(path)
-    else:
+    if not args.modality and len(args.inputs) != 1:
         raise InputError(f"--method {method} takes one section: its modalities as --modality rna=RNA.h5ad "
                          "--modality adt=ADT.h5ad, or one .h5mu file (or one .h5ad for a single modality)")
     params["modality_kinds"] = _pairs(args.modality_kind, "--modality-kind") or None
+    output = _checked_output(args)
+    if args.modality:
+        data = {name: io.read(path) for name, path in _pairs(args.modality, "--modality").items()}
+    else:
+        path = args.inputs[0]
+        data = io.read_h5mu(path) if str(path).lower().endswith(".h5mu") else io.read(path)
     result = find_domains(data, method, args.n_domains, cluster_method=args.cluster_method, refine=_refine(args),
                           random_state=args.seed, device=args.device, progress=not args.quiet,
                           **{k: v for k, v in params.items() if v is not None})
@@ -339,12 +419,12 @@ def _run_multiomics(args: argparse.Namespace) -> int:
     if args.label_key is not None:
         result.obs[args.label_key] = _label_column(result, args.label_key)
         record["scores"] = _scores(result, args.label_key, "")
-    out = Path(args.out)
-    written = _write_sample(result, out, method, record)
-    if method == "spami":
-        plt.close(pl.attention(result, save=out / ATTENTION_PLOT))
-        written.append(ATTENTION_PLOT)
-    print(f"wrote {', '.join(written)} to {out}")
+    with output.writing(_marker(args, method)) as folder:
+        written = _write_sample(result, folder, method, record)
+        if method == "spami":
+            plt.close(pl.attention(result, save=folder / ATTENTION_PLOT))
+            written.append(ATTENTION_PLOT)
+    print(f"wrote {', '.join(written)} to {args.out}")
     return 0
 
 
@@ -379,14 +459,16 @@ def _demo(args: argparse.Namespace) -> int:
     from . import methods
     from .datasets import simulate_visium
 
+    options = _model_options(args, methods.get("staig"))
+    output = _checked_output(args)
     adata = simulate_visium(args.n_spots, args.n_domains or 5, seed=args.seed)
     logger.info("simulated %d spots × %d genes with %d planted domains", adata.n_obs, adata.n_vars,
                 args.n_domains or 5)
-    return _find_and_write(adata, args, label_key="ground_truth", library_size_key="total_counts",
-                           **_model_options(args, methods.get("staig")))
+    return _find_and_write(adata, args, output, label_key="ground_truth", library_size_key="total_counts",
+                           **options)
 
 
-def _find_and_write(adata, args: argparse.Namespace, *, label_key: str | None, **method_params) -> int:
+def _find_and_write(adata, args: argparse.Namespace, output, *, label_key: str | None, **method_params) -> int:
     from .tl import find_domains
 
     _check_label_key(adata, label_key)
@@ -397,25 +479,24 @@ def _find_and_write(adata, args: argparse.Namespace, *, label_key: str | None, *
     record = dict(adata.uns["spatialdomains"])
     if label_key is not None:
         record["scores"] = _scores(adata, label_key, "")
-    written = _write_sample(adata, Path(args.out), method, record)
+    with output.writing(_marker(args, method)) as folder:
+        written = _write_sample(adata, folder, method, record)
     print(f"wrote {', '.join(written)} to {args.out}")
     return 0
 
 
-def _integrate_and_write(samples: list, args: argparse.Namespace, **method_params) -> int:
+def _integrate_and_write(samples: list, args: argparse.Namespace, output, **method_params) -> int:
     """Several slices: integrate, then one folder per slice and ``joint/`` for the combined result."""
+    import matplotlib.pyplot as plt
+
     from . import io, metrics, pl
     from . import tl as tools
-    from .errors import InputError
     from .slices import DEFAULT_BATCH_KEY, slice_names
 
     method, label_key = args.method, args.label_key
     for sample in samples:
         _check_label_key(sample, label_key)
     if len(samples) > 1:
-        if args.batch_key is not None:
-            raise InputError("--batch-key names the slice column of a single input; with several inputs each "
-                             "input is one slice")
         data, batch_key = dict(zip(slice_names(args.inputs), samples)), DEFAULT_BATCH_KEY
     else:
         data, batch_key = samples[0], args.batch_key
@@ -426,33 +507,33 @@ def _integrate_and_write(samples: list, args: argparse.Namespace, **method_param
     per_slice = data if isinstance(data, dict) else {
         str(name): combined[(combined.obs[batch_key].astype(str) == str(name)).to_numpy()].copy()
         for name in combined.obs[batch_key].astype("category").cat.categories}
-    out = Path(args.out)
     record = dict(combined.uns["spatialdomains"])
     embedding = combined.obsm[f"X_{method}"]
     labels = combined.obs[label_key] if label_key else combined.obs["domain"]
     record["integration"] = {"labels": label_key or "domain", **metrics.integration(
         embedding, combined.obs[batch_key].astype(str), labels)}
+    slice_records = {}
     for name, sample in per_slice.items():
-        slice_record = dict(sample.uns.get("spatialdomains", record))
+        slice_records[name] = dict(sample.uns.get("spatialdomains", record))
         if label_key is not None:
-            slice_record["scores"] = _scores(sample, label_key, f"{name} ")
-        _write_sample(sample, out / _folder_name(name), method, slice_record)
+            slice_records[name]["scores"] = _scores(sample, label_key, f"{name} ")
     if label_key is not None:
         record["scores"] = _scores(combined, label_key, "all slices ")
-    joint = out / JOINT_FOLDER
-    joint.mkdir(parents=True, exist_ok=True)
     tools.umap(combined, use_rep=f"X_{method}", random_state=args.seed)
-    import matplotlib.pyplot as plt
-
-    plt.close(pl.embedding(combined, "X_umap", [batch_key, "domain"], save=joint / UMAP_PLOT))
-    _write_table(combined, joint, method, with_coordinates=False)
-    io.write_json(record, joint / OUTPUT_FILES["provenance"])
-    io.write_h5ad(combined, joint / OUTPUT_FILES["result"])
+    with output.writing(_marker(args, method)) as out:
+        for name, sample in per_slice.items():
+            _write_sample(sample, out / _folder_name(name), method, slice_records[name])
+        joint = out / JOINT_FOLDER
+        joint.mkdir(parents=True, exist_ok=True)
+        plt.close(pl.embedding(combined, "X_umap", [batch_key, "domain"], save=joint / UMAP_PLOT))
+        _write_table(combined, joint, method, with_coordinates=False)
+        io.write_json(record, joint / OUTPUT_FILES["provenance"])
+        io.write_h5ad(combined, joint / OUTPUT_FILES["result"])
     scores = record["integration"]
     print(f"integration: iLISI {scores['ilisi']:.2f}  BatchKL {scores['batch_kl']:.3f}  graph connectivity "
           f"{scores['graph_connectivity']:.3f}  batch silhouette {scores['batch_silhouette']:.3f}")
     print(f"wrote {len(per_slice)} slice folders ({', '.join(_folder_name(n) for n in per_slice)}) and "
-          f"{JOINT_FOLDER}/ to {out}")
+          f"{JOINT_FOLDER}/ to {args.out}")
     return 0
 
 
@@ -527,4 +608,4 @@ def _folder_name(name: str) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    program()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._utils import running_inside_r
-from .errors import BackendUnavailable, InputError
+from .errors import BackendUnavailable, InputError, option
 from .graph import nearest_other_spots
 
 logger = logging.getLogger("spatialdomains")
@@ -109,7 +109,7 @@ def mclust(embedding: np.ndarray, n_domains: int, *, model: str = "EEE",
     """Fit ``mclust::Mclust(x, G=n_domains, modelNames=model)``; None when mclust finds no fit (NULL or error)."""
     reason = mclust_unavailable_reason()
     if reason is not None:
-        raise BackendUnavailable(f"{reason}; or use method='gmm' (the EEE model in Python)")
+        raise BackendUnavailable(f"{reason}; or use {option('cluster_method', 'gmm')} (the EEE model in Python)")
     import rpy2.robjects as ro
     from rpy2.robjects import numpy2ri
 

@@ -6,8 +6,11 @@ writers replace their target atomically.
 """
 from __future__ import annotations
 
+import contextlib
+import io as io_module
 import json
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +21,7 @@ import scipy.sparse as sp
 
 from ._rds import read_rds, write_rds  # noqa: F401  (public: sd.io.read_rds, sd.io.write_rds)
 from ._utils import atomic_path, json_safe
-from .errors import InputError
+from .errors import InputError, option
 
 logger = logging.getLogger("spatialdomains")
 
@@ -40,6 +43,9 @@ def read(path: str | Path) -> ad.AnnData:
         return read_visium(path.parent)
     if suffix == ".rds":
         return read_rds(path)
+    if suffix == ".h5mu":
+        raise InputError(f"input '{path}' is an .h5mu file, which holds paired omics of one section: use "
+                         f"{option('method', 'spami')} (or 'baseline') to find domains from all its modalities")
     raise InputError(
         f"input '{path}': unknown file type '{suffix}'; give an .h5ad file, an .rds file (SingleCellExperiment, "
         f"SpatialExperiment or Seurat) or a Space Ranger output folder (containing {COUNT_FILE} and spatial/)"
@@ -64,9 +70,14 @@ def read_h5mu(path: str | Path):
         raise InputError(f"input '{path}' does not exist")
     try:
         with mudata.set_options(pull_on_update=False):
-            return mudata.read_h5mu(path)
-    except OSError as error:
-        raise InputError(f"input '{path}' is not a readable .h5mu file ({error})") from error
+            mdata = mudata.read_h5mu(path)
+    except (OSError, KeyError, ValueError) as error:
+        raise InputError(f"input '{path}' is not a readable .h5mu file ({str(error).splitlines()[0]}); check that "
+                         "it was copied completely and written by mudata") from None
+    if not mdata.mod or mdata.n_obs == 0:
+        raise InputError(f"input '{path}' holds no {'modalities' if not mdata.mod else 'spots'}: an .h5mu for "
+                         "paired omics needs two modalities (e.g. 'rna' and 'adt') measured on the same spots")
+    return mdata
 
 
 def read_visium(folder: str | Path, *, library_id: str | None = None, load_images: bool = True) -> ad.AnnData:
@@ -102,38 +113,65 @@ def read_visium(folder: str | Path, *, library_id: str | None = None, load_image
     adata.obsm["spatial"] = positions[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(dtype=np.float64)
 
     scalefactors_file = spatial_dir / "scalefactors_json.json"
-    scalefactors = json.loads(scalefactors_file.read_text()) if scalefactors_file.exists() else {}
+    scalefactors = _read_scalefactors(scalefactors_file) if scalefactors_file.exists() else {}
     images = {}
     if load_images:
-        from matplotlib.image import imread
-
         for resolution in ("hires", "lowres"):
             image_file = spatial_dir / f"tissue_{resolution}_image.png"
             if image_file.exists():
-                images[resolution] = imread(image_file)
+                images[resolution] = _read_png(image_file)
     adata.uns["spatial"] = {library_id: {"images": images, "scalefactors": scalefactors,
                                          "metadata": {"source": str(count_file.name)}}}
     return adata
+
+
+def _read_scalefactors(path: Path) -> dict:
+    try:
+        factors = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InputError(f"'{path}' is not valid JSON ({error}): copy it again from the Space Ranger run, or "
+                         "remove it to go on without scale factors (then no tissue image is used)") from None
+    if not isinstance(factors, dict):
+        raise InputError(f"'{path}' must hold a JSON object of scale factors, not {type(factors).__name__}")
+    return factors
+
+
+def _read_png(path: Path) -> np.ndarray:
+    from matplotlib.image import imread
+
+    try:
+        return imread(path)
+    except (OSError, ValueError, SyntaxError) as error:
+        raise InputError(f"'{path}' is not a readable PNG image ({str(error).splitlines()[0]}): copy it again "
+                         "from the Space Ranger run, or remove it to go on without the tissue image") from None
 
 
 def _read_10x_h5(path: Path) -> ad.AnnData:
     """Read a 10x Genomics feature-barcode matrix (HDF5, Cell Ranger ≥ 3 layout)."""
     import h5py
 
-    with h5py.File(path, "r") as handle:
-        if "matrix" not in handle:
-            raise InputError(f"'{path}' is not a 10x feature-barcode matrix (no 'matrix' group)")
-        group = handle["matrix"]
-        n_features, n_barcodes = (int(v) for v in group["shape"][:])
-        matrix = sp.csc_matrix((group["data"][:], group["indices"][:], group["indptr"][:]),
-                               shape=(n_features, n_barcodes))
-        barcodes = [b.decode() for b in group["barcodes"][:]]
-        features = group["features"]
-        gene_ids = [b.decode() for b in features["id"][:]]
-        names = [b.decode() for b in features["name"][:]]
-        feature_types = [b.decode() for b in features["feature_type"][:]]
-        library_ids = handle.attrs.get("library_ids")
-    keep = np.array([t == "Gene Expression" for t in feature_types])
+    try:
+        with h5py.File(path, "r") as handle:
+            if "matrix" not in handle:
+                raise InputError(f"'{path}' is not a 10x feature-barcode matrix (no 'matrix' group)")
+            group = handle["matrix"]
+            n_features, n_barcodes = (int(v) for v in group["shape"][:])
+            matrix = sp.csc_matrix((group["data"][:], group["indices"][:], group["indptr"][:]),
+                                   shape=(n_features, n_barcodes))
+            barcodes = [b.decode() for b in group["barcodes"][:]]
+            features = group["features"]
+            gene_ids = [b.decode() for b in features["id"][:]]
+            names = [b.decode() for b in features["name"][:]]
+            feature_types = [b.decode() for b in features["feature_type"][:]]
+            library_ids = handle.attrs.get("library_ids")
+    except (OSError, KeyError, ValueError) as error:  # an empty, truncated or foreign HDF5 file
+        raise InputError(f"'{path}' is not a readable 10x feature-barcode matrix ({str(error).splitlines()[0]}): "
+                         "copy it again from the Space Ranger run's outs/ folder") from None
+    keep = np.array([t == "Gene Expression" for t in feature_types], dtype=bool)
+    if not keep.any():
+        found = ", ".join(sorted(set(feature_types))) or "none"
+        raise InputError(f"'{path}' has no 'Gene Expression' features (feature types: {found}): spatial domains "
+                         "are found from gene expression; give the run's gene-expression matrix")
     counts = matrix.T.tocsr()[:, keep].astype(np.float32)
     var = pd.DataFrame({"gene_ids": np.array(gene_ids)[keep], "feature_types": "Gene Expression"},
                        index=pd.Index(np.array(names)[keep]))
@@ -204,13 +242,13 @@ def check_input(
     if values.size and values.min() < 0:
         raise InputError(
             f"{where} contains negative values (min {values.min():.3g}): raw counts are required; "
-            "pass the raw count matrix (e.g. layer='counts')"
+            f"pass the raw count matrix (e.g. {option('layer', 'counts')})"
         )
     if require_counts and values.size and not np.all(values == np.round(values)):
         example = values[values != np.round(values)][0]
         raise InputError(
             f"{where} contains non-integer values (e.g. {example:.4g}), so it looks normalised; this method needs "
-            "raw counts: pass the raw count layer with layer='counts' (or the raw AnnData)"
+            f"raw counts: pass the raw count layer with {option('layer', 'counts')} (or the raw AnnData)"
         )
     counts = sp.csr_matrix(matrix, dtype=np.float32)
 
@@ -236,25 +274,69 @@ def check_input(
                         gene_names=adata.var_names)
 
 
-def spatial_coordinates(adata: ad.AnnData, key: str = "spatial") -> np.ndarray:
-    """Return ``obsm[key]`` as an (n_spots, 2) float array after checking it exists and is finite."""
+def spatial_coordinates(adata: ad.AnnData, key: str = "spatial", rows: np.ndarray | None = None) -> np.ndarray:
+    """Return ``obsm[key]`` as an (n_spots, 2) float array after checking it exists and is finite.
+
+    ``rows`` (a boolean mask): only those spots are returned and checked (e.g. the spots that have an embedding,
+    when paired omics left some spots out).
+
+    A third column is accepted only when it is constant (z = 0, say): the spatial graphs are 2-D, so a varying
+    z is refused rather than silently dropped.
+    """
     if key not in adata.obsm:
         raise InputError(
             f"obsm['{key}'] is missing: store the spot coordinates (x, y) there, e.g. "
             f"adata.obsm['{key}'] = adata.obs[['x', 'y']].to_numpy()"
         )
-    coordinates = np.asarray(adata.obsm[key], dtype=np.float64)
+    try:
+        coordinates = np.asarray(adata.obsm[key], dtype=np.float64)  # an array, or a numeric DataFrame
+    except (TypeError, ValueError):
+        raise InputError(f"obsm['{key}'] must hold numbers (x, y); it holds {type(adata.obsm[key]).__name__} "
+                         "values that are not numeric") from None
     if coordinates.ndim != 2 or coordinates.shape[1] < 2:
         raise InputError(f"obsm['{key}'] must have two columns (x, y); it has shape {coordinates.shape}")
+    extra = coordinates[:, 2:]
+    finite_extra = extra[np.isfinite(extra).all(axis=1)]
+    if finite_extra.size and np.ptp(finite_extra, axis=0).max() > 0:
+        raise InputError(
+            f"obsm['{key}'] has {coordinates.shape[1]} columns and the third varies (from {finite_extra[:, 0].min():g}"
+            f" to {finite_extra[:, 0].max():g}): domains are found on 2-D sections. Give each section as its own "
+            "slice with (x, y) (several inputs, or a batch key naming the section), or keep only x and y "
+            f"(adata.obsm['{key}'] = adata.obsm['{key}'][:, :2])"
+        )
     coordinates = coordinates[:, :2]
+    names = adata.obs_names
+    if rows is not None:
+        coordinates, names = coordinates[rows], names[rows]
     bad = ~np.all(np.isfinite(coordinates), axis=1)
     if bad.any():
-        examples = ", ".join(map(str, adata.obs_names[bad][:3]))
+        examples = ", ".join(map(str, names[bad][:3]))
         raise InputError(
             f"obsm['{key}'] has missing or non-finite coordinates for {int(bad.sum())} spots (e.g. {examples}): "
             "drop those spots (adata = adata[np.isfinite(adata.obsm['spatial']).all(1)].copy()) or fix them"
         )
     return coordinates
+
+
+def check_positions(coordinates: np.ndarray, where: str = "") -> None:
+    """Refuse coordinates a spatial graph cannot use: all spots at one place, or most spots sharing positions.
+
+    ``where`` names the slice in the message. Checked per slice: different slices may reuse the same positions.
+    """
+    n_spots = len(coordinates)
+    if n_spots < 2:
+        return
+    of = f" of slice {where}" if where else ""
+    spread = np.ptp(coordinates, axis=0)
+    scale = max(float(np.abs(coordinates).max()), 1.0)
+    if spread.max() <= 1e-9 * scale:
+        x, y = coordinates[0]
+        raise InputError(f"all {n_spots} spots{of} are at the same position ({x:g}, {y:g}): obsm['spatial'] must "
+                         "hold each spot's own (x, y), so that neighbouring spots can be found")
+    n_distinct = len(np.unique(coordinates, axis=0))
+    if n_distinct < 3 or n_distinct < n_spots / 2:
+        raise InputError(f"the {n_spots} spots{of} have only {n_distinct} distinct positions: obsm['spatial'] "
+                         "must hold each spot's own (x, y), not a shared or rounded value (e.g. a region's centre)")
 
 
 def _expression(adata: ad.AnnData, layer: str | None):
@@ -281,7 +363,7 @@ def _check_unique_names(names: pd.Index, field: str, fix: str) -> None:
 def write_h5ad(adata: ad.AnnData, path: str | Path) -> Path:
     """Write ``adata`` to ``path`` atomically (compressed)."""
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, _hdf5_writing():
         adata.write_h5ad(tmp, compression="gzip")
     return path
 
@@ -291,9 +373,19 @@ def write_h5mu(mdata, path: str | Path) -> Path:
     import mudata
 
     path = Path(path)
-    with atomic_path(path) as tmp, mudata.set_options(pull_on_update=False):
+    with atomic_path(path) as tmp, mudata.set_options(pull_on_update=False), _hdf5_writing():
         mdata.write_h5mu(tmp)
     return path
+
+
+@contextlib.contextmanager
+def _hdf5_writing():
+    """Hold back what is printed during an HDF5 write: when the disk fills, h5py prints hundreds of tracebacks
+    from its object finalisers before raising one OSError, which is the only thing worth reporting."""
+    captured = io_module.StringIO()
+    with contextlib.redirect_stderr(captured):
+        yield
+    sys.stderr.write(captured.getvalue())
 
 
 def write_csv(table: pd.DataFrame, path: str | Path, **kwargs) -> Path:

@@ -12,7 +12,7 @@ import time
 from . import methods as _methods
 from . import slices as _slices
 from ._utils import Timer, package_versions
-from .errors import InputError
+from .errors import InputError, option
 from .methods.base import RUN_OPTIONS, Method, RunConfig
 from ._record import UNS_KEY, plain_parameters, record_step
 
@@ -30,7 +30,7 @@ def configure(method: str | Method, data, *, config=None, **options):
     overrides = {k: v for k, v in options.items() if k not in RUN_OPTIONS}
     if method.kind == "omics" and is_slice_collection(data) and not isinstance(data, dict):
         raise InputError(f"method '{method.name}' handles one section (its modalities in a MuData or a dict); "
-                         "for several slices use method='staig' or 'spotscape'")
+                         f"for several slices use {option('method', 'staig')} or 'spotscape'")
     if not method.trains:
         given = [name for name in ("checkpoint", "deterministic") if options.get(name)]
         if options.get("device", "auto") != "auto":
@@ -110,7 +110,7 @@ def _device(method: Method, run: RunConfig):
 def find_domains(data, method: str = "staig", n_domains: int | None = None, *, cluster_method: str = "auto",
                  refine: str | bool = "auto", key_added: str = "domain", **options):
     """Train ``method``, then cluster its embedding into domains; see :func:`spatialdomains.tl.find_domains`."""
-    from .tl.domains import check_cluster_options, cluster
+    from .tl.domains import check_cluster_options, check_domains_fit, cluster
 
     started = time.perf_counter()
     check_cluster_options(cluster_method, refine, n_domains)
@@ -118,6 +118,7 @@ def find_domains(data, method: str = "staig", n_domains: int | None = None, *, c
     if "n_domains" in chosen.option_names() and n_domains is not None:
         options["n_domains"] = n_domains
     _, settings, run = configure(chosen, data, **options)
+    check_domains_fit(n_domains or getattr(settings, "n_domains", None), _n_spots(data, chosen.kind == "omics"))
     target, run = _run_configured(chosen, settings, run, data)
     record = target.uns[UNS_KEY][chosen.name]
     n_domains = n_domains or getattr(settings, "n_domains", None)
@@ -135,6 +136,14 @@ def find_domains(data, method: str = "staig", n_domains: int | None = None, *, c
     if several:
         _slices.hand_back(target, data, run.batch_key, obs_keys=[key_added, f"{key_added}_unrefined"], uns_key=UNS_KEY)
     return target
+
+
+def _n_spots(data, omics: bool) -> int:
+    """How many spots the data hold: summed over slices; for paired omics, the fewest of any modality."""
+    if is_slice_collection(data):
+        counts = [part.n_obs for part in (data.values() if isinstance(data, dict) else data)]
+        return min(counts) if omics else sum(counts)
+    return int(data.n_obs)
 
 
 def is_slice_collection(data) -> bool:

@@ -7,6 +7,7 @@ import pandas as pd
 import spatialdomains as sd
 from conftest import write_space_ranger
 from spatialdomains import cli
+from spatialdomains.outputs import MARKER
 
 
 def _run(*args):
@@ -19,7 +20,7 @@ def test_run_end_to_end_on_an_h5ad(sample, tmp_path):
     code = cli.main(["run", str(tmp_path / "sample.h5ad"), "--n-domains", "3", "--out", str(out), "--epochs", "30",
                      "--cluster-method", "gmm", "--label-key", "ground_truth", "--quiet"])
     assert code == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted(cli.OUTPUT_FILES.values())
+    assert sorted(p.name for p in out.iterdir()) == sorted([*cli.OUTPUT_FILES.values(), MARKER])
     domains = pd.read_csv(out / "domains.csv", index_col="barcode")
     assert list(domains.index) == list(sample.obs_names)
     assert set(domains.columns) == {"domain", "domain_unrefined", "x", "y"}
@@ -77,7 +78,7 @@ def test_run_integrates_several_inputs_into_one_folder_per_slice_and_a_joint_one
     code = cli.main(["run", *paths, "--method", "spotscape", "--n-domains", "3", "--epochs", "3", "--out", str(out),
                      "--cluster-method", "kmeans", "--label-key", "ground_truth", "--quiet"])
     assert code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["A", "B", cli.JOINT_FOLDER]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "A", "B", cli.JOINT_FOLDER]
     for name, path in zip("AB", paths):
         assert sorted(p.name for p in (out / name).iterdir()) == sorted(cli.OUTPUT_FILES.values())
         domains = pd.read_csv(out / name / "domains.csv", index_col="barcode")

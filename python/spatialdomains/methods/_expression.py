@@ -76,7 +76,11 @@ def checked_inputs(adata: ad.AnnData, config, batch_key: str | None, n_neighbors
         layout = _slices.slice_layout(np.zeros(int(checked.spots.sum()), dtype=int))
     else:
         layout = _slices.slice_layout(_slices.batch_labels(adata, batch_key).to_numpy()[checked.spots])
-    return ExpressionInputs(config=config, checked=checked, layout=layout)
+    inputs = ExpressionInputs(config=config, checked=checked, layout=layout)
+    ordered = inputs.coordinates
+    for name, (start, end) in zip(layout.names, layout.bounds):
+        _io.check_positions(ordered[start:end], name if layout.n_slices > 1 else "")
+    return inputs
 
 
 def library_size(adata: ad.AnnData, key: str | None, spots: np.ndarray) -> np.ndarray | None:

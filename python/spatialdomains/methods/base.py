@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, option
 
 
 @dataclass(frozen=True)
@@ -136,3 +136,11 @@ class Method:
 def _as_tuple(value):
     """Lists given for tuple settings (e.g. from R or JSON) become tuples, so configs stay hashable and equal."""
     return tuple(value) if isinstance(value, list) else value
+
+
+def check_settings(title: str, config, rules: dict) -> None:
+    """One error naming every setting that breaks its rule (``name → (ok, rule)``), with the value given, as the
+    interface in use spells it (``--epochs 0`` on the command line, ``n_epochs=0`` in Python)."""
+    bad = [f"{option(name, getattr(config, name))} (must be {rule})" for name, (ok, rule) in rules.items() if not ok]
+    if bad:
+        raise InputError(f"invalid {title} setting{'s' if len(bad) > 1 else ''}: {'; '.join(bad)}")

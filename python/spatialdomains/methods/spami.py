@@ -13,7 +13,7 @@ from .. import graph as _graph
 from .. import pp as _pp
 from ..errors import InputError
 from .._record import store_rows
-from .base import Method, RunConfig
+from .base import Method, RunConfig, check_settings
 
 logger = logging.getLogger("spatialdomains")
 
@@ -74,22 +74,19 @@ class SpamiConfig(OmicsOptions):
     balance: bool = True
 
     def __post_init__(self) -> None:
-        checks = {
-            "n_epochs": self.n_epochs >= 1,
-            "learning_rate": self.learning_rate > 0,
-            "weight_decay": self.weight_decay >= 0,
-            "hidden_dim": self.hidden_dim >= 1,
-            "out_dim": self.out_dim >= 1,
-            "dropout": 0 <= self.dropout < 1,
-            "n_neighbors": self.n_neighbors >= 1,
-            "dgi_weights": all(w >= 0 for w in self.dgi_weights),
-            "reconstruction_weights": all(w >= 0 for w in self.reconstruction_weights),
-            "correspondence_weight": self.correspondence_weight >= 0,
-            "min_spots": self.min_spots >= 0,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise InputError(f"invalid SpaMI setting(s) {', '.join(bad)}: see spatialdomains.methods.SpamiConfig")
+        check_settings("SpaMI", self, {
+            "n_epochs": (self.n_epochs >= 1, "at least 1"),
+            "learning_rate": (self.learning_rate > 0, "above 0"),
+            "weight_decay": (self.weight_decay >= 0, "at least 0"),
+            "hidden_dim": (self.hidden_dim >= 1, "at least 1"),
+            "out_dim": (self.out_dim >= 1, "at least 1"),
+            "dropout": (0 <= self.dropout < 1, "in [0, 1)"),
+            "n_neighbors": (self.n_neighbors >= 1, "at least 1"),
+            "dgi_weights": (all(w >= 0 for w in self.dgi_weights), "weights of at least 0"),
+            "reconstruction_weights": (all(w >= 0 for w in self.reconstruction_weights), "weights of at least 0"),
+            "correspondence_weight": (self.correspondence_weight >= 0, "at least 0"),
+            "min_spots": (self.min_spots >= 0, "at least 0"),
+        })
 
 
 @dataclass(frozen=True)
@@ -100,8 +97,7 @@ class BaselineConfig(OmicsOptions):
     smoothing_spots: int = 7
 
     def __post_init__(self) -> None:
-        if self.smoothing_spots < 1:
-            raise InputError(f"smoothing_spots must be at least 1 (the spot itself), got {self.smoothing_spots}")
+        check_settings("baseline", self, {"smoothing_spots": (self.smoothing_spots >= 1, "at least 1 (the spot itself)")})
 
 
 @dataclass

@@ -9,9 +9,9 @@ import numpy as np
 
 from .. import graph as _graph
 from .. import pp as _pp
-from ..errors import InputError
+from ..errors import InputError, option
 from ._expression import ExpressionInputs, checked_inputs
-from .base import Method, RunConfig
+from .base import Method, RunConfig, check_settings
 
 logger = logging.getLogger("spatialdomains")
 
@@ -75,27 +75,25 @@ class SpotscapeConfig:
     layer: str | None = None
 
     def __post_init__(self) -> None:
-        checks = {
-            "n_domains": self.n_domains is None or self.n_domains >= 2,
-            "n_epochs": self.n_epochs >= 1,
-            "learning_rate": self.learning_rate is None or self.learning_rate > 0,
-            "dims": len(self.dims) >= 2 and all(d >= 1 for d in self.dims),
-            "edge_drop": len(self.edge_drop) == 2 and all(0 <= p < 1 for p in self.edge_drop),
-            "feature_mask": len(self.feature_mask) == 2 and all(0 <= p < 1 for p in self.feature_mask),
-            "sim_k": self.sim_k >= 1,
-            "ss_mode": self.ss_mode in ("per_slice", "pooled"),
-            "tau_pcl": self.tau_pcl > 0,
-            "warmup_epochs": self.warmup_epochs >= 0,
-            "granularities": len(self.granularities) >= 1 and all(g >= 1 for g in self.granularities),
-            "batch_norm_momentum": 0 < self.batch_norm_momentum <= 1,
-            "graph": self.graph in ("radius", "knn"),
-            "radius": self.radius is None or self.radius > 0,
-            "memory_budget_mb": self.memory_budget_mb >= 0,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise InputError(f"invalid Spotscape setting(s) {', '.join(bad)}: see "
-                             "spatialdomains.methods.SpotscapeConfig")
+        check_settings("Spotscape", self, {
+            "n_domains": (self.n_domains is None or self.n_domains >= 2, "at least 2, or None to choose it"),
+            "n_epochs": (self.n_epochs >= 1, "at least 1"),
+            "learning_rate": (self.learning_rate is None or self.learning_rate > 0, "above 0"),
+            "dims": (len(self.dims) >= 2 and all(d >= 1 for d in self.dims), "at least two sizes of at least 1"),
+            "edge_drop": (len(self.edge_drop) == 2 and all(0 <= p < 1 for p in self.edge_drop), "two rates in [0, 1)"),
+            "feature_mask": (len(self.feature_mask) == 2 and all(0 <= p < 1 for p in self.feature_mask),
+                             "two rates in [0, 1)"),
+            "sim_k": (self.sim_k >= 1, "at least 1"),
+            "ss_mode": (self.ss_mode in ("per_slice", "pooled"), "'per_slice' or 'pooled'"),
+            "tau_pcl": (self.tau_pcl > 0, "above 0"),
+            "warmup_epochs": (self.warmup_epochs >= 0, "at least 0"),
+            "granularities": (len(self.granularities) >= 1 and all(g >= 1 for g in self.granularities),
+                              "one or more counts of at least 1"),
+            "batch_norm_momentum": (0 < self.batch_norm_momentum <= 1, "in (0, 1]"),
+            "graph": (self.graph in ("radius", "knn"), "'radius' or 'knn'"),
+            "radius": (self.radius is None or self.radius > 0, "above 0, or None to measure it"),
+            "memory_budget_mb": (self.memory_budget_mb >= 0, "at least 0"),
+        })
 
 
 class Spotscape(Method):
@@ -163,7 +161,7 @@ def spotscape_graph(inputs: ExpressionInputs, config: SpotscapeConfig):
         if part.mean() < 3 or np.mean(part == 0) > 0.05:
             where = f" in slice {name}" if inputs.layout.n_slices > 1 else ""
             logger.warning("the radius graph is sparse%s (mean degree %.1f, %.1f%% isolated spots); for "
-                           "irregular coordinates such as cell centroids use graph='knn'", where, part.mean(),
-                           100 * np.mean(part == 0))
+                           "irregular coordinates such as cell centroids use %s", where, part.mean(),
+                           100 * np.mean(part == 0), option("graph", "knn"))
     return adjacency
 

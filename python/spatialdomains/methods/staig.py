@@ -13,10 +13,10 @@ import numpy as np
 
 from .. import graph as _graph
 from .. import pp as _pp
-from ..errors import InputError
+from ..errors import InputError, option
 from ..models.staig import EDGE_DROP_MODES
 from ._expression import ExpressionInputs, checked_inputs, library_size
-from .base import Method, RunConfig
+from .base import Method, RunConfig, check_settings
 
 logger = logging.getLogger("spatialdomains")
 
@@ -81,23 +81,21 @@ class StaigConfig:
     image_options: dict | None = None
 
     def __post_init__(self) -> None:
-        checks = {
-            "n_epochs": self.n_epochs >= 1,
-            "tau": self.tau > 0,
-            "n_neighbors": self.n_neighbors >= 1,
-            "n_top_genes": self.n_top_genes is None or self.n_top_genes >= 1,
-            "n_layers": self.n_layers in (1, 2),
-            "edge_drop": self.edge_drop in EDGE_DROP_MODES,
-            "edge_drop_rate": 0 <= self.edge_drop_rate <= 1,
-            "feature_mask": len(self.feature_mask) == 2 and all(0 <= r < 1 for r in self.feature_mask),
-            "positives": self.positives in ("full", "view"),
-            "n_pseudo_labels": self.n_pseudo_labels >= 2,
-            "memory_budget_mb": self.memory_budget_mb > 0,
-            "image_options": self.image_options is None or isinstance(self.image_options, dict),
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise InputError(f"invalid STAIG setting(s) {', '.join(bad)}: see spatialdomains.methods.StaigConfig")
+        check_settings("STAIG", self, {
+            "n_epochs": (self.n_epochs >= 1, "at least 1"),
+            "tau": (self.tau > 0, "above 0"),
+            "n_neighbors": (self.n_neighbors >= 1, "at least 1"),
+            "n_top_genes": (self.n_top_genes is None or self.n_top_genes >= 1, "at least 1, or None for all genes"),
+            "n_layers": (self.n_layers in (1, 2), "1 or 2"),
+            "edge_drop": (self.edge_drop in EDGE_DROP_MODES, f"one of {', '.join(EDGE_DROP_MODES)}"),
+            "edge_drop_rate": (0 <= self.edge_drop_rate <= 1, "between 0 and 1"),
+            "feature_mask": (len(self.feature_mask) == 2 and all(0 <= r < 1 for r in self.feature_mask),
+                             "two rates in [0, 1)"),
+            "positives": (self.positives in ("full", "view"), "'full' or 'view'"),
+            "n_pseudo_labels": (self.n_pseudo_labels >= 2, "at least 2"),
+            "memory_budget_mb": (self.memory_budget_mb > 0, "above 0"),
+            "image_options": (self.image_options is None or isinstance(self.image_options, dict), "a dict or None"),
+        })
         unknown = sorted(set(self.image_options or {}) - image_option_names())
         if unknown:
             raise InputError(f"image_options: unknown option(s) {', '.join(unknown)}; they are the arguments of "
@@ -230,14 +228,15 @@ def _resolve_use_image(data, config: StaigConfig, quiet: bool = False) -> bool:
     has_image = [key in adata.obsm or _has_image(adata, options, find_image) for adata in slices]
     if not any(has_image):
         if not quiet:
-            logger.warning("STAIG: use_image=True but the input has no tissue image (uns['spatial'] holds none and "
-                           "no image was given); running from gene expression only. Pass image_options="
-                           "{'image': ..., 'image_scale': ...} to use one")
+            logger.warning("STAIG: %s but the input has no tissue image (uns['spatial'] holds none and no image was "
+                           "given); running from gene expression only. Give the image with %s to use one",
+                           option("use_image", True), option("image_options", {"image": "...", "image_scale": "..."}))
         return False
     if not all(has_image):
         lacking = [name for name, ok in zip(names, has_image) if not ok]
-        raise InputError(f"use_image=True, but slice(s) {', '.join(lacking)} have no tissue image: give every "
-                         "slice its image (uns['spatial']) or use use_image=False")
+        raise InputError(f"{option('use_image', True)}, but slice(s) {', '.join(lacking)} have no tissue image: give "
+                         f"every slice its image (uns['spatial'] or the Space Ranger folder's), or run "
+                         f"{option('use_image', False)}")
     return True
 
 

@@ -16,16 +16,21 @@ modality_NAME  no        further omics of the same section for spami/baseline, e
 seed, epochs   no        random seed (default 0) and training epochs (default: the method's)
 =============  ========  =====================================================================================
 
-Relative paths are read from the samplesheet's folder. A sample whose folder holds a report and a ``status.json``
-saying ``ok`` is complete and skipped on the next run (``force=True`` redoes it); one failed sample never stops
-the others, and the index lists its error.
+Relative paths are read from the samplesheet's folder. Each sample's ``status.json`` records its inputs (size and
+modification time of every file) and its parameters; on the next run a sample whose report is complete and whose
+inputs and parameters are unchanged is skipped (``force=True`` redoes it), a changed one is redone. One failed
+sample never stops the others, and the index lists its error. A sample folder is replaced as a whole, only once
+the sample is finished. Ctrl-C or SIGTERM stops the batch promptly: running samples are marked interrupted (their
+folders left as they were), the index is written, and the signal is raised again for the caller.
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import os
 import re
+import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -36,7 +41,8 @@ import pandas as pd
 
 from .. import io
 from .._utils import atomic_path, logger
-from ..errors import InputError
+from ..errors import InputError, Interrupted
+from ..outputs import Output
 from .sample import REPORT_METHODS
 
 REPORT_FILE = "report.html"
@@ -64,6 +70,15 @@ class SampleSpec:
     epochs: int | None = None
     modalities: dict[str, str] = field(default_factory=dict)
 
+    def paths(self) -> list[str]:
+        """Every file or folder this sample reads."""
+        return [*self.inputs, *self.modalities.values(), *(p for p in (self.image, self.gene_sets) if p)]
+
+    def fingerprint(self, engine: str) -> dict:
+        """What decides the sample's results: its parameters and the size and modification time of its inputs."""
+        return {"parameters": {**dataclasses.asdict(self), "engine": engine},
+                "inputs": {path: _file_state(Path(path)) for path in self.paths()}}
+
 
 def read_samplesheet(path: str | os.PathLike) -> list[SampleSpec]:
     """Read and validate a samplesheet; every problem is reported at once, before any work starts."""
@@ -71,7 +86,14 @@ def read_samplesheet(path: str | os.PathLike) -> list[SampleSpec]:
     if not path.is_file():
         raise InputError(f"samplesheet '{path}' does not exist")
     separator = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","
-    sheet = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False, skipinitialspace=True)
+    try:
+        sheet = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"samplesheet {path.name} is empty: it needs a header line (sample,input,...) and one "
+                         "line per sample") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise InputError(f"samplesheet {path.name} is not a readable {'TSV' if separator != ',' else 'CSV'} file "
+                         f"({str(error).splitlines()[0]})") from None
     sheet.columns = [c.strip() for c in sheet.columns]
     missing = [c for c in REQUIRED_COLUMNS if c not in sheet.columns]
     if missing:
@@ -102,8 +124,9 @@ def run_batch(samplesheet: str | os.PathLike, out: str | os.PathLike, *, jobs: i
               progress: bool = True) -> dict[str, dict]:
     """Report every sample (or only ``only``) into ``out/<sample>/``, then write ``out/index.html``.
 
-    Returns each sample's status record ('ok', 'skipped' when already complete, 'failed' with the error).
-    ``jobs`` samples run at once, each with its share of the CPU threads.
+    Returns each sample's status record ('ok' (with ``skipped`` when unchanged since a complete run), 'failed' with
+    the error). ``jobs`` samples run at once, each with its share of the CPU threads. Every sample's folder is
+    checked before any work (it must not hold an input, nor files spatialdomains did not write).
     """
     from tqdm.auto import tqdm
 
@@ -114,22 +137,39 @@ def run_batch(samplesheet: str | os.PathLike, out: str | os.PathLike, *, jobs: i
         if not specs:
             raise InputError(f"sample '{only}' is not in the samplesheet")
     out = Path(out)
+    every_input = [samplesheet, *(path for spec in every for path in spec.paths())]
+    folders = {spec.sample: _sample_output(spec, out, every_input) for spec in specs}
+    for folder in folders.values():
+        folder.check()
     out.mkdir(parents=True, exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     statuses: dict[str, dict] = {}
     todo = []
     for spec in specs:
-        if not force and is_complete(out / spec.sample):
-            statuses[spec.sample] = {**read_status(out / spec.sample), "skipped": True}
-            logger.info("%s: complete, skipped (force to redo)", spec.sample)
+        status = read_status(out / spec.sample)
+        changes = None if force else _changes(out / spec.sample, status, spec.fingerprint(engine))
+        if changes == []:
+            statuses[spec.sample] = {**status, "skipped": True}
+            logger.info("%s: complete and unchanged, skipped (force to redo)", spec.sample)
         else:
+            if changes:
+                logger.info("%s: %s; redoing it", spec.sample, "; ".join(changes))
             todo.append(spec)
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = {pool.submit(run_sample, spec, out / spec.sample, engine=engine, device=device,
-                               threads=threads): spec for spec in todo}
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+    futures = {pool.submit(run_sample, spec, folders[spec.sample], engine=engine, device=device, threads=threads,
+                           stop=stop): spec for spec in todo}
+    try:
         for future in tqdm(as_completed(futures), total=len(futures), desc="samples", disable=not progress):
             spec = futures[future]
             statuses[spec.sample] = future.result()
+    except KeyboardInterrupt as interrupt:
+        statuses.update(_stop_samples(stop, futures, interrupt))
+        pool.shutdown(wait=True, cancel_futures=True)
+        if only is None:
+            write_index(out, [s.sample for s in every], current=statuses)
+        raise
+    pool.shutdown(wait=True)
     if only is None:
         write_index(out, [s.sample for s in every])
     failed = [name for name, status in statuses.items() if status["status"] != "ok"]
@@ -138,38 +178,88 @@ def run_batch(samplesheet: str | os.PathLike, out: str | os.PathLike, *, jobs: i
     return statuses
 
 
-def run_sample(spec: SampleSpec, folder: Path, *, engine: str = "auto", device: str = "auto",
-               threads: int | None = None) -> dict:
-    """Report one sample into ``folder``; never raises: the status record says what happened."""
+def _sample_output(spec: SampleSpec, out: Path, every_input: list) -> Output:
+    """A sample's folder: replaced as a whole when the sample is (re)done, never if it holds an input."""
+    return Output(out / spec.sample, inputs=every_input, force=True, flag=f"the folder of sample '{spec.sample}'")
+
+
+def _changes(folder: Path, status: dict, fingerprint: dict) -> list[str] | None:
+    """What changed since the sample's last complete run ([] when nothing did); None when it never completed."""
+    if status.get("status") != "ok" or not (folder / REPORT_FILE).is_file():
+        return None
+    before = status.get("fingerprint")
+    if not isinstance(before, dict):
+        return ["no record of its inputs and parameters (made by an older version)"]
+    changes = [f"input {Path(path).name} changed" for path, state in fingerprint["inputs"].items()
+               if before.get("inputs", {}).get(path) != state]
+    changes += [f"input {Path(path).name} no longer used" for path in before.get("inputs", {})
+                if path not in fingerprint["inputs"]]
+    old = before.get("parameters", {})
+    changes += [f"{name} {old.get(name)!r} → {value!r}" for name, value in fingerprint["parameters"].items()
+                if name not in ("inputs", "modalities") and old.get(name) != value]
+    return changes
+
+
+def _stop_samples(stop: threading.Event, futures: dict, interrupt: KeyboardInterrupt) -> dict[str, dict]:
+    """Stop the running samples (their report kernels are ended, their partial folders removed) and say so."""
+    import psutil
+
+    stop.set()
+    for child in psutil.Process().children(recursive=True):  # the report kernels of the running samples
+        try:
+            child.terminate()
+        except psutil.Error:
+            continue
+    name = getattr(interrupt, "signal_number", None)
+    why = "Ctrl-C" if name in (None, 2) else f"signal {name}"
+    stopped = {}
+    for future, spec in futures.items():
+        if not future.done() or future.cancelled():
+            future.cancel()
+            stopped[spec.sample] = {"sample": spec.sample, "status": "interrupted", "method": spec.method,
+                                    "error": f"stopped by {why} before it finished; run the batch again to do it"}
+    logger.warning("batch stopped by %s: %d sample(s) interrupted, their folders left as they were", why,
+                   len(stopped))
+    return stopped
+
+
+def run_sample(spec: SampleSpec, output: Output | Path, *, engine: str = "auto", device: str = "auto",
+               threads: int | None = None, stop: threading.Event | None = None) -> dict:
+    """Report one sample into its folder, replaced as a whole when done; never raises for the sample's own
+    failure: the status record (also in the folder) says what happened."""
+    from ..errors import OutputFailed
     from .render import render_report
 
-    folder.mkdir(parents=True, exist_ok=True)
+    output = output if isinstance(output, Output) else Output(output, inputs=spec.paths(), force=True)
     start = time.perf_counter()
-    status_path = folder / STATUS_FILE
-    if status_path.exists():
-        status_path.unlink()  # a half-redone folder must not look complete
+    base = {"sample": spec.sample, "method": spec.method}
     try:
-        render_report(spec.inputs, folder / REPORT_FILE, sample=spec.sample, method=spec.method,
-                      n_domains=spec.n_domains, modalities=spec.modalities, species=spec.species,
-                      gene_sets=spec.gene_sets, engine=engine, seed=spec.seed, epochs=spec.epochs, device=device,
-                      image=spec.image, image_scale=spec.image_scale, outputs_dir=folder,
-                      notebook=folder / NOTEBOOK_FILE, threads=threads)
-        provenance = json.loads((folder / "provenance.json").read_text())
-        status = {"sample": spec.sample, "status": "ok", "n_domains": provenance.get("n_domains"),
-                  "n_spots": provenance.get("n_spots"), "method": spec.method,
-                  "go_engine": provenance.get("enrichment", {}).get("engine")}
-    except Exception as error:  # noqa: BLE001 - one sample's failure, whatever it is, is recorded, not raised
+        with output.writing({"command": "batch", "method": spec.method, "inputs": spec.paths()}) as folder:
+            try:
+                render_report(spec.inputs, folder / REPORT_FILE, sample=spec.sample, method=spec.method,
+                              n_domains=spec.n_domains, modalities=spec.modalities, species=spec.species,
+                              gene_sets=spec.gene_sets, engine=engine, seed=spec.seed, epochs=spec.epochs,
+                              device=device, image=spec.image, image_scale=spec.image_scale, outputs_dir=folder,
+                              notebook=folder / NOTEBOOK_FILE, threads=threads, force=True)
+                provenance = json.loads((folder / "provenance.json").read_text())
+                status = {**base, "status": "ok", "n_domains": provenance.get("n_domains"),
+                          "n_spots": provenance.get("n_spots"),
+                          "go_engine": provenance.get("enrichment", {}).get("engine")}
+            except Exception as error:  # noqa: BLE001 - one sample's failure, whatever it is, is recorded
+                if stop is not None and stop.is_set():
+                    raise Interrupted(2) from None
+                logger.error("%s failed: %s", spec.sample, error)
+                status = {**base, "status": "failed", "error": f"{type(error).__name__}: {error}",
+                          "traceback": traceback.format_exc(limit=5)}
+            if stop is not None and stop.is_set():
+                raise Interrupted(2)  # stopped while finishing: leave the old folder as it was
+            status["seconds"] = round(time.perf_counter() - start, 1)
+            status["fingerprint"] = spec.fingerprint(engine)
+            io.write_json(status, folder / STATUS_FILE)
+    except OutputFailed as error:
         logger.error("%s failed: %s", spec.sample, error)
-        status = {"sample": spec.sample, "status": "failed", "method": spec.method,
-                  "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc(limit=5)}
-    status["seconds"] = round(time.perf_counter() - start, 1)
-    io.write_json(status, status_path)
+        status = {**base, "status": "failed", "error": str(error), "seconds": round(time.perf_counter() - start, 1)}
     return status
-
-
-def is_complete(folder: Path) -> bool:
-    """A sample folder with its report and an 'ok' status (written last) is complete."""
-    return (folder / REPORT_FILE).is_file() and read_status(folder).get("status") == "ok"
 
 
 def read_status(folder: Path) -> dict:
@@ -179,11 +269,13 @@ def read_status(folder: Path) -> dict:
         return {}
 
 
-def write_index(out: Path, samples: list[str]) -> Path:
-    """``index.html``: every sample with its status, domains, spots, time and a link, or its error."""
+def write_index(out: Path, samples: list[str], current: dict[str, dict] | None = None) -> Path:
+    """``index.html``: every sample with its status, domains, spots, time and a link, or its error.
+
+    ``current``: statuses of this run that override the folders' (samples interrupted before they finished)."""
     rows, n_failed = [], 0
     for name in samples:
-        status = read_status(out / name)
+        status = (current or {}).get(name) or read_status(out / name)
         state = status.get("status", "not run")
         n_failed += state != "ok"
         link = (f'<a href="{html.escape(name)}/{REPORT_FILE}">{html.escape(name)}</a>'
@@ -252,6 +344,17 @@ def _spec(row: dict, base: Path) -> tuple[SampleSpec, list[str]]:
     return spec, problems
 
 
+def _file_state(path: Path) -> dict | None:
+    """Size and modification time of a file, or of every file in a folder (a Space Ranger folder)."""
+    if path.is_file():
+        stat = path.stat()
+        return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return {str(p.relative_to(path)): _file_state(p) for p in files}
+    return None
+
+
 def _absolute(value: str, base: Path) -> str:
     path = Path(value).expanduser()
     return str(path if path.is_absolute() else (base / path).resolve())
@@ -284,7 +387,7 @@ _INDEX = """<!DOCTYPE html>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }}
 table {{ border-collapse: collapse; }} td, th {{ padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: left; }}
-tr.failed td, tr.not-run td {{ background: #fdecea; }} pre {{ margin: 0; white-space: pre-wrap; max-width: 700px; }}
+tr.failed td, tr.not-run td, tr.interrupted td {{ background: #fdecea; }} pre {{ margin: 0; white-space: pre-wrap; max-width: 700px; }}
 </style></head>
 <body><h1>spatialdomains batch</h1><p>{summary} (updated {created})</p>
 <table><thead><tr><th>sample</th><th>status</th><th>method</th><th>domains</th><th>spots</th><th>seconds</th>

@@ -5,6 +5,7 @@ network access needed) and hides the code until the reader asks for it.
 """
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import re
@@ -13,7 +14,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from .._utils import atomic_path, logger
+from .._utils import logger
 from ..errors import InputError, ReportFailed
 from ..slices import slice_names
 from .sections import SECTIONS
@@ -39,17 +40,22 @@ def render_report(inputs, out: str | os.PathLike, *, sample: str | None = None, 
                   epochs: int | None = None, device: str = "auto", cluster_method: str = "auto",
                   image: str | None = None, image_scale: float = 1.0, outputs_dir: str | os.PathLike | None = None,
                   threads: int | None = None, notebook: str | os.PathLike | None = None,
-                  show_code: bool = False, timeout: int | None = None) -> Path:
+                  show_code: bool = False, timeout: int | None = None, force: bool = False) -> Path:
     """Analyse one sample and write its HTML report to ``out`` (see :func:`spatialdomains.report.sample.analyse`).
 
     ``outputs_dir`` also receives the tables, the result .h5ad and the provenance; ``notebook`` the executed
-    notebook. A failure inside the notebook is raised with the notebook's own error message; ``out`` is only
-    replaced when the whole report succeeded.
+    notebook. A failure inside the notebook is raised with the notebook's own error message. Nothing is written
+    unless the whole report succeeded; ``force`` replaces an earlier report at ``out`` and earlier results in
+    ``outputs_dir`` (never a file or folder spatialdomains did not write, nor an input).
     """
     import nbformat
     import papermill
 
     paths = [str(inputs)] if isinstance(inputs, (str, os.PathLike)) else [str(p) for p in inputs]
+    targets = _report_outputs(out, outputs_dir, notebook, force,
+                              inputs=[*paths, *(modalities or {}).values(), image, gene_sets])
+    for target in targets.values():
+        target.check()  # before any work: the destinations must not hold the inputs or another run's results
     parameters = {
         "sample": sample or slice_names(paths[:1])[0], "inputs": paths, "method": method,
         "n_domains": n_domains, "modalities": {k: str(v) for k, v in (modalities or {}).items()},
@@ -57,11 +63,18 @@ def render_report(inputs, out: str | os.PathLike, *, sample: str | None = None, 
         "gene_sets": None if gene_sets is None else str(gene_sets), "engine": engine, "min_log2fc": min_log2fc,
         "max_pvalue": max_pvalue, "pvalue": pvalue, "seed": seed, "epochs": epochs, "device": device,
         "cluster_method": cluster_method, "image": None if image is None else str(image), "image_scale": image_scale,
-        "outputs_dir": None if outputs_dir is None else str(Path(outputs_dir).resolve()), "threads": threads,
+        "outputs_dir": None, "threads": threads,
     }
     start = time.perf_counter()
     _prefer_own_libpython()
-    with tempfile.TemporaryDirectory(prefix="spatialdomains-report-") as work:
+    marker = {"command": "report", "method": method, "inputs": [str(Path(p).resolve()) for p in paths]}
+    with tempfile.TemporaryDirectory(prefix="spatialdomains-report-") as work, contextlib.ExitStack() as staged:
+        written = {name: staged.enter_context(target.writing(marker)) for name, target in targets.items()}
+        if outputs_dir is not None:
+            parameters["outputs_dir"] = str(written["outputs_dir"].resolve())
+        if notebook is not None:
+            written.setdefault("notebook", _inside(written, Path(outputs_dir or "."), notebook))
+        written.setdefault("out", _inside(written, Path(outputs_dir or "."), out))
         executed = Path(work) / TEMPLATE_NAME
         try:
             papermill.execute_notebook(str(template_path()), str(executed), parameters=parameters,
@@ -74,13 +87,42 @@ def render_report(inputs, out: str | os.PathLike, *, sample: str | None = None, 
             raise ReportFailed(f"the report notebook failed: {message}") from None
         node = nbformat.read(executed, as_version=4)
         if notebook is not None:
-            with atomic_path(notebook) as tmp:
-                nbformat.write(node, tmp)
-    page = notebook_to_html(node, title=f"spatialdomains report: {parameters['sample']}", show_code=show_code)
-    with atomic_path(out) as tmp:
-        tmp.write_text(page, encoding="utf-8")
+            nbformat.write(node, written["notebook"])
+        page = notebook_to_html(node, title=f"spatialdomains report: {parameters['sample']}", show_code=show_code)
+        written["out"].write_text(page, encoding="utf-8")
     logger.info("report for %s written to %s in %.1f s", parameters["sample"], out, time.perf_counter() - start)
     return Path(out)
+
+
+def _report_outputs(out, outputs_dir, notebook, force: bool, *, inputs: list) -> dict:
+    """The report's destinations, named as the interface in use spells them: the tables folder, and the page and
+    the notebook unless they go inside that folder (then they are written with it, as one)."""
+    from ..errors import option
+    from ..outputs import Output
+
+    inputs = [p for p in inputs if p is not None]
+    force_flag = option("force", True)
+    targets = {}
+    if outputs_dir is not None:
+        targets["outputs_dir"] = Output(outputs_dir, inputs=inputs, force=force, flag=option("outputs_dir"),
+                                        force_flag=force_flag)
+    for name, path in (("out", out), ("notebook", notebook)):
+        if path is not None and not (outputs_dir is not None and _is_within(path, outputs_dir)):
+            targets[name] = Output(path, inputs=inputs, force=force, folder=False, flag=option(name),
+                                   force_flag=force_flag)
+    return targets
+
+
+def _is_within(path, folder) -> bool:
+    return Path(folder).resolve() in Path(path).resolve().parents
+
+
+def _inside(written: dict, folder: Path, path) -> Path:
+    """Where a file that belongs inside the staged tables folder is written."""
+    relative = Path(path).resolve().relative_to(folder.resolve())
+    target = written["outputs_dir"] / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
 
 
 def notebook_to_html(node, *, title: str, show_code: bool = False) -> str:

@@ -10,7 +10,7 @@ from .. import cluster as _cluster
 from .. import graph as _graph
 from .. import io as _io
 from .. import slices as _slices
-from ..errors import InputError
+from ..errors import InputError, option
 from .._record import domain_column, record_step
 
 
@@ -21,7 +21,15 @@ def check_cluster_options(method: str, refine, n_domains) -> None:
     if refine not in ("auto", True, False):
         raise InputError(f"refine must be 'auto', True or False, got {refine!r}")
     if n_domains is not None and (isinstance(n_domains, bool) or int(n_domains) != n_domains or n_domains < 2):
-        raise InputError(f"n_domains must be a whole number of at least 2 (or None to choose it), got {n_domains}")
+        raise InputError(f"{option('n_domains', n_domains)}: the number of domains must be a whole number of at "
+                         "least 2; leave it unset to choose it from the data")
+
+
+def check_domains_fit(n_domains: int | None, n_spots: int) -> None:
+    """A number of domains the spots can hold (checked before training, when the number of spots is known)."""
+    if n_domains is not None and n_domains >= n_spots:
+        raise InputError(f"{option('n_domains', n_domains)}: the data have {n_spots} spots, so at most "
+                         f"{n_spots - 1} domains; choose fewer")
 
 
 def cluster(
@@ -53,7 +61,7 @@ def cluster(
                          "or name an existing embedding with use_rep")
     embedding = np.asarray(adata.obsm[use_rep], dtype=np.float64)
     has_embedding = np.all(np.isfinite(embedding), axis=1)
-    coordinates = _io.spatial_coordinates(adata)[has_embedding]
+    coordinates = _io.spatial_coordinates(adata, rows=has_embedding)
     labels_of_slices = (np.zeros(int(has_embedding.sum()), dtype=int) if batch_key is None else
                         _slices.batch_labels(adata, batch_key).to_numpy()[has_embedding])
     layout = _slices.slice_layout(labels_of_slices)
