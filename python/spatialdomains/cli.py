@@ -563,6 +563,7 @@ def _write_sample(adata, out: Path, method: str, record: dict) -> list[str]:
 
 
 def _write_table(adata, out: Path, method: str, *, with_coordinates: bool) -> None:
+    import numpy as np
     import pandas as pd
 
     from . import io, methods
@@ -570,7 +571,7 @@ def _write_table(adata, out: Path, method: str, *, with_coordinates: bool) -> No
     columns = [c for c in ("domain", "domain_unrefined") if c in adata.obs]
     table = adata.obs[columns].copy()
     if with_coordinates:
-        table[["x", "y"]] = adata.obsm["spatial"][:, :2]
+        table[["x", "y"]] = np.asarray(adata.obsm["spatial"], dtype=np.float64)[:, :2]  # NaN where left out
     io.write_csv(table, out / OUTPUT_FILES["domains"], index_label="barcode")
     values = adata.obsm[f"X_{method}"]
     prefix = methods.get(method).title

@@ -241,5 +241,17 @@ def result_container(data):
 
 
 def _store_coordinates(container, pair, rows) -> None:
-    if "spatial" not in container.obsm:
-        store_rows(container, "spatial", pair.coordinates, rows)
+    """The section's coordinates on the container; spots left out (not in every modality, or without counts)
+    keep the position their own modality gives them, so they are still drawn and written."""
+    if "spatial" in container.obsm:
+        return
+    store_rows(container, "spatial", pair.coordinates, rows)
+    values = np.array(container.obsm["spatial"], dtype=np.float64)
+    for modality in getattr(container, "mod", {}).values():
+        missing = np.flatnonzero(~np.isfinite(values).all(axis=1))
+        if not len(missing) or "spatial" not in modality.obsm:
+            continue
+        where = modality.obs_names.get_indexer(container.obs_names[missing])
+        found = where >= 0
+        values[missing[found]] = np.asarray(modality.obsm["spatial"], dtype=np.float64)[where[found], :2]
+    container.obsm["spatial"] = values

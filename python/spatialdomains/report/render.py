@@ -72,9 +72,9 @@ def render_report(inputs, out: str | os.PathLike, *, sample: str | None = None, 
         written = {name: staged.enter_context(target.writing(marker)) for name, target in targets.items()}
         if outputs_dir is not None:
             parameters["outputs_dir"] = str(written["outputs_dir"].resolve())
-        if notebook is not None:
-            written.setdefault("notebook", _inside(written, Path(outputs_dir or "."), notebook))
-        written.setdefault("out", _inside(written, Path(outputs_dir or "."), out))
+        for name, path in (("notebook", notebook), ("out", out)):
+            if path is not None and name not in written:  # it goes inside the tables folder, staged with it
+                written[name] = _inside(written, Path(outputs_dir), path)
         executed = Path(work) / TEMPLATE_NAME
         try:
             papermill.execute_notebook(str(template_path()), str(executed), parameters=parameters,
