@@ -30,6 +30,11 @@ def interface(name: str) -> Iterator[None]:
         _INTERFACE.reset(token)
 
 
+def current_interface() -> str:
+    """The interface whose words messages use now ('python', 'cli' or 'r')."""
+    return _INTERFACE.get()
+
+
 def option(name: str, value=_UNSET) -> str:
     """Option ``name`` (set to ``value``) as the user writes it in the interface in use."""
     where = _INTERFACE.get()

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -107,7 +109,8 @@ class Output:
         parent = self.path.parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.partial-", dir=parent))
+            _sweep_abandoned(parent, self.path.name)
+            staging = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(self.path.name)}{os.getpid()}-", dir=parent))
         except OSError as error:
             raise self._failure(error) from None
         self._staging = staging
@@ -148,6 +151,30 @@ class Output:
         return OutputFailed(f"could not write the results to {self.path}: {reason}; nothing was "
                             f"written there and the partial files were removed. Free some space or choose another "
                             f"{self.flag}")
+
+
+def _staging_prefix(name: str) -> str:
+    """Staging folders are named after the destination, this host and the writing process."""
+    return f".{name}.partial-{socket.gethostname()}-"
+
+
+def _sweep_abandoned(parent: Path, name: str) -> None:
+    """Remove staging folders a killed run (SIGKILL, power loss) left for this destination on this host."""
+    prefix = _staging_prefix(name)
+    for leftover in parent.glob(f"{glob.escape(prefix)}*"):
+        pid = leftover.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def describe(folder: Path) -> str:

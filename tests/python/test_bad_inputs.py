@@ -226,6 +226,11 @@ CASES = [
     Case("--n-domains 1", lambda f, b: _run(f, b, "--n-domains", "1"), 2, ("--n-domains 1",)),
     Case("--n-domains above the spots", lambda f, b: _run(f, b, "--n-domains", "5000"), 2,
          ("--n-domains 5000", "domains; choose fewer")),
+    Case("report --n-domains 1", lambda f, b: ["report", h5ad(f, b), "--out", str(f / "r.html"), "--n-domains", "1"],
+         2, ("--n-domains 1",)),
+    Case("report --n-domains above the spots (found in the report's notebook)",
+         lambda f, b: ["report", h5ad(f, b), "--out", str(f / "r.html"), "--n-domains", "5000"], 2,
+         ("--n-domains 5000", "domains; choose fewer")),
     Case("normalised X names --layer", lambda f, b: _run(f, b, change=lambda a: setattr(a, "X", a.X / 3.3)), 2,
          ("--layer counts",), absent=("layer='counts'",)),
     Case("an option of another method", lambda f, b: _run(f, b, "--method", "spotscape", "--tau", "5"), 2,
@@ -416,3 +421,33 @@ def test_a_batch_redoes_a_sample_whose_input_or_parameters_changed(base, tmp_pat
     os.utime(source, ns=(time.time_ns(), time.time_ns() + 10**9))  # the input was replaced
     assert "A: ok" in batch(f"A,{source},precomputed,auto\n")
     assert "A: skipped" in batch(f"A,{source},precomputed,auto\n")
+
+
+def test_ctrl_c_during_a_run_leaves_no_output(base, tmp_path):
+    out = tmp_path / "out"
+    process = subprocess.Popen(_command("run", h5ad(tmp_path, base), "--out", str(out), "--epochs", "100000",
+                                        "--n-domains", "3"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert _wait_for(lambda: False, 8) is False  # let it reach training
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "stopped by SIGINT" in stderr and "Traceback" not in stderr, stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sample.h5ad"]
+
+
+def test_a_killed_runs_staging_folder_is_swept_by_the_next_write(tmp_path):
+    import socket
+
+    from spatialdomains.outputs import Output
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True)
+    dead = int(finished.stdout)
+    leftover = tmp_path / f".out.partial-{socket.gethostname()}-{dead}-abc"
+    leftover.mkdir()
+    (leftover / "domains.csv").write_text("half")
+    live = tmp_path / f".out.partial-{socket.gethostname()}-{os.getpid()}-xyz"  # a run still going
+    live.mkdir()
+    with Output(tmp_path / "out").writing() as folder:
+        (folder / "domains.csv").write_text("whole")
+    assert not leftover.exists() and live.exists()
+    assert (tmp_path / "out" / "domains.csv").read_text() == "whole"

@@ -78,6 +78,7 @@ test_that("dense counts work and bad inputs get messages naming the fix", {
     negative <- sce
     SummarizedExperiment::assay(negative, "counts")[1, 1] <- -1
     expect_error(runSTAIG(negative, n_epochs = 2), "negative")
+    expect_error(runSTAIG(sce, n_epochs = 0), "n_epochs = 0 \\(must be at least 1\\)")  # R's words, not Python's
     unassigned <- sce
     unassigned$sample_id <- rep(c("A", NA), length.out = ncol(sce))
     expect_error(runSTAIG(unassigned, n_epochs = 2), "spots have no slice in column 'sample_id'")

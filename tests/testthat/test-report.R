@@ -22,6 +22,9 @@ test_that("domainReport writes the report of a SingleCellExperiment's stored dom
     expect_setequal(unique(markers$domain), levels(factor(sce$ground_truth)))
     domains <- utils::read.csv(file.path(tables, "domains.csv"))
     expect_identical(as.character(domains$domain), as.character(sce$domain))
+    # An existing report is replaced only with force = TRUE, and the message says so in R's words.
+    expect_error(domainReport(sce, file, engine = "fallback"), "add force = TRUE")
+    expect_error(domainReport(sce, file, engine = "fallback", n_domains = 1), "n_domains = 1")
 })
 
 test_that("domainReport works for Seurat objects and explains a missing domain column", {

@@ -51,7 +51,11 @@ def render_report(inputs, out: str | os.PathLike, *, sample: str | None = None, 
     import nbformat
     import papermill
 
+    from ..errors import current_interface
+    from .sample import check_options
+
     paths = [str(inputs)] if isinstance(inputs, (str, os.PathLike)) else [str(p) for p in inputs]
+    check_options(method, n_domains, cluster_method, pvalue, max_pvalue, epochs)
     targets = _report_outputs(out, outputs_dir, notebook, force,
                               inputs=[*paths, *(modalities or {}).values(), image, gene_sets])
     for target in targets.values():
@@ -63,7 +67,7 @@ def render_report(inputs, out: str | os.PathLike, *, sample: str | None = None, 
         "gene_sets": None if gene_sets is None else str(gene_sets), "engine": engine, "min_log2fc": min_log2fc,
         "max_pvalue": max_pvalue, "pvalue": pvalue, "seed": seed, "epochs": epochs, "device": device,
         "cluster_method": cluster_method, "image": None if image is None else str(image), "image_scale": image_scale,
-        "outputs_dir": None, "threads": threads,
+        "outputs_dir": None, "threads": threads, "interface": current_interface(),
     }
     start = time.perf_counter()
     _prefer_own_libpython()

@@ -17,7 +17,7 @@ import pandas as pd
 
 from .. import _utils
 from .. import io as _io
-from ..errors import InputError
+from ..errors import InputError, option
 
 #: Methods a report can run; 'precomputed' reports the domains already in ``obs[domain_key]``.
 REPORT_METHODS = ("staig", "spotscape", "spami", "baseline", "precomputed")
@@ -45,19 +45,32 @@ def analyse(inputs, *, sample: str = "sample", method: str = "staig", n_domains:
             key_type: str = "auto", ontology: str = "BP", gene_sets: str | None = None, engine: str = "auto",
             min_log2fc: float = 0.25, max_pvalue: float = 0.05, pvalue: str = "adjusted", seed: int = 0,
             epochs: int | None = None, device: str = "auto", cluster_method: str = "auto", image: str | None = None,
-            image_scale: float = 1.0, outputs_dir: str | None = None, threads: int | None = None) -> SampleResult:
+            image_scale: float = 1.0, outputs_dir: str | None = None, threads: int | None = None,
+            interface: str = "python") -> SampleResult:
     """Run one sample from its input file(s) to domains, markers and GO terms (see the module docstring).
 
     ``inputs``: one path or several (slices to integrate); ``modalities``: name → path of further omics of the
     same section (SpaMI). ``image``: a tissue picture to draw domains on, at ``image_scale`` pixels per
     coordinate unit. GO enrichment failing (no annotation for the species, say) does not fail the sample: the
-    report says why instead.
+    report says why instead. ``interface``: whose words the messages use (the door that asked for the report;
+    the notebook runs in a process of its own).
     """
+    from ..errors import interface as speaking
+
+    with speaking(interface):
+        return _analyse(inputs, sample=sample, method=method, n_domains=n_domains, modalities=modalities,
+                        domain_key=domain_key, species=species, key_type=key_type, ontology=ontology,
+                        gene_sets=gene_sets, engine=engine, min_log2fc=min_log2fc, max_pvalue=max_pvalue,
+                        pvalue=pvalue, seed=seed, epochs=epochs, device=device, cluster_method=cluster_method,
+                        image=image, image_scale=image_scale, outputs_dir=outputs_dir, threads=threads)
+
+
+def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, species, key_type, ontology, gene_sets,
+             engine, min_log2fc, max_pvalue, pvalue, seed, epochs, device, cluster_method, image, image_scale,
+             outputs_dir, threads) -> SampleResult:
     from .. import analysis, tl
 
-    if method not in REPORT_METHODS:
-        raise InputError(f"method must be one of {', '.join(REPORT_METHODS)}, not '{method}'")
-    _check_options(method, pvalue, max_pvalue, epochs)
+    check_options(method, n_domains, cluster_method, pvalue, max_pvalue, epochs)
     if threads:
         import torch
 
@@ -215,11 +228,18 @@ def _record(adata, *, sample, method, paths, modalities, seed, go, go_error, tim
     }
 
 
-def _check_options(method: str, pvalue: str, max_pvalue: float, epochs: int | None) -> None:
-    """The report's own options, checked before any training."""
+def check_options(method: str, n_domains: int | None, cluster_method: str, pvalue: str, max_pvalue: float,
+                  epochs: int | None) -> None:
+    """The report's own options, checked before any work (also before the report's notebook starts)."""
     from .. import methods
     from ..analysis.markers import PVALUES
+    from ..tl.domains import check_cluster_options
 
+    if method not in REPORT_METHODS:
+        raise InputError(f"{option('method')} must be one of {', '.join(REPORT_METHODS)}, not '{method}'")
+    check_cluster_options(cluster_method, "auto", n_domains)
+    if epochs is not None and (isinstance(epochs, bool) or int(epochs) != epochs or epochs < 1):
+        raise InputError(f"{option('epochs', epochs)}: training needs at least 1 epoch")
     if pvalue not in PVALUES:
         raise InputError(f"pvalue must be one of {', '.join(PVALUES)}, not '{pvalue}'")
     if not 0 < max_pvalue <= 1:
