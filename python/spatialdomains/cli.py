@@ -357,11 +357,16 @@ def _model_options(args: argparse.Namespace, method) -> dict:
     known = method.option_names() | {"preset"}
     wrong = [flag for flag in given if MODEL_FLAGS[flag] not in known]
     if wrong:
-        flags = ", ".join("--" + flag.replace("_", "-") for flag in wrong)
-        raise InputError(f"{flags} do(es) not apply to --method {method.name}")
+        raise InputError(f"{_flag_list(wrong)} to --method {method.name}")
     if "preset" in given and given["preset"] not in method.preset_names():
         raise InputError(f"--preset {given['preset']} does not apply to --method {method.name}")
     return {MODEL_FLAGS[flag]: value for flag, value in given.items()}
+
+
+def _flag_list(flags: list[str]) -> str:
+    """'--tau does not apply' or '--tau, --graph do not apply'."""
+    named = ", ".join("--" + flag.replace("_", "-") for flag in flags)
+    return f"{named} {'does' if len(flags) == 1 else 'do'} not apply"
 
 
 def _image_params(args: argparse.Namespace, method) -> dict:
@@ -370,8 +375,7 @@ def _image_params(args: argparse.Namespace, method) -> dict:
 
     given = [flag for flag in IMAGE_FLAGS if getattr(args, flag, None)]
     if given and "use_image" not in method.option_names():
-        raise InputError(f"{', '.join('--' + f.replace('_', '-') for f in given)} do(es) not apply to --method "
-                         f"{method.name}")
+        raise InputError(f"{_flag_list(given)} to --method {method.name}")
     if not args.image:
         extra = [f"--{flag.replace('_', '-')}" for flag in given]
         if extra:

@@ -301,7 +301,7 @@ def spatial_coordinates(adata: ad.AnnData, key: str = "spatial", rows: np.ndarra
         raise InputError(
             f"obsm['{key}'] has {coordinates.shape[1]} columns and the third varies (from {finite_extra[:, 0].min():g}"
             f" to {finite_extra[:, 0].max():g}): domains are found on 2-D sections. Give each section as its own "
-            "slice with (x, y) (several inputs, or a batch key naming the section), or keep only x and y "
+            f"slice with (x, y) (several inputs, or {option('batch_key')} naming the section), or keep only x and y "
             f"(adata.obsm['{key}'] = adata.obsm['{key}'][:, :2])"
         )
     coordinates = coordinates[:, :2]

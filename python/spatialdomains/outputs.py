@@ -46,10 +46,10 @@ class Output:
     """
 
     def __init__(self, path: str | os.PathLike, *, inputs: Iterable = (), force: bool = False, flag: str = "--out",
-                 folder: bool = True, force_flag: str = "--force", what: str = "") -> None:
+                 folder: bool = True, force_flag: str = "--force") -> None:
         self.path = Path(path).expanduser()
         self.inputs = [Path(p).expanduser() for p in inputs if p is not None and not isinstance(p, bool)]
-        self.force, self.flag, self.folder, self.force_flag, self.what = force, flag, folder, force_flag, what
+        self.force, self.flag, self.folder, self.force_flag = force, flag, folder, force_flag
         self._staging: Path | None = None
         self._checked = False
 
@@ -132,6 +132,14 @@ class Output:
             shutil.rmtree(staging, ignore_errors=True)
 
     def _move_into_place(self, target: Path) -> None:
+        if self.path.exists():  # something may have appeared there during a long run: keep both, lose nothing
+            try:
+                self._check_existing(f"{self.flag} {self.path}")
+            except InputError as error:
+                kept = self.path.with_name(f"{self.path.name}.new-{time.strftime('%Y%m%d-%H%M%S')}")
+                os.replace(target, kept)
+                raise OutputFailed(f"{error}; it changed during the run, so the results were written to {kept} "
+                                   "instead") from None
         old = None
         if self.path.is_dir() and self.folder:
             if any(self.path.iterdir()):

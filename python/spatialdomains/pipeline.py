@@ -36,7 +36,8 @@ def configure(method: str | Method, data, *, config=None, **options):
         if options.get("device", "auto") != "auto":
             given.append("device")
         if given:
-            raise InputError(f"{', '.join(given)} do(es) not apply to {method.title}, which trains no model")
+            raise InputError(f"{', '.join(option(name) for name in given)} {'does' if len(given) == 1 else 'do'} not "
+                             f"apply to {method.title}, which trains no model")
     settings = method.resolve(data, method.configure(data, run.preset, overrides, config))
     # The record names the preset only when one was applied (a config object is taken as it is).
     run = dataclasses.replace(run, preset=run.preset or (method.default_preset() if config is None else None))

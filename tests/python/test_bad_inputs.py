@@ -451,3 +451,19 @@ def test_a_killed_runs_staging_folder_is_swept_by_the_next_write(tmp_path):
         (folder / "domains.csv").write_text("whole")
     assert not leftover.exists() and live.exists()
     assert (tmp_path / "out" / "domains.csv").read_text() == "whole"
+
+
+def test_files_that_appear_in_the_output_during_a_run_are_kept(tmp_path):
+    from spatialdomains.errors import OutputFailed
+    from spatialdomains.outputs import Output
+
+    output = Output(tmp_path / "out")
+    output.check()
+    with pytest.raises(OutputFailed, match="changed during the run"):
+        with output.writing() as folder:
+            (folder / "domains.csv").write_text("results")
+            (tmp_path / "out").mkdir()
+            (tmp_path / "out" / "notes.txt").write_text("written meanwhile")
+    assert (tmp_path / "out" / "notes.txt").read_text() == "written meanwhile"
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("out.new-")]
+    assert len(kept) == 1 and (kept[0] / "domains.csv").read_text() == "results"

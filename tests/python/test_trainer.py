@@ -103,7 +103,7 @@ def test_device_selection():
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="CUDA is not available"):
             select_device("cuda")
-    with pytest.raises(InputError, match="'gpu' is not a device name"):
+    with pytest.raises(InputError, match="device='gpu': not a device name"):
         select_device("gpu")
 
 

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._utils import atomic_path
-from ..errors import InputError
+from ..errors import InputError, option
 
 logger = logging.getLogger("spatialdomains")
 
@@ -35,13 +35,14 @@ def select_device(device: str | torch.device | None = "auto") -> torch.device:
     try:
         chosen = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise InputError(f"device '{device}' is not a device name: use 'auto', 'cpu', 'cuda', 'cuda:1' or 'mps'") \
-            from error
+        raise InputError(f"{option('device', device)}: not a device name; use 'auto', 'cpu', 'cuda', 'cuda:1' or "
+                         "'mps'") from error
+    fallback = f"use {option('device', 'auto')} (a GPU when there is one) or {option('device', 'cpu')}"
     if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device '{device}' was asked for but CUDA is not available: use device 'auto' or 'cpu'")
+        raise InputError(f"{option('device', device)}: CUDA is not available on this machine; {fallback}")
     mps = getattr(torch.backends, "mps", None)
     if chosen.type == "mps" and (mps is None or not mps.is_available()):
-        raise InputError(f"device '{device}' was asked for but Apple MPS is not available: use 'auto' or 'cpu'")
+        raise InputError(f"{option('device', device)}: Apple MPS is not available on this machine; {fallback}")
     return chosen
 
 
