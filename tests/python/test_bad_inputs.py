@@ -68,7 +68,8 @@ def space_ranger(folder: Path, base, change) -> str:
 def earlier_run(folder: Path, *extra: str) -> Path:
     """A folder holding an earlier run's results (its marker and a file)."""
     folder.mkdir(parents=True)
-    (folder / MARKER).write_text(json.dumps({"command": "run", "method": "staig", "inputs": ["/old/input.h5ad"]}))
+    (folder / MARKER).write_text(json.dumps({"command": "run", "method": "staig", "inputs": ["/old/input.h5ad"],
+                                             "created": "2026-11-30 10:00:00"}))
     for name in ("domains.csv", *extra):
         (folder / name).write_text("barcode,domain\n")
     return folder

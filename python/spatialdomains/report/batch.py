@@ -273,11 +273,12 @@ def write_index(out: Path, samples: list[str], current: dict[str, dict] | None =
     """``index.html``: every sample with its status, domains, spots, time and a link, or its error.
 
     ``current``: statuses of this run that override the folders' (samples interrupted before they finished)."""
-    rows, n_failed = [], 0
+    rows, not_ok = [], {}
     for name in samples:
         status = (current or {}).get(name) or read_status(out / name)
         state = status.get("status", "not run")
-        n_failed += state != "ok"
+        if state != "ok":
+            not_ok[state] = not_ok.get(state, 0) + 1
         link = (f'<a href="{html.escape(name)}/{REPORT_FILE}">{html.escape(name)}</a>'
                 if state == "ok" else html.escape(name))
         detail = html.escape(status.get("error", "")) if state != "ok" else ""
@@ -285,8 +286,8 @@ def write_index(out: Path, samples: list[str], current: dict[str, dict] | None =
                     f"<td>{html.escape(str(status.get('method', '')))}</td>"
                     f"<td>{status.get('n_domains', '') or ''}</td><td>{status.get('n_spots', '') or ''}</td>"
                     f"<td>{status.get('seconds', '')}</td><td><pre>{detail}</pre></td></tr>")
-    summary = f"{len(samples) - n_failed} of {len(samples)} samples reported" + (
-        f"; {n_failed} failed or not run" if n_failed else "")
+    summary = f"{len(samples) - sum(not_ok.values())} of {len(samples)} samples reported" + "".join(
+        f"; {count} {state}" for state, count in sorted(not_ok.items()))
     page = _INDEX.format(summary=html.escape(summary), rows="".join(rows), created=time.strftime("%Y-%m-%d %H:%M"))
     with atomic_path(out / INDEX_FILE) as tmp:
         tmp.write_text(page, encoding="utf-8")
