@@ -252,7 +252,7 @@ def test_a_rerun_leaves_no_result_of_the_earlier_run_in_the_slices(small_sample)
 
 def test_options_that_need_training_are_refused_by_the_baseline():
     mdata = sd.datasets.simulate_multiomics(200, 3, seed=1)
-    with pytest.raises(InputError, match="device do\\(es\\) not apply to Baseline"):
+    with pytest.raises(InputError, match="device does not apply to Baseline"):
         sd.tl.baseline(mdata, device="cpu")
 
 
