@@ -18,8 +18,10 @@
 #' @section Methods:
 #' All methods take \code{n_epochs}, \code{tau}, \code{preset}
 #' (\code{"paper"} or \code{"published"}), \code{seed}, \code{device}
-#' (\code{"auto"}, \code{"cpu"}, \code{"cuda"}), \code{progress} and
-#' \code{name}. Where the counts and coordinates come from:
+#' (\code{"auto"}, \code{"cpu"}, \code{"cuda"}), \code{n_threads} (CPU threads; default: one
+#' per core that other work leaves free, with R's BLAS kept to one thread
+#' during the call), \code{progress} and \code{name}. Where the counts and
+#' coordinates come from:
 #' \describe{
 #'   \item{SingleCellExperiment}{\code{assay.type} (default \code{"counts"});
 #'     \code{spatial_coords}: \code{NULL} uses \code{spatialCoords(x)} for a

@@ -200,6 +200,8 @@ def _add_batch(commands) -> None:
     batch.add_argument("--engine", default="auto", choices=["auto", "clusterProfiler", "fallback"],
                        help="GO enrichment engine (default: clusterProfiler when installed)")
     batch.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
+    batch.add_argument("--threads", type=int, help="CPU threads per sample (default: the free cores, shared "
+                                                   "between --jobs)")
     batch.add_argument("--quiet", action="store_true", help="no progress bar or information messages")
     batch.set_defaults(handler=_batch)
 
@@ -245,6 +247,9 @@ def _add_model_options(parser: argparse.ArgumentParser, default_domains: int | N
                             help="majority-vote refinement over 15 nearest spots (default: auto, for lattices)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads (default: one per core that other work leaves free, fewer for small "
+                             "samples)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or information messages")
 
 
@@ -272,7 +277,8 @@ def _report(args: argparse.Namespace) -> int:
                          key_type=args.key_type, ontology=args.ontology, gene_sets=args.gene_sets,
                          engine=args.engine, min_log2fc=args.min_log2fc, max_pvalue=args.max_pvalue,
                          pvalue=args.pvalue, seed=args.seed, epochs=args.epochs, device=args.device,
-                         cluster_method=args.cluster_method, image=args.image, image_scale=args.image_scale,
+                         threads=args.threads, cluster_method=args.cluster_method, image=args.image,
+                         image_scale=args.image_scale,
                          outputs_dir=args.outputs_dir, notebook=args.notebook, show_code=args.show_code,
                          force=args.force)
     print(f"wrote {path}")
@@ -289,7 +295,8 @@ def _batch(args: argparse.Namespace) -> int:
         print(f"wrote {index}" + (f"; not ok: {', '.join(not_ok)}" if not_ok else ""))
         return 1 if not_ok else 0
     statuses = batch.run_batch(args.samplesheet, args.out, jobs=args.jobs, force=args.force, only=args.sample,
-                               engine=args.engine, device=args.device, progress=not args.quiet)
+                               engine=args.engine, device=args.device, threads=args.threads,
+                               progress=not args.quiet)
     for name, status in statuses.items():
         state = "skipped (complete, inputs and parameters unchanged)" if status.get("skipped") else status["status"]
         print(f"{name}: {state}" + (f" - {status['error']}" if status["status"] != "ok" else ""))
@@ -417,7 +424,7 @@ def _run_multiomics(args: argparse.Namespace) -> int:
         path = args.inputs[0]
         data = io.read_h5mu(path) if str(path).lower().endswith(".h5mu") else io.read(path)
     result = find_domains(data, method, args.n_domains, cluster_method=args.cluster_method, refine=_refine(args),
-                          random_state=args.seed, device=args.device, progress=not args.quiet,
+                          random_state=args.seed, device=args.device, n_threads=args.threads, progress=not args.quiet,
                           **{k: v for k, v in params.items() if v is not None})
     record = dict(result.uns["spatialdomains"])
     if args.label_key is not None:
@@ -478,7 +485,7 @@ def _find_and_write(adata, args: argparse.Namespace, output, *, label_key: str |
     _check_label_key(adata, label_key)
     method = getattr(args, "method", "staig")
     find_domains(adata, method, args.n_domains, cluster_method=args.cluster_method, refine=_refine(args),
-                 random_state=args.seed, device=args.device, progress=not args.quiet,
+                 random_state=args.seed, device=args.device, n_threads=args.threads, progress=not args.quiet,
                  **{k: v for k, v in method_params.items() if v is not None})
     record = dict(adata.uns["spatialdomains"])
     if label_key is not None:
@@ -506,7 +513,7 @@ def _integrate_and_write(samples: list, args: argparse.Namespace, output, **meth
         data, batch_key = samples[0], args.batch_key
     combined = tools.find_domains(data, method, args.n_domains, batch_key=batch_key,
                                   cluster_method=args.cluster_method, refine=_refine(args), random_state=args.seed,
-                                  device=args.device, progress=not args.quiet,
+                                  device=args.device, n_threads=args.threads, progress=not args.quiet,
                                   **{k: v for k, v in method_params.items() if v is not None})
     per_slice = data if isinstance(data, dict) else {
         str(name): combined[(combined.obs[batch_key].astype(str) == str(name)).to_numpy()].copy()

@@ -56,29 +56,46 @@ def run_method(method: str | Method, data, *, config=None, **options):
 
 
 def _run_configured(method: Method, settings, run: RunConfig, data):
-    """Run a configured method; returns the object holding the results and the run options used."""
+    """Run a configured method with the CPU threads planned for it; returns the object holding the results and
+    the run options used."""
+    from .models.trainer import cpu_threads
+
     device = _device(method, run)  # a wrong device name fails here, before any work
+    plan = thread_plan(run, data, method)
+    with cpu_threads(plan):
+        return _run_steps(method, settings, run, data, device, plan)
+
+
+def thread_plan(run: RunConfig, data, method: Method):
+    """The CPU threads of a run: :attr:`RunConfig.n_threads`, else the free cores, fewer for small samples."""
+    from ._utils import running_inside_r
+    from .models.trainer import plan_threads
+
+    return plan_threads(run.n_threads, _n_spots(data, method.kind == "omics"), inside_r=running_inside_r())
+
+
+def _run_steps(method: Method, settings, run: RunConfig, data, device, plan):
     if method.kind == "omics":
-        return _run_one(method, settings, run, data, device), run
+        return _run_one(method, settings, run, data, device, plan), run
     if not is_slice_collection(data):
         method.prepare_slices([data], settings, run)
-        return _run_one(method, settings, run, data, device), run
+        return _run_one(method, settings, run, data, device, plan), run
     run = dataclasses.replace(run, batch_key=run.batch_key or _slices.DEFAULT_BATCH_KEY)
     _slices.check_combinable(data, run.batch_key)
     method.prepare_slices(_slices.as_list(data), settings, run)
     combined = _slices.combine(data, run.batch_key)
-    _run_one(method, settings, run, combined, device)
+    _run_one(method, settings, run, combined, device, plan)
     _slices.hand_back(combined, data, run.batch_key, obsm_keys=method.handed_back(settings, run), uns_key=UNS_KEY)
     return combined, run
 
 
-def _run_one(method: Method, settings, run: RunConfig, data, device):
+def _run_one(method: Method, settings, run: RunConfig, data, device, plan):
     """Inputs → train → store → record, on one object (one AnnData, a combined one, or paired omics)."""
-    from .models.trainer import deterministic_kernels
+    from .models.trainer import deterministic_kernels, torch_threads
 
     timer = Timer()
     inputs = method.inputs(data, settings, run, timer)
-    with timer("train"), deterministic_kernels(run.deterministic and method.trains):
+    with timer("train"), deterministic_kernels(run.deterministic and method.trains), torch_threads(plan.torch):
         result = method.train(inputs, inputs.config, run, device)
     target = inputs.container if method.kind == "omics" else data
     record = method.store(target, inputs, result, inputs.config, run)
@@ -91,6 +108,7 @@ def _run_one(method: Method, settings, run: RunConfig, data, device):
         "deterministic": run.deterministic if method.trains else None,
         "key_added": method.embedding_key(run),
         "training": {k: v for k, v in (training or {}).items() if k != "config"} or None,
+        "threads": plan.as_dict(),
         "timings": timer.seconds,
         "versions": package_versions(),
     })
@@ -111,6 +129,7 @@ def _device(method: Method, run: RunConfig):
 def find_domains(data, method: str = "staig", n_domains: int | None = None, *, cluster_method: str = "auto",
                  refine: str | bool = "auto", key_added: str = "domain", **options):
     """Train ``method``, then cluster its embedding into domains; see :func:`spatialdomains.tl.find_domains`."""
+    from .models.trainer import ThreadPlan, cpu_threads
     from .tl.domains import check_cluster_options, check_domains_fit, cluster
 
     started = time.perf_counter()
@@ -122,13 +141,15 @@ def find_domains(data, method: str = "staig", n_domains: int | None = None, *, c
     check_domains_fit(n_domains or getattr(settings, "n_domains", None), _n_spots(data, chosen.kind == "omics"))
     target, run = _run_configured(chosen, settings, run, data)
     record = target.uns[UNS_KEY][chosen.name]
+    plan = ThreadPlan(**record["threads"])  # clustering uses the threads training had
     n_domains = n_domains or getattr(settings, "n_domains", None)
     chosen_by_training = chosen.chosen_n_domains(record) if n_domains is None else None
     several = is_slice_collection(data) and chosen.kind == "expression"
-    cluster(target, use_rep=chosen.embedding_key(run), n_domains=n_domains or chosen_by_training,
-            method=chosen.cluster_auto if cluster_method == "auto" and chosen.cluster_auto else cluster_method,
-            refine=chosen.auto_refine if refine == "auto" else refine, batch_key=run.batch_key,
-            random_state=run.random_state, key_added=key_added)
+    with cpu_threads(plan):
+        cluster(target, use_rep=chosen.embedding_key(run), n_domains=n_domains or chosen_by_training,
+                method=chosen.cluster_auto if cluster_method == "auto" and chosen.cluster_auto else cluster_method,
+                refine=chosen.auto_refine if refine == "auto" else refine, batch_key=run.batch_key,
+                random_state=run.random_state, key_added=key_added)
     if chosen_by_training is not None:
         target.uns[UNS_KEY]["cluster"]["n_domains_chosen_by"] = f"{chosen.title} (silhouette, shared with training)"
     target.uns[UNS_KEY]["method"] = chosen.name

@@ -113,3 +113,34 @@ def test_cuda_training_runs(features):
     result = staig.train_staig(x, adjacency, StaigConfig(n_epochs=5), device=torch.device("cuda"),
                                progress=False)
     assert result.record["device"].startswith("cuda") and np.isfinite(result.embedding).all()
+
+
+def test_threads_follow_the_free_cores_and_the_sample_size():
+    from spatialdomains.models.trainer import ROWS_PER_THREAD, plan_threads
+
+    idle, busy = (lambda: 8), (lambda: 1)
+    assert plan_threads(None, 100_000, cores=idle).torch == 8
+    assert plan_threads(None, 100_000, cores=busy).torch == 1  # a core another process keeps busy is not used
+    assert plan_threads(None, 3 * ROWS_PER_THREAD, cores=idle).torch == 3  # small samples: fewer threads
+    small = plan_threads(None, 300, cores=lambda: pytest.fail("small samples need no measurement"))
+    assert small.torch == 1 and "too few" in small.reason
+    inside_r = plan_threads(None, 100_000, inside_r=True, cores=idle)
+    assert (inside_r.torch, inside_r.blas) == (8, 1)  # R's BLAS kept to one thread beside torch's pool
+    assert plan_threads(3, 10, cores=idle).as_dict() == {"torch": 3, "blas": 3, "reason": "requested"}
+    with pytest.raises(InputError, match="n_threads=0"):
+        plan_threads(0, 10)
+
+
+def test_the_thread_settings_are_restored_after_a_run(small_sample):
+    from threadpoolctl import threadpool_info
+
+    import spatialdomains as sd
+
+    def blas_threads():
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    torch_before, blas_before = torch.get_num_threads(), blas_threads()
+    adata = small_sample.copy()
+    sd.tl.staig(adata, n_epochs=2, progress=False, n_threads=1)
+    assert adata.uns["spatialdomains"]["staig"]["threads"]["torch"] == 1
+    assert torch.get_num_threads() == torch_before and blas_threads() == blas_before

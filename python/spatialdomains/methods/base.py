@@ -25,7 +25,8 @@ class RunConfig:
     (CUDA, then MPS, then CPU) or a torch device name; ``checkpoint`` a path for the trained model;
     ``batch_key`` the ``obs`` column naming each spot's slice; ``key_added`` the ``obsm`` key of the embedding
     (default ``'X_<method>'``); ``preset`` a named bundle of the method's settings (STAIG: ``'paper'`` or
-    ``'published'``), which the options given override.
+    ``'published'``), which the options given override; ``n_threads`` the CPU threads (None: one per core that
+    other work leaves free when the run starts, fewer for small samples; the record says what ran).
     """
 
     preset: str | None = None
@@ -36,6 +37,7 @@ class RunConfig:
     checkpoint: str | None = None
     batch_key: str | None = None
     key_added: str | None = None
+    n_threads: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.random_state, bool) or not isinstance(self.random_state, (int, np.integer)):

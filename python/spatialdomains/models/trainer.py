@@ -46,6 +46,78 @@ def select_device(device: str | torch.device | None = "auto") -> torch.device:
     return chosen
 
 
+#: Spots per CPU thread below which another thread costs more in synchronisation than it saves.
+ROWS_PER_THREAD = 500
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    """How many CPU threads torch and the BLAS of the process use during a run, and why."""
+
+    torch: int
+    blas: int
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {"torch": self.torch, "blas": self.blas, "reason": self.reason}
+
+
+def free_cores(sample_seconds: float = 0.25) -> int:
+    """CPU cores this process may use that other work is not keeping busy, from a short sample of CPU use.
+
+    Small operations on several threads that meet at every step stall whenever one thread loses its core, so a
+    core another process keeps busy is worse than no core at all.
+    """
+    import psutil
+
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    total = psutil.cpu_count() or allowed
+    busy = round(psutil.cpu_percent(interval=sample_seconds) / 100 * total)
+    return max(1, min(allowed, total - busy))
+
+
+def plan_threads(requested: int | None, n_rows: int, *, inside_r: bool = False,
+                 cores: Callable[[], int] = free_cores) -> ThreadPlan:
+    """The threads for a run of ``n_rows`` spots: ``requested`` when given, else one per free core, and no more
+    than one per :data:`ROWS_PER_THREAD` spots. Inside R, torch's matrix products run on R's BLAS; that BLAS is
+    kept to one thread so that its pool and torch's never compete for the same cores."""
+    if requested is not None:
+        if isinstance(requested, bool) or int(requested) != requested or requested < 1:
+            raise InputError(f"{option('n_threads', requested)}: give a whole number of at least 1, or leave it "
+                             "unset to use the free cores")
+        threads, reason = int(requested), "requested"
+    elif n_rows < 2 * ROWS_PER_THREAD:
+        threads, reason = 1, f"{n_rows} spots: too few to share between threads"
+    else:
+        free = cores()
+        threads = min(free, n_rows // ROWS_PER_THREAD)
+        reason = (f"{free} free core{'s' if free != 1 else ''}" if threads == free else
+                  f"{n_rows} spots (one thread per {ROWS_PER_THREAD}); {free} free cores")
+    return ThreadPlan(torch=threads, blas=1 if inside_r else threads, reason=reason)
+
+
+@contextlib.contextmanager
+def cpu_threads(plan: ThreadPlan) -> Iterator[None]:
+    """torch's intra-op threads and every BLAS pool in the process (R's too, inside R) follow ``plan`` within the
+    block; the previous settings are restored afterwards."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=plan.blas, user_api="blas"), torch_threads(plan.torch):
+        yield
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` within the block. Set again just before training: preprocessing
+    libraries (scanpy's gene selection, for one) reset the OpenMP pool torch shares with them."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch from one number."""
     random.seed(seed)

@@ -120,12 +120,13 @@ def read_samplesheet(path: str | os.PathLike) -> list[SampleSpec]:
 
 
 def run_batch(samplesheet: str | os.PathLike, out: str | os.PathLike, *, jobs: int = 1, force: bool = False,
-              only: str | None = None, engine: str = "auto", device: str = "auto",
+              only: str | None = None, engine: str = "auto", device: str = "auto", threads: int | None = None,
               progress: bool = True) -> dict[str, dict]:
     """Report every sample (or only ``only``) into ``out/<sample>/``, then write ``out/index.html``.
 
     Returns each sample's status record ('ok' (with ``skipped`` when unchanged since a complete run), 'failed' with
-    the error). ``jobs`` samples run at once, each with its share of the CPU threads. Every sample's folder is
+    the error). ``jobs`` samples run at once, each with ``threads`` CPU threads (default: its share of the cores
+    free when the batch starts; with one job, the cores free when each sample starts). Every sample's folder is
     checked before any work (it must not hold an input, nor files spatialdomains did not write).
     """
     from tqdm.auto import tqdm
@@ -142,7 +143,10 @@ def run_batch(samplesheet: str | os.PathLike, out: str | os.PathLike, *, jobs: i
     for folder in folders.values():
         folder.check()
     out.mkdir(parents=True, exist_ok=True)
-    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    if threads is None and jobs > 1:
+        from ..models.trainer import free_cores
+
+        threads = max(1, free_cores() // jobs)
     statuses: dict[str, dict] = {}
     todo = []
     for spec in specs:

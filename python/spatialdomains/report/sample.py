@@ -71,10 +71,6 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
     from .. import analysis, tl
 
     check_options(method, n_domains, cluster_method, pvalue, max_pvalue, epochs)
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
     timer = _utils.Timer()
     paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     if not paths:
@@ -91,6 +87,8 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
             adata.obs[domain_key] = adata.obs[domain_key].astype("category")
         else:
             params = {"n_epochs": epochs} if epochs is not None else {}
+            if threads:
+                params["n_threads"] = int(threads)
             result = tl.find_domains(data, method, n_domains, batch_key=batch_key, cluster_method=cluster_method,
                                      random_state=seed, device=device, progress=False, key_added=domain_key,
                                      **params)
