@@ -144,3 +144,14 @@ def test_the_thread_settings_are_restored_after_a_run(small_sample):
     sd.tl.staig(adata, n_epochs=2, progress=False, n_threads=1)
     assert adata.uns["spatialdomains"]["staig"]["threads"]["torch"] == 1
     assert torch.get_num_threads() == torch_before and blas_threads() == blas_before
+
+
+def test_progress_without_a_terminal_is_one_line_per_tenth_of_the_epochs(small_sample, capsys):
+    """R's console and log files cannot redraw a bar: they get plain lines instead."""
+    import spatialdomains as sd
+
+    sd.tl.staig(small_sample.copy(), n_epochs=30, progress=True)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("STAIG: epoch")]
+    assert len(lines) == 10 and lines[-1].startswith("STAIG: epoch 30/30, loss ")
+    sd.tl.staig(small_sample.copy(), n_epochs=30, progress=False)
+    assert "STAIG: epoch" not in capsys.readouterr().err
