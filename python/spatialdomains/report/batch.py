@@ -30,6 +30,7 @@ import html
 import json
 import os
 import re
+import signal
 import threading
 import time
 import traceback
@@ -214,8 +215,8 @@ def _stop_samples(stop: threading.Event, futures: dict, interrupt: KeyboardInter
             child.terminate()
         except psutil.Error:
             continue
-    name = getattr(interrupt, "signal_number", None)
-    why = "Ctrl-C" if name in (None, 2) else f"signal {name}"
+    number = getattr(interrupt, "signal_number", signal.SIGINT)
+    why = "Ctrl-C" if number == signal.SIGINT else signal.Signals(number).name
     stopped = {}
     for future, spec in futures.items():
         if not future.done() or future.cancelled():
@@ -227,14 +228,13 @@ def _stop_samples(stop: threading.Event, futures: dict, interrupt: KeyboardInter
     return stopped
 
 
-def run_sample(spec: SampleSpec, output: Output | Path, *, engine: str = "auto", device: str = "auto",
+def run_sample(spec: SampleSpec, output: Output, *, engine: str = "auto", device: str = "auto",
                threads: int | None = None, stop: threading.Event | None = None) -> dict:
     """Report one sample into its folder, replaced as a whole when done; never raises for the sample's own
     failure: the status record (also in the folder) says what happened."""
     from ..errors import OutputFailed
     from .render import render_report
 
-    output = output if isinstance(output, Output) else Output(output, inputs=spec.paths(), force=True)
     start = time.perf_counter()
     base = {"sample": spec.sample, "method": spec.method}
     try:
@@ -250,13 +250,13 @@ def run_sample(spec: SampleSpec, output: Output | Path, *, engine: str = "auto",
                           "n_spots": provenance.get("n_spots"),
                           "go_engine": provenance.get("enrichment", {}).get("engine")}
             except Exception as error:  # noqa: BLE001 - one sample's failure, whatever it is, is recorded
-                if stop is not None and stop.is_set():
-                    raise Interrupted(2) from None
+                if stop is not None and stop.is_set():  # its kernel was ended by the stop: not its failure
+                    raise Interrupted(signal.SIGINT) from None
                 logger.error("%s failed: %s", spec.sample, error)
                 status = {**base, "status": "failed", "error": f"{type(error).__name__}: {error}",
                           "traceback": traceback.format_exc(limit=5)}
-            if stop is not None and stop.is_set():
-                raise Interrupted(2)  # stopped while finishing: leave the old folder as it was
+            if stop is not None and stop.is_set():  # stopped meanwhile (its kernel ended): keep the old folder
+                raise Interrupted(signal.SIGINT)
             status["seconds"] = round(time.perf_counter() - start, 1)
             status["fingerprint"] = spec.fingerprint(engine)
             io.write_json(status, folder / STATUS_FILE)
