@@ -1,7 +1,9 @@
 """What the benchmark scripts share: where the shared data live, peak memory of this process, running one
-measurement in a child process (so that its peak RSS is its own), and mean ± s.d. over runs."""
+measurement in a child process (so that its peak RSS is its own), busy processes to load the machine, and
+mean ± s.d. over runs."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -25,6 +27,22 @@ def run_child(script: str, arguments: list[str]) -> dict:
     output = subprocess.run([sys.executable, script, *arguments], check=True, capture_output=True,
                             text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
+
+
+@contextlib.contextmanager
+def busy_processes(n: int):
+    """``n`` plain Python loops, each keeping a core busy, for the duration of the block."""
+    import time
+
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        if hogs:
+            time.sleep(1.0)  # on their cores before the measured run looks for free ones
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
 
 
 def mean_sd(values) -> tuple[float, float]:

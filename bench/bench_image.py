@@ -3,10 +3,13 @@
     python bench/bench_image.py extract --backbone resnet18 [--n-patches 3600] [--device cpu]
     python bench/bench_image.py dlpfc [--seeds 0 1 2] [--shared ../shared]     # ARI with and without the H&E
     python bench/bench_image.py simulated [--seeds 1 2 3]                        # texture carries the signal
+    python bench/bench_image.py end-to-end [--busy 0 1]      # `spatialdomains run --image` on DLPFC, idle / busy
 
 ``extract`` cuts ``--n-patches`` patches from a simulated 3,600-spot slide image (patch 92 px, like a Visium
-hires image) and times filtering, one BYOL epoch and embedding. One JSON line per measurement on stdout;
-docs/methods.md records the numbers measured.
+hires image) and times filtering, one BYOL epoch and embedding. ``end-to-end`` times the command line a user
+runs (read, image features, STAIG, clustering, outputs) on DLPFC 151673 with its H&E image, on an idle machine
+and beside busy processes, with the time of each step from the run's provenance. One JSON line per measurement
+on stdout; docs/methods.md and docs/load.md record the numbers measured.
 """
 from __future__ import annotations
 
@@ -38,6 +41,44 @@ def bench_extract(backbone: str, n_patches: int, device: str, input_px: int | No
                       "steps": {k: round(float(v), 1) for k, v in record["timings"].items()},
                       "byol_loss_first_last": [round(float(record["byol_losses"][0]), 3),
                                                round(float(record["byol_losses"][-1]), 3)]}), flush=True)
+
+
+def bench_end_to_end(shared: Path, busy_counts: list[int]) -> None:
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    from _bench import busy_processes
+
+    data = shared / "data" / "dlpfc_151673" / "dlpfc_151673.h5ad"
+    program = Path(sys.executable).with_name("spatialdomains")
+    idle = None
+    for busy in busy_counts:
+        scratch = Path(tempfile.mkdtemp(prefix="bench-image-"))
+        try:
+            command = [str(program), "run", str(data), "--image", "--n-domains", "7", "--seed", "0",
+                       "--library-size-key", "sum_umi_allgenes", "--label-key", "layer_guess_reordered",
+                       "--out", str(scratch / "out"), "--quiet"]
+            with busy_processes(busy):
+                start = time.perf_counter()
+                subprocess.run(command, check=True, capture_output=True)
+                seconds = time.perf_counter() - start
+            record = json.loads((scratch / "out" / "provenance.json").read_text())
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        idle = seconds if busy == 0 else idle
+        steps = record["spatialdomains"]
+        image = steps["image_features"]
+        staig = steps["staig"]
+        print(json.dumps({
+            "bench": "dlpfc_image_end_to_end", "busy": busy, "seconds": round(seconds, 1),
+            "vs_idle": round(seconds / idle, 2) if idle else None,
+            "threads": staig["threads"],
+            "image_steps": {k: round(float(v), 1) for k, v in image["timings"].items()},
+            "staig_steps": {k: round(float(v), 1) for k, v in staig["timings"].items()},
+            "cluster_seconds": round(float(steps.get("cluster", {}).get("seconds", float("nan"))), 1),
+            "ari": record.get("scores", {}).get("ari")}), flush=True)
 
 
 def _ari_with_and_without(adata, n_domains: int, seeds: list[int], label_key: str, **staig_args) -> dict:
@@ -108,6 +149,9 @@ def main() -> None:
     dlpfc.add_argument("--shared", type=Path, default=REPO.parent / "shared")
     dlpfc.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     dlpfc.add_argument("--backbone", default="auto")
+    end_to_end = sub.add_parser("end-to-end")
+    end_to_end.add_argument("--shared", type=Path, default=REPO.parent / "shared")
+    end_to_end.add_argument("--busy", type=int, nargs="+", default=[0, 1], help="busy processes beside the run")
     simulated = sub.add_parser("simulated")
     simulated.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     simulated.add_argument("--fold-change", type=float, default=1.2)
@@ -117,6 +161,8 @@ def main() -> None:
         bench_extract(args.backbone, args.n_patches, args.device, args.input_px)
     elif args.what == "dlpfc":
         bench_dlpfc(args.shared, args.seeds, args.backbone)
+    elif args.what == "end-to-end":
+        bench_end_to_end(args.shared, args.busy)
     else:
         bench_simulated(args.seeds, args.fold_change)
 

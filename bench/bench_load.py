@@ -17,9 +17,8 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
-from _bench import DLPFC, SHARED, require
+from _bench import DLPFC, SHARED, busy_processes, require
 
 PAIR = SHARED / "data" / "sim_multiomics_rna_adt"
 EPOCHS = {"staig": 20, "spotscape": 20, "spami": 200}
@@ -93,13 +92,8 @@ def measure(door: str, method: str, busy: int, threads: int | None, epochs: int)
     while process.stdout.readline().strip() != "READY":
         if process.poll() is not None:
             raise RuntimeError(f"{door} {method}: the child ended before training ({' '.join(command[:3])} ...)")
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
-    try:
-        time.sleep(1.0)  # the busy processes are on their cores before the run looks for free ones
+    with busy_processes(busy):
         output, _ = process.communicate("go\n", timeout=3600)
-    finally:
-        for hog in hogs:
-            hog.kill()
     return json.loads(output.strip().splitlines()[-1])
 
 
