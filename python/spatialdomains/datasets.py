@@ -5,6 +5,10 @@ curved boundaries and draws negative-binomial counts. Each domain switches on a 
 genes that share one Gene Ontology biological-process term (``data/simulator_genes.tsv``, built from
 org.Hs.eg.db by ``tools/make_simulator_genes.R``), so GO enrichment of a domain's markers can recover the term
 planted in it.
+
+``simulate_cells`` is the cell-level counterpart at Xenium scale (up to millions of cells): irregular cell
+positions in µm, cell types with their own expression, and niches (the domains) that differ only by their mix
+of cell types, with counts as sparse as a Xenium panel's. It never holds a dense cells × genes array.
 """
 from __future__ import annotations
 
@@ -201,6 +205,185 @@ def _tissue_image(coordinates: np.ndarray, curve: _LayerCurve, boundaries: np.nd
     pink, purple = np.array([0.93, 0.72, 0.82]), np.array([0.45, 0.25, 0.55])
     image = pink + intensity[..., None] * (purple - pink)
     return image.astype(np.float32)
+
+
+#: Mean distance between neighbouring cell centres in µm (Xenium tissue: about 10 µm).
+CELL_SPACING_UM = 10.0
+#: Cells drawn per chunk when sampling transcripts, which bounds the simulator's memory.
+_CELLS_PER_CHUNK = 50_000
+
+
+def simulate_cells(
+    n_cells: int = 100_000,
+    n_domains: int = 6,
+    n_cell_types: int = 12,
+    n_genes: int = 500,
+    seed: int = 0,
+    *,
+    mean_transcripts: float = 200.0,
+    marker_fold_change: float = 6.0,
+    mixture_concentration: float = 0.5,
+) -> ad.AnnData:
+    """Simulate a Xenium-like sample of ``n_cells`` cells whose niches (domains) differ by their mix of cell types.
+
+    Cells sit on a jittered square lattice (``CELL_SPACING_UM`` apart, in µm). Niches are patches with irregular
+    boundaries: the cells nearest to each of several seed points, after a smooth warp of the plane. Each niche
+    draws its own cell-type proportions (Dirichlet with ``mixture_concentration``; niches are redrawn until every
+    pair differs by at least a third of the cells); each cell's type is drawn from its niche's proportions; each
+    type has its own expression (a shared baseline plus its own marker genes). No gene marks a niche directly: a
+    niche shows only through the types around a cell, as tissue niches do.
+
+    Parameters
+    ----------
+    n_cells
+        Number of cells (the lattice is the nearest near-square one; exactly ``n_cells`` are kept).
+    n_domains, n_cell_types
+        Niches (at least 2) and cell types (at least 2).
+    n_genes
+        Panel size; genes take the simulator's real gene symbols while they last.
+    seed
+        Seed of the simulation; the same seed always gives the same data.
+    mean_transcripts
+        Mean transcripts per cell (log-normal spread); a Xenium panel of a few hundred genes gives 100–400.
+    marker_fold_change
+        How much more a cell type expresses its own marker genes.
+    mixture_concentration
+        Dirichlet concentration of the niches' cell-type proportions: lower makes niches purer.
+
+    Returns
+    -------
+    AnnData with raw counts in ``X`` (CSR, float32), positions in µm in ``obsm['spatial']``, the niche in
+    ``obs['ground_truth']``, the type in ``obs['cell_type']``, ``obs['total_counts']``, and the niches' cell-type
+    proportions and settings in ``uns['simulation']``.
+    """
+    if n_cells < 100:
+        raise InputError(f"n_cells must be at least 100, got {n_cells}")
+    if n_domains < 2 or n_cell_types < 2:
+        raise InputError(f"n_domains and n_cell_types must be at least 2, got {n_domains} and {n_cell_types}")
+    if n_genes < 2 * n_cell_types:
+        raise InputError(f"n_genes must be at least twice n_cell_types ({2 * n_cell_types}), got {n_genes}")
+    rng = np.random.default_rng(seed)
+    coordinates = _jittered_lattice(n_cells, rng)
+    niche = _warped_patches(coordinates, n_domains, rng)
+    proportions = _niche_mixtures(n_domains, n_cell_types, mixture_concentration, rng)
+    cell_type = _draw_categories(proportions[niche], rng)
+    profiles = _type_profiles(n_cell_types, n_genes, marker_fold_change, rng)
+    totals = np.maximum(1, np.round(mean_transcripts * rng.lognormal(-0.5 * 0.5**2, 0.5, size=n_cells)))
+    counts = _sample_transcripts(cell_type, totals.astype(np.int64), profiles, rng)
+
+    symbols = simulator_genes()["symbol"].to_numpy()
+    gene_names = [symbols[i] if i < len(symbols) else f"SIMGENE{i + 1:05d}" for i in range(n_genes)]
+    domain_names = np.array([f"N{i + 1}" for i in range(n_domains)])
+    type_names = np.array([f"T{i + 1}" for i in range(n_cell_types)])
+    obs = pd.DataFrame(
+        {
+            "ground_truth": pd.Categorical(domain_names[niche], categories=domain_names),
+            "cell_type": pd.Categorical(type_names[cell_type], categories=type_names),
+            "total_counts": np.asarray(counts.sum(axis=1)).ravel(),
+        },
+        index=pd.Index([f"cell{i:07d}" for i in range(n_cells)]),
+    )
+    adata = ad.AnnData(X=counts, obs=obs, var=pd.DataFrame(index=pd.Index(gene_names)))
+    adata.obsm["spatial"] = coordinates
+    adata.uns["simulation"] = {
+        "seed": seed,
+        "kind": "cells",
+        "microns_per_unit": 1.0,
+        "domains": list(domain_names),
+        "cell_types": list(type_names),
+        "proportions": proportions,
+        "mean_transcripts": mean_transcripts,
+        "marker_fold_change": marker_fold_change,
+        "mixture_concentration": mixture_concentration,
+    }
+    return adata
+
+
+def _jittered_lattice(n_cells: int, rng: np.random.Generator) -> np.ndarray:
+    """``n_cells`` irregular positions in µm: a square lattice, each point moved up to 0.4 spacings each way."""
+    side = int(np.ceil(np.sqrt(n_cells)))
+    row, col = np.divmod(np.arange(n_cells), side)
+    lattice = np.stack([col, row], axis=1).astype(np.float64)
+    return (lattice + rng.uniform(-0.4, 0.4, size=lattice.shape)) * CELL_SPACING_UM
+
+
+def _warped_patches(coordinates: np.ndarray, n_domains: int, rng: np.random.Generator) -> np.ndarray:
+    """Niche of each cell: nearest of ``3 · n_domains`` seed points (each niche owns three), after a smooth warp
+    of the plane that makes the patch boundaries curve; every niche keeps at least some cells."""
+    from scipy.spatial import cKDTree
+
+    low, high = coordinates.min(axis=0), coordinates.max(axis=0)
+    span = np.maximum(high - low, 1e-9)
+    unit = (coordinates - low) / span
+    for _ in range(100):
+        seeds = rng.uniform(0.05, 0.95, size=(3 * n_domains, 2))
+        owner = rng.permutation(np.arange(3 * n_domains) % n_domains)
+        phase = rng.uniform(0, 2 * np.pi, size=4)
+        warped = unit + 0.06 * np.stack([np.sin(2 * np.pi * 1.5 * unit[:, 1] + phase[0]) +
+                                         np.sin(2 * np.pi * 3.0 * unit[:, 1] + phase[1]),
+                                         np.sin(2 * np.pi * 1.5 * unit[:, 0] + phase[2]) +
+                                         np.sin(2 * np.pi * 3.0 * unit[:, 0] + phase[3])], axis=1)
+        niche = owner[cKDTree(seeds).query(warped)[1]]
+        if np.bincount(niche, minlength=n_domains).min() >= max(10, len(niche) // (20 * n_domains)):
+            return niche
+    raise RuntimeError("could not draw niches that each hold cells; use fewer n_domains")
+
+
+def _niche_mixtures(n_domains: int, n_cell_types: int, concentration: float,
+                    rng: np.random.Generator) -> np.ndarray:
+    """Cell-type proportions per niche (n_domains × n_cell_types), every pair of niches at least a total-
+    variation distance of 1/3 apart, so that the niches are there to be found."""
+    for _ in range(1000):
+        proportions = rng.dirichlet(np.full(n_cell_types, concentration), size=n_domains)
+        distance = 0.5 * np.abs(proportions[:, None, :] - proportions[None, :, :]).sum(axis=2)
+        if distance[np.triu_indices(n_domains, 1)].min() >= 1 / 3:
+            return proportions
+    raise InputError(f"could not draw {n_domains} distinct niche mixtures of {n_cell_types} cell types: give more "
+                     "n_cell_types or a lower mixture_concentration")
+
+
+def _draw_categories(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One category per row of ``probabilities`` (rows × categories), drawn by inverse CDF."""
+    cumulative = np.cumsum(probabilities, axis=1)
+    draws = rng.random(len(probabilities))[:, None] * cumulative[:, -1:]
+    return np.minimum((draws > cumulative).sum(axis=1), probabilities.shape[1] - 1)
+
+
+def _type_profiles(n_cell_types: int, n_genes: int, fold_change: float, rng: np.random.Generator) -> np.ndarray:
+    """Each type's relative expression (n_cell_types × n_genes, rows sum to 1): a shared log-normal baseline,
+    a few mild differences, and the type's own marker genes (an equal share of the panel's first half)."""
+    log_rates = np.tile(rng.normal(0.0, 1.0, size=n_genes), (n_cell_types, 1))
+    log_rates += rng.normal(0.0, 0.2, size=log_rates.shape)
+    markers = np.array_split(rng.permutation(n_genes // 2), n_cell_types)
+    for cell_type, genes in enumerate(markers):
+        log_rates[cell_type, genes] += np.log(fold_change)
+    rates = np.exp(log_rates)
+    return rates / rates.sum(axis=1, keepdims=True)
+
+
+def _sample_transcripts(cell_type: np.ndarray, totals: np.ndarray, profiles: np.ndarray,
+                        rng: np.random.Generator) -> sp.csr_matrix:
+    """Counts (cells × genes, CSR): each cell's transcripts drawn one by one from its type's profile, a chunk
+    of cells at a time, so memory follows the transcripts of one chunk rather than cells × genes."""
+    n_genes = profiles.shape[1]
+    cumulative = np.cumsum(profiles, axis=1)
+    cumulative[:, -1] = 1.0
+    chunks = []
+    for start in range(0, len(totals), _CELLS_PER_CHUNK):
+        stop = min(start + _CELLS_PER_CHUNK, len(totals))
+        per_cell = totals[start:stop]
+        cells = np.repeat(np.arange(stop - start), per_cell)
+        types = cell_type[start:stop][cells]
+        genes = np.empty(len(cells), dtype=np.int64)
+        uniform = rng.random(len(cells))
+        for t in np.unique(types):
+            which = types == t
+            genes[which] = np.searchsorted(cumulative[t], uniform[which], side="right")
+        chunk = sp.csr_matrix((np.ones(len(cells), dtype=np.float32), (cells, genes)),
+                              shape=(stop - start, n_genes))
+        chunk.sum_duplicates()
+        chunks.append(chunk)
+    return sp.vstack(chunks, format="csr")
 
 
 #: What each simulated modality measures: number of features and the modality's kind.
