@@ -89,6 +89,11 @@ spatialdomainsAvailable <- function() {
     .state$bridge
 }
 
+## What Python prints on stderr during a bridge call (progress, step messages,
+## warnings) becomes R messages: they show where R's own do (console, RStudio,
+## knitr) and suppressMessages() silences them.
+.console <- function(text) message(text, appendLF = FALSE)
+
 ## Python bridge call shared by all methods: parameters left NULL take the
 ## preset's value on the Python side.
 .embed <- function(method, pieces, params, seed, device, progress) {
@@ -102,7 +107,7 @@ spatialdomainsAvailable <- function() {
                         library_size = pieces$library_size, slices = pieces$slices, images = pieces$images,
                         params = params,
                         random_state = .count_argument(seed, "seed"), device = device,
-                        progress = isTRUE(progress))
+                        progress = isTRUE(progress), console = .console)
     if (!is.null(out$image_record)) {
         out$record$image_features <- out$image_record
     }
@@ -132,7 +137,7 @@ spatialdomainsAvailable <- function() {
     .warn_if_reference_blas()
     out <- bridge$embed_multiomics(modalities, coordinates, spot_names, kinds = kinds, params = params,
                                    random_state = .count_argument(seed, "seed"), device = device,
-                                   progress = isTRUE(progress))
+                                   progress = isTRUE(progress), console = .console)
     out$modalities <- unlist(out$modalities)
     out$record$r_session <- list(R = as.character(getRversion()),
                                  spatialdomains = as.character(utils::packageVersion("spatialdomains")),

@@ -124,7 +124,7 @@ setMethod("domainReport", "ANY", function(x, file, ...) {
                              domains = labels, embedding = pieces$embedding, embedding_name = pieces$embedding_name,
                              symbols = pieces$symbols, slices = pieces$slices, image = pieces$image$array,
                              image_scale = if (is.null(pieces$image)) 1 else pieces$image$scale,
-                             method = method, options = Filter(Negate(is.null), options))
+                             method = method, options = Filter(Negate(is.null), options), console = .console)
     invisible(path)
 }
 

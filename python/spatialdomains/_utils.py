@@ -75,6 +75,56 @@ class Timer:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
+class Progress:
+    """Progress of a loop of known length: a bar on a terminal; elsewhere (R's console, a log file), where a bar
+    cannot redraw itself, a plain line on stderr at every tenth of the way, with the time left.
+
+    ``Progress("STAIG", 400, unit="epochs")`` then ``update(loss=...)`` once per step, and ``close()``.
+    """
+
+    def __init__(self, description: str, total: int, *, unit: str = "steps", enabled: bool = True,
+                 initial: int = 0) -> None:
+        from tqdm.auto import tqdm
+
+        self.description, self.total, self.unit, self.done = description, total, unit, initial
+        # disable=None: tqdm draws only when stderr is a terminal
+        self.bar = tqdm(total=total, initial=initial, desc=description, disable=None if enabled else True,
+                        leave=False)
+        self.lines = enabled and self.bar.disable
+        self.every = max(1, -(-total // 10))
+        self.started, self.initial = time.perf_counter(), initial
+
+    def update(self, n: int = 1, *, loss: float | None = None) -> None:
+        before, self.done = self.done, self.done + n
+        if loss is not None:
+            self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        self.bar.update(n)
+        if self.lines and (self.done // self.every > before // self.every or self.done == self.total):
+            elapsed = time.perf_counter() - self.started
+            left = elapsed / max(1, self.done - self.initial) * (self.total - self.done)
+            shown = "" if loss is None else f", loss {loss:.4f}"
+            print(f"{self.description}: {self.done}/{self.total} {self.unit}{shown}, {elapsed:.0f} s elapsed, "
+                  f"about {left:.0f} s left", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def progress_steps(iterable, description: str, *, total: int | None = None, unit: str = "steps", enabled: bool = True):
+    """Yield from ``iterable`` with a :class:`Progress` (one step per item)."""
+    items = iterable if total is not None else list(iterable)
+    with Progress(description, len(items) if total is None else total, unit=unit, enabled=enabled) as bar:
+        for item in items:
+            yield item
+            bar.update()
+
+
 def h5ad_safe(value):
     """Convert a provenance record to types AnnData can write: drop None, stringify unknown objects."""
     if isinstance(value, Mapping):

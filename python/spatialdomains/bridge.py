@@ -6,6 +6,9 @@ starting R through rpy2 from Python that already runs inside R aborts the R sess
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import sys
 
@@ -22,17 +25,69 @@ SLICE_COLUMN = "slice"
 
 
 def _r_entry(function):
-    """An entry point R calls: errors name options as R arguments (``n_domains = 3``, ``force = TRUE``), and
-    torch is loaded with its own maths libraries (see :func:`_load_torch`)."""
+    """An entry point R calls: errors name options as R arguments (``n_domains = 3``, ``force = TRUE``), torch
+    is loaded with its own maths libraries (see :func:`_load_torch`), and what Python would print on stderr
+    (progress, step messages with ``progress=True``, warnings) goes to R's ``console`` function when R gives one."""
     import functools
 
     @functools.wraps(function)
-    def wrapped(*args, **kwargs):
+    def wrapped(*args, console=None, **kwargs):
         _load_torch()
-        with interface("r"):
+        with interface("r"), _stderr_to(console), _step_messages(bool(kwargs.get("progress"))):
             return function(*args, **kwargs)
 
     return wrapped
+
+
+class _RConsole(io.TextIOBase):
+    """Python's stderr during an R call: each piece of text goes to an R function (``message()``), so that it
+    appears where R's messages do (the console, RStudio, knitr output, ``sink()``)."""
+
+    def __init__(self, send) -> None:
+        self.send = send
+
+    def write(self, text: str) -> int:
+        if text:
+            self.send(text)
+        return len(text)
+
+    def isatty(self) -> bool:
+        return False  # progress as lines, never a bar that redraws itself
+
+
+@contextlib.contextmanager
+def _stderr_to(console):
+    """``sys.stderr`` is ``console`` (an R function taking text) within the block, when one is given."""
+    if console is None:
+        yield
+        return
+    previous, sys.stderr = sys.stderr, _RConsole(console)
+    try:
+        yield
+    finally:
+        sys.stderr = previous
+
+
+@contextlib.contextmanager
+def _step_messages(shown: bool):
+    """The package's step messages (image features, training, clustering) on stderr for the duration of the
+    call; the logger is left as it was afterwards."""
+    if not shown:
+        yield
+        return
+    package_logger = logging.getLogger("spatialdomains")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    level, propagate = package_logger.level, package_logger.propagate
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO)
+    package_logger.propagate = False  # a handler the R user set up on the root logger would print it twice
+    try:
+        yield
+    finally:
+        package_logger.removeHandler(handler)
+        package_logger.setLevel(level)
+        package_logger.propagate = propagate
 
 
 def _load_torch() -> None:

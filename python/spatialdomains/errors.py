@@ -17,7 +17,7 @@ _FLAGS = {"n_epochs": "--epochs", "random_state": "--seed", "use_image": "--imag
 #: Options the command line sets through other flags: how to write them there, whatever the value.
 _CLI_SPELLING = {"image_options": "--image FILE --image-scale S (and --backbone, --backbone-weights)"}
 #: Options whose R argument is not the Python name.
-_R_ARGUMENTS = {"random_state": "seed", "out": "file", "layer": "assay"}
+_R_ARGUMENTS = {"random_state": "seed", "out": "file", "layer": "assay", "library_size_key": "library_size"}
 
 
 @contextlib.contextmanager

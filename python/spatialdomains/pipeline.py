@@ -95,6 +95,9 @@ def _run_one(method: Method, settings, run: RunConfig, data, device, plan):
 
     timer = Timer()
     inputs = method.inputs(data, settings, run, timer)
+    if method.trains:
+        logger.info("%s: training %d epochs on %s, %d CPU thread%s (%s)", method.title, inputs.config.n_epochs,
+                    device, plan.torch, "" if plan.torch == 1 else "s", plan.reason)
     with timer("train"), deterministic_kernels(run.deterministic and method.trains), torch_threads(plan.torch):
         result = method.train(inputs, inputs.config, run, device)
     target = inputs.container if method.kind == "omics" else data

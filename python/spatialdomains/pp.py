@@ -10,7 +10,7 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
-from .errors import InputError
+from .errors import InputError, option
 
 logger = logging.getLogger("spatialdomains")
 
@@ -28,7 +28,8 @@ def highly_variable_genes(counts: sp.spmatrix, n_top_genes: int) -> np.ndarray:
     expressed = np.asarray((counts > 0).sum(axis=0)).ravel() > 0
     n_expressed = int(expressed.sum())
     if n_expressed <= n_top_genes:
-        logger.info("only %d expressed genes, fewer than n_top_genes=%d: keeping them all", n_expressed, n_top_genes)
+        logger.info("only %d expressed genes, fewer than %s: keeping them all", n_expressed,
+                    option("n_top_genes", n_top_genes))
         return np.flatnonzero(expressed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=FutureWarning)
@@ -66,7 +67,7 @@ def staig_features(
         if counts.shape[1] < SUBSET_WARNING_GENES:
             logger.warning(
                 "only %d genes: if they are a subset of the measured genes, pass the true per-spot totals "
-                "(library_size_key) so that normalisation uses the real library size", counts.shape[1])
+                "(%s) so that normalisation uses the real library size", counts.shape[1], option("library_size_key"))
         library_size = np.asarray(counts.sum(axis=1)).ravel()
     library_size = np.asarray(library_size, dtype=np.float64)
     if library_size.shape != (counts.shape[0],) or not np.all(np.isfinite(library_size)) or np.any(library_size <= 0):

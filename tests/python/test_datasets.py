@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 import spatialdomains as sd
@@ -78,3 +79,58 @@ def test_invalid_arguments():
         sd.datasets.simulate_visium(300, 9)
     with pytest.raises(InputError, match="n_spots"):
         sd.datasets.simulate_visium(10, 3)
+
+
+def test_cells_are_deterministic_sparse_and_xenium_like():
+    a = sd.datasets.simulate_cells(3000, 4, 8, 200, seed=5)
+    b = sd.datasets.simulate_cells(3000, 4, 8, 200, seed=5)
+    c = sd.datasets.simulate_cells(3000, 4, 8, 200, seed=6)
+    assert a.shape == (3000, 200) and a.X.format == "csr" and a.X.dtype == np.float32
+    assert (a.X != b.X).nnz == 0 and np.array_equal(a.obsm["spatial"], b.obsm["spatial"])
+    assert a.obs["ground_truth"].equals(b.obs["ground_truth"]) and (a.X != c.X).nnz > 0
+    assert 0.05 < a.X.nnz / np.prod(a.shape) < 0.5  # Xenium panels: most genes absent from most cells
+    assert 100 < a.obs["total_counts"].mean() < 300
+    np.testing.assert_allclose(a.obs["total_counts"], np.asarray(a.X.sum(axis=1)).ravel())
+    # irregular positions in µm, about 10 µm apart
+    from scipy.spatial import cKDTree
+
+    distance = cKDTree(a.obsm["spatial"]).query(a.obsm["spatial"], k=2)[0][:, 1]
+    assert 4 < np.median(distance) < 10 and distance.std() > 1
+
+
+def test_cell_niches_differ_by_their_mix_of_cell_types():
+    adata = sd.datasets.simulate_cells(20000, 5, 10, 300, seed=2)
+    planted = adata.uns["simulation"]["proportions"]
+    observed = pd.crosstab(adata.obs["ground_truth"], adata.obs["cell_type"], normalize="index").to_numpy()
+    np.testing.assert_allclose(observed, planted, atol=0.05)
+    distance = 0.5 * np.abs(planted[:, None] - planted[None]).sum(axis=2)
+    assert distance[np.triu_indices(5, 1)].min() >= 1 / 3
+    # one type's expression does not depend on its niche: no gene marks a niche by itself
+    kind, niche = adata.obs["cell_type"].to_numpy(), adata.obs["ground_truth"].to_numpy()
+    common = pd.Series(kind).mode()[0]
+    first, second = pd.Series(niche[kind == common]).value_counts().index[:2]
+    profiles = [np.asarray(adata.X[(kind == common) & (niche == where)].mean(axis=0)).ravel()
+                for where in (first, second)]
+    top = np.argsort(profiles[0])[-20:]
+    np.testing.assert_allclose(profiles[0][top], profiles[1][top], rtol=0.25)
+
+
+def test_cells_simulator_never_holds_a_dense_cells_by_genes_array():
+    import tracemalloc
+
+    tracemalloc.start()
+    adata = sd.datasets.simulate_cells(50_000, 4, 8, 20_000, seed=0, mean_transcripts=100)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    dense = adata.n_obs * adata.n_vars * 4
+    assert peak < dense / 8, f"peak {peak / 2**20:.0f} MB against a dense float32 copy of {dense / 2**20:.0f} MB"
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ((50, 4, 8, 200), "n_cells must be at least 100"),
+    ((1000, 1, 8, 200), "at least 2"),
+    ((1000, 4, 8, 10), "n_genes must be at least twice"),
+])
+def test_cells_simulator_names_bad_settings(arguments, message):
+    with pytest.raises(InputError, match=message):
+        sd.datasets.simulate_cells(*arguments)

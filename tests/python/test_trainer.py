@@ -151,7 +151,24 @@ def test_progress_without_a_terminal_is_one_line_per_tenth_of_the_epochs(small_s
     import spatialdomains as sd
 
     sd.tl.staig(small_sample.copy(), n_epochs=30, progress=True)
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("STAIG: epoch")]
-    assert len(lines) == 10 and lines[-1].startswith("STAIG: epoch 30/30, loss ")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("STAIG: ")]
+    assert len(lines) == 10 and lines[-1].startswith("STAIG: 30/30 epochs, loss ")
+    assert "about 0 s left" in lines[-1]
     sd.tl.staig(small_sample.copy(), n_epochs=30, progress=False)
-    assert "STAIG: epoch" not in capsys.readouterr().err
+    assert "STAIG: " not in capsys.readouterr().err
+
+
+def test_every_long_step_reports_progress_the_same_way(capsys):
+    """Image patches, BYOL and batches share the trainer's progress: lines at each tenth, and at the end."""
+    from spatialdomains._utils import Progress, progress_steps
+
+    assert list(progress_steps(range(25), "BYOL", unit="steps")) == list(range(25))
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(",")[0] for line in lines] == [f"BYOL: {n}/25 steps" for n in (3, 6, 9, 12, 15, 18, 21, 24, 25)]
+    with Progress("image patches", 1000, unit="spots") as bar:
+        bar.update(640)  # one update crossing several tenths gives one line
+        bar.update(360)
+    assert [line.split(",")[0] for line in capsys.readouterr().err.splitlines()] == [
+        "image patches: 640/1000 spots", "image patches: 1000/1000 spots"]
+    list(progress_steps(range(5), "quiet", enabled=False))
+    assert capsys.readouterr().err == ""

@@ -85,3 +85,18 @@ test_that("dense counts work and bad inputs get messages naming the fix", {
     expect_error(clusterDomains(sce, dimred = "nope"), "reducedDim 'nope' does not exist")
     expect_error(runSTAIG(list()), "must be a SingleCellExperiment, SpatialExperiment or Seurat")
 })
+
+test_that("progress = TRUE reports each step and the training as R messages", {
+    skip_without_spatialdomains()
+    sce <- simulateVisium(n_spots = 300, n_domains = 3, seed = 4)
+    shown <- capture.output(out <- runSTAIG(sce, n_epochs = 10, seed = 1, progress = TRUE,
+                                            library_size = "total_counts"), type = "message")
+    expect_true(any(grepl("^spatialdomains: STAIG: training 10 epochs on cpu, 1 CPU thread", shown)))
+    expect_identical(sum(grepl("^STAIG: [0-9]+/10 epochs, loss", shown)), 10L)
+    expect_true(any(grepl("^spatialdomains: STAIG: 10 epochs in", shown)))
+    expect_silent(suppressMessages(runSTAIG(sce, n_epochs = 2, seed = 1, progress = TRUE,
+                                            library_size = "total_counts")))
+    expect_length(capture.output(quiet <- runSTAIG(sce, n_epochs = 2, seed = 1, progress = FALSE,
+                                                   library_size = "total_counts"), type = "message"), 0L)
+    expect_true(all(c("preprocess", "graph", "train") %in% names(S4Vectors::metadata(out)$spatialdomains$STAIG$timings)))
+})

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
+
+from .._utils import progress_steps
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -187,7 +188,7 @@ def train_byol(model: BYOL, patches: torch.Tensor, augmentation: Augmentation, *
     n = patches.shape[0]
     steps = [order[i:i + batch_size] for _ in range(epochs)
              for order in [torch.randperm(n, generator=order_generator)] for i in range(0, n, batch_size)]
-    for batch in tqdm(steps, desc="BYOL", disable=not progress):
+    for batch in progress_steps(steps, "BYOL", unit="steps", enabled=progress):
         if len(batch) < 2:
             continue
         images = as_rgb_unit(patches[batch].to(device))
@@ -213,7 +214,8 @@ def embed(backbone: nn.Module, patches: torch.Tensor, *, batch_size: int = 64, d
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     chunks = []
-    for first in tqdm(range(0, patches.shape[0], batch_size), desc="image features", disable=not progress):
+    for first in progress_steps(range(0, patches.shape[0], batch_size), "image features", unit="batches",
+                                enabled=progress):
         images = as_rgb_unit(patches[first:first + batch_size].to(device))
         chunks.append(backbone((images - mean) / std).float().cpu())
     return torch.cat(chunks)

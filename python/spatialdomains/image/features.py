@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._utils import Timer
+from .._utils import Progress, Timer
 from ..errors import InputError
 from ..io import read_image
 from ..pp import zscore
@@ -93,15 +93,13 @@ def find_image(adata, image=None, image_scale: float | None = None, library_id: 
 def filtered_patches(tissue: TissueImage, coordinates: np.ndarray, settings: ImageFeatureSettings, *,
                      device: torch.device, batch_size: int = 32, progress: bool = True) -> tuple[torch.Tensor, int]:
     """Filtered grey patches at the backbone's input size (n × input_px × input_px, uint8) and the crop side."""
-    from tqdm.auto import tqdm
-
     if settings.border not in BORDER_MODES:
         raise InputError(f"border must be one of {BORDER_MODES}, got '{settings.border}'")
     side = patch_side(tissue.scale, tissue.fiducial_diameter, coordinates, settings.patch_factor)
     centres = np.asarray(coordinates, dtype=np.float64) * tissue.scale
     out = torch.empty((len(centres), settings.input_px, settings.input_px), dtype=torch.uint8)
     first = 0
-    with tqdm(total=len(centres), desc="image patches", disable=not progress) as bar:
+    with Progress("image patches", len(centres), unit="spots", enabled=progress) as bar:
         for rgb, inside in crop_patches(tissue.pixels, centres, side, batch_size=batch_size):
             grey = filter_patches(rgb.to(device), settings.filter, settings.input_px,
                                   inside.to(device) if settings.border == "truncate" else None)

@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import graph as _graph
 from .. import pp as _pp
-from ..errors import InputError, option
+from ..errors import option
 from ._expression import ExpressionInputs, checked_inputs
 from .base import Method, RunConfig, check_settings
 

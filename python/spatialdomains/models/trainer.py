@@ -8,7 +8,6 @@ import logging
 import math
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +15,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from .._utils import atomic_path
+from .._utils import Progress, atomic_path
 from ..errors import InputError, option
 
 logger = logging.getLogger("spatialdomains")
@@ -215,11 +213,8 @@ class Trainer:
         self.model.train()
         start = len(self.record.loss_history)
         started = time.perf_counter()
-        # disable=None: a bar on terminals only; elsewhere (the R console, logs) a line at every tenth of the run.
-        bar = tqdm(range(start, self.epochs), desc=self.description, disable=None if self.progress else True,
-                   initial=start, total=self.epochs, leave=False)
-        milestones = _Milestones(self.description, self.epochs, started) if self.progress and bar.disable else None
-        for epoch in bar:
+        bar = Progress(self.description, self.epochs, unit="epochs", enabled=self.progress, initial=start)
+        for epoch in range(start, self.epochs):
             self.optimizer.zero_grad(set_to_none=True)
             loss = step(epoch)
             if not torch.isfinite(loss):
@@ -230,9 +225,7 @@ class Trainer:
             self.optimizer.step()
             value = float(loss.detach())
             self.record.loss_history.append(value)
-            bar.set_postfix(loss=f"{value:.4f}", refresh=False)
-            if milestones is not None:
-                milestones.reached(epoch + 1, value)
+            bar.update(loss=value)
             if self.early_stopping is not None and self.early_stopping(epoch, value):
                 self.record.stopped_early = True
                 logger.info("early stopping at epoch %d (loss %.5f)", epoch, value)
@@ -264,20 +257,3 @@ class Trainer:
         self.record.loss_history = list(state["loss_history"])
         self.record.seconds = float(state["seconds"])
         torch.set_rng_state(state["torch_rng"].cpu())
-
-
-class _Milestones:
-    """Progress as plain lines on stderr, one per tenth of the epochs: what a console without a terminal (R's,
-    a log file) can show, where a progress bar cannot redraw itself."""
-
-    def __init__(self, what: str, epochs: int, started: float) -> None:
-        self.what, self.epochs, self.started = what, epochs, started
-        self.every = max(1, math.ceil(epochs / 10))
-
-    def reached(self, done: int, loss: float) -> None:
-        if done % self.every and done != self.epochs:
-            return
-        elapsed = time.perf_counter() - self.started
-        left = elapsed / done * (self.epochs - done)
-        print(f"{self.what}: epoch {done}/{self.epochs}, loss {loss:.4f}, {elapsed:.0f} s elapsed, about "
-              f"{left:.0f} s left", file=sys.stderr, flush=True)

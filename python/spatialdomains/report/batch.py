@@ -41,7 +41,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import io
-from .._utils import atomic_path, logger
+from .._utils import atomic_path, logger, progress_steps
 from ..errors import InputError, Interrupted
 from ..outputs import Output
 from .sample import REPORT_METHODS
@@ -130,8 +130,6 @@ def run_batch(samplesheet: str | os.PathLike, out: str | os.PathLike, *, jobs: i
     free when the batch starts; with one job, the cores free when each sample starts). Every sample's folder is
     checked before any work (it must not hold an input, nor files spatialdomains did not write).
     """
-    from tqdm.auto import tqdm
-
     every = read_samplesheet(samplesheet)
     specs = every
     if only is not None:
@@ -165,7 +163,8 @@ def run_batch(samplesheet: str | os.PathLike, out: str | os.PathLike, *, jobs: i
     futures = {pool.submit(run_sample, spec, folders[spec.sample], engine=engine, device=device, threads=threads,
                            stop=stop): spec for spec in todo}
     try:
-        for future in tqdm(as_completed(futures), total=len(futures), desc="samples", disable=not progress):
+        for future in progress_steps(as_completed(futures), "samples", total=len(futures), unit="samples",
+                                     enabled=progress):
             spec = futures[future]
             statuses[spec.sample] = future.result()
     except KeyboardInterrupt as interrupt:
