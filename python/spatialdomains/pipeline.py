@@ -38,6 +38,11 @@ def configure(method: str | Method, data, *, config=None, **options):
         if given:
             raise InputError(f"{', '.join(option(name) for name in given)} {'does' if len(given) == 1 else 'do'} not "
                              f"apply to {method.title}, which trains no model")
+    if run.training == "minibatch" and not method.minibatch:
+        reason = ("its cost per epoch already grows linearly with the spots, so it trains on all of them at once at "
+                  "every size" if method.kind == "omics" else "it has no large-data mode yet")
+        raise InputError(f"{option('training', 'minibatch')} does not apply to {method.title}: {reason}; leave "
+                         f"{option('training')} unset")
     settings = method.resolve(data, method.configure(data, run.preset, overrides, config))
     # The record names the preset only when one was applied (a config object is taken as it is).
     run = dataclasses.replace(run, preset=run.preset or (method.default_preset() if config is None else None))
@@ -95,9 +100,12 @@ def _run_one(method: Method, settings, run: RunConfig, data, device, plan):
 
     timer = Timer()
     inputs = method.inputs(data, settings, run, timer)
+    n_spots = _n_spots(data, method.kind == "omics")
+    run = dataclasses.replace(run, training=training_mode(method, run, n_spots))
     if method.trains:
-        logger.info("%s: training %d epochs on %s, %d CPU thread%s (%s)", method.title, inputs.config.n_epochs,
-                    device, plan.torch, "" if plan.torch == 1 else "s", plan.reason)
+        logger.info("%s: training on %d spots %s, on %s with %d CPU thread%s (%s)", method.title, n_spots,
+                    "in full batch" if run.training == "full" else f"in mini-batches of {run.batch_size}", device,
+                    plan.torch, "" if plan.torch == 1 else "s", plan.reason)
     with timer("train"), deterministic_kernels(run.deterministic and method.trains), torch_threads(plan.torch):
         result = method.train(inputs, inputs.config, run, device)
     target = inputs.container if method.kind == "omics" else data
@@ -119,6 +127,13 @@ def _run_one(method: Method, settings, run: RunConfig, data, device, plan):
         logger.info("%s: %d epochs in %.1f s on %s", method.title, training["epochs_run"], training["train_seconds"],
                     device)
     return target
+
+
+def training_mode(method: Method, run: RunConfig, n_spots: int) -> str:
+    """``'full'`` or ``'minibatch'``: what ``run.training`` means for ``method`` on ``n_spots`` spots."""
+    from .models.minibatch import choose_training
+
+    return choose_training(run.training, n_spots) if method.minibatch else "full"
 
 
 def _device(method: Method, run: RunConfig):

@@ -60,7 +60,8 @@ def staig_features(
 
     Returns
     -------
-    (X, genes): dense float32 matrix (spots × F) and the column indices of the selected genes.
+    (X, genes): sparse CSR float32 matrix (spots × F; every step keeps zeros at zero, so it never needs a dense
+    spots × genes copy) and the column indices of the selected genes.
     """
     counts = sp.csr_matrix(counts, dtype=np.float32)
     if library_size is None:
@@ -75,14 +76,23 @@ def staig_features(
     genes = highly_variable_genes(counts, n_top_genes)
     selected = counts[:, genes]
     scale = (target_sum / library_size).astype(np.float32)
-    normalised = sp.diags(scale) @ selected
-    normalised.data = np.log1p(normalised.data)
-    x = normalised.toarray()
-    std = x.std(axis=0, ddof=1)
+    x = sp.csr_matrix(sp.diags(scale) @ selected, dtype=np.float32)
+    x.data = np.log1p(x.data)
+    std = column_std(x)
     std[std == 0] = 1.0
-    x /= std
-    np.minimum(x, max_value, out=x)
-    return x.astype(np.float32, copy=False), genes
+    x = sp.csr_matrix(x @ sp.diags((1.0 / std).astype(np.float32)), dtype=np.float32)
+    np.minimum(x.data, max_value, out=x.data)  # log1p ≥ 0, so the zeros stay zeros: the result stays sparse
+    return x, genes
+
+
+def column_std(x: sp.spmatrix) -> np.ndarray:
+    """Standard deviation (ddof 1) of each column of a sparse matrix, accumulated in float64, without a dense copy."""
+    n = x.shape[0]
+    x64 = sp.csr_matrix(x, dtype=np.float64)
+    mean = np.asarray(x64.mean(axis=0)).ravel()
+    mean_of_squares = np.asarray(x64.multiply(x64).mean(axis=0)).ravel()
+    variance = np.maximum(mean_of_squares - mean**2, 0.0) * n / max(n - 1, 1)
+    return np.sqrt(variance)
 
 
 def spotscape_features(counts: sp.spmatrix, *, n_top_genes: int = 5000,
@@ -125,7 +135,7 @@ def multi_slice_features(
     published order) or over all genes (``'all'``, STAIG's; ``library_size`` gives the true totals when
     ``counts`` holds a subset of the genes). No scaling.
 
-    Returns (X, genes): dense float32 matrix (spots × shared genes) and the column indices of those genes.
+    Returns (X, genes): sparse CSR float32 matrix (spots × shared genes) and the column indices of those genes.
     """
     if normalise_over not in ("hvgs", "all"):
         raise ValueError(f"normalise_over must be 'hvgs' or 'all', got '{normalise_over}'")
@@ -141,7 +151,7 @@ def multi_slice_features(
             f"only {len(shared)} genes are highly variable in every slice (HVGs per slice: {sizes}; at least "
             f"{min_shared_genes} shared genes are needed): raise n_top_genes, or check that the slices use the "
             "same gene identifiers (all Ensembl IDs or all symbols) and measure the same tissue")
-    x = np.empty((counts.shape[0], len(shared)), dtype=np.float32)
+    pieces = []
     for name, (start, end), genes in zip(names, bounds, per_slice):
         block = counts[start:end]
         if normalise_over == "all" and library_size is not None:
@@ -154,9 +164,9 @@ def multi_slice_features(
                              "for normalisation; filter them out or use more genes (n_top_genes)")
         normalised = sp.diags((target_sum / totals).astype(np.float32)) @ block[:, shared]
         normalised.data = np.log1p(normalised.data)
-        x[start:end] = normalised.toarray()
+        pieces.append(normalised)
     logger.info("%d slices: %d genes are highly variable in all of them", len(bounds), len(shared))
-    return x, shared
+    return sp.vstack(pieces, format="csr", dtype=np.float32), shared
 
 
 # --- Paired multi-omics (SpaMI and the smoothed-PCA baseline) -------------------------------------------------

@@ -26,7 +26,10 @@ class RunConfig:
     ``batch_key`` the ``obs`` column naming each spot's slice; ``key_added`` the ``obsm`` key of the embedding
     (default ``'X_<method>'``); ``preset`` a named bundle of the method's settings (STAIG: ``'paper'`` or
     ``'published'``), which the options given override; ``n_threads`` the CPU threads (None: one per core that
-    other work leaves free when the run starts, fewer for small samples; the record says what ran).
+    other work leaves free when the run starts, fewer for small samples; the record says what ran);
+    ``training`` ``'auto'`` (full batch up to :data:`~spatialdomains.models.minibatch.FULL_BATCH_LIMIT` spots,
+    mini-batches above), ``'full'`` or ``'minibatch'`` (the large-data mode, whose epochs grow linearly with the
+    spots), with ``batch_size`` anchors per mini-batch step.
     """
 
     preset: str | None = None
@@ -38,10 +41,16 @@ class RunConfig:
     batch_key: str | None = None
     key_added: str | None = None
     n_threads: int | None = None
+    training: str = "auto"
+    batch_size: int = 2048
 
     def __post_init__(self) -> None:
+        from ..models.minibatch import BatchSettings, choose_training
+
         if isinstance(self.random_state, bool) or not isinstance(self.random_state, (int, np.integer)):
             raise InputError(f"random_state must be an integer, got {self.random_state!r}")
+        choose_training(self.training, 0)  # a wrong name fails here, before any work
+        BatchSettings(self.batch_size)
 
 
 RUN_OPTIONS = frozenset(field.name for field in dataclasses.fields(RunConfig))
@@ -57,6 +66,8 @@ class Method:
 
     name: ClassVar[str]
     title: ClassVar[str]
+    #: Whether the method has the large-data training mode (``training='minibatch'``).
+    minibatch: ClassVar[bool] = False
     config_class: ClassVar[type]
     kind: ClassVar[str] = "expression"
     trains: ClassVar[bool] = True

@@ -14,6 +14,7 @@ import numpy as np
 from .. import graph as _graph
 from .. import pp as _pp
 from ..errors import InputError, option
+from ..models.minibatch import BatchSettings
 from ..models.staig import EDGE_DROP_MODES
 from ._expression import ExpressionInputs, checked_inputs, library_size
 from .base import Method, RunConfig, check_settings
@@ -30,7 +31,8 @@ class StaigConfig:
     """STAIG's options. Defaults are the paper's (``preset='paper'``).
 
     n_epochs, learning_rate, weight_decay, tau
-        Training length, Adam's learning rate and weight decay, temperature of the contrastive loss.
+        Training length (None: 400 epochs at full batch; in the large-data mode, enough epochs for about 2,000
+        mini-batch steps, at most 400), Adam's learning rate and weight decay, temperature of the contrastive loss.
     n_neighbors
         k of the spatial kNN graph (5).
     n_top_genes
@@ -59,7 +61,7 @@ class StaigConfig:
         missing; an input without any image runs from gene expression alone, with a warning) or False.
     """
 
-    n_epochs: int = 400
+    n_epochs: int | None = None
     learning_rate: float = 5e-4
     weight_decay: float = 1e-5
     tau: float = 10.0
@@ -82,7 +84,7 @@ class StaigConfig:
 
     def __post_init__(self) -> None:
         check_settings("STAIG", self, {
-            "n_epochs": (self.n_epochs >= 1, "at least 1"),
+            "n_epochs": (self.n_epochs is None or self.n_epochs >= 1, "at least 1, or None for the default"),
             "tau": (self.tau > 0, "above 0"),
             "n_neighbors": (self.n_neighbors >= 1, "at least 1"),
             "n_top_genes": (self.n_top_genes is None or self.n_top_genes >= 1, "at least 1, or None for all genes"),
@@ -128,6 +130,7 @@ IMAGE_PRESETS: dict[str, dict] = {
 class Staig(Method):
     name = "staig"
     title = "STAIG"
+    minibatch = True
     config_class = StaigConfig
 
     def default_preset(self) -> str:
@@ -192,7 +195,8 @@ class Staig(Method):
 
         return train_staig(inputs.features, inputs.adjacency, config, slice_bounds=inputs.layout.bounds,
                            image_features=inputs.extra.get("image"), device=device, random_state=run.random_state,
-                           progress=run.progress, checkpoint=run.checkpoint)
+                           progress=run.progress, checkpoint=run.checkpoint, training=run.training,
+                           batch=BatchSettings(run.batch_size), coordinates=inputs.coordinates)
 
     def store(self, adata, inputs: ExpressionInputs, result, config: StaigConfig, run: RunConfig) -> dict:
         key = self.embedding_key(run)

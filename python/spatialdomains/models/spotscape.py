@@ -293,7 +293,7 @@ def train_spotscape(
     bounds = slice_bounds or [(0, x.shape[0])]
     several = len(bounds) > 1
     use_prototypes = several if config.prototypes is None else config.prototypes
-    features = torch.as_tensor(x, dtype=torch.float32, device=device)
+    features = dense_features(x, device)
     adjacency = sp.coo_matrix(adjacency)
     # Self loops are not listed: the GCN adds every spot's own loop, so dropping one would change nothing.
     edges = torch.as_tensor(np.vstack([adjacency.row, adjacency.col]), dtype=torch.long, device=device)

@@ -22,7 +22,9 @@ from torch.nn import functional as F
 from ..errors import InputError
 from ..graph import undirected_edges
 from .layers import GCNLayer
-from .trainer import Trainer, seed_everything
+from .minibatch import (BatchSettings, Neighbourhoods, PatchBatches, default_epochs, edge_matrix,
+                        normalised_adjacency, spatial_patches, sparse_times)
+from .trainer import Trainer, dense_features, seed_everything
 
 
 EDGE_DROP_MODES = ("fixed", "gene_adaptive", "image")
@@ -45,6 +47,18 @@ class StaigNet(nn.Module):
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, gene_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.projection(self.encode(x, edge_index, gene_mask))
+
+    def encode_blocks(self, x_rows: sp.csr_matrix, blocks: list[sp.csr_matrix],
+                      gene_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The encoder on a batch's neighbourhood (large-data mode): ``x_rows`` the sparse features of the
+        outermost nodes, ``blocks[l]`` the normalised adjacency from layer l's input nodes to its output nodes.
+        Equals :meth:`encode` on those output nodes."""
+        hidden = None
+        for i, (conv, block) in enumerate(zip(self.convs, blocks)):
+            weight = conv.weight if i > 0 or gene_mask is None else conv.weight * gene_mask[:, None]
+            hidden = sparse_times(x_rows, weight) if i == 0 else hidden @ weight
+            hidden = self.activation(sparse_times(block, hidden) + conv.bias)
+        return hidden
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -70,13 +84,7 @@ def edge_drop_probabilities(x: np.ndarray, adjacency: sp.spmatrix, mode: str = "
         features = np.asarray(image_features, dtype=np.float64)
         weights = np.linalg.norm(features[coo.row] - features[coo.col], axis=1)
     elif mode == "gene_adaptive":
-        from sklearn.decomposition import PCA
-
-        from ..pp import zscore
-
-        standardised = zscore(x)
-        n_components = min(64, *standardised.shape)
-        reduced = PCA(n_components=n_components, random_state=random_state).fit_transform(standardised)
+        reduced = _expression_components(x, random_state)
         reduced /= np.maximum(np.linalg.norm(reduced, axis=1, keepdims=True), 1e-12)
         weights = np.exp(1.0 - np.sum(reduced[coo.row] * reduced[coo.col], axis=1))
     else:
@@ -86,6 +94,25 @@ def edge_drop_probabilities(x: np.ndarray, adjacency: sp.spmatrix, mode: str = "
     directed = sp.csr_matrix((normalised, (coo.row, coo.col)), shape=adjacency.shape)
     both = np.asarray(directed[pairs[:, 0], pairs[:, 1]]).ravel() + np.asarray(directed[pairs[:, 1], pairs[:, 0]]).ravel()
     return np.clip(0.5 * both, 0.0, 1.0).astype(np.float32)
+
+
+def _expression_components(x, random_state: int, n_components: int = 64) -> np.ndarray:
+    """PCA of z-scored expression (the published gene-adaptive edge weights). A large sparse ``x`` stays sparse:
+    scaled by each gene's standard deviation, centred implicitly by ARPACK."""
+    from sklearn.decomposition import PCA
+
+    from ..pp import column_std, zscore
+    from .minibatch import FULL_BATCH_LIMIT
+
+    n_components = min(n_components, *x.shape)
+    if not sp.issparse(x) or x.shape[0] <= FULL_BATCH_LIMIT:
+        standardised = zscore(x.toarray() if sp.issparse(x) else x)
+        return PCA(n_components=n_components, random_state=random_state).fit_transform(standardised)
+    n = x.shape[0]
+    std = column_std(x) * np.sqrt((n - 1) / n)
+    scaled = sp.csr_matrix(x @ sp.diags(np.divide(1.0, std, out=np.zeros_like(std), where=std > 0)))
+    n_components = min(n_components, min(x.shape) - 1)
+    return PCA(n_components=n_components, svd_solver="arpack", random_state=random_state).fit_transform(scaled)
 
 
 def image_pseudo_labels(image_features: np.ndarray, n_labels: int = 40, random_state: int = 0) -> np.ndarray:
@@ -122,20 +149,24 @@ def neighbour_contrastive_loss(
     pseudo_labels: torch.Tensor | None = None,
     slice_bounds: list[tuple[int, int]] | None = None,
     memory_budget_mb: float = 256.0,
+    n_anchors: int | None = None,
 ) -> torch.Tensor:
     """STAIG's neighbour-contrastive loss L = (1/2N) Σ_i [ℓ_i(h¹, h²) + ℓ_i(h², h¹)] (paper Eq. 11).
 
     ``positive_edges`` are the directed edge_index of the neighbourhoods N¹ and N² (both the full graph by
     default). Negatives are every other spot; with ``pseudo_labels``, spots sharing the anchor's label are
     removed from them (debiasing); with ``slice_bounds`` (contiguous slices), only the anchor's own slice counts.
+
+    Large-data mode: the first ``n_anchors`` rows are a batch's anchors, the loss is theirs, and their negatives
+    are the batch's other anchors; the rows after them are neighbours that serve as positives only.
     """
     u, v = F.normalize(h1, dim=1), F.normalize(h2, dim=1)
-    n = u.shape[0]
+    n = u.shape[0] if n_anchors is None else n_anchors
     bounds = slice_bounds or [(0, n)]
-    log_du, log_dv = _ChunkedLogDenominators.apply(u, v, tau, bounds, pseudo_labels, memory_budget_mb)
+    log_du, log_dv = _ChunkedLogDenominators.apply(u[:n], v[:n], tau, bounds, pseudo_labels, memory_budget_mb)
     edges_1, edges_2 = positive_edges
-    log_pu = _log_mean_positive(u, v, edges_1, edges_2, tau)
-    log_pv = _log_mean_positive(v, u, edges_2, edges_1, tau)
+    log_pu = _log_mean_positive(u, v, edges_1, edges_2, tau)[:n]
+    log_pv = _log_mean_positive(v, u, edges_2, edges_1, tau)[:n]
     return 0.5 * ((log_du - log_pu).mean() + (log_dv - log_pv).mean())
 
 
@@ -277,8 +308,12 @@ class StaigResult:
     record: dict = field(default_factory=dict)
 
 
+#: Epochs of full-batch training when ``n_epochs`` is not given (the paper's 400).
+FULL_BATCH_EPOCHS = 400
+
+
 def train_staig(
-    x: np.ndarray,
+    x,
     adjacency: sp.spmatrix,
     config,
     *,
@@ -288,13 +323,21 @@ def train_staig(
     random_state: int = 0,
     progress: bool = True,
     checkpoint: str | Path | None = None,
+    training: str = "full",
+    batch: BatchSettings = BatchSettings(),
+    coordinates: np.ndarray | None = None,
 ) -> StaigResult:
-    """Train STAIG on preprocessed expression ``x`` (spots × genes) and a symmetric spatial adjacency.
+    """Train STAIG on preprocessed expression ``x`` (spots × genes, dense or sparse) and a symmetric spatial
+    adjacency.
 
     Integration: spots sorted by slice, ``slice_bounds`` giving each slice's (start, end) rows and the adjacency
     block-diagonal; each anchor's negatives are then drawn from its own slice only. ``image_features`` (rows
     as ``x``) drive ``edge_drop='image'`` and, on one slice with ``config.debias``, the pseudo-labels whose
     members leave each other's negatives.
+
+    ``training='minibatch'`` is the large-data mode (:mod:`.minibatch`; needs ``coordinates``): each step takes
+    ``batch.batch_size`` anchors, whose negatives are the batch's other anchors of their slice; without
+    ``config.n_epochs`` it runs about 2,000 steps. ``'full'`` is the published full-batch training.
     """
     seed_everything(random_state)
     drop = edge_drop_probabilities(x, adjacency, config.edge_drop, config.edge_drop_rate, random_state,
@@ -303,16 +346,40 @@ def train_staig(
     labels = None
     if image_features is not None and config.debias and single_slice:
         labels = torch.as_tensor(image_pseudo_labels(image_features, config.n_pseudo_labels), device=device)
-    features = torch.as_tensor(x, dtype=torch.float32, device=device)
-    pairs = torch.as_tensor(undirected_edges(adjacency), device=device)
-    drop_probability = torch.as_tensor(drop, device=device)
-    full_edges = torch.cat([pairs.T, pairs.T.flip(0)], dim=1)
-
-    n_genes = features.shape[1]
+    pairs = undirected_edges(adjacency)
+    n_spots, n_genes = x.shape
     model = StaigNet(n_genes, config.hidden_dim, config.n_layers).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    trainer = Trainer(model, optimizer, epochs=config.n_epochs, device=device, progress=progress,
-                      description="STAIG")
+    if training == "minibatch":
+        if coordinates is None:
+            raise ValueError("training='minibatch' needs the spots' coordinates (its batches are spatial patches)")
+        epochs = config.n_epochs or default_epochs(n_spots, batch.batch_size, FULL_BATCH_EPOCHS)
+        step, embed, mode = _minibatch_training(model, x, adjacency, pairs, drop, labels, config, slice_bounds,
+                                                coordinates, batch, device, random_state)
+    else:
+        epochs = config.n_epochs or FULL_BATCH_EPOCHS
+        step, embed, mode = _full_batch_training(model, x, pairs, drop, labels, config, slice_bounds, device)
+    trainer = Trainer(model, optimizer, epochs=epochs, device=device, progress=progress, description="STAIG")
+    record = trainer.fit(step)
+    if checkpoint is not None:
+        trainer.save_checkpoint(checkpoint)
+    with torch.no_grad():
+        z, h = embed()
+    return StaigResult(embedding=h.cpu().numpy(), encoder_embedding=z.cpu().numpy(),
+                       record={**record.as_dict(), "config": asdict(config), **mode,
+                               "n_slices": len(slice_bounds) if slice_bounds else 1,
+                               "image": image_features is not None,
+                               "debiased": labels is not None,
+                               "mean_edge_drop_probability": float(drop.mean()) if len(drop) else 0.0})
+
+
+def _full_batch_training(model, x, pairs, drop, labels, config, slice_bounds, device):
+    """One step per epoch on every spot: (step, embed, what the record says of the mode)."""
+    features = dense_features(x, device)
+    pairs = torch.as_tensor(pairs, device=device)
+    drop_probability = torch.as_tensor(drop, device=device)
+    full_edges = torch.cat([pairs.T, pairs.T.flip(0)], dim=1)
+    n_genes = features.shape[1]
 
     def step(epoch: int) -> torch.Tensor:
         view_edges = [sample_view_edges(pairs, drop_probability) for _ in range(2)]
@@ -322,15 +389,72 @@ def train_staig(
         return neighbour_contrastive_loss(h1, h2, positives, config.tau, pseudo_labels=labels,
                                           slice_bounds=slice_bounds, memory_budget_mb=config.memory_budget_mb)
 
-    record = trainer.fit(step)
-    if checkpoint is not None:
-        trainer.save_checkpoint(checkpoint)
-    with torch.no_grad():
+    def embed():
         z = model.encode(features, full_edges)
-        h = model.projection(z)
-    return StaigResult(embedding=h.cpu().numpy(), encoder_embedding=z.cpu().numpy(),
-                       record={**record.as_dict(), "config": asdict(config),
-                               "n_slices": len(slice_bounds) if slice_bounds else 1,
-                               "image": image_features is not None,
-                               "debiased": labels is not None,
-                               "mean_edge_drop_probability": float(drop.mean()) if len(drop) else 0.0})
+        return z, model.projection(z)
+
+    return step, embed, {"mode": "full"}
+
+
+def _minibatch_training(model, x, adjacency, pairs, drop, labels, config, slice_bounds, coordinates, batch, device,
+                        random_state):
+    """Batches of spatial patches on their neighbourhoods (:mod:`.minibatch`): (step, embed, what the record
+    says of the mode)."""
+    x = sp.csr_matrix(x, dtype=np.float32)
+    n_spots, n_genes = x.shape
+    bounds = slice_bounds or [(0, n_spots)]
+    codes = np.repeat(np.arange(len(bounds)), [end - start for start, end in bounds])
+    graph = sp.csr_matrix(adjacency, dtype=np.float32)
+    graph.data[:] = 1.0
+    hoods = Neighbourhoods(graph)
+    patches = spatial_patches(coordinates, codes, batch.patch_size)
+    batches = PatchBatches(patches, batch.batch_size, np.random.default_rng(random_state))
+    drop_probability = torch.as_tensor(drop)
+    n_layers = len(model.convs)
+
+    def draw_view():
+        """An augmented graph over all spots (drawn once per epoch): its propagation matrix and positives."""
+        kept = pairs[(torch.rand(len(pairs)) >= drop_probability).numpy()]
+        positives = graph if config.positives == "full" else edge_matrix(n_spots, kept)
+        return normalised_adjacency(n_spots, kept), positives
+
+    def hops(nodes):
+        """``nodes`` and the node sets each GCN layer reads, innermost first."""
+        sets = [nodes]
+        for _ in range(n_layers):
+            sets.append(hoods.grow(sets[-1]))
+        return sets
+
+    def encode(sets, propagation, gene_mask=None):
+        blocks = [hoods.block(propagation, sets[layer], sets[layer + 1]) for layer in reversed(range(n_layers))]
+        return model.encode_blocks(x[sets[-1]], blocks, gene_mask)
+
+    def local_edges(positives, anchors, targets):
+        block = hoods.block(positives, anchors, targets)
+        rows = np.repeat(np.arange(len(anchors)), np.diff(block.indptr))
+        return torch.as_tensor(np.vstack([rows, block.indices]), dtype=torch.long, device=device)
+
+    def step(epoch: int):
+        views = [draw_view(), draw_view()]
+        for anchors in batches:
+            sets = hops(hoods.grow(anchors))  # anchors with their neighbours (the positives), then the GCN's hops
+            h1, h2 = (model.projection(encode(sets, propagation, sample_gene_mask(n_genes, rate, device)))
+                      for (propagation, _), rate in zip(views, config.feature_mask))
+            edges = tuple(local_edges(positives, anchors, sets[0]) for _, positives in views)
+            changes = np.flatnonzero(np.diff(codes[anchors])) + 1
+            starts, stops = np.concatenate([[0], changes]), np.concatenate([changes, [len(anchors)]])
+            yield neighbour_contrastive_loss(
+                h1, h2, edges, config.tau, pseudo_labels=None if labels is None else labels[anchors],
+                slice_bounds=list(zip(starts.tolist(), stops.tolist())), memory_budget_mb=config.memory_budget_mb,
+                n_anchors=len(anchors))
+
+    clean = normalised_adjacency(n_spots, pairs)
+    chunk = max(batch.batch_size, 8192)
+
+    def embed():
+        z = torch.cat([encode(hops(np.arange(first, min(first + chunk, n_spots))), clean)
+                       for first in range(0, n_spots, chunk)])
+        return z, model.projection(z)
+
+    return step, embed, {"mode": "minibatch", "batch_size": batch.batch_size, "patch_size": batch.patch_size,
+                         "n_patches": int(patches.max() + 1), "steps_per_epoch": len(batches)}

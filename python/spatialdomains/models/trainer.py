@@ -117,6 +117,14 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def dense_features(x, device: torch.device) -> torch.Tensor:
+    """Features (dense array or scipy sparse matrix) as one dense float32 tensor: what full-batch training holds
+    whole. The large-data mode never calls this; it takes rows of the sparse matrix batch by batch."""
+    import scipy.sparse as sp
+
+    return torch.as_tensor(x.toarray() if sp.issparse(x) else x, dtype=torch.float32, device=device)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch from one number."""
     random.seed(seed)
@@ -187,7 +195,11 @@ class TrainingRecord:
 
 
 class Trainer:
-    """Full-batch training of ``model`` with ``optimizer`` for ``epochs`` steps of ``step(epoch)``."""
+    """Training of ``model`` with ``optimizer`` for ``epochs`` epochs of ``step(epoch)``.
+
+    ``step(epoch)`` returns the loss of a full-batch epoch (one optimiser step), or, in the large-data mode, an
+    iterator of the losses of its mini-batches (one optimiser step each, taken as the iterator advances); the
+    epoch's loss is then their mean."""
 
     def __init__(
         self,
@@ -215,15 +227,9 @@ class Trainer:
         started = time.perf_counter()
         bar = Progress(self.description, self.epochs, unit="epochs", enabled=self.progress, initial=start)
         for epoch in range(start, self.epochs):
-            self.optimizer.zero_grad(set_to_none=True)
-            loss = step(epoch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"the loss became {loss.item()} at epoch {epoch}: lower the learning rate or check the input"
-                )
-            loss.backward()
-            self.optimizer.step()
-            value = float(loss.detach())
+            losses = step(epoch)
+            values = [self._optimise(loss, epoch) for loss in ((losses,) if torch.is_tensor(losses) else losses)]
+            value = float(np.mean(values))
             self.record.loss_history.append(value)
             bar.update(loss=value)
             if self.early_stopping is not None and self.early_stopping(epoch, value):
@@ -234,6 +240,16 @@ class Trainer:
         self.record.seconds += time.perf_counter() - started
         self.model.eval()
         return self.record
+
+    def _optimise(self, loss: torch.Tensor, epoch: int) -> float:
+        """One optimiser step on ``loss``; its value."""
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"the loss became {loss.item()} at epoch {epoch}: lower the learning rate or check the input")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
 
     def save_checkpoint(self, path: str | Path) -> Path:
         """Save model, optimiser, loss history and RNG state atomically."""

@@ -1,0 +1,125 @@
+"""The large-data training mode: batches, neighbourhoods, the loss on a batch, the mode's choice and its record."""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+import spatialdomains as sd
+from spatialdomains.errors import InputError
+from spatialdomains.graph import knn_graph
+from spatialdomains.methods import StaigConfig
+from spatialdomains.models import minibatch, staig
+
+
+@pytest.fixture(scope="module")
+def cells():
+    adata = sd.datasets.simulate_cells(3000, 4, 8, 200, seed=3)
+    from spatialdomains import pp
+
+    x, _ = pp.staig_features(adata.X, n_top_genes=150)
+    return x, knn_graph(adata.obsm["spatial"], 5), adata.obsm["spatial"]
+
+
+def _train(cells, training, epochs=3, batch_size=2048, **config):
+    x, adjacency, coordinates = cells
+    return staig.train_staig(x, adjacency, StaigConfig(n_epochs=epochs, **config), device=torch.device("cpu"),
+                             random_state=4, progress=False, training=training,
+                             batch=minibatch.BatchSettings(batch_size), coordinates=coordinates)
+
+
+@pytest.mark.parametrize("config", [{}, {"n_layers": 2, "positives": "view"}])
+def test_one_batch_holding_every_spot_trains_exactly_as_full_batch(cells, config):
+    """Same seed, same views and masks: the batch's neighbourhood code must reproduce the full-batch losses."""
+    full = _train(cells, "full", **config)
+    batched = _train(cells, "minibatch", batch_size=len(cells[2]), **config)
+    assert batched.record["steps_per_epoch"] == 1 and batched.record["mode"] == "minibatch"
+    np.testing.assert_allclose(batched.record["loss_history"], full.record["loss_history"], rtol=1e-5)
+    np.testing.assert_allclose(batched.embedding, full.embedding, atol=1e-4)
+
+
+@pytest.mark.parametrize("n_layers", [1, 2])
+def test_the_encoder_on_a_neighbourhood_equals_the_full_graph_encoder(cells, n_layers):
+    x, adjacency, _ = cells
+    torch.manual_seed(0)
+    model = staig.StaigNet(x.shape[1], 16, n_layers)
+    pairs = sd.graph.undirected_edges(adjacency)
+    edges = torch.as_tensor(np.hstack([pairs.T, pairs.T[::-1]]).copy())
+    expected = model.encode(torch.as_tensor(x.toarray()), edges)
+    hoods = minibatch.Neighbourhoods(adjacency)
+    propagation = minibatch.normalised_adjacency(x.shape[0], pairs)
+    anchors = np.sort(np.random.default_rng(0).choice(x.shape[0], 300, replace=False))
+    sets = [anchors]
+    for _ in range(n_layers):
+        sets.append(hoods.grow(sets[-1]))
+    blocks = [hoods.block(propagation, sets[i], sets[i + 1]) for i in reversed(range(n_layers))]
+    got = model.encode_blocks(x[sets[-1]], blocks)
+    np.testing.assert_allclose(got.detach().numpy(), expected[anchors].detach().numpy(), atol=1e-5)
+    assert len(sets[-1]) < x.shape[0]  # a neighbourhood, not the whole graph
+
+
+def test_an_epoch_visits_every_spot_once_in_batches_of_whole_patches(cells):
+    coordinates = cells[2]
+    patches = minibatch.spatial_patches(coordinates, None, 64)
+    sizes = np.bincount(patches)
+    assert 30 <= sizes.mean() <= 100 and len(sizes) > 20
+    batches = minibatch.PatchBatches(patches, 500, np.random.default_rng(1))
+    first, second = list(batches), list(batches)
+    for epoch in (first, second):
+        spots = np.concatenate(epoch)
+        np.testing.assert_array_equal(np.sort(spots), np.arange(len(coordinates)))
+        assert all(len(np.unique(patches[b])) == len(np.unique(patches[b])) for b in epoch)
+        assert all(len(b) >= 500 for b in epoch[:-1])
+        for b in epoch:  # whole patches only
+            assert np.array_equal(np.bincount(patches[b], minlength=len(sizes))[np.unique(patches[b])],
+                                  sizes[np.unique(patches[b])])
+    assert not all(np.array_equal(a, b) for a, b in zip(first, second))  # a new order each epoch
+
+
+def test_slices_are_patched_separately_and_negatives_stay_in_their_slice():
+    coordinates = np.random.default_rng(0).uniform(0, 100, size=(400, 2))
+    codes = np.repeat([0, 1], 200)
+    patches = minibatch.spatial_patches(np.vstack([coordinates[:200], coordinates[:200]]), codes, 20)
+    assert not set(patches[:200]) & set(patches[200:])
+
+
+def test_minibatch_training_learns_and_records_its_settings(cells):
+    result = _train(cells, "minibatch", epochs=6, batch_size=512)
+    record = result.record
+    assert record["mode"] == "minibatch" and record["batch_size"] == 512 and record["steps_per_epoch"] >= 6
+    assert record["loss_history"][-1] < record["loss_history"][0]
+    assert result.embedding.shape == (3000, 64) and np.isfinite(result.embedding).all()
+
+
+def test_auto_chooses_full_batch_up_to_the_limit_and_minibatches_above():
+    assert minibatch.choose_training("auto", minibatch.FULL_BATCH_LIMIT) == "full"
+    assert minibatch.choose_training("auto", minibatch.FULL_BATCH_LIMIT + 1) == "minibatch"
+    assert minibatch.choose_training("full", 10**7) == "full"
+    assert minibatch.choose_training("minibatch", 10) == "minibatch"
+    # without n_epochs, about DEFAULT_STEPS steps, never more epochs than full batch
+    assert minibatch.default_epochs(1_000_000, 2048, 400) == 4
+    assert minibatch.default_epochs(50_000, 2048, 400) == 80
+    assert minibatch.default_epochs(3000, 2048, 400) == 400
+
+
+def test_the_run_records_the_mode_and_refuses_what_does_not_apply(small_sample):
+    adata = small_sample.copy()
+    sd.tl.staig(adata, n_epochs=2, training="minibatch", batch_size=128, progress=False)
+    training = adata.uns["spatialdomains"]["staig"]["training"]
+    assert training["mode"] == "minibatch" and training["batch_size"] == 128
+    sd.tl.staig(adata, n_epochs=2, progress=False)
+    assert adata.uns["spatialdomains"]["staig"]["training"]["mode"] == "full"
+    with pytest.raises(InputError, match="training='fast'.*auto, full, minibatch"):
+        sd.tl.staig(adata, training="fast")
+    with pytest.raises(InputError, match="batch_size=0"):
+        sd.tl.staig(adata, training="minibatch", batch_size=0)
+    with pytest.raises(InputError, match="does not apply to Spotscape"):
+        sd.tl.spotscape(adata, training="minibatch")
+
+
+def test_gene_adaptive_edge_weights_stay_sparse_on_large_inputs(monkeypatch, cells):
+    """Above the full-batch limit the gene-adaptive PCA runs on the sparse matrix; it finds the same components."""
+    x, adjacency, _ = cells
+    dense = staig.edge_drop_probabilities(x.toarray(), adjacency, "gene_adaptive")
+    monkeypatch.setattr(minibatch, "FULL_BATCH_LIMIT", 100)
+    sparse = staig.edge_drop_probabilities(sp.csr_matrix(x), adjacency, "gene_adaptive")
+    np.testing.assert_allclose(sparse, dense, atol=2e-3)
