@@ -20,7 +20,9 @@
 #' (\code{"paper"} or \code{"published"}), \code{seed}, \code{device}
 #' (\code{"auto"}, \code{"cpu"}, \code{"cuda"}), \code{n_threads} (CPU threads; default: one
 #' per core that other work leaves free, with R's BLAS kept to one thread
-#' during the call), \code{progress} and \code{name}. Where the counts and
+#' during the call), \code{training} (\code{"auto"}: full batch up to 10,000
+#' spots, mini-batches of \code{batch_size} spots above; \code{"full"};
+#' \code{"minibatch"}), \code{progress} and \code{name}. Where the counts and
 #' coordinates come from:
 #' \describe{
 #'   \item{SingleCellExperiment}{\code{assay.type} (default \code{"counts"});

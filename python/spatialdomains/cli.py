@@ -250,6 +250,11 @@ def _add_model_options(parser: argparse.ArgumentParser, default_domains: int | N
     parser.add_argument("--threads", type=int,
                         help="CPU threads (default: one per core that other work leaves free, fewer for small "
                              "samples)")
+    parser.add_argument("--training", default="auto", choices=["auto", "full", "minibatch"],
+                        help="STAIG: full batch, or mini-batches whose cost grows linearly with the spots "
+                             "(default: auto, mini-batches above 10,000 spots)")
+    parser.add_argument("--batch-size", type=int, default=2048,
+                        help="STAIG: spots per mini-batch step (default: 2048)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or information messages")
 
 
@@ -267,6 +272,12 @@ def _add_enrichment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pvalue", default="adjusted", choices=["adjusted", "raw"],
                         help="p the marker threshold applies to: adjusted, the Benjamini-Hochberg adjusted p "
                              "(default); raw, the Wilcoxon p as it is (the STAIG paper's filter)")
+
+
+def _run_options(args: argparse.Namespace) -> dict:
+    """The run options (:class:`~spatialdomains.methods.base.RunConfig`) the model flags set."""
+    return {"random_state": args.seed, "device": args.device, "n_threads": args.threads,
+            "progress": not args.quiet, "training": args.training, "batch_size": args.batch_size}
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -424,8 +435,7 @@ def _run_multiomics(args: argparse.Namespace) -> int:
         path = args.inputs[0]
         data = io.read_h5mu(path) if str(path).lower().endswith(".h5mu") else io.read(path)
     result = find_domains(data, method, args.n_domains, cluster_method=args.cluster_method, refine=_refine(args),
-                          random_state=args.seed, device=args.device, n_threads=args.threads, progress=not args.quiet,
-                          **{k: v for k, v in params.items() if v is not None})
+                          **_run_options(args), **{k: v for k, v in params.items() if v is not None})
     record = dict(result.uns["spatialdomains"])
     if args.label_key is not None:
         result.obs[args.label_key] = _label_column(result, args.label_key)
@@ -485,8 +495,7 @@ def _find_and_write(adata, args: argparse.Namespace, output, *, label_key: str |
     _check_label_key(adata, label_key)
     method = getattr(args, "method", "staig")
     find_domains(adata, method, args.n_domains, cluster_method=args.cluster_method, refine=_refine(args),
-                 random_state=args.seed, device=args.device, n_threads=args.threads, progress=not args.quiet,
-                 **{k: v for k, v in method_params.items() if v is not None})
+                 **_run_options(args), **{k: v for k, v in method_params.items() if v is not None})
     record = dict(adata.uns["spatialdomains"])
     if label_key is not None:
         record["scores"] = _scores(adata, label_key, "")
@@ -512,8 +521,7 @@ def _integrate_and_write(samples: list, args: argparse.Namespace, output, **meth
     else:
         data, batch_key = samples[0], args.batch_key
     combined = tools.find_domains(data, method, args.n_domains, batch_key=batch_key,
-                                  cluster_method=args.cluster_method, refine=_refine(args), random_state=args.seed,
-                                  device=args.device, n_threads=args.threads, progress=not args.quiet,
+                                  cluster_method=args.cluster_method, refine=_refine(args), **_run_options(args),
                                   **{k: v for k, v in method_params.items() if v is not None})
     per_slice = data if isinstance(data, dict) else {
         str(name): combined[(combined.obs[batch_key].astype(str) == str(name)).to_numpy()].copy()

@@ -172,3 +172,19 @@ def test_image_options_are_checked(sample, tmp_path, capsys):
     assert "--image FILE --image-scale" in capsys.readouterr().err
     assert cli.main([*common, "--method", "spotscape", "--image"]) != 0
     assert "--image" in capsys.readouterr().err
+
+
+def test_run_in_the_large_data_mode_and_its_flags_in_the_words_of_the_command_line(sample, tmp_path, capsys):
+    sample.write_h5ad(tmp_path / "s.h5ad")
+    out = tmp_path / "o"
+    code = cli.main(["run", str(tmp_path / "s.h5ad"), "--n-domains", "3", "--epochs", "2", "--training", "minibatch",
+                     "--batch-size", "100", "--cluster-method", "kmeans", "--out", str(out), "--quiet"])
+    assert code == 0
+    training = json.loads((out / "provenance.json").read_text())["staig"]["training"]
+    assert training["mode"] == "minibatch" and training["batch_size"] == 100 and training["steps_per_epoch"] >= 4
+    code = cli.main(["run", str(tmp_path / "s.h5ad"), "--batch-size", "0", "--out", str(tmp_path / "p"), "--quiet"])
+    assert code == 2 and "--batch-size 0: give a whole number of at least 1" in capsys.readouterr().err
+    code = cli.main(["run", str(tmp_path / "s.h5ad"), "--method", "spotscape", "--training", "minibatch",
+                     "--out", str(tmp_path / "q"), "--quiet"])
+    assert code == 2 and "--training minibatch does not apply to Spotscape" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists() and not (tmp_path / "q").exists()

@@ -26,8 +26,9 @@ from ..errors import InputError, option
 
 TRAINING_MODES = ("auto", "full", "minibatch")
 #: ``training='auto'`` trains on mini-batches above this many spots: full batch costs O(spots²) per epoch
-#: (STAIG: about 4 s per epoch at 20,000 spots on 2 CPU cores), mini-batches O(spots · batch_size).
-FULL_BATCH_LIMIT = 20_000
+#: (STAIG on 2 CPU cores: about 0.8 s per epoch at 10,000 spots, 25.7 s at 50,000), mini-batches
+#: O(spots · batch_size). Every Visium section (at most 4,992 spots) trains in full batch, as published.
+FULL_BATCH_LIMIT = 10_000
 #: Optimiser steps the large-data mode aims at when the number of epochs is not given (STAIG's full batch
 #: takes 400 steps on a Visium section; mini-batches of fewer negatives take more).
 DEFAULT_STEPS = 2_000

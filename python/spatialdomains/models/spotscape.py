@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from ..errors import InputError
 from .layers import GCNLayer
-from .trainer import Trainer, accumulation_dtype, seed_everything
+from .trainer import Trainer, accumulation_dtype, dense_features, seed_everything
 
 logger = logging.getLogger("spatialdomains")
 
