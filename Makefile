@@ -58,6 +58,7 @@ test-r: setup
 # change. Each step prints its figures; any floor missed fails.
 accuracy: setup
 	$(BIN)/python bench/bench_staig.py --epochs 400 --seeds 0 1 2 --floor 0.48
+	$(BIN)/python bench/bench_staig.py --epochs 400 --seeds 0 1 2 --training minibatch --batch-size 1024 --floor 0.45
 	$(BIN)/python bench/bench_spotscape.py dlpfc --seeds 0 1 2 --floor 0.43
 	$(BIN)/python bench/bench_spami.py sim --seeds 0 1 2 --floor 0.95
 	SPATIALDOMAINS_SHARED="$(SHARED)" $(BIN)/python -m pytest tests/python/test_accuracy.py -m accuracy -s -q

@@ -3,7 +3,8 @@
 Each seed runs in its own process so that peak RSS is measured per run. Usage (from the repository root):
 
     .venv/bin/python bench/bench_staig.py [--epochs 300] [--tau 10] [--preset paper|published] [--seeds 0 1 2]
-        [--library-size-key sum_umi_allgenes] [--labelled-only] [--json results.json]
+        [--library-size-key sum_umi_allgenes] [--labelled-only] [--training minibatch --batch-size 1024]
+        [--json results.json]
 
 The data are read from ../shared/data (or $SPATIALDOMAINS_SHARED/data).
 """
@@ -34,7 +35,8 @@ def one_run(seed: int, options: dict) -> dict:
     started = time.perf_counter()
     sd.find_domains(adata, n_domains=7, cluster_method=options["cluster_method"], refine=True, random_state=seed,
                     progress=False, n_epochs=options["epochs"], tau=options["tau"], preset=options["preset"],
-                    library_size_key=options["library_size_key"])
+                    library_size_key=options["library_size_key"], training=options["training"],
+                    batch_size=options["batch_size"])
     total = time.perf_counter() - started
     record = adata.uns["spatialdomains"]
     training = record["staig"]["training"]
@@ -51,6 +53,8 @@ def one_run(seed: int, options: dict) -> dict:
         "nmi_refined": sd.metrics.nmi(adata.obs[DLPFC_LABEL], adata.obs["domain"]),
         "cluster_backend": record["cluster"]["backend"],
         "device": training["device"],
+        "mode": training.get("mode", "full"),
+        "steps_per_epoch": training.get("steps_per_epoch", 1),
     }
 
 
@@ -65,13 +69,15 @@ def main() -> int:
                         "(sum_umi_allgenes in the shared file, which holds 5,000 genes)")
     parser.add_argument("--labelled-only", action="store_true",
                         help="train on the annotated spots only (the published protocol drops the others first)")
+    parser.add_argument("--training", default="auto", choices=["auto", "full", "minibatch"])
+    parser.add_argument("--batch-size", type=int, default=2048, help="spots per mini-batch step (default 2048)")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--floor", type=float, help="exit 1 when the mean refined ARI is below this (make accuracy)")
     parser.add_argument("--single", type=int, help=argparse.SUPPRESS)  # internal: one seed, print JSON
     args = parser.parse_args()
     options = {"epochs": args.epochs, "tau": args.tau, "preset": args.preset,
                "cluster_method": args.cluster_method, "library_size_key": args.library_size_key,
-               "labelled_only": args.labelled_only}
+               "labelled_only": args.labelled_only, "training": args.training, "batch_size": args.batch_size}
 
     if args.single is not None:
         print(json.dumps(one_run(args.single, options)))
@@ -92,7 +98,7 @@ def main() -> int:
                                                                       "peak_rss_mb", "ari_refined",
                                                                       "ari_unrefined", "nmi_refined")}}
     print(f"\nSTAIG on DLPFC 151673 ({runs[0]['n_spots']} spots), {args.epochs} epochs, preset {args.preset}, "
-          f"tau {args.tau or 'preset'}, library size {args.library_size_key or 'over the genes in the file'}, "
+          f"tau {args.tau or 'preset'}, {runs[0]['mode']} training ({runs[0]['steps_per_epoch']} steps per epoch), library size {args.library_size_key or 'over the genes in the file'}, "
           f"{len(runs)} seeds ({runs[0]['device']}, {runs[0]['cluster_backend']}):")
     for key, (mean, sd) in report["summary"].items():
         print(f"  {key:>18}: {mean:.3f} ± {sd:.3f}")
