@@ -116,7 +116,13 @@ clusterEmbedding <- function(embedding, n_domains = NULL, coordinates = NULL, re
     }
     list(domain = .domain_factor(labels, usable), unrefined = unrefined, n_domains = n_domains,
          silhouette = scores,
-         record = list(backend = backend, model = if (backend == "mclust") "EEE", n_domains = n_domains,
+         record = list(backend = backend, model = if (backend == "mclust") "EEE",
+                       initialisation = if (backend == "mclust") {
+                           if (nrow(x) > .MCLUST_INIT_SPOTS) {
+                               paste("hierarchical, on a random subset of", .MCLUST_INIT_SPOTS, "spots")
+                           } else "hierarchical, on every spot"
+                       },
+                       n_domains = n_domains,
                        n_domains_chosen_by = chosen_by, refined = refine,
                        refine_neighbors = if (refine) as.integer(refine_neighbors) else NULL,
                        seed = as.integer(seed),
@@ -183,8 +189,17 @@ refineDomains <- function(labels, coordinates, n_neighbors = 15L) {
 ## mclust EEE with the session's random stream set to 'seed' for this call only
 ## (R's default generators, as a fresh R session has them, so that the Python
 ## side, which calls mclust through rpy2, draws the same numbers).
+## Above .MCLUST_INIT_SPOTS spots the hierarchical initialisation (quadratic in
+## the spots) runs on a random subset, as in the Python package (and as
+## mclust >= 5.4 does by default); EM then runs on every spot.
+.MCLUST_INIT_SPOTS <- 2000L
+
 .mclust_labels <- function(x, n_domains, seed) {
-    fit <- withr::with_seed(seed, tryCatch(Mclust(x, G = n_domains, modelNames = "EEE", verbose = FALSE),
+    fit <- withr::with_seed(seed, tryCatch(if (nrow(x) > .MCLUST_INIT_SPOTS) {
+                                               Mclust(x, G = n_domains, modelNames = "EEE", verbose = FALSE,
+                                                      initialization = list(subset = sample(
+                                                          seq.int(nrow(x)), size = .MCLUST_INIT_SPOTS)))
+                                           } else Mclust(x, G = n_domains, modelNames = "EEE", verbose = FALSE),
                                            error = function(e) conditionMessage(e)),
                             .rng_kind = "Mersenne-Twister", .rng_normal_kind = "Inversion",
                             .rng_sample_kind = "Rejection")

@@ -19,10 +19,17 @@ from .graph import nearest_other_spots
 
 logger = logging.getLogger("spatialdomains")
 
-_R_MCLUST = """function(x, G, model, seed) {
+#: Above this many spots mclust's hierarchical initialisation (quadratic in the spots) runs on a random subset
+#: of this size and EM then runs on every spot; mclust ≥ 5.4 does the same by default, older versions do not.
+MCLUST_INIT_SPOTS = 2000
+
+_R_MCLUST = """function(x, G, model, seed, init_spots) {
   suppressPackageStartupMessages(library(mclust))  # Mclust looks up mclustBIC on the search path
   set.seed(seed)
-  fit <- tryCatch(Mclust(x, G = G, modelNames = model, verbose = FALSE),
+  fit <- tryCatch(if (nrow(x) > init_spots) {
+                      Mclust(x, G = G, modelNames = model, verbose = FALSE,
+                             initialization = list(subset = sample(seq.int(nrow(x)), size = init_spots)))
+                  } else Mclust(x, G = G, modelNames = model, verbose = FALSE),
                   error = function(e) conditionMessage(e))
   if (is.null(fit)) "Mclust returned NULL" else if (is.character(fit)) fit else as.integer(fit$classification)
 }"""
@@ -65,7 +72,8 @@ def cluster_embedding(
     if method == "mclust":
         labels = mclust(embedding, n_domains, random_state=random_state)
         if labels is not None:
-            return Clustering(labels, "mclust", n_domains, {"model": "EEE", "seed": random_state})
+            return Clustering(labels, "mclust", n_domains, {"model": "EEE", "seed": random_state,
+                                                            **mclust_initialisation(embedding.shape[0])})
         warnings.warn("mclust EEE found no fit; falling back to 'gmm' (tied-covariance Gaussian mixture)",
                       RuntimeWarning, stacklevel=2)
         method = "gmm"
@@ -115,13 +123,20 @@ def mclust(embedding: np.ndarray, n_domains: int, *, model: str = "EEE",
 
     embedding = _as_embedding(embedding)
     with (ro.default_converter + numpy2ri.converter).context():
-        classification = ro.r(_R_MCLUST)(embedding, int(n_domains), model, int(random_state))
+        classification = ro.r(_R_MCLUST)(embedding, int(n_domains), model, int(random_state), MCLUST_INIT_SPOTS)
     classification = np.asarray(classification)
     if classification.dtype.kind in "US":
         logger.warning("mclust %s found no fit: %s", model, classification[0])
         return None
     labels = np.unique(classification.astype(np.int64), return_inverse=True)[1]
     return labels.astype(np.int64)
+
+
+def mclust_initialisation(n_spots: int) -> dict:
+    """What the record says of mclust's initialisation on ``n_spots`` spots."""
+    if n_spots > MCLUST_INIT_SPOTS:
+        return {"initialisation": f"hierarchical, on a random subset of {MCLUST_INIT_SPOTS} spots"}
+    return {"initialisation": "hierarchical, on every spot"}
 
 
 def gaussian_mixture(embedding: np.ndarray, n_domains: int, *, random_state: int = MCLUST_SEED) -> np.ndarray:

@@ -33,6 +33,28 @@ def test_mclust_through_r(blobs):
 
 
 @pytest.mark.skipif(not r_with_mclust(), reason="needs R with the mclust package and rpy2")
+def test_mclust_initialised_on_a_subset_finds_the_partition_of_the_full_initialisation():
+    """Above MCLUST_INIT_SPOTS spots, the hierarchical start runs on a random subset (linear cost overall); on
+    well-separated data it must find the same partition as a start from every spot."""
+    import rpy2.robjects as ro
+    from rpy2.robjects import numpy2ri
+
+    rng = np.random.default_rng(5)
+    centres = rng.normal(0, 6, size=(4, 8))
+    truth = rng.integers(0, 4, size=3 * cluster.MCLUST_INIT_SPOTS // 2)
+    x = centres[truth] + rng.normal(size=(len(truth), 8))
+    subset = cluster.cluster_embedding(x, 4, "mclust")
+    assert subset.details["initialisation"] == "hierarchical, on a random subset of 2000 spots"
+    with (ro.default_converter + numpy2ri.converter).context():
+        full = np.asarray(ro.r("""function(x) { suppressPackageStartupMessages(library(mclust))
+            Mclust(x, G = 4, modelNames = "EEE", verbose = FALSE,
+                   initialization = list(subset = seq_len(nrow(x))))$classification }""")(x))
+    assert metrics.ari(full, subset.labels) == 1.0 and metrics.ari(truth, subset.labels) > 0.99
+    assert cluster.cluster_embedding(x[:500], 4, "mclust").details["initialisation"] == (
+        "hierarchical, on every spot")
+
+
+@pytest.mark.skipif(not r_with_mclust(), reason="needs R with the mclust package and rpy2")
 def test_mclust_without_a_fit_falls_back_with_a_warning():
     degenerate = np.ones((60, 3))
     assert cluster.mclust(degenerate, 3) is None

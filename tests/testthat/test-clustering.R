@@ -99,3 +99,16 @@ test_that("k-means is available, and is the fallback when mclust finds no fit", 
                    "clustering with k-means instead")
     expect_identical(fallback$record$backend, "kmeans")
 })
+
+test_that("mclust starts from a random subset on large inputs and records it", {
+    skip_if_not_installed("mclust")
+    set.seed(11)
+    centres <- matrix(rnorm(4 * 6, sd = 6), 4)
+    truth <- sample(4, 3000, replace = TRUE)
+    x <- centres[truth, ] + matrix(rnorm(3000 * 6), 3000)
+    fit <- clusterEmbedding(x, n_domains = 4, refine = FALSE)
+    expect_identical(fit$record$initialisation, "hierarchical, on a random subset of 2000 spots")
+    expect_equal(mclust::adjustedRandIndex(fit$domain, truth), 1)
+    small <- clusterEmbedding(x[1:500, ], n_domains = 4, refine = FALSE)
+    expect_identical(small$record$initialisation, "hierarchical, on every spot")
+})
