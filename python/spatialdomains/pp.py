@@ -85,13 +85,20 @@ def staig_features(
     return x, genes
 
 
-def column_std(x: sp.spmatrix) -> np.ndarray:
-    """Standard deviation (ddof 1) of each column of a sparse matrix, accumulated in float64, without a dense copy."""
+def column_std(x: sp.spmatrix, rows_per_chunk: int = 100_000) -> np.ndarray:
+    """Standard deviation (ddof 1) of each column of a sparse matrix, accumulated in float64 over chunks of rows,
+    so that neither a dense copy nor a float64 copy of the whole matrix is made."""
+    x = sp.csr_matrix(x)
     n = x.shape[0]
-    x64 = sp.csr_matrix(x, dtype=np.float64)
-    mean = np.asarray(x64.mean(axis=0)).ravel()
-    mean_of_squares = np.asarray(x64.multiply(x64).mean(axis=0)).ravel()
-    variance = np.maximum(mean_of_squares - mean**2, 0.0) * n / max(n - 1, 1)
+    total = np.zeros(x.shape[1])
+    total_of_squares = np.zeros(x.shape[1])
+    for start in range(0, n, rows_per_chunk):
+        chunk = x[start:start + rows_per_chunk]
+        values = chunk.data.astype(np.float64)
+        total += np.bincount(chunk.indices, weights=values, minlength=x.shape[1])
+        total_of_squares += np.bincount(chunk.indices, weights=values * values, minlength=x.shape[1])
+    mean = total / n
+    variance = np.maximum(total_of_squares / n - mean**2, 0.0) * n / max(n - 1, 1)
     return np.sqrt(variance)
 
 

@@ -45,3 +45,9 @@ def test_subset_warning_and_small_gene_sets(small_sample, caplog):
     assert "pass the true per-spot totals" in caplog.text
     expressed = np.asarray((counts > 0).sum(axis=0)).ravel() > 0
     np.testing.assert_array_equal(genes, np.flatnonzero(expressed))
+
+
+def test_column_std_of_a_sparse_matrix_in_chunks_equals_numpy():
+    x = sp.random(1000, 40, density=0.2, format="csr", dtype=np.float32, random_state=1)
+    np.testing.assert_allclose(pp.column_std(x, rows_per_chunk=97), x.toarray().astype(np.float64).std(axis=0, ddof=1),
+                               rtol=1e-9)
