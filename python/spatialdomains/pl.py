@@ -41,11 +41,12 @@ def domains(
     size = spot_size or max(2.0, 25000.0 / max(len(points), 1))
     missing = values.isna().to_numpy()
     if missing.any():
-        ax.scatter(points[missing, 0], points[missing, 1], s=size, c="lightgrey", label="none", linewidths=0)
+        ax.scatter(points[missing, 0], points[missing, 1], s=size, c="lightgrey", label="none", linewidths=0,
+                   rasterized=True)
     for i, category in enumerate(categories):
         member = (values == category).to_numpy()
         ax.scatter(points[member, 0], points[member, 1], s=size, color=colours(i % colours.N), label=str(category),
-                   linewidths=0)
+                   linewidths=0, rasterized=True)  # a million points stay light in a PDF or SVG
     if background is None:
         ax.invert_yaxis()
     ax.set_aspect("equal")
@@ -72,16 +73,17 @@ def embedding(
         if key not in adata.obs:
             raise InputError(f"obs['{key}'] does not exist (obs columns: {', '.join(adata.obs)})")
     points = np.asarray(adata.obsm[basis])[:, :2]
+    placed = np.all(np.isfinite(points), axis=1)  # a UMAP of a sample places only the sampled spots
     figure, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 5), squeeze=False)
-    size = max(1.0, 12000.0 / max(len(points), 1))
+    size = max(1.0, 12000.0 / max(int(placed.sum()), 1))
     for ax, key in zip(axes[0], keys):
         values = adata.obs[key].astype("category")
         colours = plt.get_cmap("tab20" if len(values.cat.categories) > 10 else "tab10")
         for i, category in enumerate(values.cat.categories):
-            member = (values == category).to_numpy()
+            member = (values == category).to_numpy() & placed
             ax.scatter(points[member, 0], points[member, 1], s=size, color=colours(i % colours.N),
-                       label=str(category), linewidths=0)
-        ax.set_title(key)
+                       label=str(category), linewidths=0, rasterized=True)
+        ax.set_title(key if placed.all() else f"{key} ({int(placed.sum()):,} of {len(placed):,} spots, at random)")
         ax.set_xticks([])
         ax.set_yticks([])
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, markerscale=3)

@@ -1,4 +1,6 @@
+import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
@@ -82,3 +84,26 @@ def test_domain_plot(sample, tmp_path):
     figure = sd.pl.domains(sample, save=tmp_path / "domains.png")
     assert (tmp_path / "domains.png").stat().st_size > 1000
     assert len(figure.axes[0].collections) == 3
+
+
+def test_umap_of_a_large_sample_places_a_seeded_random_subset_and_plots_it(tmp_path):
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(np.zeros((600, 1), dtype=np.float32))
+    adata.obsm["X_model"] = rng.normal(size=(600, 8)).astype(np.float32)
+    adata.obsm["X_model"][:5] = np.nan  # spots without an embedding are never placed
+    adata.obs["domain"] = pd.Categorical(rng.integers(0, 3, 600).astype(str))
+    sd.tl.umap(adata, use_rep="X_model", max_spots=200, random_state=3)
+    placed = np.all(np.isfinite(adata.obsm["X_umap"]), axis=1)
+    assert placed.sum() == 200 and not placed[:5].any()
+    record = adata.uns["spatialdomains"]["umap"]
+    assert record["n_spots_placed"] == 200 and record["n_spots_with_embedding"] == 595
+    again = adata.copy()
+    sd.tl.umap(again, use_rep="X_model", max_spots=200, random_state=3)
+    np.testing.assert_array_equal(np.isfinite(again.obsm["X_umap"][:, 0]), placed)
+    figure = sd.pl.embedding(adata, "X_umap", "domain", save=tmp_path / "umap.png")
+    assert "200 of 600 spots" in figure.axes[0].get_title()
+    plt.close(figure)
+    with pytest.raises(InputError, match="max_spots=1"):
+        sd.tl.umap(adata, use_rep="X_model", max_spots=1)

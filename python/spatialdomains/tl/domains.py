@@ -133,19 +133,33 @@ def leiden(
     return adata
 
 
+#: UMAP is for display, and its cost grows faster than the spots: above this many spots it is fitted on a seeded
+#: random sample of this size, and the other spots are not placed (NaN, not drawn).
+UMAP_MAX_SPOTS = 50_000
+
+
 def umap(adata: ad.AnnData, *, use_rep: str = "X_staig", n_neighbors: int = 15, min_dist: float = 0.5,
-         random_state: int = 0, key_added: str = "X_umap") -> ad.AnnData:
-    """2-d UMAP of ``obsm[use_rep]`` into ``obsm[key_added]`` (spots without an embedding get NaN), seeded."""
+         random_state: int = 0, key_added: str = "X_umap", max_spots: int = UMAP_MAX_SPOTS) -> ad.AnnData:
+    """2-d UMAP of ``obsm[use_rep]`` into ``obsm[key_added]``, seeded. Spots without an embedding get NaN, and
+    so do all but a random ``max_spots`` of them when there are more (recorded in
+    ``uns['spatialdomains']['umap']``)."""
     from umap import UMAP
 
     if use_rep not in adata.obsm:
         raise InputError(f"obsm['{use_rep}'] does not exist: run a model first or name an embedding with use_rep")
+    if isinstance(max_spots, bool) or int(max_spots) != max_spots or max_spots < 3:
+        raise InputError(f"{option('max_spots', max_spots)}: give a whole number of at least 3")
     embedding = np.asarray(adata.obsm[use_rep], dtype=np.float32)
-    has_embedding = np.all(np.isfinite(embedding), axis=1)
-    reducer = UMAP(n_neighbors=min(n_neighbors, int(has_embedding.sum()) - 1), min_dist=min_dist,
-                   random_state=random_state)
-    values = reducer.fit_transform(embedding[has_embedding])
+    rows = np.flatnonzero(np.all(np.isfinite(embedding), axis=1))
+    available = len(rows)
+    if available > max_spots:
+        rows = np.sort(np.random.default_rng(random_state).choice(rows, int(max_spots), replace=False))
+    reducer = UMAP(n_neighbors=min(n_neighbors, len(rows) - 1), min_dist=min_dist, random_state=random_state)
+    values = reducer.fit_transform(embedding[rows])
     full = np.full((adata.n_obs, values.shape[1]), np.nan, dtype=np.float32)
-    full[has_embedding] = values
+    full[rows] = values
     adata.obsm[key_added] = full
+    record_step(adata, "umap", {"use_rep": use_rep, "key_added": key_added, "n_spots_placed": len(rows),
+                                "n_spots_with_embedding": available, "random_state": random_state,
+                                "n_neighbors": int(reducer.n_neighbors), "min_dist": min_dist})
     return adata
