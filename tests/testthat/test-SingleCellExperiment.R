@@ -91,7 +91,8 @@ test_that("progress = TRUE reports each step and the training as R messages", {
     sce <- simulateVisium(n_spots = 300, n_domains = 3, seed = 4)
     shown <- capture.output(out <- runSTAIG(sce, n_epochs = 10, seed = 1, progress = TRUE,
                                             library_size = "total_counts"), type = "message")
-    expect_true(any(grepl("^spatialdomains: STAIG: training 10 epochs on cpu, 1 CPU thread", shown)))
+    expect_true(any(grepl("^spatialdomains: STAIG: training on 304 spots in full batch, on cpu with 1 CPU thread",
+                          shown)))
     expect_identical(sum(grepl("^STAIG: [0-9]+/10 epochs, loss", shown)), 10L)
     expect_true(any(grepl("^spatialdomains: STAIG: 10 epochs in", shown)))
     expect_silent(suppressMessages(runSTAIG(sce, n_epochs = 2, seed = 1, progress = TRUE,
@@ -99,4 +100,16 @@ test_that("progress = TRUE reports each step and the training as R messages", {
     expect_length(capture.output(quiet <- runSTAIG(sce, n_epochs = 2, seed = 1, progress = FALSE,
                                                    library_size = "total_counts"), type = "message"), 0L)
     expect_true(all(c("preprocess", "graph", "train") %in% names(S4Vectors::metadata(out)$spatialdomains$STAIG$timings)))
+})
+
+test_that("the large-data mode can be asked for from R, and the record says it ran", {
+    skip_without_spatialdomains()
+    sce <- simulateVisium(n_spots = 300, n_domains = 3, seed = 4)
+    out <- runSTAIG(sce, n_epochs = 2, seed = 1, training = "minibatch", batch_size = 100,
+                    library_size = "total_counts")
+    training <- S4Vectors::metadata(out)$spatialdomains$STAIG$training
+    expect_identical(training$mode, "minibatch")
+    expect_identical(as.integer(training$batch_size), 100L)
+    expect_error(runSTAIG(sce, training = "fast"), 'training = "fast": choose one of auto, full, minibatch')
+    expect_error(runSTAIG(sce, batch_size = 0), "batch_size = 0: give a whole number of at least 1")
 })

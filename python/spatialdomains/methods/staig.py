@@ -84,7 +84,7 @@ class StaigConfig:
 
     def __post_init__(self) -> None:
         check_settings("STAIG", self, {
-            "n_epochs": (self.n_epochs is None or self.n_epochs >= 1, "at least 1, or None for the default"),
+            "n_epochs": (self.n_epochs is None or self.n_epochs >= 1, "at least 1"),
             "tau": (self.tau > 0, "above 0"),
             "n_neighbors": (self.n_neighbors >= 1, "at least 1"),
             "n_top_genes": (self.n_top_genes is None or self.n_top_genes >= 1, "at least 1, or None for all genes"),
