@@ -222,6 +222,11 @@ CASES = [
     # Options, in the command line's words
     Case("--epochs 0", lambda f, b: _run(f, b, "--epochs", "0"), 2, ("--epochs 0", "at least 1"),
          absent=("StaigConfig", "n_epochs")),
+    Case("--batch-size 0", lambda f, b: _run(f, b, "--batch-size", "0"), 2,
+         ("--batch-size 0", "at least 1")),
+    Case("--training minibatch for Spotscape", lambda f, b: _run(f, b, "--method", "spotscape", "--training",
+                                                                 "minibatch"), 2,
+         ("--training minibatch does not apply to Spotscape", "leave --training unset")),
     Case("--n-domains 0", lambda f, b: _run(f, b, "--n-domains", "0"), 2, ("--n-domains 0", "at least 2")),
     Case("--n-domains -3", lambda f, b: _run(f, b, "--n-domains", "-3"), 2, ("--n-domains -3",)),
     Case("--n-domains 1", lambda f, b: _run(f, b, "--n-domains", "1"), 2, ("--n-domains 1",)),
