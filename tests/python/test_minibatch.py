@@ -37,6 +37,26 @@ def test_one_batch_holding_every_spot_trains_exactly_as_full_batch(cells, config
     np.testing.assert_allclose(batched.embedding, full.embedding, atol=1e-4)
 
 
+def test_several_slices_in_one_batch_train_as_full_batch_with_same_slice_negatives():
+    """Integration: slices contiguous, negatives from the anchor's own slice; the batch path must agree."""
+    from spatialdomains import pp
+
+    adata = sd.datasets.simulate_cells(1200, 3, 6, 100, seed=8)
+    x, coordinates = pp.staig_features(adata.X, n_top_genes=80)[0], adata.obsm["spatial"]
+    adjacency = knn_graph(coordinates, 5)
+    half = x.shape[0] // 2
+    block = sp.block_diag([adjacency[:half, :half], adjacency[half:, half:]], format="csr")
+    runs = [staig.train_staig(x, block, StaigConfig(n_epochs=3), device=torch.device("cpu"), random_state=2,
+                              progress=False, slice_bounds=[(0, half), (half, x.shape[0])], training=mode,
+                              batch=minibatch.BatchSettings(x.shape[0]), coordinates=coordinates)
+            for mode in ("full", "minibatch")]
+    np.testing.assert_allclose(runs[1].record["loss_history"], runs[0].record["loss_history"], rtol=1e-5)
+    small = staig.train_staig(x, block, StaigConfig(n_epochs=2), device=torch.device("cpu"), random_state=2,
+                              progress=False, slice_bounds=[(0, half), (half, x.shape[0])], training="minibatch",
+                              batch=minibatch.BatchSettings(150), coordinates=coordinates)
+    assert small.record["steps_per_epoch"] >= 7 and np.isfinite(small.embedding).all()
+
+
 @pytest.mark.parametrize("n_layers", [1, 2])
 def test_the_encoder_on_a_neighbourhood_equals_the_full_graph_encoder(cells, n_layers):
     x, adjacency, _ = cells
