@@ -84,7 +84,7 @@ def main() -> int:
     print(f"\n{'method':9} {'cells':>9} {'mode':9} {'steps/ep':>8} {'s/epoch':>8} {'preproc s':>9} {'graph s':>7} "
           f"{'read s':>6} {'peak GB':>7}" + (f" {'cluster s':>9} {'ARI':>5}" if args.cluster else ""))
     for r in results:
-        print(f"{r['method']:9} {r['n_cells']:>9} {r['mode']:9} {r['steps_per_epoch']:>8} {r['seconds_per_epoch']:8.2f} "
+        print(f"{r['method']:9} {r['n_cells']:>9} {r['mode']:9} {r['steps_per_epoch']:8.1f} {r['seconds_per_epoch']:8.2f} "
               f"{r.get('preprocess_s', float('nan')):9.1f} {r.get('graph_s', float('nan')):7.1f} {r['read_s']:6.1f} "
               f"{r['peak_rss_mb'] / 1024:7.2f}" + (f" {r['cluster_s']:9.1f} {r['ari']:5.3f}" if args.cluster else ""))
     by_size = {(r["method"], r["n_cells"]): r["seconds_per_epoch"] for r in results}

@@ -98,7 +98,7 @@ def main() -> int:
                                                                       "peak_rss_mb", "ari_refined",
                                                                       "ari_unrefined", "nmi_refined")}}
     print(f"\nSTAIG on DLPFC 151673 ({runs[0]['n_spots']} spots), {args.epochs} epochs, preset {args.preset}, "
-          f"tau {args.tau or 'preset'}, {runs[0]['mode']} training ({runs[0]['steps_per_epoch']} steps per epoch), library size {args.library_size_key or 'over the genes in the file'}, "
+          f"tau {args.tau or 'preset'}, {runs[0]['mode']} training ({runs[0]['steps_per_epoch']:.1f} steps per epoch), library size {args.library_size_key or 'over the genes in the file'}, "
           f"{len(runs)} seeds ({runs[0]['device']}, {runs[0]['cluster_backend']}):")
     for key, (mean, sd) in report["summary"].items():
         print(f"  {key:>18}: {mean:.3f} ± {sd:.3f}")

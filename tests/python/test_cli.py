@@ -181,7 +181,7 @@ def test_run_in_the_large_data_mode_and_its_flags_in_the_words_of_the_command_li
                      "--batch-size", "100", "--cluster-method", "kmeans", "--out", str(out), "--quiet"])
     assert code == 0
     training = json.loads((out / "provenance.json").read_text())["staig"]["training"]
-    assert training["mode"] == "minibatch" and training["batch_size"] == 100 and training["steps_per_epoch"] >= 4
+    assert training["mode"] == "minibatch" and training["batch_size"] == 100 and training["steps_per_epoch"] >= 2
     code = cli.main(["run", str(tmp_path / "s.h5ad"), "--batch-size", "0", "--out", str(tmp_path / "p"), "--quiet"])
     assert code == 2 and "--batch-size 0: give a whole number of at least 1" in capsys.readouterr().err
     code = cli.main(["run", str(tmp_path / "s.h5ad"), "--method", "spotscape", "--training", "minibatch",

@@ -54,7 +54,7 @@ def test_several_slices_in_one_batch_train_as_full_batch_with_same_slice_negativ
     small = staig.train_staig(x, block, StaigConfig(n_epochs=2), device=torch.device("cpu"), random_state=2,
                               progress=False, slice_bounds=[(0, half), (half, x.shape[0])], training="minibatch",
                               batch=minibatch.BatchSettings(150), coordinates=coordinates)
-    assert small.record["steps_per_epoch"] >= 7 and np.isfinite(small.embedding).all()
+    assert small.record["steps_per_epoch"] >= 4 and np.isfinite(small.embedding).all()
 
 
 @pytest.mark.parametrize("n_layers", [1, 2])
@@ -105,7 +105,8 @@ def test_slices_are_patched_separately_and_negatives_stay_in_their_slice():
 def test_minibatch_training_learns_and_records_its_settings(cells):
     result = _train(cells, "minibatch", epochs=6, batch_size=512)
     record = result.record
-    assert record["mode"] == "minibatch" and record["batch_size"] == 512 and record["steps_per_epoch"] >= 6
+    assert record["mode"] == "minibatch" and record["batch_size"] == 512 and record["steps_per_epoch"] >= 4
+    assert record["optimiser_steps"] == record["steps_per_epoch"] * 6  # counted, not estimated
     assert record["loss_history"][-1] < record["loss_history"][0]
     assert result.embedding.shape == (3000, 64) and np.isfinite(result.embedding).all()
 

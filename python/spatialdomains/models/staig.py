@@ -457,4 +457,4 @@ def _minibatch_training(model, x, adjacency, pairs, drop, labels, config, slice_
         return z, model.projection(z)
 
     return step, embed, {"mode": "minibatch", "batch_size": batch.batch_size, "patch_size": batch.patch_size,
-                         "n_patches": int(patches.max() + 1), "steps_per_epoch": len(batches)}
+                         "n_patches": int(patches.max() + 1)}

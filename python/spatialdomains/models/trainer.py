@@ -182,6 +182,7 @@ class TrainingRecord:
     loss_history: list[float] = field(default_factory=list)
     seconds: float = 0.0
     stopped_early: bool = False
+    steps: int = 0
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -191,6 +192,7 @@ class TrainingRecord:
         return {"device": self.device, "epochs_requested": self.epochs, "epochs_run": len(self.loss_history),
                 "train_seconds": self.seconds, "seconds_per_epoch": self.seconds_per_epoch,
                 "stopped_early": self.stopped_early, "final_loss": self.loss_history[-1] if self.loss_history else None,
+                "optimiser_steps": self.steps, "steps_per_epoch": self.steps / max(len(self.loss_history), 1),
                 "loss_history": np.asarray(self.loss_history, dtype=np.float32)}
 
 
@@ -231,6 +233,7 @@ class Trainer:
             values = [self._optimise(loss, epoch) for loss in ((losses,) if torch.is_tensor(losses) else losses)]
             value = float(np.mean(values))
             self.record.loss_history.append(value)
+            self.record.steps += len(values)
             bar.update(loss=value)
             if self.early_stopping is not None and self.early_stopping(epoch, value):
                 self.record.stopped_early = True
@@ -259,6 +262,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "loss_history": self.record.loss_history,
             "seconds": self.record.seconds,
+            "steps": self.record.steps,
             "torch_rng": torch.get_rng_state(),
         }
         with atomic_path(path) as tmp:
@@ -272,4 +276,5 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.record.loss_history = list(state["loss_history"])
         self.record.seconds = float(state["seconds"])
+        self.record.steps = int(state.get("steps", len(self.record.loss_history)))
         torch.set_rng_state(state["torch_rng"].cpu())
