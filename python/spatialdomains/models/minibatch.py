@@ -107,12 +107,9 @@ class PatchBatches:
 
 def normalised_adjacency(n: int, pairs: np.ndarray) -> sp.csr_matrix:
     """GCN's D̃^{-1/2}(A + I)D̃^{-1/2} (float32 CSR) of the undirected edges ``pairs`` (m × 2) on ``n`` nodes."""
-    rows = np.concatenate([pairs[:, 0], pairs[:, 1], np.arange(n)])
-    cols = np.concatenate([pairs[:, 1], pairs[:, 0], np.arange(n)])
-    degree = np.bincount(rows, minlength=n).astype(np.float64)
-    scale = 1.0 / np.sqrt(degree)
-    values = (scale[rows] * scale[cols]).astype(np.float32)
-    return sp.csr_matrix((values, (rows, cols)), shape=(n, n))
+    with_loops = edge_matrix(n, pairs) + sp.identity(n, dtype=np.float32, format="csr")
+    scale = sp.diags((1.0 / np.sqrt(np.asarray(with_loops.sum(axis=1)).ravel())).astype(np.float32))
+    return sp.csr_matrix(scale @ with_loops @ scale, dtype=np.float32)
 
 
 class Neighbourhoods:

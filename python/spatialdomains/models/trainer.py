@@ -78,7 +78,7 @@ def free_cores(sample_seconds: float = 0.25) -> int:
 def plan_threads(requested: int | None, n_rows: int, *, inside_r: bool = False,
                  cores: Callable[[], int] = free_cores) -> ThreadPlan:
     """The threads for a run of ``n_rows`` spots: ``requested`` when given, else one per free core, and no more
-    than one per :data:`ROWS_PER_THREAD` spots. Inside R, torch's matrix products run on R's BLAS; that BLAS is
+    than one per :data:`ROWS_PER_THREAD` spots. Inside R, R's own BLAS (which torch does not use) is
     kept to one thread so that its pool and torch's never compete for the same cores."""
     if requested is not None:
         if isinstance(requested, bool) or int(requested) != requested or requested < 1:
