@@ -122,11 +122,12 @@ def _add_run(commands) -> None:
                                           "inputs (or one with --batch-key) are integrated: one folder per slice, "
                                           "plus joint/ with the combined result and a UMAP by slice and domain.")
     run.add_argument("inputs", nargs="*", metavar="INPUT",
-                     help=".h5ad file, .rds file (SingleCellExperiment, SpatialExperiment or Seurat) or Space Ranger "
-                          "output folder (raw counts); several inputs are slices to integrate; for --method spami "
-                          "or baseline an .h5mu file (or use --modality)")
+                     help=".h5ad file, .rds file (SingleCellExperiment, SpatialExperiment or Seurat), or the output "
+                          "folder of Space Ranger (Visium, Visium HD) or Xenium (raw counts); several inputs are "
+                          "slices to integrate; for --method spami or baseline an .h5mu file (or use --modality)")
     run.add_argument("--out", required=True, help="output folder (created; must be new or empty, see --force)")
     _add_force(run)
+    _add_bin_size(run)
     run.add_argument("--method", default="staig", choices=methods.names(),
                      help="model (default: staig); spami and baseline take paired omics on one section")
     run.add_argument("--modality", action="append", default=[], metavar="NAME=PATH",
@@ -137,8 +138,8 @@ def _add_run(commands) -> None:
     run.add_argument("--batch-key", help="obs column naming each spot's slice, when one input holds several slices")
     run.add_argument("--layer", help="layer with raw counts, if not X")
     run.add_argument("--library-size-key", help="STAIG: obs column with true per-spot totals when X is a gene subset")
-    run.add_argument("--graph", choices=["radius", "knn"],
-                     help="Spotscape: spatial graph (default radius; knn for cell-level coordinates)")
+    run.add_argument("--graph", choices=["auto", "radius", "knn"],
+                     help="Spotscape: spatial graph (default auto: radius on spot and bin lattices, knn on cells)")
     run.add_argument("--label-key", help="obs column with reference labels: scores (ARI, NMI, ...) are reported")
     run.add_argument("--image", nargs="?", const=True, metavar="FILE",
                      help="STAIG: let the H&E image guide edge dropping and negatives: the input's own image "
@@ -162,9 +163,11 @@ def _add_report(commands) -> None:
         description="Find the domains of one sample, rank marker genes, run GO enrichment and write one "
                     "self-contained HTML report (QC, domains, UMAP, markers, DEG tables, volcanoes, GO, provenance).")
     report.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help=".h5ad, .rds, .h5mu or Space Ranger folder; several inputs are slices to integrate")
+                        help=".h5ad, .rds, .h5mu, or the output folder of Space Ranger (Visium, Visium HD) or Xenium; "
+                             "several inputs are slices to integrate")
     report.add_argument("--out", required=True, help="the HTML file to write (e.g. report.html)")
     _add_force(report, "an earlier report at --out and earlier results in --outputs-dir")
+    _add_bin_size(report)
     report.add_argument("--method", default="staig", choices=[*methods.names(), "precomputed"],
                         help="model (default: staig); precomputed reports the domains already in obs['domain']")
     report.add_argument("--sample", help="sample name shown in the report (default: the input's file name)")
@@ -189,7 +192,7 @@ def _add_batch(commands) -> None:
                     "(and its tables) for every sample and OUT/index.html. A failed sample does not stop the others; "
                     "the exit code is 1 when any failed. Complete samples are skipped unless --force. Columns: "
                     "sample, input (';' between slices), method, n_domains, species, gene_sets, image, image_scale, "
-                    "modality_NAME, seed, epochs.")
+                    "bin_size, modality_NAME, seed, epochs.")
     batch.add_argument("samplesheet", help="CSV (or .tsv) samplesheet")
     batch.add_argument("--out", required=True, help="output folder")
     batch.add_argument("--jobs", type=int, default=1, help="samples processed at once (default: 1)")
@@ -223,6 +226,20 @@ def _add_demo(commands) -> None:
     demo.add_argument("--n-spots", type=int, default=3000, help="number of simulated spots (default: 3000)")
     _add_model_options(demo, default_domains=5)
     demo.set_defaults(handler=_demo)
+
+
+def _add_bin_size(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bin-size", metavar="SIZE",
+                        help="Visium HD input: bin size in µm, 2, 8 or 16 (default 8), or 'cells' for Space "
+                             "Ranger 4's segmented cells")
+
+
+def _resolved_inputs(args: argparse.Namespace) -> None:
+    """With --bin-size, each Visium HD input becomes the folder of that bin size (checked before any work)."""
+    from . import io
+
+    if getattr(args, "bin_size", None) is not None:
+        args.inputs = [str(io.input_path(path, args.bin_size)) for path in args.inputs]
 
 
 def _add_force(parser: argparse.ArgumentParser, what: str = "the results of an earlier run in --out") -> None:
@@ -283,6 +300,7 @@ def _run_options(args: argparse.Namespace) -> dict:
 def _report(args: argparse.Namespace) -> int:
     from .report import render_report
 
+    _resolved_inputs(args)
     path = render_report(args.inputs, args.out, sample=args.sample, method=args.method, n_domains=args.n_domains,
                          modalities=_pairs(args.modality, "--modality"), species=args.species,
                          key_type=args.key_type, ontology=args.ontology, gene_sets=args.gene_sets,
@@ -336,6 +354,7 @@ def _run(args: argparse.Namespace) -> int:
     if not args.inputs:
         raise InputError("give at least one INPUT (an .h5ad file, an .rds file or a Space Ranger folder)")
     params = {**_model_options(args, method), **_image_params(args, method)}
+    _resolved_inputs(args)
     if len(args.inputs) > 1 and args.batch_key is not None:
         raise InputError("--batch-key names the slice column of a single input; with several inputs each "
                          "input is one slice")
@@ -564,11 +583,15 @@ def _write_sample(adata, out: Path, method: str, record: dict) -> list[str]:
 
     out.mkdir(parents=True, exist_ok=True)
     _write_table(adata, out, method, with_coordinates=True)
+    written = []
+    if io.platform(adata) is not None:  # 10x data: the domains as Loupe Browser or Xenium Explorer imports them
+        io.write_clusters(adata, out / io.CLUSTERS_FILE)
+        written.append(io.CLUSTERS_FILE)
     figure = pl.domains(adata, "domain", save=out / OUTPUT_FILES["plot"],
                         title=f"{adata.obs['domain'].cat.categories.size} domains ({methods.get(method).title})")
     plt.close(figure)
     io.write_json(record, out / OUTPUT_FILES["provenance"])
-    written = [name for key, name in OUTPUT_FILES.items() if key != "result"]
+    written = [name for key, name in OUTPUT_FILES.items() if key != "result"] + written
     if hasattr(adata, "mod"):  # a MuData (paired omics)
         io.write_h5mu(adata, out / MULTIOMICS_RESULT)
         written.append(MULTIOMICS_RESULT)

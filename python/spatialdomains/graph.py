@@ -145,6 +145,21 @@ def is_lattice(coordinates: np.ndarray, tolerance: float = 0.05, fraction: float
     return bool(np.mean(np.abs(distances - median) <= tolerance * median) >= fraction)
 
 
+def spacing(coordinates: np.ndarray, slice_codes: np.ndarray | None = None) -> dict:
+    """How the spots are laid out: ``layout`` ('lattice' when every slice is a regular lattice, as Visium spots and
+    Visium HD bins are, else 'irregular', as cell centroids are) and ``median_spacing`` (the median over slices of
+    the median nearest-neighbour distance), from one nearest-neighbour query per slice."""
+    coordinates = _as_coordinates(coordinates)
+    codes = np.zeros(len(coordinates), dtype=int) if slice_codes is None else np.asarray(slice_codes)
+    lattices, medians = [], []
+    for code in _unique_in_order(codes):
+        distances = _nn_distances(coordinates[codes == code])
+        median = float(np.median(distances))
+        medians.append(median)
+        lattices.append(median > 0 and np.mean(np.abs(distances - median) <= 0.05 * median) >= 0.9)
+    return {"layout": "lattice" if all(lattices) else "irregular", "median_spacing": float(np.median(medians))}
+
+
 def _nn_distances(coordinates: np.ndarray) -> np.ndarray:
     if coordinates.shape[0] < 2:
         raise InputError("at least two spots are needed to measure spot distances")

@@ -19,28 +19,37 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from . import _tenx
 from ._rds import read_rds, write_rds  # noqa: F401  (public: sd.io.read_rds, sd.io.write_rds)
+from ._tenx import read_visium, read_visium_hd, read_xenium  # noqa: F401  (public: sd.io.read_visium, ...)
 from ._utils import atomic_path, json_safe
 from .errors import InputError, option
 
 logger = logging.getLogger("spatialdomains")
 
-COUNT_FILE = "filtered_feature_bc_matrix.h5"
-POSITION_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
-
-
-def read(path: str | Path) -> ad.AnnData:
-    """Read a ``.h5ad`` file or a Space Ranger output folder, choosing the reader from the path."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"input '{path}' does not exist: give an .h5ad file or a Space Ranger output folder")
+def read(path: str | Path, *, bin_size: int | str | None = None) -> ad.AnnData:
+    """Read a sample, choosing the reader from the path: an ``.h5ad`` or ``.rds`` file, or the output folder of
+    Space Ranger (Visium), Space Ranger for Visium HD (``bin_size``: 2, 8 or 16 µm, default 8; or ``"cells"``)
+    or Xenium Onboard Analysis."""
+    path = input_path(path, bin_size)
+    platform = _tenx.platform_of(path) if path.is_dir() else None
     if path.is_dir():
-        return read_visium(path)
+        if platform == "visium_hd":
+            return _tenx.read_visium_hd(path)
+        if platform == "xenium":
+            return _tenx.read_xenium(path)
+        if platform == "visium":
+            return _tenx.read_visium(path)
+        raise InputError(f"input folder '{path}' is not an output folder this package reads: give the outs/ folder "
+                         f"of Space Ranger (with {_tenx.COUNT_FILE} and spatial/, or binned_outputs/ for Visium HD), "
+                         f"or a Xenium output folder (with {_tenx.XENIUM_MANIFEST} and {_tenx.XENIUM_COUNT_FILE})")
     suffix = path.suffix.lower()
     if suffix == ".h5ad":
         return read_h5ad(path)
-    if path.name == COUNT_FILE:
+    if path.name == _tenx.COUNT_FILE:
         return read_visium(path.parent)
+    if path.name == _tenx.XENIUM_MANIFEST:
+        return _tenx.read_xenium(path)
     if suffix == ".rds":
         return read_rds(path)
     if suffix == ".h5mu":
@@ -48,8 +57,25 @@ def read(path: str | Path) -> ad.AnnData:
                          f"{option('method', 'spami')} (or 'baseline') to find domains from all its modalities")
     raise InputError(
         f"input '{path}': unknown file type '{suffix}'; give an .h5ad file, an .rds file (SingleCellExperiment, "
-        f"SpatialExperiment or Seurat) or a Space Ranger output folder (containing {COUNT_FILE} and spatial/)"
+        f"SpatialExperiment or Seurat), or the output folder of Space Ranger (Visium, Visium HD) or Xenium"
     )
+
+
+def input_path(path: str | Path, bin_size: int | str | None = None) -> Path:
+    """The file or folder :func:`read` reads for ``path``: with ``bin_size``, the bin folder (or
+    ``segmented_outputs``) of a Visium HD output. Checks that it exists, before any work."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"input '{path}' does not exist: give an .h5ad file, an .rds file or the output folder of "
+                         "Space Ranger (Visium, Visium HD) or Xenium")
+    if bin_size is None:
+        return path
+    platform = _tenx.platform_of(path) if path.is_dir() else None
+    if platform != "visium_hd":
+        kind = {"visium": "a Visium (not HD) folder", "xenium": "a Xenium folder"}.get(platform, "not one")
+        raise InputError(f"{option('bin_size')} applies to Visium HD output folders; '{path}' is {kind}: leave "
+                         f"{option('bin_size')} out")
+    return _tenx.visium_hd_folder(path, bin_size)
 
 
 def read_h5ad(path: str | Path) -> ad.AnnData:
@@ -78,125 +104,6 @@ def read_h5mu(path: str | Path):
         raise InputError(f"input '{path}' holds no {'modalities' if not mdata.mod else 'spots'}: an .h5mu for "
                          "paired omics needs two modalities (e.g. 'rna' and 'adt') measured on the same spots")
     return mdata
-
-
-def read_visium(folder: str | Path, *, library_id: str | None = None, load_images: bool = True) -> ad.AnnData:
-    """Read a Space Ranger output folder (``outs/`` or the folder that contains it).
-
-    Expects ``filtered_feature_bc_matrix.h5`` and ``spatial/`` with ``tissue_positions.csv`` (Space Ranger ≥ 2,
-    with header) or ``tissue_positions_list.csv`` (older, no header), ``scalefactors_json.json`` and the
-    hires/lowres PNG images. Only 'Gene Expression' features are kept; gene symbols become ``var_names``
-    (made unique) and Ensembl IDs go to ``var['gene_ids']``.
-    """
-    folder = Path(folder)
-    if not (folder / COUNT_FILE).exists() and (folder / "outs" / COUNT_FILE).exists():
-        folder = folder / "outs"
-    count_file = folder / COUNT_FILE
-    if not count_file.exists():
-        raise InputError(f"Space Ranger folder '{folder}' has no {COUNT_FILE}: point to the run's outs/ folder")
-    adata = _read_10x_h5(count_file)
-    library_id = library_id or adata.uns.pop("library_id", None) or folder.resolve().name
-    spatial_dir = folder / "spatial"
-    if not spatial_dir.is_dir():
-        raise InputError(f"Space Ranger folder '{folder}' has no spatial/ folder: it is needed for spot positions")
-
-    positions = _read_positions(spatial_dir)
-    missing = adata.obs_names.difference(positions.index)
-    if len(missing):
-        raise InputError(
-            f"{len(missing)} barcodes of {COUNT_FILE} (e.g. '{missing[0]}') are not in the tissue positions file "
-            f"of '{spatial_dir}': the files come from different runs"
-        )
-    positions = positions.loc[adata.obs_names]
-    for column in ("in_tissue", "array_row", "array_col"):
-        adata.obs[column] = positions[column].to_numpy()
-    adata.obsm["spatial"] = positions[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(dtype=np.float64)
-
-    scalefactors_file = spatial_dir / "scalefactors_json.json"
-    scalefactors = _read_scalefactors(scalefactors_file) if scalefactors_file.exists() else {}
-    images = {}
-    if load_images:
-        for resolution in ("hires", "lowres"):
-            image_file = spatial_dir / f"tissue_{resolution}_image.png"
-            if image_file.exists():
-                images[resolution] = _read_png(image_file)
-    adata.uns["spatial"] = {library_id: {"images": images, "scalefactors": scalefactors,
-                                         "metadata": {"source": str(count_file.name)}}}
-    return adata
-
-
-def _read_scalefactors(path: Path) -> dict:
-    try:
-        factors = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InputError(f"'{path}' is not valid JSON ({error}): copy it again from the Space Ranger run, or "
-                         "remove it to go on without scale factors (then no tissue image is used)") from None
-    if not isinstance(factors, dict):
-        raise InputError(f"'{path}' must hold a JSON object of scale factors, not {type(factors).__name__}")
-    return factors
-
-
-def _read_png(path: Path) -> np.ndarray:
-    from matplotlib.image import imread
-
-    try:
-        return imread(path)
-    except (OSError, ValueError, SyntaxError) as error:
-        raise InputError(f"'{path}' is not a readable PNG image ({str(error).splitlines()[0]}): copy it again "
-                         "from the Space Ranger run, or remove it to go on without the tissue image") from None
-
-
-def _read_10x_h5(path: Path) -> ad.AnnData:
-    """Read a 10x Genomics feature-barcode matrix (HDF5, Cell Ranger ≥ 3 layout)."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as handle:
-            if "matrix" not in handle:
-                raise InputError(f"'{path}' is not a 10x feature-barcode matrix (no 'matrix' group)")
-            group = handle["matrix"]
-            n_features, n_barcodes = (int(v) for v in group["shape"][:])
-            matrix = sp.csc_matrix((group["data"][:], group["indices"][:], group["indptr"][:]),
-                                   shape=(n_features, n_barcodes))
-            barcodes = [b.decode() for b in group["barcodes"][:]]
-            features = group["features"]
-            gene_ids = [b.decode() for b in features["id"][:]]
-            names = [b.decode() for b in features["name"][:]]
-            feature_types = [b.decode() for b in features["feature_type"][:]]
-            library_ids = handle.attrs.get("library_ids")
-    except (OSError, KeyError, ValueError) as error:  # an empty, truncated or foreign HDF5 file
-        raise InputError(f"'{path}' is not a readable 10x feature-barcode matrix ({str(error).splitlines()[0]}): "
-                         "copy it again from the Space Ranger run's outs/ folder") from None
-    keep = np.array([t == "Gene Expression" for t in feature_types], dtype=bool)
-    if not keep.any():
-        found = ", ".join(sorted(set(feature_types))) or "none"
-        raise InputError(f"'{path}' has no 'Gene Expression' features (feature types: {found}): spatial domains "
-                         "are found from gene expression; give the run's gene-expression matrix")
-    counts = matrix.T.tocsr()[:, keep].astype(np.float32)
-    var = pd.DataFrame({"gene_ids": np.array(gene_ids)[keep], "feature_types": "Gene Expression"},
-                       index=pd.Index(np.array(names)[keep]))
-    adata = ad.AnnData(X=counts, obs=pd.DataFrame(index=pd.Index(barcodes)), var=var)
-    adata.var_names_make_unique()
-    if library_ids is not None and len(library_ids):
-        value = library_ids[0]
-        adata.uns["library_id"] = value.decode() if isinstance(value, bytes) else str(value)
-    return adata
-
-
-def _read_positions(spatial_dir: Path) -> pd.DataFrame:
-    with_header = spatial_dir / "tissue_positions.csv"
-    without_header = spatial_dir / "tissue_positions_list.csv"
-    if with_header.exists():
-        positions = pd.read_csv(with_header)
-        if list(positions.columns[:6]) != POSITION_COLUMNS:
-            positions = pd.read_csv(with_header, header=None, names=POSITION_COLUMNS)
-    elif without_header.exists():
-        positions = pd.read_csv(without_header, header=None, names=POSITION_COLUMNS)
-    else:
-        raise InputError(
-            f"'{spatial_dir}' has neither tissue_positions.csv nor tissue_positions_list.csv: spot positions are needed"
-        )
-    return positions.set_index("barcode")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -318,6 +225,46 @@ def spatial_coordinates(adata: ad.AnnData, key: str = "spatial", rows: np.ndarra
     return coordinates
 
 
+def coordinate_unit_um(adata: ad.AnnData) -> float | None:
+    """Micrometres per ``obsm['spatial']`` unit, when the input says: the reader's record, else the scale factors
+    (``microns_per_pixel``, or a Visium spot's 55 µm over ``spot_diameter_fullres``); None when unknown or when
+    the slices disagree."""
+    units = set()
+    for library in (adata.uns.get("spatial") or {}).values():
+        if not isinstance(library, dict):
+            continue
+        metadata, factors = library.get("metadata") or {}, library.get("scalefactors") or {}
+        unit = metadata.get("coordinate_unit_um", factors.get("microns_per_pixel"))
+        if unit is None and factors.get("spot_diameter_fullres") and "bin_size_um" not in factors:
+            unit = _tenx.VISIUM_SPOT_DIAMETER_UM / float(factors["spot_diameter_fullres"])
+        units.add(None if unit is None else round(float(unit), 9))
+    return units.pop() if len(units) == 1 else None
+
+
+def platform(adata: ad.AnnData) -> str | None:
+    """The 10x platform the AnnData was read from ('Visium', 'Visium HD', 'Xenium'), when it says; Space Ranger
+    data read by scanpy counts as 'Visium'."""
+    for library in (adata.uns.get("spatial") or {}).values():
+        metadata = library.get("metadata") or {} if isinstance(library, dict) else {}
+        if metadata.get("platform"):
+            return str(metadata["platform"])
+        if str(metadata.get("software_version", "")).startswith("spaceranger"):
+            return "Visium HD" if "bin_size_um" in (library.get("scalefactors") or {}) else "Visium"
+    return None
+
+
+def spatial_scale(adata: ad.AnnData, coordinates: np.ndarray, slice_codes: np.ndarray | None = None) -> dict:
+    """What the record says about the coordinates: platform, µm per unit, lattice or irregular, and the median
+    spacing between neighbours in coordinate units and, where the unit is known, in µm."""
+    from .graph import spacing
+
+    unit = coordinate_unit_um(adata)
+    scale = {"platform": platform(adata), "unit_um": unit, **spacing(coordinates, slice_codes)}
+    if unit is not None:
+        scale["median_spacing_um"] = scale["median_spacing"] * unit
+    return {key: value for key, value in scale.items() if value is not None}
+
+
 def check_positions(coordinates: np.ndarray, where: str = "") -> None:
     """Refuse coordinates a spatial graph cannot use: all spots at one place, or most spots sharing positions.
 
@@ -402,6 +349,34 @@ def write_json(record: dict, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(json_safe(record), indent=2, sort_keys=True) + "\n")
     return path
+
+
+#: The column names of ``clusters.csv`` as each viewer imports it: Loupe Browser (Visium, Visium HD) takes
+#: ``Barcode`` and a category name; Xenium Explorer takes ``cell_id`` and ``group``.
+CLUSTER_HEADERS = {"loupe": ("Barcode", None), "xenium": ("cell_id", "group")}
+CLUSTERS_FILE = "clusters.csv"
+
+
+def write_clusters(adata: ad.AnnData, path: str | Path, key: str = "domain", *, viewer: str = "auto") -> Path:
+    """Write ``obs[key]`` as a CSV that Loupe Browser or Xenium Explorer imports as cell groups.
+
+    ``viewer``: 'loupe' (header ``Barcode,<key>``), 'xenium' (header ``cell_id,group``) or 'auto' (Xenium
+    Explorer for Xenium input, else Loupe). One row per barcode that has a value (spots left out of the
+    analysis have none and are not listed).
+    """
+    if key not in adata.obs:
+        raise InputError(f"obs['{key}'] does not exist (obs columns: {', '.join(adata.obs)}): find the domains "
+                         "first, or name the column that holds them")
+    if viewer == "auto":
+        viewer = "xenium" if platform(adata) == "Xenium" else "loupe"
+    if viewer not in CLUSTER_HEADERS:
+        raise InputError(f"viewer '{viewer}' is not one of auto, {', '.join(CLUSTER_HEADERS)}")
+    id_column, group_column = CLUSTER_HEADERS[viewer]
+    values = adata.obs[key]
+    present = values.notna().to_numpy()
+    labels = values[present].astype(str)
+    table = pd.DataFrame({id_column: adata.obs_names[present], group_column or key: labels.to_numpy()})
+    return write_csv(table, path, index=False)
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -43,19 +43,9 @@ def sample(small_sample):
 
 def write_space_ranger(adata, folder: Path, *, header: bool = True) -> Path:
     """Write ``adata`` as a Space Ranger ``outs/`` folder (10x HDF5 matrix, positions, scale factors, image)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    matrix = sp.csc_matrix(adata.X.T).astype(np.int32)
-    with h5py.File(folder / "filtered_feature_bc_matrix.h5", "w") as handle:
-        handle.attrs["library_ids"] = np.array([b"lib1"])
-        group = handle.create_group("matrix")
-        group["data"], group["indices"], group["indptr"] = matrix.data, matrix.indices, matrix.indptr
-        group["shape"] = np.array(matrix.shape)
-        group["barcodes"] = np.array([b.encode() for b in adata.obs_names])
-        features = group.create_group("features")
-        n = adata.n_vars
-        features["id"] = np.array([f"ENSG{i:011d}".encode() for i in range(n)])
-        features["name"] = np.array([g.encode() for g in adata.var_names])
-        features["feature_type"] = np.array([b"Gene Expression"] * n)
+    from tenx_layouts import write_10x_h5
+
+    write_10x_h5(folder / "filtered_feature_bc_matrix.h5", adata.X, adata.obs_names, adata.var_names)
     spatial = folder / "spatial"
     spatial.mkdir(exist_ok=True)
     rows = [

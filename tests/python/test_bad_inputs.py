@@ -26,6 +26,7 @@ import pytest
 
 import spatialdomains as sd
 from conftest import write_space_ranger
+from tenx_layouts import write_visium_hd, write_xenium
 from spatialdomains import cli, methods
 from spatialdomains.outputs import MARKER, REPORT_TAG
 
@@ -63,6 +64,51 @@ def space_ranger(folder: Path, base, change) -> str:
     outs = write_space_ranger(base, folder / "sr" / "outs")
     change(outs)
     return str(outs.parent)
+
+
+def _cells():
+    return sd.datasets.simulate_cells(600, 3, 4, 60, seed=5)
+
+
+def visium_hd(folder: Path, change=None) -> str:
+    """A Visium HD run folder (8 and 16 µm bins, segmented cells), changed by ``change(outs)``."""
+    outs = folder / "hd" / "outs"
+    write_visium_hd(_cells(), outs)
+    if change is not None:
+        change(outs)
+    return str(outs.parent)
+
+
+def xenium(folder: Path, change=None) -> str:
+    bundle = write_xenium(_cells(), folder / "xenium")
+    if change is not None:
+        change(bundle)
+    return str(bundle)
+
+
+def _bins_positions(change):
+    """Rewrite the 8 µm bins' tissue_positions.parquet through ``change(table)``."""
+    def rewrite(outs: Path):
+        path = outs / "binned_outputs" / "square_008um" / "spatial" / "tissue_positions.parquet"
+        change(pd.read_parquet(path)).to_parquet(path, index=False)
+    return rewrite
+
+
+def _xenium_cells(change):
+    def rewrite(bundle: Path):
+        path = bundle / "cells.parquet"
+        change(pd.read_parquet(path)).to_parquet(path, index=False)
+    return rewrite
+
+
+def _clusters_match_domains(folder: Path, base) -> None:
+    """clusters.csv lists every spot with a domain, under the header its viewer imports."""
+    out = folder / "out"
+    clusters, domains = pd.read_csv(out / "clusters.csv", dtype=str), pd.read_csv(out / "domains.csv", dtype=str)
+    header = ["cell_id", "group"] if "xenium" in json.loads((out / MARKER).read_text())["inputs"][0] else \
+        ["Barcode", "domain"]
+    assert list(clusters.columns) == header
+    assert list(clusters.iloc[:, 0]) == list(domains["barcode"]) and list(clusters.iloc[:, 1]) == list(domains["domain"])
 
 
 def earlier_run(folder: Path, *extra: str) -> Path:
@@ -197,7 +243,51 @@ CASES = [
          ("no 'Gene Expression' features", "Antibody Capture")),
     Case("Space Ranger folder without positions", lambda f, b: ["run", space_ranger(f, b, lambda o: (
         o / "spatial" / "tissue_positions.csv").unlink()), "--out", str(f / "out")], 2, ("tissue_positions",)),
+    # Visium HD and Xenium output folders
+    Case("Visium HD at 16 µm", lambda f, b: ["run", visium_hd(f), "--bin-size", "16", "--out", str(f / "out"),
+                                             "--epochs", "2", "--n-domains", "3", "--quiet"], 0, trains=True,
+         after=_clusters_match_domains),
+    Case("Xenium folder", lambda f, b: ["run", xenium(f), "--out", str(f / "out"), "--method", "spotscape", "--epochs",
+                                        "2", "--n-domains", "3", "--quiet"], 0, trains=True,
+         after=_clusters_match_domains),
+    Case("Visium HD without tissue_positions.parquet", lambda f, b: ["run", visium_hd(f, lambda o: (
+        o / "binned_outputs" / "square_008um" / "spatial" / "tissue_positions.parquet").unlink()), "--out",
+        str(f / "out")], 2, ("no spatial/tissue_positions.parquet", "square_008um")),
+    Case("Visium HD positions with wrong columns", lambda f, b: ["run", visium_hd(f, _bins_positions(
+        lambda t: t.drop(columns="pxl_row_in_fullres"))), "--out", str(f / "out")], 2,
+         ("lacks the column(s) pxl_row_in_fullres", "tissue_positions.parquet")),
+    Case("Visium HD positions from another run", lambda f, b: ["run", visium_hd(f, _bins_positions(
+        lambda t: t.iloc[5:])), "--out", str(f / "out")], 2, ("5 of the", "not in the tissue positions file")),
+    Case("Visium HD positions file is corrupt", lambda f, b: ["run", visium_hd(f, lambda o: (
+        o / "binned_outputs" / "square_008um" / "spatial" / "tissue_positions.parquet").write_text("barcode,x\n")),
+        "--out", str(f / "out")], 2, ("not a readable Parquet file", "tissue_positions.parquet")),
+    Case("--bin-size unknown", lambda f, b: ["run", visium_hd(f), "--bin-size", "5", "--out", str(f / "out")], 2,
+         ("--bin-size 5 is not a Visium HD bin size", "2, 8, 16")),
+    Case("--bin-size not in the run", lambda f, b: ["run", visium_hd(f), "--bin-size", "2", "--out", str(f / "out")],
+         2, ("no 2 µm bins", "bin sizes present: 8, 16")),
+    Case("Visium HD cells without outlines", lambda f, b: ["run", visium_hd(f, lambda o: (
+        o / "segmented_outputs" / "cell_segmentations.geojson").unlink()), "--bin-size", "cells", "--out",
+        str(f / "out")], 2, ("no cell_segmentations.geojson",)),
+    Case("--bin-size on a Xenium folder", lambda f, b: ["run", xenium(f), "--bin-size", "8", "--out", str(f / "out")],
+         2, ("--bin-size applies to Visium HD", "a Xenium folder")),
+    Case("Xenium folder without cells", lambda f, b: ["run", xenium(f, lambda x: (x / "cells.parquet").unlink()),
+                                                      "--out", str(f / "out")], 2,
+         ("no cells table", "cells.parquet or cells.csv.gz")),
+    Case("Xenium cells without centroids", lambda f, b: ["run", xenium(f, _xenium_cells(
+        lambda t: t.drop(columns=["x_centroid"]))), "--out", str(f / "out")], 2,
+         ("cells.parquet", "lacks the column(s) x_centroid")),
+    Case("Xenium cells from another region", lambda f, b: ["run", xenium(f, _xenium_cells(
+        lambda t: t.assign(cell_id=t["cell_id"] + "x"))), "--out", str(f / "out")], 2,
+         ("600 of the 600 cells", "not in", "cells.parquet")),
+    Case("Xenium folder without a matrix", lambda f, b: ["run", xenium(f, lambda x: (
+        x / "cell_feature_matrix.h5").unlink()), "--out", str(f / "out")], 2,
+         ("neither cell_feature_matrix.h5 nor cell_feature_matrix/",)),
+    Case("a folder of another kind", lambda f, b: ["run", str(_user_folder(f, "notes")), "--out", str(f / "out")], 2,
+         ("is not an output folder this package reads",)),
     # Samplesheets
+    Case("samplesheet bin_size not in the run", lambda f, b: ["batch", _sheet(
+        f, f"sample,input,bin_size\nA,{visium_hd(f)},2\n"), "--out", str(f / "out")], 2,
+         ("line 2 (A)", "no 2 µm bins", "bin_size")),
     Case("empty samplesheet", lambda f, b: ["batch", _sheet(f, ""), "--out", str(f / "out")], 2, ("is empty",)),
     Case("samplesheet with a header only", lambda f, b: ["batch", _sheet(f, "sample,input\n"), "--out",
                                                           str(f / "out")], 2, ("no samples",)),

@@ -25,6 +25,7 @@ class ExpressionInputs:
     features: np.ndarray | None = None
     genes: np.ndarray | None = None
     adjacency: sp.csr_matrix | None = None
+    space: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -62,7 +63,8 @@ class ExpressionInputs:
         """The part of the record every expression method shares."""
         record = {"n_spots_used": int(self.checked.spots.sum()),
                   "n_spots_left_out": int((~self.checked.spots).sum()),
-                  "genes": np.asarray(self.checked.gene_names[self.genes], dtype=str)}
+                  "genes": np.asarray(self.checked.gene_names[self.genes], dtype=str),
+                  "coordinates": self.space}
         if batch_key is not None:
             record.update(batch_key=batch_key, slices=np.asarray(self.layout.names, dtype=str),
                           n_spots_per_slice=np.asarray([end - start for start, end in self.layout.bounds]))
@@ -80,6 +82,7 @@ def checked_inputs(adata: ad.AnnData, config, batch_key: str | None, n_neighbors
     ordered = inputs.coordinates
     for name, (start, end) in zip(layout.names, layout.bounds):
         _io.check_positions(ordered[start:end], name if layout.n_slices > 1 else "")
+    inputs.space = _io.spatial_scale(adata, ordered, inputs.slice_codes)
     return inputs
 
 

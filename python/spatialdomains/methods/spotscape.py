@@ -3,6 +3,7 @@ among them). The mathematics is in :mod:`spatialdomains.models.spotscape`."""
 from __future__ import annotations
 
 import logging
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +36,9 @@ class SpotscapeConfig:
         seurat_v3 highly variable genes used (5000, per slice).
     graph, radius, max_neighbors, n_neighbors
         ``'radius'`` (radius 1.5 × the median nearest-neighbour distance unless given, at most
-        ``max_neighbors``) or ``'knn'`` (``n_neighbors`` nearest, for irregular cell-level coordinates).
+        ``max_neighbors``; as published for spot lattices), ``'knn'`` (``n_neighbors`` nearest, for irregular
+        cell-level coordinates) or ``'auto'`` (radius on lattices such as Visium spots and Visium HD bins, kNN on
+        cell centroids such as Xenium's; the record's config says which ran). ``radius`` is in coordinate units.
     batch_norm_momentum
         Momentum of the batch norms (0.1; the published code's 0.99 is available).
     prototypes, warmup_epochs
@@ -67,7 +70,7 @@ class SpotscapeConfig:
     warmup_epochs: int = 500
     granularities: tuple[float, ...] = (1.0, 1.5, 2.0)
     batch_norm_momentum: float = 0.1
-    graph: str = "radius"
+    graph: str = "auto"
     radius: float | None = None
     max_neighbors: int = 50
     n_neighbors: int = 6
@@ -90,7 +93,7 @@ class SpotscapeConfig:
             "granularities": (len(self.granularities) >= 1 and all(g >= 1 for g in self.granularities),
                               "one or more counts of at least 1"),
             "batch_norm_momentum": (0 < self.batch_norm_momentum <= 1, "in (0, 1]"),
-            "graph": (self.graph in ("radius", "knn"), "'radius' or 'knn'"),
+            "graph": (self.graph in ("auto", "radius", "knn"), "'auto', 'radius' or 'knn'"),
             "radius": (self.radius is None or self.radius > 0, "above 0, or None to measure it"),
             "memory_budget_mb": (self.memory_budget_mb >= 0, "at least 0"),
         })
@@ -113,7 +116,12 @@ class Spotscape(Method):
                 inputs.features, inputs.genes = _pp.spotscape_features(inputs.checked.counts,
                                                                        n_top_genes=config.n_top_genes)
         with timer("graph"):
-            inputs.adjacency = spotscape_graph(inputs, config)
+            if config.graph == "auto":
+                lattice = inputs.space["layout"] == "lattice"
+                inputs.config = dataclasses.replace(config, graph="radius" if lattice else "knn")
+                logger.info("Spotscape: %s graph, as the spots lie %s", inputs.config.graph,
+                            "on a regular lattice" if lattice else "irregularly (cells)")
+            inputs.adjacency = spotscape_graph(inputs, inputs.config)
         return inputs
 
     def train(self, inputs: ExpressionInputs, config: SpotscapeConfig, run: RunConfig, device):

@@ -6,7 +6,9 @@ Samplesheet (CSV, or TSV when the name ends in .tsv/.txt), one row per sample:
 column         required  meaning
 =============  ========  =====================================================================================
 sample         yes       name of the sample; its output folder (letters, digits, ``-``, ``_``, ``.``)
-input          yes       .h5ad, .rds, .h5mu or Space Ranger folder; several slices to integrate: ``a.h5ad;b.h5ad``
+input          yes       .h5ad, .rds, .h5mu, or a Space Ranger (Visium, Visium HD) or Xenium output folder;
+                         several slices to integrate: ``a.h5ad;b.h5ad``
+bin_size       no        Visium HD inputs: bin size in µm (2, 8 or 16; default 8) or ``cells`` (Space Ranger 4)
 method         no        staig (default), spotscape, spami, baseline or precomputed (domains already in the input)
 n_domains      no        number of domains (empty: chosen by silhouette)
 species        no        human, mouse, ... or auto (default: read from the gene IDs)
@@ -42,7 +44,7 @@ import pandas as pd
 
 from .. import io
 from .._utils import atomic_path, logger, progress_steps
-from ..errors import InputError, Interrupted
+from ..errors import InputError, Interrupted, interface
 from ..outputs import Output
 from .sample import REPORT_METHODS
 
@@ -51,7 +53,8 @@ NOTEBOOK_FILE = "report.ipynb"
 STATUS_FILE = "status.json"
 INDEX_FILE = "index.html"
 REQUIRED_COLUMNS = ("sample", "input")
-OPTIONAL_COLUMNS = ("method", "n_domains", "species", "gene_sets", "image", "image_scale", "seed", "epochs")
+OPTIONAL_COLUMNS = ("method", "n_domains", "species", "gene_sets", "image", "image_scale", "seed", "epochs",
+                    "bin_size")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -308,6 +311,13 @@ def _spec(row: dict, base: Path) -> tuple[SampleSpec, list[str]]:
     if not inputs:
         problems.append("empty input")
     problems.extend(f"input '{p}' does not exist" for p in inputs if not Path(p).exists())
+    bin_size = (row.get("bin_size") or "").strip() or None
+    if bin_size is not None and all(Path(p).exists() for p in inputs):
+        try:  # the input becomes the folder of that bin size, so the sample records what it read
+            with interface("python"):  # a samplesheet column is spelled as Python's keyword (bin_size=...)
+                inputs = [str(io.input_path(p, bin_size)) for p in inputs]
+        except InputError as error:
+            problems.append(str(error))
     method = (row.get("method") or "staig").strip().lower()
     if method not in REPORT_METHODS:
         problems.append(f"method '{method}' is not one of {', '.join(REPORT_METHODS)}")

@@ -21,7 +21,7 @@ from ..errors import InputError, option
 
 #: Methods a report can run; 'precomputed' reports the domains already in ``obs[domain_key]``.
 REPORT_METHODS = ("staig", "spotscape", "spami", "baseline", "precomputed")
-#: Files written next to a report when an output folder is given.
+#: Files written next to a report when an output folder is given (and ``clusters.csv`` for 10x inputs).
 SAMPLE_FILES = {"markers": "markers.csv", "go": "go_enrichment.csv", "domains": "domains.csv",
                 "result": "result.h5ad", "provenance": "provenance.json"}
 
@@ -135,7 +135,11 @@ def write_outputs(result: SampleResult, folder: str | os.PathLike, *, domain_key
     io.write_csv(table, folder / SAMPLE_FILES["domains"], index_label="barcode")
     io.write_h5ad(result.adata, folder / SAMPLE_FILES["result"])
     io.write_json(result.record, folder / SAMPLE_FILES["provenance"])
-    return list(SAMPLE_FILES.values())
+    written = list(SAMPLE_FILES.values())
+    if io.platform(result.adata) is not None:  # 10x data: domains for Loupe Browser or Xenium Explorer
+        io.write_clusters(result.adata, folder / io.CLUSTERS_FILE, domain_key)
+        written.append(io.CLUSTERS_FILE)
+    return written
 
 
 def _read_inputs(paths: list, method: str, modalities: dict):

@@ -1,0 +1,147 @@
+"""Visium HD and Xenium output folders, written in 10x's layouts from simulated cells, read back exactly."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+import spatialdomains as sd
+from conftest import write_space_ranger
+from spatialdomains import io
+from spatialdomains.errors import InputError
+from tenx_layouts import MICRONS_PER_PIXEL, XENIUM_CONTROLS, write_visium_hd, write_xenium
+
+
+@pytest.fixture(scope="module")
+def cells():
+    return sd.datasets.simulate_cells(1500, 3, 4, 80, seed=3)
+
+
+@pytest.fixture(scope="module")
+def hd_run(cells, tmp_path_factory):
+    run = tmp_path_factory.mktemp("hd") / "run1"
+    truth = write_visium_hd(cells, run / "outs")
+    return run, truth
+
+
+def _library(adata):
+    (name, library), = adata.uns["spatial"].items()
+    return name, library
+
+
+@pytest.mark.parametrize("where", ["run", "outs", "binned_outputs"])
+def test_visium_hd_reads_8_um_bins_by_default_from_any_level(hd_run, where):
+    run, truth = hd_run
+    path = {"run": run, "outs": run / "outs", "binned_outputs": run / "outs" / "binned_outputs"}[where]
+    adata = io.read(path)
+    assert list(adata.obs_names) == list(truth[8].index)
+    name, library = _library(adata)
+    assert library["metadata"]["platform"] == "Visium HD" and library["metadata"]["bin_size_um"] == 8
+    assert io.coordinate_unit_um(adata) == pytest.approx(MICRONS_PER_PIXEL)
+
+
+def test_visium_hd_bins_hold_the_cells_counts_at_their_pixel_positions(cells, hd_run):
+    run, truth = hd_run
+    adata = io.read(run, bin_size=16)
+    assert adata.n_obs == len(truth[16]) and adata.X.dtype == np.float32 and sp.issparse(adata.X)
+    assert adata.X.sum() == pytest.approx(cells.X.sum())  # every cell's counts are in exactly one bin
+    assert list(adata.var_names) == list(cells.var_names) and adata.var["gene_ids"].str.startswith("ENSG").all()
+    # Full-resolution pixels (x = column, y = row); bins 16 µm apart on the grid.
+    microns = adata.obsm["spatial"] * MICRONS_PER_PIXEL
+    steps = np.diff(np.sort(np.unique(np.round(microns[:, 0], 6))))
+    assert steps.min() == pytest.approx(16.0)
+    assert set(adata.obs) >= {"in_tissue", "array_row", "array_col"}
+    scale = io.spatial_scale(adata, adata.obsm["spatial"])
+    assert scale["layout"] == "lattice" and scale["median_spacing_um"] == pytest.approx(16.0)
+    same = io.read(run / "outs" / "binned_outputs" / "square_016um")
+    np.testing.assert_array_equal(same.obsm["spatial"], adata.obsm["spatial"])
+
+
+def test_visium_hd_cells_take_the_centroids_of_their_outlines(cells, hd_run):
+    run, truth = hd_run
+    adata = io.read(run, bin_size="cells")
+    assert list(adata.obs_names) == list(truth["cells"].index)
+    np.testing.assert_allclose(adata.obsm["spatial"] * MICRONS_PER_PIXEL, cells.obsm["spatial"], atol=1e-6)
+    assert (adata.X != cells.X).nnz == 0
+    assert io.spatial_scale(adata, adata.obsm["spatial"])["layout"] == "irregular"
+
+
+def test_visium_hd_bin_size_errors_name_the_choices(hd_run):
+    run, _ = hd_run
+    with pytest.raises(InputError, match=r"bin_size=7 is not a Visium HD bin size: use 2, 8, 16"):
+        io.read(run, bin_size=7)
+    with pytest.raises(InputError, match=r"no 2 µm bins .*bin sizes present: 8, 16"):
+        io.read(run, bin_size=2)
+    with pytest.raises(InputError, match="holds the 16 µm bins"):
+        io.read(run / "outs" / "binned_outputs" / "square_016um", bin_size=8)
+
+
+@pytest.mark.parametrize("form, table", [("h5", "parquet"), ("mex", "csv")])
+def test_xenium_reads_gene_expression_with_centroids_in_microns(cells, tmp_path, form, table):
+    bundle = write_xenium(cells, tmp_path / "xenium", form=form, cells_table=table)
+    adata = io.read(bundle)
+    assert adata.shape == cells.shape and (adata.X != cells.X).nnz == 0
+    offset = cells.obsm["spatial"].min(axis=0) - 50.0
+    np.testing.assert_allclose(adata.obsm["spatial"], cells.obsm["spatial"] - offset)
+    name, library = _library(adata)
+    assert name == "region1" and library["metadata"]["coordinate_unit_um"] == 1.0
+    assert library["metadata"]["features_left_out"] == XENIUM_CONTROLS
+    assert library["metadata"]["panel_name"] == "Simulated panel"
+    assert {"transcript_counts", "cell_area", "nucleus_area"} <= set(adata.obs)
+    assert io.read(bundle / "experiment.xenium").shape == cells.shape
+    assert io.platform(adata) == "Xenium"
+
+
+def test_xenium_without_manifest_still_reads_with_a_warning(cells, tmp_path, caplog):
+    bundle = write_xenium(cells, tmp_path / "xenium")
+    (bundle / "experiment.xenium").unlink()
+    adata = io.read(bundle)
+    assert adata.n_obs == cells.n_obs and "experiment.xenium' is missing" in caplog.text
+
+
+def test_classic_visium_records_its_unit_from_the_spot_diameter(sample, tmp_path):
+    write_space_ranger(sample, tmp_path / "outs")
+    adata = io.read(tmp_path)
+    diameter = adata.uns["spatial"][_library(adata)[0]]["scalefactors"]["spot_diameter_fullres"]
+    assert io.coordinate_unit_um(adata) == pytest.approx(55.0 / diameter)
+    assert io.platform(adata) == "Visium"
+
+
+@pytest.mark.parametrize("viewer, header", [("loupe", ["Barcode", "domain"]), ("xenium", ["cell_id", "group"])])
+def test_write_clusters_in_each_viewers_import_format(sample, tmp_path, viewer, header):
+    sample.obs["domain"] = pd.Categorical(np.where(np.arange(sample.n_obs) % 3 == 0, "2", "1"))
+    sample.obs.loc[sample.obs_names[:4], "domain"] = np.nan  # spots left out of the analysis
+    path = io.write_clusters(sample, tmp_path / "clusters.csv", viewer=viewer)
+    lines = path.read_text().splitlines()
+    assert lines[0].split(",") == header
+    table = pd.read_csv(path, dtype=str)
+    assert list(table.iloc[:, 0]) == list(sample.obs_names[4:])
+    assert list(table.iloc[:, 1]) == list(sample.obs["domain"].iloc[4:].astype(str))
+
+
+def test_write_clusters_names_a_missing_column(sample, tmp_path):
+    with pytest.raises(InputError, match=r"obs\['domain'\] does not exist"):
+        io.write_clusters(sample, tmp_path / "clusters.csv")
+    assert not (tmp_path / "clusters.csv").exists()
+
+
+@pytest.mark.parametrize("bin_size, graph", [(16, "radius"), ("cells", "knn")])
+def test_spotscape_chooses_its_graph_from_the_layout(hd_run, bin_size, graph):
+    run, _ = hd_run
+    adata = io.read(run, bin_size=bin_size)
+    sd.tl.spotscape(adata, n_epochs=2, n_domains=3, progress=False)
+    record = adata.uns["spatialdomains"]["spotscape"]
+    assert record["parameters"]["graph"] == graph
+    assert record["coordinates"]["platform"] == "Visium HD"
+    assert record["coordinates"]["unit_um"] == pytest.approx(MICRONS_PER_PIXEL)
+
+
+def test_a_samplesheet_bin_size_chooses_the_folder_read(hd_run, tmp_path):
+    from spatialdomains.report import batch
+
+    run, _ = hd_run
+    sheet = tmp_path / "samples.csv"
+    sheet.write_text(f"sample,input,bin_size\nA,{run},16\nB,{run},cells\nC,{run},\n")
+    specs = batch.read_samplesheet(sheet)
+    assert [spec.inputs[0].rsplit("/", 1)[-1] for spec in specs] == ["square_016um", "segmented_outputs", "run1"]
