@@ -52,7 +52,8 @@ setGeneric("runSTAIG", function(x, ...) standardGeneric("runSTAIG"))
 #' @param x A \code{SingleCellExperiment} (including \code{SpatialExperiment})
 #'   or a \code{Seurat} object with raw counts and spot coordinates.
 #' @param ... Arguments for the method, and model parameters passed to Python:
-#'   \code{n_top_genes}, \code{graph} (\code{"radius"} or \code{"knn"}),
+#'   \code{n_top_genes}, \code{graph} (\code{"auto"}: radius on spot or bin
+#'   lattices, k-NN on cells; or \code{"radius"}, \code{"knn"}),
 #'   \code{radius}, \code{batch_norm_momentum}. For Seurat objects:
 #'   \code{assay}, \code{spatial_coords}, \code{n_epochs},
 #'   \code{learning_rate}, \code{seed}, \code{device}, \code{progress},
