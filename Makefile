@@ -29,7 +29,7 @@ $(VENV)/.torch: | $(BIN)/python
 
 # The R extra (rpy2) is added only when R is present, since rpy2 is built against it.
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS) $(VENV)/.torch | setup-r
-	$(PIP) install -q -c $(CONSTRAINTS) -e ".[dev,workflow$$(command -v R >/dev/null 2>&1 && echo ',r')]"
+	$(PIP) install -q -c $(CONSTRAINTS) -e ".[dev,workflow,spatialdata$$(command -v R >/dev/null 2>&1 && echo ',r')]"
 	touch $@
 
 demo: setup

@@ -122,8 +122,8 @@ def _add_run(commands) -> None:
                                           "inputs (or one with --batch-key) are integrated: one folder per slice, "
                                           "plus joint/ with the combined result and a UMAP by slice and domain.")
     run.add_argument("inputs", nargs="*", metavar="INPUT",
-                     help=".h5ad file, .rds file (SingleCellExperiment, SpatialExperiment or Seurat), or the output "
-                          "folder of Space Ranger (Visium, Visium HD) or Xenium (raw counts); several inputs are "
+                     help=".h5ad file, .rds file (SingleCellExperiment, SpatialExperiment or Seurat), SpatialData "
+                          ".zarr, or the output folder of Space Ranger (Visium, Visium HD) or Xenium (raw counts); several inputs are "
                           "slices to integrate; for --method spami or baseline an .h5mu file (or use --modality)")
     run.add_argument("--out", required=True, help="output folder (created; must be new or empty, see --force)")
     _add_force(run)
@@ -163,7 +163,8 @@ def _add_report(commands) -> None:
         description="Find the domains of one sample, rank marker genes, run GO enrichment and write one "
                     "self-contained HTML report (QC, domains, UMAP, markers, DEG tables, volcanoes, GO, provenance).")
     report.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help=".h5ad, .rds, .h5mu, or the output folder of Space Ranger (Visium, Visium HD) or Xenium; "
+                        help=".h5ad, .rds, .h5mu, SpatialData .zarr, or the output folder of Space Ranger (Visium, "
+                             "Visium HD) or Xenium; "
                              "several inputs are slices to integrate")
     report.add_argument("--out", required=True, help="the HTML file to write (e.g. report.html)")
     _add_force(report, "an earlier report at --out and earlier results in --outputs-dir")

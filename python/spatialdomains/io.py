@@ -21,6 +21,7 @@ import scipy.sparse as sp
 
 from . import _tenx
 from ._rds import read_rds, write_rds  # noqa: F401  (public: sd.io.read_rds, sd.io.write_rds)
+from ._spatialdata import read_spatialdata, write_spatialdata  # noqa: F401  (public: sd.io.read_spatialdata, ...)
 from ._tenx import read_visium, read_visium_hd, read_xenium  # noqa: F401  (public: sd.io.read_visium, ...)
 from ._utils import atomic_path, json_safe
 from .errors import InputError, option
@@ -28,10 +29,12 @@ from .errors import InputError, option
 logger = logging.getLogger("spatialdomains")
 
 def read(path: str | Path, *, bin_size: int | str | None = None) -> ad.AnnData:
-    """Read a sample, choosing the reader from the path: an ``.h5ad`` or ``.rds`` file, or the output folder of
-    Space Ranger (Visium), Space Ranger for Visium HD (``bin_size``: 2, 8 or 16 µm, default 8; or ``"cells"``)
-    or Xenium Onboard Analysis."""
+    """Read a sample, choosing the reader from the path: an ``.h5ad`` or ``.rds`` file, a SpatialData ``.zarr``
+    store (its one table), or the output folder of Space Ranger (Visium), Space Ranger for Visium HD
+    (``bin_size``: 2, 8 or 16 µm, default 8; or ``"cells"``) or Xenium Onboard Analysis."""
     path = input_path(path, bin_size)
+    if path.suffix.lower() == ".zarr":
+        return read_spatialdata(path)
     platform = _tenx.platform_of(path) if path.is_dir() else None
     if path.is_dir():
         if platform == "visium_hd":
@@ -57,7 +60,8 @@ def read(path: str | Path, *, bin_size: int | str | None = None) -> ad.AnnData:
                          f"{option('method', 'spami')} (or 'baseline') to find domains from all its modalities")
     raise InputError(
         f"input '{path}': unknown file type '{suffix}'; give an .h5ad file, an .rds file (SingleCellExperiment, "
-        f"SpatialExperiment or Seurat), or the output folder of Space Ranger (Visium, Visium HD) or Xenium"
+        f"SpatialExperiment or Seurat), a SpatialData .zarr, or the output folder of Space Ranger (Visium, "
+        f"Visium HD) or Xenium"
     )
 
 
@@ -66,8 +70,8 @@ def input_path(path: str | Path, bin_size: int | str | None = None) -> Path:
     ``segmented_outputs``) of a Visium HD output. Checks that it exists, before any work."""
     path = Path(path)
     if not path.exists():
-        raise InputError(f"input '{path}' does not exist: give an .h5ad file, an .rds file or the output folder of "
-                         "Space Ranger (Visium, Visium HD) or Xenium")
+        raise InputError(f"input '{path}' does not exist: give an .h5ad file, an .rds file, a SpatialData .zarr or "
+                         "the output folder of Space Ranger (Visium, Visium HD) or Xenium")
     if bin_size is None:
         return path
     platform = _tenx.platform_of(path) if path.is_dir() else None
