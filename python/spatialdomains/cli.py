@@ -123,8 +123,9 @@ def _add_run(commands) -> None:
                                           "plus joint/ with the combined result and a UMAP by slice and domain.")
     run.add_argument("inputs", nargs="*", metavar="INPUT",
                      help=".h5ad file, .rds file (SingleCellExperiment, SpatialExperiment or Seurat), SpatialData "
-                          ".zarr, or the output folder of Space Ranger (Visium, Visium HD) or Xenium (raw counts); several inputs are "
-                          "slices to integrate; for --method spami or baseline an .h5mu file (or use --modality)")
+                          ".zarr, or the output folder of Space Ranger (Visium, Visium HD) or Xenium (raw counts); "
+                          "several inputs are slices to integrate; for --method spami or baseline an .h5mu file (or "
+                          "use --modality)")
     run.add_argument("--out", required=True, help="output folder (created; must be new or empty, see --force)")
     _add_force(run)
     _add_bin_size(run)
@@ -164,8 +165,7 @@ def _add_report(commands) -> None:
                     "self-contained HTML report (QC, domains, UMAP, markers, DEG tables, volcanoes, GO, provenance).")
     report.add_argument("inputs", nargs="+", metavar="INPUT",
                         help=".h5ad, .rds, .h5mu, SpatialData .zarr, or the output folder of Space Ranger (Visium, "
-                             "Visium HD) or Xenium; "
-                             "several inputs are slices to integrate")
+                             "Visium HD) or Xenium; several inputs are slices to integrate")
     report.add_argument("--out", required=True, help="the HTML file to write (e.g. report.html)")
     _add_force(report, "an earlier report at --out and earlier results in --outputs-dir")
     _add_bin_size(report)
