@@ -29,10 +29,13 @@
 #'     \code{spatial_coords}: \code{NULL} uses \code{spatialCoords(x)} for a
 #'     SpatialExperiment, otherwise \code{reducedDim(x, "spatial")}; or give
 #'     the name of a reducedDim, two colData column names (x, y) or a matrix.}
-#'   \item{Seurat}{\code{assay} (default: the default assay, counts slot);
-#'     \code{spatial_coords}: \code{NULL} uses the full-resolution spot
-#'     positions of the object's image; or two meta.data column names or a
-#'     matrix.}
+#'   \item{Seurat}{\code{assay} (default: the default assay): its raw
+#'     counts (Seurat v5: the counts layers, split layers joined; v4: the
+#'     counts slot) and only its spots, so a Visium HD object runs on one
+#'     bin size (e.g. \code{assay = "Spatial.016um"}; the other bins get
+#'     \code{NA} domains); \code{spatial_coords}: \code{NULL} uses the
+#'     full-resolution spot positions of the assay's image (or of the
+#'     object's images); or two meta.data column names or a matrix.}
 #' }
 #' @examplesIf spatialdomainsAvailable()
 #' sce <- simulateVisium(n_spots = 400, n_domains = 3, seed = 1)

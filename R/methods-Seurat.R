@@ -6,26 +6,21 @@
                         use_image = FALSE, image_options = NULL, ...) {
     .require_seurat_object()
     assay <- if (is.null(assay)) SeuratObject::DefaultAssay(x) else assay
-    if (!assay %in% SeuratObject::Assays(x)) {
-        stop("assay '", assay, "' does not exist; the object has: ", paste(SeuratObject::Assays(x), collapse = ", "),
-             call. = FALSE)
-    }
-    counts <- SeuratObject::GetAssayData(x, slot = "counts", assay = assay)
-    if (prod(dim(counts)) == 0) {
-        stop("assay '", assay, "' holds no raw counts (counts slot is empty)", call. = FALSE)
-    }
+    counts <- .seurat_counts(x, assay)
+    cells <- colnames(counts)
     pieces <- list(counts = .sparse_counts(counts, paste0(assay, " counts")),
-                   coordinates = .seurat_coordinates(x, spatial_coords), spot_names = .spot_names(colnames(x)),
-                   gene_names = .gene_names(rownames(counts)), library_size = .library_size(library_size, x[[]]),
-                   slices = .seurat_slices(x, sample_id))
+                   coordinates = .seurat_coordinates(x, spatial_coords, cells, assay),
+                   spot_names = .spot_names(cells), gene_names = .gene_names(rownames(counts)),
+                   library_size = .library_size(library_size, x[[]][cells, , drop = FALSE]),
+                   slices = .seurat_slices(x, sample_id, cells, assay))
     if (isTRUE(use_image) && method != "staig") {
         stop("use_image applies to runSTAIG only", call. = FALSE)
     }
-    images <- .image_request(use_image, image_options, function() .seurat_images(x))
+    images <- .image_request(use_image, image_options, function() .seurat_images(x, assay))
     pieces$images <- images$images
     out <- .embed(method, pieces, c(list(...), images$params), seed, device, progress)
     key <- paste0(gsub("[^[:alnum:]]", "", toupper(name)), "_")
-    embedding <- .named_embedding(out$embedding, colnames(x), sub("_$", "", key))
+    embedding <- .named_embedding(out$embedding, cells, sub("_$", "", key))
     x[[name]] <- SeuratObject::CreateDimReducObject(embeddings = embedding, key = key, assay = assay)
     methods::slot(x, "misc") <- .add_record(methods::slot(x, "misc"), name, out$record)
     x
@@ -47,12 +42,10 @@
     }
     modalities <- list()
     for (one in c(assay, assay2)) {
-        if (!one %in% assays) {
-            stop("assay '", one, "' does not exist; the object has: ", paste(assays, collapse = ", "), call. = FALSE)
-        }
-        counts <- SeuratObject::GetAssayData(x, slot = "counts", assay = one)
-        if (prod(dim(counts)) == 0) {
-            stop("assay '", one, "' holds no raw counts (counts slot is empty)", call. = FALSE)
+        counts <- .seurat_counts(x, one)
+        if (!identical(colnames(counts), colnames(x))) {
+            stop("assay '", one, "' holds ", ncol(counts), " of the object's ", ncol(x), " spots; paired omics ",
+                 "need both modalities on the same spots", call. = FALSE)
         }
         modalities[[one]] <- .modality(counts, rownames(counts), paste0("assay '", one, "' counts"))
     }
@@ -81,12 +74,14 @@
         stop("reduction '", reduction, "' does not exist: run a model first (e.g. runSTAIG(x)) or name an ",
              "existing one with 'reduction'", call. = FALSE)
     }
-    fit <- clusterEmbedding(SeuratObject::Embeddings(x, reduction = reduction), n_domains,
-                            coordinates = .seurat_coordinates(x, spatial_coords),
-                            slices = .seurat_slices(x, sample_id), ...)
-    x <- SeuratObject::AddMetaData(x, stats::setNames(fit$domain, colnames(x)), col.name = name)
+    embedding <- SeuratObject::Embeddings(x, reduction = reduction)
+    cells <- rownames(embedding)  # all spots, or those of the assay the model ran on (Visium HD: one bin size)
+    assay <- SeuratObject::DefaultAssay(x[[reduction]])
+    fit <- clusterEmbedding(embedding, n_domains, coordinates = .seurat_coordinates(x, spatial_coords, cells, assay),
+                            slices = .seurat_slices(x, sample_id, cells, assay), ...)
+    x <- SeuratObject::AddMetaData(x, .all_spots(fit$domain, cells, colnames(x)), col.name = name)
     if (!is.null(fit$unrefined)) {
-        x <- SeuratObject::AddMetaData(x, stats::setNames(fit$unrefined, colnames(x)),
+        x <- SeuratObject::AddMetaData(x, .all_spots(fit$unrefined, cells, colnames(x)),
                                        col.name = paste0(name, "_unrefined"))
     }
     methods::slot(x, "misc") <- .add_record(methods::slot(x, "misc"), name,
@@ -95,24 +90,82 @@
     x
 }
 
+## The raw counts of an assay, genes x spots: a Seurat v5 assay (Assay5) from
+## its counts layers (split layers, one per sample, joined in the assay's spot
+## order), a v3/v4 assay from its counts slot. Only the assay's own spots: in
+## a Visium HD object each bin size is an assay with its own spots.
+.seurat_counts <- function(x, assay) {
+    if (!assay %in% SeuratObject::Assays(x)) {
+        stop("assay '", assay, "' does not exist; the object has: ", paste(SeuratObject::Assays(x), collapse = ", "),
+             call. = FALSE)
+    }
+    object <- x[[assay]]
+    if (methods::is(object, "Assay5")) {
+        layers <- grep("^counts($|\\.)", SeuratObject::Layers(object), value = TRUE)
+        if (length(layers) == 0L) {
+            stop("assay '", assay, "' has no counts layer (layers: ", paste(SeuratObject::Layers(object), collapse = ", "),
+                 "); raw counts are needed, e.g. LayerData(x, assay = \"", assay, "\", layer = \"counts\") <- counts",
+                 call. = FALSE)
+        }
+        parts <- lapply(layers, function(layer) SeuratObject::LayerData(object, layer = layer))
+        counts <- if (length(parts) == 1L) parts[[1L]] else .join_layers(parts)
+        counts <- counts[, intersect(colnames(object), colnames(counts)), drop = FALSE]
+    } else if (utils::packageVersion("SeuratObject") >= "5.0.0") {
+        counts <- SeuratObject::LayerData(x, assay = assay, layer = "counts")
+    } else {
+        counts <- SeuratObject::GetAssayData(x, slot = "counts", assay = assay)
+    }
+    if (prod(dim(counts)) == 0) {
+        stop("assay '", assay, "' holds no raw counts (its counts are empty)", call. = FALSE)
+    }
+    counts
+}
+
+## Split counts layers side by side, over the genes of all of them (a gene
+## missing from a layer counts 0 there).
+.join_layers <- function(parts) {
+    genes <- unique(unlist(lapply(parts, rownames)))
+    aligned <- lapply(parts, function(part) {
+        part <- methods::as(part, "CsparseMatrix")
+        if (identical(rownames(part), genes)) {
+            return(part)
+        }
+        rows <- match(rownames(part), genes)
+        triplet <- Matrix::summary(part)
+        Matrix::sparseMatrix(i = rows[triplet$i], j = triplet$j, x = triplet$x, dims = c(length(genes), ncol(part)),
+                             dimnames = list(genes, colnames(part)))
+    })
+    do.call(cbind, aligned)
+}
+
+## A per-spot result for some spots as a vector over all the object's spots
+## (NA for the others), for AddMetaData.
+.all_spots <- function(values, cells, all_cells) {
+    full <- values[match(all_cells, cells)]
+    stats::setNames(full, all_cells)
+}
+
 ## Spot coordinates (x, y) in full-resolution pixels from the object's
 ## images (one per slice in a merged object): Visium images keep them in their
-## 'coordinates' slot (imagecol, imagerow); other spatial images give x and y
-## through GetTissueCoordinates(). Each slice keeps its own frame.
-.seurat_coordinates <- function(x, spatial_coords) {
+## 'coordinates' slot (imagecol, imagerow); other spatial images (Seurat 5's
+## VisiumV2, FOVs) give x and y through GetTissueCoordinates(). Each slice
+## keeps its own frame. 'cells': the spots wanted (by default all); 'assay':
+## prefer that assay's images (a Visium HD object has one per bin size).
+.seurat_coordinates <- function(x, spatial_coords, cells = colnames(x), assay = NULL) {
     if (!is.null(spatial_coords)) {
-        return(.coordinates_from(spatial_coords, ncol(x),
-                                 reduced = function(name) if (name %in% SeuratObject::Reductions(x))
-                                     SeuratObject::Embeddings(x, reduction = name),
-                                 columns = x[[]]))
+        coordinates <- .coordinates_from(spatial_coords, ncol(x),
+                                         reduced = function(name) if (name %in% SeuratObject::Reductions(x))
+                                             SeuratObject::Embeddings(x, reduction = name),
+                                         columns = x[[]])
+        return(coordinates[match(cells, colnames(x)), , drop = FALSE])
     }
-    positions <- .seurat_positions(x)
-    .coordinate_matrix(as.matrix(positions[colnames(x), c("x", "y"), drop = FALSE]), "the object's images")
+    positions <- .seurat_positions(x, cells, assay)
+    .coordinate_matrix(as.matrix(positions[cells, c("x", "y"), drop = FALSE]), "the object's images")
 }
 
 ## One row per spot: x, y and the image (slice) holding it.
-.seurat_positions <- function(x) {
-    images <- SeuratObject::Images(x)
+.seurat_positions <- function(x, cells = colnames(x), assay = NULL) {
+    images <- .seurat_image_names(x, assay)
     if (length(images) == 0L) {
         stop("the Seurat object has no image with spot positions; pass spatial_coords = two meta.data ",
              "columns (x, y) or a matrix", call. = FALSE)
@@ -123,7 +176,7 @@
                          all(c("imagecol", "imagerow") %in% names(methods::slot(image, "coordinates")))) {
             methods::slot(image, "coordinates")[, c("imagecol", "imagerow")]
         } else {
-            SeuratObject::GetTissueCoordinates(image)[, c("x", "y")]
+            .tissue_coordinates(image)
         }
         data.frame(x = positions[[1]], y = positions[[2]], image = name, row.names = rownames(positions))
     })
@@ -132,7 +185,7 @@
         stop("some spots appear in more than one image; give each slice's spots unique names (e.g. ",
              "merge(..., add.cell.ids = ...))", call. = FALSE)
     }
-    missing <- setdiff(colnames(x), rownames(positions))
+    missing <- setdiff(cells, rownames(positions))
     if (length(missing) > 0L) {
         stop(length(missing), " spots have no position in the object's images (e.g. '", missing[1], "')",
              call. = FALSE)
@@ -140,16 +193,41 @@
     positions
 }
 
-## Slices: the meta.data column 'sample_id' when given, else the image that
-## holds each spot when there are several images; NULL for one slice.
-.seurat_slices <- function(x, sample_id) {
-    if (!is.null(sample_id)) {
-        return(.slices(x[[]], sample_id))
+## x, y (rows named by spot) of an image other than Visium's first class:
+## GetTissueCoordinates() names the spots in a 'cell' column (FOV, VisiumV2) or
+## in its row names.
+.tissue_coordinates <- function(image) {
+    coordinates <- SeuratObject::GetTissueCoordinates(image)
+    if ("cell" %in% names(coordinates)) {
+        rownames(coordinates) <- coordinates$cell
     }
-    if (length(SeuratObject::Images(x)) < 2L) {
+    coordinates[, c("x", "y")]
+}
+
+## The images to read positions from: those of 'assay' when it has any (a
+## Visium HD object keeps one image per bin size, each with its assay), else
+## all of them (e.g. an SCT assay made from the Spatial one).
+.seurat_image_names <- function(x, assay = NULL) {
+    if (!is.null(assay)) {
+        own <- SeuratObject::Images(x, assay = assay)
+        if (length(own) > 0L) {
+            return(own)
+        }
+    }
+    SeuratObject::Images(x)
+}
+
+## Slices: the meta.data column 'sample_id' when given, else the image that
+## holds each spot when the spots lie in several images; NULL for one slice.
+.seurat_slices <- function(x, sample_id, cells = colnames(x), assay = NULL) {
+    if (!is.null(sample_id)) {
+        return(.slices(x[[]][cells, , drop = FALSE], sample_id))
+    }
+    if (length(.seurat_image_names(x, assay)) < 2L) {
         return(NULL)
     }
-    .seurat_positions(x)[colnames(x), "image"]
+    images <- .seurat_positions(x, cells, assay)[cells, "image"]
+    if (length(unique(images)) < 2L) NULL else images
 }
 
 .require_seurat_object <- function() {
@@ -161,9 +239,9 @@
 ## The Seurat object's images (one per slice) as arrays in [0, 1] with the
 ## scale of the stored image (Visium: 'lowres') and the fiducial diameter in
 ## full-resolution pixels; images without pixels (e.g. FOVs) are skipped.
-.seurat_images <- function(x) {
+.seurat_images <- function(x, assay = NULL) {
     images <- list()
-    for (name in SeuratObject::Images(x)) {
+    for (name in .seurat_image_names(x, assay)) {
         image <- x[[name]]
         if (!"image" %in% methods::slotNames(image) || length(dim(methods::slot(image, "image"))) != 3L) {
             next

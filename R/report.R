@@ -81,14 +81,16 @@ setMethod("domainReport", "ANY", function(x, file, ...) {
 .seurat_report <- function(x, file, assay = NULL, spatial_coords = NULL, reduction = NULL, ...) {
     .require_seurat_object()
     assay <- if (is.null(assay)) SeuratObject::DefaultAssay(x) else assay
-    counts <- SeuratObject::GetAssayData(x, slot = "counts", assay = assay)
+    counts <- .seurat_counts(x, assay)
+    cells <- colnames(counts)
     reduction <- .report_embedding_name(reduction, SeuratObject::Reductions(x), c("staig", "spotscape", "spami"),
                                         "reduction")
     pieces <- list(counts = .sparse_counts(counts, paste0(assay, " counts")),
-                   coordinates = .seurat_coordinates(x, spatial_coords), spot_names = .spot_names(colnames(x)),
-                   gene_names = .gene_names(rownames(counts)), columns = x[[]],
-                   embedding = if (!is.null(reduction)) SeuratObject::Embeddings(x, reduction),
-                   embedding_name = reduction, symbols = NULL, slices = .seurat_slices(x, NULL), image = NULL)
+                   coordinates = .seurat_coordinates(x, spatial_coords, cells, assay), spot_names = .spot_names(cells),
+                   gene_names = .gene_names(rownames(counts)), columns = x[[]][cells, , drop = FALSE],
+                   embedding = if (!is.null(reduction)) SeuratObject::Embeddings(x, reduction)[cells, , drop = FALSE],
+                   embedding_name = reduction, symbols = NULL, slices = .seurat_slices(x, NULL, cells, assay),
+                   image = NULL)
     .render_report(pieces, file, ...)
 }
 
