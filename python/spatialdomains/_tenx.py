@@ -214,7 +214,7 @@ def _read_hd_bins(folder: Path, size: int, library_id: str | None, load_images: 
     positions = read_parquet(positions_file, POSITION_COLUMNS)
     _place(adata, positions.set_index("barcode"), positions_file, f"{folder.name}/{COUNT_FILE}")
     scalefactors = _scalefactors(spatial_dir)
-    _library(adata, library_id or adata.uns.pop("library_id", None) or _run_name(folder),
+    _library(adata, library_id or adata.uns.pop("library_id", None) or run_name(folder),
              images=_images(spatial_dir) if load_images else {}, scalefactors=scalefactors,
              metadata={"platform": "Visium HD", "bin_size_um": size, "source": f"{folder.name}/{COUNT_FILE}",
                        "coordinate_unit_um": _microns_per_pixel(scalefactors, spatial_dir),
@@ -240,7 +240,7 @@ def _read_hd_cells(folder: Path, library_id: str | None, load_images: bool) -> a
     adata.obsm["spatial"] = centroids.loc[numbers].to_numpy(dtype=np.float64)
     spatial_dir = folder / "spatial"
     scalefactors = _scalefactors(spatial_dir)
-    _library(adata, library_id or adata.uns.pop("library_id", None) or _run_name(folder),
+    _library(adata, library_id or adata.uns.pop("library_id", None) or run_name(folder),
              images=_images(spatial_dir) if load_images else {}, scalefactors=scalefactors,
              metadata={"platform": "Visium HD", "bin_size_um": "cells", "source": f"{HD_SEGMENTED}/{HD_CELL_COUNT_FILE}",
                        "coordinate_unit_um": _microns_per_pixel(scalefactors, spatial_dir),
@@ -248,12 +248,20 @@ def _read_hd_cells(folder: Path, library_id: str | None, load_images: bool) -> a
     return adata
 
 
-def _run_name(folder: Path) -> str:
-    """The run's name for a folder inside its Space Ranger output (the folder above ``outs/``, when there is one)."""
-    folder = folder.resolve()
-    while (_BIN_FOLDER.match(folder.name) or folder.name in (HD_BINNED, HD_SEGMENTED, "outs")) and folder.parent != folder:
-        folder = folder.parent
-    return folder.name
+def run_name(path: Path) -> str:
+    """The name of a path; for a folder inside a Space Ranger output (``outs/``, a bin folder, ...) the run's
+    name, that of the folder above ``outs/``."""
+    path = Path(path)
+    if not _inside_run(path):
+        return path.name
+    path = path.resolve()
+    while _inside_run(path) and path.parent != path:
+        path = path.parent
+    return path.name
+
+
+def _inside_run(path: Path) -> bool:
+    return bool(_BIN_FOLDER.match(path.name)) or path.name in (HD_BINNED, HD_SEGMENTED, "outs")
 
 
 def _cell_numbers(barcodes: pd.Index, count_file: Path) -> np.ndarray:

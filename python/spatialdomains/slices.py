@@ -132,6 +132,9 @@ def hand_back(combined: ad.AnnData, slices, batch_key: str, *, obsm_keys=(), obs
 
 
 def slice_names(paths: list[str]) -> list[str]:
-    """Slice names from the input paths (file name without extension), made unique when they repeat."""
-    stems = [Path(path.rstrip("/")).name.split(".")[0] or f"slice{i + 1}" for i, path in enumerate(paths)]
+    """Slice names from the input paths (file name without extension; for a folder inside a 10x run, such as
+    ``outs/`` or a Visium HD bin folder, the run's name), made unique when they repeat."""
+    from ._tenx import run_name
+
+    stems = [run_name(Path(path)).split(".")[0] or f"slice{i + 1}" for i, path in enumerate(paths)]
     return [stem if stems.count(stem) == 1 else f"{stem}_{i + 1}" for i, stem in enumerate(stems)]

@@ -89,6 +89,7 @@ def overview(result: SampleResult) -> None:
     facts = pd.DataFrame([
         ("sample", record["sample"]),
         ("input", "; ".join(record["inputs"])),
+        ("platform", _platform(adata)),
         ("method", record["method"]),
         ("spots", f"{adata.n_obs:,}"),
         ("genes", f"{adata.n_vars:,}"),
@@ -99,6 +100,19 @@ def overview(result: SampleResult) -> None:
     ], columns=["", "value"])
     table(facts)
     show(pl.qc(adata))
+
+
+def _platform(adata) -> str:
+    """The platform the input came from, with its bin size and coordinate unit where the reader recorded them."""
+    from .. import io
+
+    name = io.platform(adata) or "not recorded"
+    library = next(iter((adata.uns.get("spatial") or {}).values()), {})
+    size = (library.get("metadata") or {}).get("bin_size_um") if isinstance(library, dict) else None
+    if size is not None:
+        name += ", segmented cells" if size == "cells" else f", {size} µm bins"
+    unit = io.coordinate_unit_um(adata)
+    return name + (f" (coordinates: {unit:.4g} µm per unit)" if unit else "")
 
 
 def domains_on_tissue(result: SampleResult, key: str = "domain") -> None:
