@@ -113,3 +113,16 @@ test_that("the large-data mode can be asked for from R, and the record says it r
     expect_error(runSTAIG(sce, training = "fast"), 'training = "fast": choose one of auto, full, minibatch')
     expect_error(runSTAIG(sce, batch_size = 0), "batch_size = 0: give a whole number of at least 1")
 })
+
+test_that("counts held as a DelayedMatrix (as HDF5-backed importers give them) give the same embedding", {
+    skip_without_spatialdomains()
+    skip_if_not_installed("DelayedArray")
+    sce <- simulateVisium(n_spots = 250, n_domains = 3, seed = 8)
+    delayed <- sce
+    SummarizedExperiment::assay(delayed, "counts", withDimnames = FALSE) <-
+        DelayedArray::DelayedArray(SummarizedExperiment::assay(sce, "counts"))
+    expect_s4_class(SummarizedExperiment::assay(delayed, "counts"), "DelayedMatrix")
+    sce <- runSTAIG(sce, n_epochs = 3, seed = 1)
+    delayed <- runSTAIG(delayed, n_epochs = 3, seed = 1)
+    expect_identical(SingleCellExperiment::reducedDim(delayed, "STAIG"), SingleCellExperiment::reducedDim(sce, "STAIG"))
+})
