@@ -9,6 +9,7 @@ import platform
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -84,7 +85,10 @@ class Progress:
 
     def __init__(self, description: str, total: int, *, unit: str = "steps", enabled: bool = True,
                  initial: int = 0) -> None:
-        from tqdm.auto import tqdm
+        if sys.stderr is sys.__stderr__:  # a terminal or a log file: the plain bar
+            from tqdm import tqdm
+        else:  # a notebook's stream (a widget there when ipywidgets is installed)
+            from tqdm.auto import tqdm
 
         self.description, self.total, self.unit, self.done = description, total, unit, initial
         # disable=None: tqdm draws only when stderr is a terminal
@@ -154,3 +158,42 @@ def json_safe(value):
     if isinstance(value, np.floating):
         return float(value)
     return value
+
+
+@contextlib.contextmanager
+def step_messages(shown: bool):
+    """The package's step messages (image features, training, clustering) on stderr for the duration of the
+    call; the logger is left as it was afterwards."""
+    if not shown:
+        yield
+        return
+    package_logger = logging.getLogger("spatialdomains")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    level, propagate = package_logger.level, package_logger.propagate
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO)
+    package_logger.propagate = False  # a handler the R user set up on the root logger would print it twice
+    try:
+        yield
+    finally:
+        package_logger.removeHandler(handler)
+        package_logger.setLevel(level)
+        package_logger.propagate = propagate
+
+
+@contextlib.contextmanager
+def to_terminal(shown: bool):
+    """Within the block, when ``shown``: stderr is the process's own (in the report's kernel, the terminal that asked
+    for the report rather than the page) and the package's step messages are printed there."""
+    if not shown:
+        yield
+        return
+    previous, sys.stderr = sys.stderr, sys.__stderr__
+    try:
+        with step_messages(True), warnings.catch_warnings():
+            # umap-learn imports tqdm.auto, which in a notebook kernel asks for Jupyter widgets a terminal never uses
+            warnings.filterwarnings("ignore", message="IProgress not found")
+            yield
+    finally:
+        sys.stderr = previous

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import os
 import sys
 
@@ -17,7 +16,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._utils import json_safe
+from ._utils import json_safe, step_messages
 from .errors import InputError, interface
 from .io import attach_image
 
@@ -33,7 +32,7 @@ def _r_entry(function):
     @functools.wraps(function)
     def wrapped(*args, console=None, **kwargs):
         _load_torch()
-        with interface("r"), _stderr_to(console), _step_messages(bool(kwargs.get("progress"))):
+        with interface("r"), _stderr_to(console), step_messages(bool(kwargs.get("progress"))):
             return function(*args, **kwargs)
 
     return wrapped
@@ -66,28 +65,6 @@ def _stderr_to(console):
         yield
     finally:
         sys.stderr = previous
-
-
-@contextlib.contextmanager
-def _step_messages(shown: bool):
-    """The package's step messages (image features, training, clustering) on stderr for the duration of the
-    call; the logger is left as it was afterwards."""
-    if not shown:
-        yield
-        return
-    package_logger = logging.getLogger("spatialdomains")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-    level, propagate = package_logger.level, package_logger.propagate
-    package_logger.addHandler(handler)
-    package_logger.setLevel(logging.INFO)
-    package_logger.propagate = False  # a handler the R user set up on the root logger would print it twice
-    try:
-        yield
-    finally:
-        package_logger.removeHandler(handler)
-        package_logger.setLevel(level)
-        package_logger.propagate = propagate
 
 
 def _load_torch() -> None:

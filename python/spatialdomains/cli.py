@@ -310,7 +310,7 @@ def _report(args: argparse.Namespace) -> int:
                          threads=args.threads, cluster_method=args.cluster_method, image=args.image,
                          image_scale=args.image_scale,
                          outputs_dir=args.outputs_dir, notebook=args.notebook, show_code=args.show_code,
-                         force=args.force)
+                         force=args.force, progress=not args.quiet)
     print(f"wrote {path}")
     return 0
 

@@ -171,6 +171,18 @@ def test_report_command_precomputed_domains_and_errors(tmp_path, capsys):
     assert not (tmp_path / "x.html").exists()
 
 
+def test_report_command_shows_each_step_and_no_kernel_transport_warning(tmp_path, capfd):
+    adata = sd.datasets.simulate_visium(300, 3, seed=3)
+    sd.io.write_h5ad(adata, tmp_path / "sample.h5ad")
+    assert main(["report", str(tmp_path / "sample.h5ad"), "--out", str(tmp_path / "r.html"), "--n-domains", "3",
+                 "--epochs", "3", "--engine", "fallback"]) == 0
+    printed = capfd.readouterr().err  # the kernel's own stderr, inherited from this process
+    for step in ("sample: reading sample.h5ad", "STAIG: training on", "STAIG: 3/3 epochs", "ranking marker genes",
+                 "GO enrichment"):
+        assert step in printed, printed
+    assert "without encryption" not in printed and "IProgress" not in printed and "Traceback" not in printed
+
+
 def test_multi_slice_report_shows_integration(tmp_path):
     inputs = []
     for seed in (21, 22):

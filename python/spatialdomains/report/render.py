@@ -40,7 +40,8 @@ def render_report(inputs, out: str | os.PathLike, *, sample: str | None = None, 
                   epochs: int | None = None, device: str = "auto", cluster_method: str = "auto",
                   image: str | None = None, image_scale: float = 1.0, outputs_dir: str | os.PathLike | None = None,
                   threads: int | None = None, notebook: str | os.PathLike | None = None,
-                  show_code: bool = False, timeout: int | None = None, force: bool = False) -> Path:
+                  show_code: bool = False, timeout: int | None = None, force: bool = False,
+                  progress: bool = False) -> Path:
     """Analyse one sample and write its HTML report to ``out`` (see :func:`spatialdomains.report.sample.analyse`).
 
     ``outputs_dir`` also receives the tables, the result .h5ad and the provenance; ``notebook`` the executed
@@ -67,7 +68,7 @@ def render_report(inputs, out: str | os.PathLike, *, sample: str | None = None, 
         "gene_sets": None if gene_sets is None else str(gene_sets), "engine": engine, "min_log2fc": min_log2fc,
         "max_pvalue": max_pvalue, "pvalue": pvalue, "seed": seed, "epochs": epochs, "device": device,
         "cluster_method": cluster_method, "image": None if image is None else str(image), "image_scale": image_scale,
-        "outputs_dir": None, "threads": threads, "interface": current_interface(),
+        "outputs_dir": None, "threads": threads, "interface": current_interface(), "progress": progress,
     }
     start = time.perf_counter()
     _prefer_own_libpython()
@@ -83,7 +84,7 @@ def render_report(inputs, out: str | os.PathLike, *, sample: str | None = None, 
         try:
             papermill.execute_notebook(str(template_path()), str(executed), parameters=parameters,
                                        kernel_name=_KERNEL, progress_bar=False, execution_timeout=timeout,
-                                       cwd=os.getcwd(), log_output=False)
+                                       cwd=os.getcwd(), log_output=False, kernel_manager_class=_local_kernels())
         except papermill.PapermillExecutionError as error:
             message = f"{error.ename}: {_plain(error.evalue)}"
             if error.ename.endswith("InputError"):
@@ -144,6 +145,18 @@ def notebook_to_html(node, *, title: str, show_code: bool = False) -> str:
                         code_state="shown" if show_code else "hidden", script=_SCRIPT,
                         code_state_label="Hide code" if show_code else "Show code",
                         created=time.strftime("%Y-%m-%d %H:%M"))
+
+
+def _local_kernels():
+    """A kernel manager whose kernel talks over local (IPC) sockets: no network port is opened for the report's
+    kernel, and it does not warn that a TCP connection is unencrypted."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum
+
+    class LocalKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+    return LocalKernelManager
 
 
 def _prefer_own_libpython() -> None:

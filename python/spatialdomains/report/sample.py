@@ -46,28 +46,30 @@ def analyse(inputs, *, sample: str = "sample", method: str = "staig", n_domains:
             min_log2fc: float = 0.25, max_pvalue: float = 0.05, pvalue: str = "adjusted", seed: int = 0,
             epochs: int | None = None, device: str = "auto", cluster_method: str = "auto", image: str | None = None,
             image_scale: float = 1.0, outputs_dir: str | None = None, threads: int | None = None,
-            interface: str = "python") -> SampleResult:
+            interface: str = "python", progress: bool = False) -> SampleResult:
     """Run one sample from its input file(s) to domains, markers and GO terms (see the module docstring).
 
     ``inputs``: one path or several (slices to integrate); ``modalities``: name → path of further omics of the
     same section (SpaMI). ``image``: a tissue picture to draw domains on, at ``image_scale`` pixels per
     coordinate unit. GO enrichment failing (no annotation for the species, say) does not fail the sample: the
     report says why instead. ``interface``: whose words the messages use (the door that asked for the report;
-    the notebook runs in a process of its own).
+    the notebook runs in a process of its own). ``progress``: each step, and the model's training, is reported
+    on the process's own stderr (from the report's notebook: the terminal that asked for the report).
     """
     from ..errors import interface as speaking
 
-    with speaking(interface):
+    with speaking(interface), _utils.to_terminal(progress):
         return _analyse(inputs, sample=sample, method=method, n_domains=n_domains, modalities=modalities,
                         domain_key=domain_key, species=species, key_type=key_type, ontology=ontology,
                         gene_sets=gene_sets, engine=engine, min_log2fc=min_log2fc, max_pvalue=max_pvalue,
                         pvalue=pvalue, seed=seed, epochs=epochs, device=device, cluster_method=cluster_method,
-                        image=image, image_scale=image_scale, outputs_dir=outputs_dir, threads=threads)
+                        image=image, image_scale=image_scale, outputs_dir=outputs_dir, threads=threads,
+                        progress=progress)
 
 
 def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, species, key_type, ontology, gene_sets,
              engine, min_log2fc, max_pvalue, pvalue, seed, epochs, device, cluster_method, image, image_scale,
-             outputs_dir, threads) -> SampleResult:
+             outputs_dir, threads, progress) -> SampleResult:
     from .. import analysis, tl
 
     check_options(method, n_domains, cluster_method, pvalue, max_pvalue, epochs)
@@ -75,6 +77,7 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
     paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     if not paths:
         raise InputError("inputs: give at least one input file or folder")
+    _utils.logger.info("%s: reading %s", sample, ", ".join(Path(str(p)).name for p in paths))
     with timer("read"):
         data, batch_key = _read_inputs(paths, method, modalities or {})
     multiomics = None
@@ -90,7 +93,7 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
             if threads:
                 params["n_threads"] = int(threads)
             result = tl.find_domains(data, method, n_domains, batch_key=batch_key, cluster_method=cluster_method,
-                                     random_state=seed, device=device, progress=False, key_added=domain_key,
+                                     random_state=seed, device=device, progress=progress, key_added=domain_key,
                                      **params)
             if hasattr(result, "mod"):
                 multiomics, adata = result, _expression_modality(result, domain_key)
@@ -101,10 +104,12 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
     with timer("umap"):
         representation = _representation(adata, method)
         tl.umap(adata, use_rep=representation, random_state=seed)
+    _utils.logger.info("%s: ranking marker genes of %d domains", sample, adata.obs[domain_key].nunique())
     with timer("markers"):
         markers = analysis.markers(adata, domain_key, min_log2fc=min_log2fc, max_pvalue=max_pvalue,
                                    pvalue=pvalue)
     go_error = None
+    _utils.logger.info("%s: GO enrichment", sample)
     with timer("enrichment"):
         try:
             go = analysis.enrich_go(markers, universe=adata.var_names, ontology=ontology, species=species,

@@ -154,7 +154,9 @@ def umap(adata: ad.AnnData, *, use_rep: str = "X_staig", n_neighbors: int = 15, 
     available = len(rows)
     if available > max_spots:
         rows = np.sort(np.random.default_rng(random_state).choice(rows, int(max_spots), replace=False))
-    reducer = UMAP(n_neighbors=min(n_neighbors, len(rows) - 1), min_dist=min_dist, random_state=random_state)
+    # A seeded UMAP runs on one thread; saying so keeps umap-learn from warning that it changed n_jobs
+    reducer = UMAP(n_neighbors=min(n_neighbors, len(rows) - 1), min_dist=min_dist, random_state=random_state,
+                   n_jobs=1 if random_state is not None else -1)
     values = reducer.fit_transform(embedding[rows])
     full = np.full((adata.n_obs, values.shape[1]), np.nan, dtype=np.float32)
     full[rows] = values
