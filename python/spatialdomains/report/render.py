@@ -140,7 +140,8 @@ def notebook_to_html(node, *, title: str, show_code: bool = False) -> str:
     exporter = HTMLExporter(template_name="basic", exclude_input_prompt=True, exclude_output_prompt=True)
     exporter.log.setLevel("ERROR")  # it warns about figures without alt text, which every matplotlib output is
     body, _ = exporter.from_notebook_node(node)
-    contents = "".join(f'<li><a href="#{anchor}">{html.escape(name)}</a></li>' for anchor, name in SECTIONS)
+    contents = "".join(f'<li><a href="#{anchor}">{html.escape(name)}</a></li>' for anchor, name in SECTIONS
+                       if f'id="{anchor}"' in body)  # the sections this sample has
     return _PAGE.format(title=html.escape(title), style=_STYLE, contents=contents, body=body,
                         code_state="shown" if show_code else "hidden", script=_SCRIPT,
                         code_state_label="Hide code" if show_code else "Show code",

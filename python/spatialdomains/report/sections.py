@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -88,7 +89,7 @@ def overview(result: SampleResult) -> None:
     adata = result.adata
     facts = pd.DataFrame([
         ("sample", record["sample"]),
-        ("input", "; ".join(record["inputs"])),
+        ("input", "; ".join(input_names(record["inputs"]))),
         ("platform", _platform(adata)),
         ("method", record["method"]),
         ("spots", f"{adata.n_obs:,}"),
@@ -193,9 +194,6 @@ def integration(result: SampleResult, key: str = "domain") -> None:
 
     from .. import metrics
 
-    if not result.batch_key:
-        note("Single-slice run: no integration to show.")
-        return
     adata, batch = result.adata, result.batch_key
     composition = pd.crosstab(adata.obs[batch], adata.obs[key], normalize="index")
     figure, ax = plt.subplots(figsize=(7, 0.5 * len(composition) + 1.5))
@@ -211,25 +209,81 @@ def integration(result: SampleResult, key: str = "domain") -> None:
 def attention(result: SampleResult) -> None:
     from .. import pl
 
-    if result.multiomics is None or "spami_attention" not in result.multiomics.obsm:
-        note("Not a SpaMI run: no modality attention to show.")
-        return
     show(pl.attention(result.multiomics))
 
 
 def provenance(result: SampleResult) -> None:
-    """Parameters, versions, seed, timings and engines, as recorded (also in provenance.json)."""
+    """What was run, in tables: the run, the model's settings and training, the clustering, markers and GO, the time
+    of each step and the package versions; the complete record (also in provenance.json) folded below."""
     from IPython.display import HTML, display
 
-    record = dict(result.record)
-    model = record.pop("model", {})
-    for entry in model.values() if isinstance(model, dict) else []:
-        if isinstance(entry, dict):
-            entry.pop("genes", None)
-    rows = [(k, json.dumps(v, default=str) if isinstance(v, (dict, list)) else v) for k, v in record.items()]
-    table(pd.DataFrame(rows, columns=["field", "value"]))
-    display(HTML("<details><summary>model parameters</summary><pre>"
-                 + html.escape(json.dumps(model, indent=1, default=str)) + "</pre></details>"))
+    record = result.record
+    model = record.get("model", {})
+    method_record = model.get(record["method"], {}) if isinstance(model, dict) else {}
+    run = {"sample": record["sample"], "inputs": ", ".join(input_names(record["inputs"])), "method": record["method"],
+           "seed": record["seed"], "spots": record["n_spots"], "genes": record["n_genes"],
+           "domains": record["n_domains"], "embedding": record["representation"], "created": record["created"]}
+    table(_rows(run), caption="run")
+    if method_record:
+        training = {k: v for k, v in (method_record.get("training") or {}).items() if k != "loss_history"}
+        table(_rows({**method_record.get("parameters", {}), **{f"training: {k}": v for k, v in training.items()},
+                     **{f"coordinates: {k}": v for k, v in (method_record.get("coordinates") or {}).items()},
+                     **{f"threads: {k}": v for k, v in (method_record.get("threads") or {}).items()}}),
+              caption=f"{record['method']}: settings and training")
+    if isinstance(model, dict) and isinstance(model.get("cluster"), dict):
+        table(_rows({k: v for k, v in model["cluster"].items() if k != "timings"}), caption="clustering")
+    table(_rows({**{f"markers: {k}": v for k, v in record["markers"].items()},
+                 **{f"GO: {k}": v for k, v in record["enrichment"].items() if v not in (None, {}, "")}}),
+          caption="marker genes and GO enrichment")
+    steps = dict(record.get("timings_seconds", {}))
+    for name, seconds in (method_record.get("timings") or {}).items():
+        steps[f"{record['method']}: {name}"] = seconds
+    table(pd.DataFrame({"step": list(steps), "seconds": [round(float(v), 1) for v in steps.values()]}),
+          caption="time per step (seconds)")
+    table(_rows(record.get("versions", {})), caption="versions")
+    trimmed = {**record, "inputs": input_names(record["inputs"]), "model": _without_gene_lists(model)}
+    display(HTML("<details><summary>the complete record (as in provenance.json)</summary><pre>"
+                 + html.escape(json.dumps(trimmed, indent=1, default=str)) + "</pre></details>"))
+
+
+def input_names(paths) -> list[str]:
+    """Inputs by file name only (for a folder inside a 10x run, the run's name): a report leaves the machine's
+    paths out."""
+    from .._tenx import run_name
+
+    return [run_name(Path(str(path))) for path in paths]
+
+
+def _rows(values: dict) -> pd.DataFrame:
+    """A two-column table of settings; lists and dicts written compactly, long lists summarised."""
+    def shown(value):
+        if isinstance(value, (list, tuple, np.ndarray)):
+            items = list(value)
+            return ", ".join(map(str, items)) if len(items) <= 8 else f"{len(items)} values"
+        if isinstance(value, dict):
+            return "; ".join(f"{k}: {shown(v)}" for k, v in value.items())
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return "" if value is None else str(value)
+
+    return pd.DataFrame({"": list(values), "value": [shown(v) for v in values.values()]})
+
+
+def _without_gene_lists(model):
+    if not isinstance(model, dict):
+        return model
+    return {name: ({k: v for k, v in entry.items() if k not in ("genes", "denoised_genes")}
+                   if isinstance(entry, dict) else entry) for name, entry in model.items()}
+
+
+def applies(anchor: str, result: SampleResult) -> bool:
+    """Whether a section has anything to show for this sample: integration needs several slices, the attention
+    map a SpaMI run; the others always apply."""
+    if anchor == "integration":
+        return bool(result.batch_key)
+    if anchor == "attention":
+        return result.multiomics is not None and "spami_attention" in result.multiomics.obsm
+    return True
 
 
 def _has_image(adata) -> bool:
