@@ -101,17 +101,18 @@
     }
     object <- x[[assay]]
     if (methods::is(object, "Assay5")) {
-        layers <- grep("^counts($|\\.)", SeuratObject::Layers(object), value = TRUE)
+        all_layers <- .seurat5("Layers")(object)
+        layers <- grep("^counts($|\\.)", all_layers, value = TRUE)
         if (length(layers) == 0L) {
-            stop("assay '", assay, "' has no counts layer (layers: ", paste(SeuratObject::Layers(object), collapse = ", "),
+            stop("assay '", assay, "' has no counts layer (layers: ", paste(all_layers, collapse = ", "),
                  "); raw counts are needed, e.g. LayerData(x, assay = \"", assay, "\", layer = \"counts\") <- counts",
                  call. = FALSE)
         }
-        parts <- lapply(layers, function(layer) SeuratObject::LayerData(object, layer = layer))
+        parts <- lapply(layers, function(layer) .seurat5("LayerData")(object, layer = layer))
         counts <- if (length(parts) == 1L) parts[[1L]] else .join_layers(parts)
         counts <- counts[, intersect(colnames(object), colnames(counts)), drop = FALSE]
     } else if (utils::packageVersion("SeuratObject") >= "5.0.0") {
-        counts <- SeuratObject::LayerData(x, assay = assay, layer = "counts")
+        counts <- .seurat5("LayerData")(x, assay = assay, layer = "counts")
     } else {
         counts <- SeuratObject::GetAssayData(x, slot = "counts", assay = assay)
     }
@@ -120,6 +121,10 @@
     }
     counts
 }
+
+## A function that only SeuratObject 5 exports (LayerData, Layers), looked up
+## when it is used, so that the package also works with SeuratObject 4.
+.seurat5 <- function(name) getExportedValue("SeuratObject", name)
 
 ## Split counts layers side by side, over the genes of all of them (a gene
 ## missing from a layer counts 0 there).

@@ -94,6 +94,55 @@ def test_report_opens_in_headless_chromium_without_console_errors(batch_run, tmp
     assert (pixels < 100).mean() > 0.01
 
 
+#: Run inside the report page: search the first DEG table for one gene, then press its "Download CSV" button and
+#: catch the file it would save; the results are written onto <body> for the test to read from the DOM.
+_TABLE_PROBE = """<script type="module">
+const ready = () => new Promise(done => { const wait = () => document.body.dataset.tablesReady ? done() :
+  setTimeout(wait, 50); wait(); });
+await ready();
+const table = [...document.querySelectorAll("table.sortable")].find(t => t.caption &&
+  t.caption.textContent.startsWith("domain 1 markers"));
+const box = table.closest(".dt-container");
+const gene = table.tBodies[0].rows[1].cells[0].textContent;
+const search = box.querySelector("input[type=search]");
+search.value = gene;
+search.dispatchEvent(new Event("input", {bubbles: true}));
+await new Promise(done => setTimeout(done, 300));
+document.body.dataset.searched = gene;
+document.body.dataset.rowsAfterSearch = table.tBodies[0].rows.length;
+document.body.dataset.firstAfterSearch = table.tBodies[0].rows[0].cells[0].textContent;
+HTMLAnchorElement.prototype.dispatchEvent = function () {  // the library "clicks" a download link
+  document.body.dataset.csvName = this.download;
+  fetch(this.href).then(response => response.text()).then(text => { document.body.dataset.csv = text; });
+  return true;
+};
+box.querySelector(".buttons-csv").click();
+await new Promise(done => setTimeout(done, 500));
+</script>"""
+
+
+def test_report_tables_search_and_download_the_whole_table(batch_run, tmp_path):
+    import html as html_module
+    import re
+
+    browser = _chromium()
+    page = (batch_run["out"] / "A" / batch.REPORT_FILE).read_text()
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", _TABLE_PROBE + "</body>"))
+    run = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000",
+                          "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=180)
+    found = {name: html_module.unescape(value) for name, value in
+             re.findall(r'data-([a-z-]+)="([^"]*)"', run.stdout[:run.stdout.index(">", run.stdout.index("<body"))])}
+    markers = pd.read_csv(batch_run["out"] / "A" / "markers.csv")
+    significant = markers[(markers["domain"].astype(str) == "1") & markers["significant"]]
+    assert found.get("first-after-search") == found.get("searched"), found.keys()
+    assert 1 <= int(found["rows-after-search"]) < len(significant)
+    lines = found["csv"].strip().splitlines()
+    assert len(lines) == len(significant) + 1  # the header and every significant gene, not only the page shown
+    assert lines[0].replace('"', "").split(",")[:3] == ["gene", "symbol", "log2fc"]
+    assert found["csv-name"].endswith(".csv")
+
+
 def test_batch_reports_the_broken_sample_and_keeps_going(batch_run):
     out = batch_run["out"]
     assert batch_run["code"] == 1

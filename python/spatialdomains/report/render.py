@@ -17,7 +17,7 @@ from pathlib import Path
 from .._utils import logger
 from ..errors import InputError, ReportFailed
 from ..slices import slice_names
-from .sections import SECTIONS
+from .sections import SECTIONS, SMALL_TABLE_ROWS
 
 TEMPLATE_NAME = "sample_report.ipynb"
 _KERNEL = "python3"
@@ -142,7 +142,9 @@ def notebook_to_html(node, *, title: str, show_code: bool = False) -> str:
     body, _ = exporter.from_notebook_node(node)
     contents = "".join(f'<li><a href="#{anchor}">{html.escape(name)}</a></li>' for anchor, name in SECTIONS
                        if f'id="{anchor}"' in body)  # the sections this sample has
+    tables_style, tables_script = _tables_script()
     return _PAGE.format(title=html.escape(title), style=_STYLE, contents=contents, body=body,
+                        tables_style=tables_style, tables_script=tables_script,
                         code_state="shown" if show_code else "hidden", script=_SCRIPT,
                         code_state_label="Hide code" if show_code else "Show code",
                         created=time.strftime("%Y-%m-%d %H:%M"))
@@ -193,11 +195,10 @@ main { padding: 8px 28px 40px; max-width: 1400px; }
 h2.report-section { border-bottom: 2px solid #24425c; padding-bottom: 4px; margin-top: 36px; }
 .code-hidden .jp-InputArea, .code-hidden .input_area, .code-hidden .jp-Cell-inputWrapper { display: none; }
 .jp-RenderedImage img, .output_png img { max-width: 100%; height: auto; }
-.table-wrap { max-height: 420px; overflow: auto; margin: 8px 0 18px; border: 1px solid #ddd; }
-table.sortable { border-collapse: collapse; font-size: 0.85em; }
-table.sortable caption { text-align: left; font-weight: 600; padding: 4px; }
-table.sortable th { position: sticky; top: 0; background: #f4f6f8; cursor: pointer; padding: 4px 8px; }
-table.sortable th:after { content: " \\2195"; color: #999; }
+.table-wrap { overflow-x: auto; margin: 8px 0 22px; padding: 6px; border: 1px solid #ddd; font-size: 0.9em; }
+table.sortable { border-collapse: collapse; }
+table.sortable caption { caption-side: top; text-align: left; font-weight: 600; padding: 4px; }
+table.sortable th { background: #f4f6f8; padding: 4px 8px; }
 table.sortable td { padding: 3px 8px; border-top: 1px solid #eee; }
 .report-note { color: #555; font-style: italic; }
 pre { white-space: pre-wrap; font-size: 0.8em; }
@@ -205,27 +206,6 @@ pre { white-space: pre-wrap; font-size: 0.8em; }
 
 _SCRIPT = """
 (function () {
-  function key(cell) {
-    var v = cell.getAttribute('data-value');
-    if (v !== null && v !== '') { return parseFloat(v); }
-    return cell.textContent.trim().toLowerCase();
-  }
-  document.querySelectorAll('table.sortable').forEach(function (table) {
-    table.querySelectorAll('th').forEach(function (th, column) {
-      th.addEventListener('click', function () {
-        var body = table.tBodies[0];
-        var rows = Array.prototype.slice.call(body.rows);
-        var ascending = th.getAttribute('data-order') !== 'asc';
-        rows.sort(function (a, b) {
-          var x = key(a.cells[column]), y = key(b.cells[column]);
-          if (x === y) { return 0; }
-          return (x < y ? -1 : 1) * (ascending ? 1 : -1);
-        });
-        rows.forEach(function (row) { body.appendChild(row); });
-        th.setAttribute('data-order', ascending ? 'asc' : 'desc');
-      });
-    });
-  });
   var button = document.getElementById('toggle-code');
   button.addEventListener('click', function () {
     var hidden = document.body.classList.toggle('code-hidden');
@@ -233,6 +213,43 @@ _SCRIPT = """
   });
 })();
 """
+
+#: Every table becomes a DataTables table (search, sort by value, paging, "Download CSV" of the whole table). The
+#: library is read from the bundle that the itables package ships and is embedded in the page, so the report needs
+#: no network. Small tables (settings) are only sortable. Without JavaScript the tables stay plain and complete.
+_TABLES_SCRIPT = """
+const source = atob("{bundle}");
+const url = URL.createObjectURL(new Blob([source], {{type: "application/javascript"}}));
+const DataTable = (await import(url)).default;
+URL.revokeObjectURL(url);
+document.querySelectorAll("table.sortable").forEach(function (table) {{
+  var small = table.tBodies[0].rows.length <= {small_rows};
+  var caption = table.caption ? table.caption.textContent : "table";
+  var name = caption.replace(/[^A-Za-z0-9]+/g, "_").replace(/^_|_$/g, "") || "table";
+  var options = {{order: [], pageLength: 10, lengthMenu: [10, 25, 100, -1], autoWidth: false}};
+  if (small) {{
+    Object.assign(options, {{paging: false, searching: false, info: false}});
+  }} else {{
+    options.layout = {{topStart: {{buttons: [{{extend: "csvHtml5", text: "Download CSV", filename: name, title: null,
+      exportOptions: {{modifier: {{search: "none", order: "index", page: "all"}}}}}}]}}, topEnd: "search",
+      bottomStart: ["pageLength", "info"], bottomEnd: "paging"}};
+  }}
+  new DataTable(table, options);
+}});
+document.body.setAttribute("data-tables-ready", "yes");
+"""
+
+
+def _tables_script() -> tuple[str, str]:
+    """The DataTables bundle (CSS, and the script that turns every report table into one)."""
+    import base64
+    from importlib import resources
+
+    bundle = resources.files("itables") / "html"
+    script = base64.b64encode((bundle / "dt_bundle.js").read_bytes()).decode("ascii")
+    return (bundle / "dt_bundle.css").read_text(encoding="utf-8"), _TABLES_SCRIPT.format(
+        bundle=script, small_rows=SMALL_TABLE_ROWS)
+
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en">
@@ -242,6 +259,7 @@ _PAGE = """<!DOCTYPE html>
 <meta name="generator" content="spatialdomains">
 <title>{title}</title>
 <style>{style}</style>
+<style>{tables_style}</style>
 </head>
 <body class="code-{code_state}">
 <header><button id="toggle-code" type="button">{code_state_label}</button><h1>{title}</h1>
@@ -251,6 +269,7 @@ _PAGE = """<!DOCTYPE html>
 {body}
 </main>
 <script>{script}</script>
+<script type="module">{tables_script}</script>
 </body>
 </html>
 """

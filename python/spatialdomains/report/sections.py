@@ -1,12 +1,14 @@
 """What the report notebook shows, one function per section, so the template stays a list of calls.
 
-Each function displays figures (closed after display, so they are embedded once) and HTML tables; tables get the
-``sortable`` class, which the page's script makes sortable by clicking a column header.
+Each function displays figures (closed after display, so they are embedded once) and complete HTML tables; tables
+get the ``sortable`` class, which the page turns into DataTables tables (search, paging, sort by value, CSV
+download). Each numeric cell carries its value in ``data-order``, so numbers and ratios sort as numbers.
 """
 from __future__ import annotations
 
 import html
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,8 @@ import pandas as pd
 
 from .sample import SampleResult
 
+#: Tables with at most this many rows (settings, scores) are only sortable: no search box, paging or download.
+SMALL_TABLE_ROWS = 15
 #: The report's sections, in order: (anchor, title). The page's table of contents and the tests use them.
 SECTIONS = [
     ("overview", "Sample overview and QC"),
@@ -61,17 +65,23 @@ def table(frame: pd.DataFrame, *, caption: str | None = None, max_rows: int | No
     display(HTML(table_html(shown, caption=caption, digits=digits)))
 
 
+_RATIO = re.compile(r"^(\d+)/(\d+)$")
+
+
 def table_html(frame: pd.DataFrame, *, caption: str | None = None, digits: int = 3) -> str:
     def cell(value) -> str:
         if isinstance(value, (float, np.floating)):
             if np.isnan(value):
                 return '<td data-value="">NA</td>'
             text = f"{value:.{digits}g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
-            return f'<td data-value="{value!r}">{text}</td>'
+            return f'<td data-order="{value!r}">{text}</td>'
         if isinstance(value, (bool, np.bool_)):
             return f"<td>{'yes' if value else 'no'}</td>"
         if isinstance(value, (int, np.integer)):
-            return f'<td data-value="{int(value)}">{int(value)}</td>'
+            return f'<td data-order="{int(value)}">{int(value)}</td>'
+        ratio = _RATIO.match(str(value))
+        if ratio and int(ratio.group(2)):  # GeneRatio, BgRatio: sorted by their value, not as text
+            return f'<td data-order="{int(ratio.group(1)) / int(ratio.group(2))!r}">{html.escape(str(value))}</td>'
         return f"<td>{html.escape(str(value))}</td>"
 
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
@@ -149,17 +159,16 @@ def markers(result: SampleResult, key: str = "domain", n_genes: int = 5) -> None
     show(pl.marker_heatmap(result.adata, result.markers, key=key, n_genes=n_genes))
 
 
-def deg_tables(result: SampleResult, max_rows: int = 50) -> None:
-    """Per domain, its significant genes (up first, by score); all genes are in markers.csv."""
+def deg_tables(result: SampleResult) -> None:
+    """Per domain, all its significant genes (up first, by score); every tested gene is in markers.csv."""
     columns = ["gene", "symbol", "log2fc", "pvalue", "padj", "pct_in", "pct_out", "score"]
     markers = result.markers
     for domain in markers["domain"].cat.categories:
         found = markers[(markers["domain"] == domain) & markers["significant"]]
         up = found[found["log2fc"] > 0].sort_values("score", ascending=False)
         down = found[found["log2fc"] < 0].sort_values("score")
-        part = pd.concat([up, down]).head(max_rows)
-        n_up, n_down = len(up), len(down)
-        table(part[columns], caption=f"domain {domain}: {n_up} up, {n_down} down (first {len(part)} shown)")
+        part = pd.concat([up, down])
+        table(part[columns], caption=f"domain {domain} markers: {len(up)} up, {len(down)} down")
 
 
 def volcano(result: SampleResult) -> None:
@@ -184,8 +193,9 @@ def go(result: SampleResult, n_terms: int = 10) -> None:
         rows = result.go[result.go["domain"].astype(str) == str(domain)]
         show(pl.go_dotplot(rows, n_terms=n_terms, title=f"domain {domain}: {len(rows)} enriched terms"))
         if len(rows):
-            table(rows[["ID", "Description", "GeneRatio", "BgRatio", "pvalue", "p.adjust", "qvalue", "Count"]],
-                  max_rows=n_terms, caption=f"domain {domain}: top terms")
+            shown = rows[["ID", "Description", "GeneRatio", "BgRatio", "pvalue", "p.adjust", "qvalue", "Count"]].copy()
+            shown["genes"] = rows["geneID"].astype(str).str.replace("/", ", ")
+            table(shown, caption=f"domain {domain} GO terms")
 
 
 def integration(result: SampleResult, key: str = "domain") -> None:
