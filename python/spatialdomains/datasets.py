@@ -31,7 +31,8 @@ IMAGE_SCALE = 0.25
 
 @lru_cache(maxsize=1)
 def simulator_genes() -> pd.DataFrame:
-    """The simulator's genes: columns ``symbol``, ``program`` (GO ID or 'background') and ``term``."""
+    """The simulator's genes: columns ``symbol``, ``gene_id`` (the Ensembl ID org.Hs.eg.db gives the symbol; the
+    symbol itself for the few it does not know), ``program`` (GO ID or 'background') and ``term``."""
     with resources.files(__package__).joinpath("data/simulator_genes.tsv").open() as handle:
         return pd.read_csv(handle, sep="\t", keep_default_na=False)
 
@@ -45,6 +46,7 @@ def simulate_visium(
     mean_library_size: float = 2500.0,
     dispersion: float = 5.0,
     image: bool = False,
+    var_names: str = "symbols",
 ) -> ad.AnnData:
     """Simulate a Visium-like sample with ``n_domains`` layered domains and raw counts.
 
@@ -65,6 +67,9 @@ def simulate_visium(
         Negative-binomial dispersion θ (variance μ + μ²/θ).
     image
         Also draw a synthetic tissue image whose texture depends on the domain.
+    var_names
+        ``'symbols'`` (gene symbols, with the Ensembl IDs in ``var['gene_ids']`` as Space Ranger gives them) or
+        ``'gene_ids'`` (Ensembl IDs only, no symbol column: data whose symbols must be looked up).
 
     Returns
     -------
@@ -78,6 +83,8 @@ def simulate_visium(
         raise InputError(f"n_domains must be between 2 and {len(programs)}, got {n_domains}")
     if n_spots < 50:
         raise InputError(f"n_spots must be at least 50, got {n_spots}")
+    if var_names not in ("symbols", "gene_ids"):
+        raise InputError(f"var_names must be 'symbols' or 'gene_ids', not {var_names!r}")
     rng = np.random.default_rng(seed)
 
     coordinates, array_row, array_col = _hex_grid(n_spots)
@@ -104,9 +111,13 @@ def simulate_visium(
         },
         index=pd.Index([f"spot{i:05d}-1" for i in range(len(domain))]),
     )
-    var = genes.set_index("symbol")[["program", "term"]]
+    if var_names == "symbols":
+        var = genes.set_index("symbol")[["gene_id", "program", "term"]].rename(columns={"gene_id": "gene_ids"})
+    else:
+        var = genes.set_index("gene_id")[["program", "term"]]
     var.index.name = None
     adata = ad.AnnData(X=sp.csr_matrix(counts), obs=obs, var=var)
+    adata.var_names_make_unique()
     adata.obsm["spatial"] = coordinates
     scalefactors = {
         "spot_diameter_fullres": 0.55 * SPOT_SPACING,

@@ -173,7 +173,10 @@ def test_enrich_go_with_gmt_any_species(tmp_path):
                        engine="fallback", pvalue_cutoff=1, qvalue_cutoff=1)
     assert result.attrs["engine"] == "fallback"
     assert "sets.gmt" in result.attrs["annotation"]
-    assert list(result.columns) == ["domain"] + enrichment.RESULT_COLUMNS
+    expected = ["domain"] + enrichment.RESULT_COLUMNS
+    expected.insert(expected.index("geneID") + 1, "geneSymbols")  # plain names (no OrgDb for GMT genes) as given
+    assert list(result.columns) == expected
+    assert (result["geneSymbols"] == result["geneID"]).all()
     top = result.groupby("domain").head(1).set_index("domain")["ID"]
     assert top.to_dict() == {"1": "T1", "2": "T4"}
 

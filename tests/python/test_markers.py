@@ -22,8 +22,9 @@ def labelled():
 def test_planted_programs_are_the_top_markers(labelled):
     adata = labelled.copy()
     table = markers(adata)
-    assert list(table.columns) == ["domain", "gene", "symbol", "score", "log2fc", "pvalue", "padj", "pct_in",
-                                   "pct_out", "significant"]
+    assert list(table.columns) == ["domain", "gene", "symbol", "gene_id", "score", "log2fc", "pvalue", "padj",
+                                   "pct_in", "pct_out", "significant"]
+    assert table["gene_id"].str.startswith("ENSG").mean() > 0.9  # var['gene_ids'], as Space Ranger gives them
     assert len(table) == 4 * adata.n_vars
     planted = dict(zip(adata.uns["simulation"]["domains"], adata.uns["simulation"]["go_id"]))
     top = top_markers(table, 10)

@@ -279,3 +279,28 @@ def test_report_kernel_survives_system_library_path(tmp_path, monkeypatch):
     page = sd.report.render_report(tmp_path / "sample.h5ad", tmp_path / "r.html", n_domains=3, epochs=30,
                                    engine="fallback")
     assert page.is_file()
+
+
+def test_ensembl_input_shows_symbols_in_every_table_and_plot(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from spatialdomains import pl
+
+    adata = sd.datasets.simulate_visium(500, 3, seed=4, var_names="gene_ids")  # Ensembl IDs, no symbol column
+    assert adata.var_names.str.startswith("ENSG").mean() > 0.9
+    adata.obs["domain"] = adata.obs["ground_truth"]
+    sd.io.write_h5ad(adata, tmp_path / "ids.h5ad")
+    assert main(["report", str(tmp_path / "ids.h5ad"), "--method", "precomputed", "--engine", "fallback",
+                 "--out", str(tmp_path / "r.html"), "--outputs-dir", str(tmp_path / "out"), "--quiet"]) == 0
+    markers = pd.read_csv(tmp_path / "out" / "markers.csv")
+    assert markers["gene"].str.startswith("ENSG").mean() > 0.9  # the ID, as in the data
+    assert not markers["symbol"].str.startswith("ENSG").any()  # each ID looked up in org.Hs.eg.db
+    assert {"MBP", "SOX10"} <= set(markers["symbol"])
+    go = pd.read_csv(tmp_path / "out" / "go_enrichment.csv")
+    assert len(go) and not go["geneSymbols"].str.contains("ENSG00000197971").any()  # MBP's ID, shown as MBP
+    page = (tmp_path / "r.html").read_text()
+    assert "<td>MBP</td>" in page
+    for figure in (pl.marker_dotplot(adata, markers), pl.marker_heatmap(adata, markers), pl.volcano(markers)):
+        labels = [t.get_text() for ax in figure.axes for t in ax.get_xticklabels() + ax.texts]
+        assert labels and not any(label.startswith("ENSG") for label in labels), labels[:5]
+        plt.close(figure)

@@ -136,9 +136,35 @@ def detect_species(genes) -> str:
     return "mouse" if letters and mouse_like > len(letters) / 2 else "human"
 
 
+def gene_symbols(genes, *, species: str = "auto", org_db: str | os.PathLike | None = None) -> pd.Series:
+    """The symbol of each gene (indexed by the genes as given), for Ensembl or Entrez IDs, from the species' OrgDb.
+
+    Genes that are already symbols, IDs the OrgDb does not know, and every gene when no OrgDb is installed keep
+    their own name: symbols are for reading, never a reason to fail.
+    """
+    genes = pd.Index([str(g) for g in genes])
+    stripped = strip_ensembl_versions(genes)
+    sample = stripped[:2000]
+    if sum(str(g).startswith("ENS") for g in sample) > len(sample) / 2:
+        key_type = "ENSEMBL"
+    elif sum(str(g).isdigit() for g in sample) > len(sample) / 2:
+        key_type = "ENTREZID"
+    else:
+        return pd.Series(genes.to_numpy(), index=genes)
+    try:
+        org_path = _database_file(org_db if org_db is not None else
+                                  _org_package(detect_species(genes) if species == "auto" else species))
+    except InputError as error:
+        logger.info("gene symbols not looked up (%s)", str(error).split(":")[0])
+        return pd.Series(genes.to_numpy(), index=genes)
+    symbol_of = _id_symbols(str(org_path), key_type)
+    return pd.Series([symbol_of.get(key, gene) for gene, key in zip(genes, stripped)], index=genes)
+
+
 def clear_memory_cache() -> None:
     """Forget annotation tables held in memory (the on-disk cache stays)."""
     _cached_go_sets.cache_clear()
+    _id_symbols.cache_clear()
     _org_keys.cache_clear()
     _database_file.cache_clear()
 
@@ -187,6 +213,16 @@ def _org_keys(org_path: str, key_type: str) -> pd.Index:
     with contextlib.closing(_connect(org_path)) as connection:
         values = [row[0] for row in connection.execute(f"SELECT DISTINCT {column} FROM {table}")]
     return pd.Index(values)
+
+
+@functools.lru_cache(maxsize=None)
+def _id_symbols(org_path: str, key_type: str) -> dict[str, str]:
+    """ID → symbol from an OrgDb (the alphabetically first symbol where an ID has several)."""
+    table, column = KEY_TYPES[key_type]
+    query = (f"SELECT t.{column}, MIN(i.symbol) FROM {table} t JOIN gene_info i ON t._id = i._id "
+             f"GROUP BY t.{column}")
+    with contextlib.closing(_connect(org_path)) as connection:
+        return dict(connection.execute(query).fetchall())
 
 
 @functools.lru_cache(maxsize=8)

@@ -178,8 +178,21 @@ def enrich_go(gene_lists: Mapping[str, Sequence[str]] | pd.DataFrame, *, univers
     parts = [part for part in parts if len(part)]
     result = (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=RESULT_COLUMNS + ["domain"]))
     result = result[["domain"] + RESULT_COLUMNS]
+    result.insert(result.columns.get_loc("geneID") + 1, "geneSymbols", _symbols_of(result["geneID"], gene_lists))
     result.attrs.update({"engine": chosen, "annotation": source, "parameters": params})
     return result
+
+
+def _symbols_of(gene_ids: pd.Series, gene_lists) -> list[str]:
+    """The '/'-joined genes of each term as symbols: from the marker table's own symbols when it has them, else
+    from the OrgDb (IDs without a symbol stay as they are)."""
+    ids = sorted({gene for joined in gene_ids.astype(str) for gene in joined.split("/") if gene})
+    if isinstance(gene_lists, pd.DataFrame) and "symbol" in gene_lists:
+        genes = annotation.strip_ensembl_versions(gene_lists["gene"])
+        symbol_of = dict(zip(genes, gene_lists["symbol"].astype(str)))
+    else:
+        symbol_of = annotation.gene_symbols(ids).to_dict()
+    return ["/".join(symbol_of.get(gene, gene) for gene in joined.split("/")) for joined in gene_ids.astype(str)]
 
 
 def clusterprofiler_available() -> bool:

@@ -14,7 +14,7 @@ from ..errors import InputError
 from ..pp import log_normalise
 
 #: Columns of the marker table, one row per (domain, gene).
-MARKER_COLUMNS = ["domain", "gene", "symbol", "score", "log2fc", "pvalue", "padj", "pct_in", "pct_out",
+MARKER_COLUMNS = ["domain", "gene", "symbol", "gene_id", "score", "log2fc", "pvalue", "padj", "pct_in", "pct_out",
                   "significant"]
 #: The p values ``markers`` can filter on, and the table column that holds each.
 PVALUES = {"adjusted": "padj", "raw": "pvalue"}
@@ -28,7 +28,9 @@ def markers(adata: ad.AnnData, groupby: str = "domain", *, layer: str | None = N
 
     Raw counts (``X`` or ``layer``) are normalised to 10,000 per spot and log1p-transformed first; a matrix that
     is already log-normalised is used as it is. Spots without a domain are left out. Every gene of every domain
-    is in the table: ``log2fc`` (scanpy's, from the means of expm1 values), ``pvalue`` (raw), ``padj``
+    is in the table: ``gene`` (as named in ``var_names``), ``symbol`` (from ``symbol_column``, a symbol column of
+    ``var``, or for Ensembl/Entrez IDs the species' OrgDb; else the name), ``gene_id`` (``var['gene_ids']`` when
+    present, else the name), ``log2fc`` (scanpy's, from the means of expm1 values), ``pvalue`` (raw), ``padj``
     (Benjamini–Hochberg), ``pct_in``/``pct_out`` (fraction of spots with any expression in / outside the domain)
     and ``significant`` (|log2fc| > ``min_log2fc`` and p < ``max_pvalue``), sorted by domain then score. The
     ``pvalue`` argument chooses that p: ``'adjusted'`` (the ``padj`` column, the default) or ``'raw'`` (the
@@ -57,7 +59,7 @@ def markers(adata: ad.AnnData, groupby: str = "domain", *, layer: str | None = N
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         sc.tl.rank_genes_groups(work, "group", method="wilcoxon", pts=True, use_raw=False)
-    table = _tidy(work, symbols=_symbols(adata, symbol_column))
+    table = _tidy(work, symbols=_symbols(adata, symbol_column), gene_ids=_gene_ids(adata))
     table["significant"] = (table["log2fc"].abs() > min_log2fc) & (table[PVALUES[pvalue]] < max_pvalue)
     if key_added is not None:
         adata.uns[key_added] = table
@@ -111,7 +113,11 @@ def _log_expression(adata: ad.AnnData, layer: str | None, rows: np.ndarray) -> t
     return sp.csr_matrix(matrix, dtype=np.float32), False
 
 
-def _symbols(adata: ad.AnnData, column: str | None) -> np.ndarray | None:
+def _symbols(adata: ad.AnnData, column: str | None) -> np.ndarray:
+    """Each gene's symbol: from ``var[column]``, else a symbol column the input has, else (for Ensembl or Entrez
+    IDs) the species' OrgDb; genes without one keep their name."""
+    from .annotation import gene_symbols
+
     if column is not None:
         if column not in adata.var:
             raise InputError(f"symbol_column: var['{column}'] does not exist (var columns: {', '.join(adata.var)})")
@@ -119,19 +125,28 @@ def _symbols(adata: ad.AnnData, column: str | None) -> np.ndarray | None:
     for candidate in _SYMBOL_COLUMNS:
         if candidate in adata.var:
             return adata.var[candidate].astype(str).to_numpy()
-    return None
+    return gene_symbols(adata.var_names).to_numpy()
 
 
-def _tidy(work: ad.AnnData, symbols: np.ndarray | None) -> pd.DataFrame:
+def _gene_ids(adata: ad.AnnData) -> np.ndarray:
+    """Each gene's stable ID: ``var['gene_ids']`` (as Space Ranger's features give it) when present, else its name."""
+    for candidate in ("gene_ids", "gene_id", "ensembl_id"):
+        if candidate in adata.var:
+            return adata.var[candidate].astype(str).to_numpy()
+    return np.asarray(adata.var_names, dtype=str)
+
+
+def _tidy(work: ad.AnnData, symbols: np.ndarray, gene_ids: np.ndarray) -> pd.DataFrame:
     result = work.uns["rank_genes_groups"]
     genes = work.var_names
-    symbol_of = pd.Series(symbols if symbols is not None else genes.to_numpy(), index=genes)
+    symbol_of, id_of = pd.Series(symbols, index=genes), pd.Series(gene_ids, index=genes)
     pts, pts_rest = result["pts"], result["pts_rest"]
     parts = []
     for domain in work.obs["group"].cat.categories:
         ranked = pd.Index(result["names"][domain])
         parts.append(pd.DataFrame({
             "domain": domain, "gene": ranked, "symbol": symbol_of.reindex(ranked).to_numpy(),
+            "gene_id": id_of.reindex(ranked).to_numpy(),
             "score": result["scores"][domain].astype(float), "log2fc": result["logfoldchanges"][domain].astype(float),
             "pvalue": result["pvals"][domain].astype(float), "padj": result["pvals_adj"][domain].astype(float),
             "pct_in": pts[domain].reindex(ranked).to_numpy(float), "pct_out": pts_rest[domain].reindex(ranked).to_numpy(float),

@@ -160,9 +160,12 @@ def markers(result: SampleResult, key: str = "domain", n_genes: int = 5) -> None
 
 
 def deg_tables(result: SampleResult) -> None:
-    """Per domain, all its significant genes (up first, by score); every tested gene is in markers.csv."""
-    columns = ["gene", "symbol", "log2fc", "pvalue", "padj", "pct_in", "pct_out", "score"]
+    """Per domain, all its significant genes (up first, by score); every tested gene is in markers.csv. Genes are
+    named by symbol, with the name in the data and its ID beside it where they differ."""
     markers = result.markers
+    names = ["symbol"] + [column for column, other in (("gene", "symbol"), ("gene_id", "gene"))
+                          if column in markers and (markers[column].astype(str) != markers[other].astype(str)).any()]
+    columns = names + ["log2fc", "pvalue", "padj", "pct_in", "pct_out", "score"]
     for domain in markers["domain"].cat.categories:
         found = markers[(markers["domain"] == domain) & markers["significant"]]
         up = found[found["log2fc"] > 0].sort_values("score", ascending=False)
@@ -194,7 +197,8 @@ def go(result: SampleResult, n_terms: int = 10) -> None:
         show(pl.go_dotplot(rows, n_terms=n_terms, title=f"domain {domain}: {len(rows)} enriched terms"))
         if len(rows):
             shown = rows[["ID", "Description", "GeneRatio", "BgRatio", "pvalue", "p.adjust", "qvalue", "Count"]].copy()
-            shown["genes"] = rows["geneID"].astype(str).str.replace("/", ", ")
+            genes = rows["geneSymbols"] if "geneSymbols" in rows else rows["geneID"]
+            shown["genes"] = genes.astype(str).str.replace("/", ", ")
             table(shown, caption=f"domain {domain} GO terms")
 
 
