@@ -180,6 +180,8 @@ def _add_report(commands) -> None:
                         help="pixels of --image per coordinate unit (default: 1)")
     report.add_argument("--outputs-dir", help="also write markers.csv, go_enrichment.csv, domains.csv, result.h5ad "
                                               "and provenance.json here")
+    report.add_argument("--label-key", help="obs column annotating the spots (e.g. a pathologist's layers): the "
+                                            "report compares the domains with it (table, ARI/NMI, map)")
     report.add_argument("--notebook", help="also keep the executed notebook here")
     report.add_argument("--show-code", action="store_true", help="show the code in the page (hidden by default)")
     _add_model_options(report, tuning=False)
@@ -193,7 +195,7 @@ def _add_batch(commands) -> None:
                     "(and its tables) for every sample and OUT/index.html. A failed sample does not stop the others; "
                     "the exit code is 1 when any failed. Complete samples are skipped unless --force. Columns: "
                     "sample, input (';' between slices), method, n_domains, species, gene_sets, image, image_scale, "
-                    "bin_size, modality_NAME, seed, epochs.")
+                    "bin_size, label_key, modality_NAME, seed, epochs.")
     batch.add_argument("samplesheet", help="CSV (or .tsv) samplesheet")
     batch.add_argument("--out", required=True, help="output folder")
     batch.add_argument("--jobs", type=int, default=1, help="samples processed at once (default: 1)")
@@ -310,7 +312,7 @@ def _report(args: argparse.Namespace) -> int:
                          threads=args.threads, cluster_method=args.cluster_method, image=args.image,
                          image_scale=args.image_scale,
                          outputs_dir=args.outputs_dir, notebook=args.notebook, show_code=args.show_code,
-                         force=args.force, progress=not args.quiet)
+                         force=args.force, progress=not args.quiet, label_key=args.label_key)
     print(f"wrote {path}")
     return 0
 

@@ -322,6 +322,14 @@ def _categorical(adata: ad.AnnData, key: str):
     return adata.obs[key].astype("category")
 
 
+def domain_colours(n: int) -> list[str]:
+    """The colours (hex) the figures give to ``n`` domains, in category order."""
+    from matplotlib.colors import to_hex
+
+    palette = _palette(n)
+    return [to_hex(palette(i)) for i in range(n)]
+
+
 def _palette(n: int):
     import matplotlib.pyplot as plt
 

@@ -9,6 +9,7 @@ sample         yes       name of the sample; its output folder (letters, digits,
 input          yes       .h5ad, .rds, .h5mu, or a Space Ranger (Visium, Visium HD) or Xenium output folder;
                          several slices to integrate: ``a.h5ad;b.h5ad``
 bin_size       no        Visium HD inputs: bin size in µm (2, 8 or 16; default 8) or ``cells`` (Space Ranger 4)
+label_key      no        an obs column annotating the spots, which the report compares with the domains
 method         no        staig (default), spotscape, spami, baseline or precomputed (domains already in the input)
 n_domains      no        number of domains (empty: chosen by silhouette)
 species        no        human, mouse, ... or auto (default: read from the gene IDs)
@@ -54,7 +55,7 @@ STATUS_FILE = "status.json"
 INDEX_FILE = "index.html"
 REQUIRED_COLUMNS = ("sample", "input")
 OPTIONAL_COLUMNS = ("method", "n_domains", "species", "gene_sets", "image", "image_scale", "seed", "epochs",
-                    "bin_size")
+                    "bin_size", "label_key")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -73,6 +74,7 @@ class SampleSpec:
     seed: int = 0
     epochs: int | None = None
     modalities: dict[str, str] = field(default_factory=dict)
+    label_key: str | None = None
 
     def paths(self) -> list[str]:
         """Every file or folder this sample reads."""
@@ -246,7 +248,8 @@ def run_sample(spec: SampleSpec, output: Output, *, engine: str = "auto", device
                               n_domains=spec.n_domains, modalities=spec.modalities, species=spec.species,
                               gene_sets=spec.gene_sets, engine=engine, seed=spec.seed, epochs=spec.epochs,
                               device=device, image=spec.image, image_scale=spec.image_scale, outputs_dir=folder,
-                              notebook=folder / NOTEBOOK_FILE, threads=threads, force=True)
+                              notebook=folder / NOTEBOOK_FILE, threads=threads, force=True,
+                              label_key=spec.label_key)
                 provenance = json.loads((folder / "provenance.json").read_text())
                 status = {**base, "status": "ok", "n_domains": provenance.get("n_domains"),
                           "n_spots": provenance.get("n_spots"),
@@ -354,7 +357,7 @@ def _spec(row: dict, base: Path) -> tuple[SampleSpec, list[str]]:
         problems.append(f"method {method} takes one input, not {len(inputs)}")
     spec = SampleSpec(sample=name, inputs=inputs, method=method, n_domains=n_domains, species=species,
                       gene_sets=gene_sets, image=image, image_scale=image_scale, seed=seed or 0, epochs=epochs,
-                      modalities=modalities)
+                      modalities=modalities, label_key=(row.get("label_key") or "").strip() or None)
     return spec, problems
 
 

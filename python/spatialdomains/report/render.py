@@ -41,7 +41,7 @@ def render_report(inputs, out: str | os.PathLike, *, sample: str | None = None, 
                   image: str | None = None, image_scale: float = 1.0, outputs_dir: str | os.PathLike | None = None,
                   threads: int | None = None, notebook: str | os.PathLike | None = None,
                   show_code: bool = False, timeout: int | None = None, force: bool = False,
-                  progress: bool = False) -> Path:
+                  progress: bool = False, label_key: str | None = None) -> Path:
     """Analyse one sample and write its HTML report to ``out`` (see :func:`spatialdomains.report.sample.analyse`).
 
     ``outputs_dir`` also receives the tables, the result .h5ad and the provenance; ``notebook`` the executed
@@ -69,6 +69,7 @@ def render_report(inputs, out: str | os.PathLike, *, sample: str | None = None, 
         "max_pvalue": max_pvalue, "pvalue": pvalue, "seed": seed, "epochs": epochs, "device": device,
         "cluster_method": cluster_method, "image": None if image is None else str(image), "image_scale": image_scale,
         "outputs_dir": None, "threads": threads, "interface": current_interface(), "progress": progress,
+        "label_key": label_key,
     }
     start = time.perf_counter()
     _prefer_own_libpython()
@@ -201,6 +202,9 @@ table.sortable caption { caption-side: top; text-align: left; font-weight: 600; 
 table.sortable th { background: #f4f6f8; padding: 4px 8px; }
 table.sortable td { padding: 3px 8px; border-top: 1px solid #eee; }
 .report-note { color: #555; font-style: italic; }
+.report-summary { font-size: 1.05em; line-height: 1.5; max-width: 1100px; }
+table.sortable.small-table { width: auto !important; min-width: 320px; margin-left: 0 !important; }
+.swatch { display: inline-block; width: 14px; height: 14px; border-radius: 3px; vertical-align: middle; }
 pre { white-space: pre-wrap; font-size: 0.8em; }
 """
 
@@ -228,6 +232,7 @@ document.querySelectorAll("table.sortable").forEach(function (table) {{
   var name = caption.replace(/[^A-Za-z0-9]+/g, "_").replace(/^_|_$/g, "") || "table";
   var options = {{order: [], pageLength: 10, lengthMenu: [10, 25, 100, -1], autoWidth: false}};
   if (small) {{
+    table.classList.add("small-table");
     Object.assign(options, {{paging: false, searching: false, info: false}});
   }} else {{
     options.layout = {{topStart: {{buttons: [{{extend: "csvHtml5", text: "Download CSV", filename: name, title: null,

@@ -38,6 +38,7 @@ class SampleResult:
     batch_key: str | None = None
     go_error: str | None = None
     timings: dict = field(default_factory=dict)
+    label_key: str | None = None  # an annotation of the spots (e.g. a pathologist's layers) to compare with
 
 
 def analyse(inputs, *, sample: str = "sample", method: str = "staig", n_domains: int | None = None,
@@ -46,7 +47,7 @@ def analyse(inputs, *, sample: str = "sample", method: str = "staig", n_domains:
             min_log2fc: float = 0.25, max_pvalue: float = 0.05, pvalue: str = "adjusted", seed: int = 0,
             epochs: int | None = None, device: str = "auto", cluster_method: str = "auto", image: str | None = None,
             image_scale: float = 1.0, outputs_dir: str | None = None, threads: int | None = None,
-            interface: str = "python", progress: bool = False) -> SampleResult:
+            interface: str = "python", progress: bool = False, label_key: str | None = None) -> SampleResult:
     """Run one sample from its input file(s) to domains, markers and GO terms (see the module docstring).
 
     ``inputs``: one path or several (slices to integrate); ``modalities``: name → path of further omics of the
@@ -55,6 +56,8 @@ def analyse(inputs, *, sample: str = "sample", method: str = "staig", n_domains:
     report says why instead. ``interface``: whose words the messages use (the door that asked for the report;
     the notebook runs in a process of its own). ``progress``: each step, and the model's training, is reported
     on the process's own stderr (from the report's notebook: the terminal that asked for the report).
+    ``label_key``: an ``obs`` column annotating the spots (e.g. layers drawn by a pathologist); the report
+    cross-tabulates the domains against it, scores their agreement (ARI, NMI) and draws it on the tissue.
     """
     from ..errors import interface as speaking
 
@@ -64,12 +67,12 @@ def analyse(inputs, *, sample: str = "sample", method: str = "staig", n_domains:
                         gene_sets=gene_sets, engine=engine, min_log2fc=min_log2fc, max_pvalue=max_pvalue,
                         pvalue=pvalue, seed=seed, epochs=epochs, device=device, cluster_method=cluster_method,
                         image=image, image_scale=image_scale, outputs_dir=outputs_dir, threads=threads,
-                        progress=progress)
+                        progress=progress, label_key=label_key)
 
 
 def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, species, key_type, ontology, gene_sets,
              engine, min_log2fc, max_pvalue, pvalue, seed, epochs, device, cluster_method, image, image_scale,
-             outputs_dir, threads, progress) -> SampleResult:
+             outputs_dir, threads, progress, label_key) -> SampleResult:
     from .. import analysis, tl
 
     check_options(method, n_domains, cluster_method, pvalue, max_pvalue, epochs)
@@ -80,6 +83,7 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
     _utils.logger.info("%s: reading %s", sample, ", ".join(Path(str(p)).name for p in paths))
     with timer("read"):
         data, batch_key = _read_inputs(paths, method, modalities or {})
+    _check_label_key(data, label_key)
     multiomics = None
     with timer("domains"):
         if method == "precomputed":
@@ -120,8 +124,13 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
     record = _record(adata, sample=sample, method=method, paths=paths, modalities=modalities, seed=seed,
                      go=go, go_error=go_error, timings=timer.seconds, representation=representation,
                      min_log2fc=min_log2fc, max_pvalue=max_pvalue, pvalue=pvalue)
+    if label_key is not None:
+        from .. import metrics
+
+        record["annotation"] = {"label_key": label_key,
+                                **metrics.evaluate(adata.obs[label_key], adata.obs[domain_key])}
     result = SampleResult(adata=adata, markers=markers, go=go, record=record, multiomics=multiomics,
-                          batch_key=batch_key, go_error=go_error, timings=timer.seconds)
+                          batch_key=batch_key, go_error=go_error, timings=timer.seconds, label_key=label_key)
     if outputs_dir is not None:
         write_outputs(result, outputs_dir, domain_key=domain_key)
     return result
@@ -145,6 +154,18 @@ def write_outputs(result: SampleResult, folder: str | os.PathLike, *, domain_key
         io.write_clusters(result.adata, folder / io.CLUSTERS_FILE, domain_key)
         written.append(io.CLUSTERS_FILE)
     return written
+
+
+def _check_label_key(data, label_key: str | None) -> None:
+    """The annotation column exists in every input (checked before any training)."""
+    if label_key is None:
+        return
+    parts = data.values() if isinstance(data, dict) else [data]
+    for part in parts:
+        tables = [part.obs] + [m.obs for m in getattr(part, "mod", {}).values()]
+        if not any(label_key in table for table in tables):
+            raise InputError(f"{option('label_key')}: obs['{label_key}'] does not exist (obs columns: "
+                             f"{', '.join(part.obs.columns)})")
 
 
 def _read_inputs(paths: list, method: str, modalities: dict):

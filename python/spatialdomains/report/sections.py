@@ -20,6 +20,7 @@ from .sample import SampleResult
 SMALL_TABLE_ROWS = 15
 #: The report's sections, in order: (anchor, title). The page's table of contents and the tests use them.
 SECTIONS = [
+    ("summary", "Summary"),
     ("overview", "Sample overview and QC"),
     ("domains", "Domains on the tissue"),
     ("umap", "UMAP"),
@@ -75,6 +76,8 @@ def table_html(frame: pd.DataFrame, *, caption: str | None = None, digits: int =
                 return '<td data-value="">NA</td>'
             text = f"{value:.{digits}g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
             return f'<td data-order="{value!r}">{text}</td>'
+        if isinstance(value, _Html):
+            return f"<td>{value}</td>"
         if isinstance(value, (bool, np.bool_)):
             return f"<td>{'yes' if value else 'no'}</td>"
         if isinstance(value, (int, np.integer)):
@@ -91,6 +94,110 @@ def table_html(frame: pd.DataFrame, *, caption: str | None = None, digits: int =
             f"<tbody>{body}</tbody></table></div>")
 
 
+class _Html(str):
+    """Table cell content that is already HTML (a colour swatch), written as it is."""
+
+
+def summary(result: SampleResult, key: str = "domain", n_markers: int = 5) -> None:
+    """What was run and how long it took, the QC headline numbers, and each domain: colour, size, top markers
+    and top GO term; with an annotation, how the domains agree with it."""
+    from IPython.display import HTML, display
+
+    from .. import pl
+
+    record, adata = result.record, result.adata
+    domains = adata.obs[key]
+    categories = list(domains.cat.categories)
+    seconds = sum(float(v) for v in record.get("timings_seconds", {}).values())
+    qc = qc_numbers(adata)
+    platform = f" ({html.escape(_platform(adata))})" if _platform(adata) else ""
+    display(HTML(
+        f"<p class=\"report-summary\">{html.escape(_method_title(record))} found <b>{len(categories)} domains</b> "
+        f"in {adata.n_obs:,} spots × {adata.n_vars:,} genes of <b>{html.escape(str(record['sample']))}</b>"
+        f"{platform} in {_duration(seconds)}. Median {qc['median counts']:,.0f} counts "
+        f"and {qc['median genes']:,.0f} genes per spot{_mito_text(qc)}.</p>"))
+    colours = pl.domain_colours(len(categories))
+    sizes = domains.value_counts()
+    up = result.markers[result.markers["significant"] & (result.markers["log2fc"] > 0)]
+    rows = []
+    for colour, domain in zip(colours, categories):
+        top = up[up["domain"].astype(str) == str(domain)].sort_values("score", ascending=False).head(n_markers)
+        terms = result.go[result.go["domain"].astype(str) == str(domain)] if len(result.go) else result.go
+        term = (f"{terms.iloc[0]['Description']} (p.adjust {terms.iloc[0]['p.adjust']:.2g})" if len(terms) else
+                ("GO not run" if result.go_error else "no enriched term"))
+        rows.append({"": _Html(f'<span class="swatch" style="background:{colour}"></span>'), "domain": str(domain),
+                     "spots": int(sizes.get(domain, 0)), "% of spots": round(100 * sizes.get(domain, 0) / adata.n_obs, 1),
+                     "top markers": ", ".join(top["symbol"].astype(str)) or "none significant", "top GO term": term})
+    table(pd.DataFrame(rows), caption="domains")
+    steps = {**record.get("timings_seconds", {})}
+    run = {"method": _method_title(record), "seed": record["seed"], "clustering": record.get("clustering_engine"),
+           "GO engine": record["enrichment"]["engine"] or "not run",
+           "spatialdomains": record.get("versions", {}).get("spatialdomains"),
+           **{f"time: {name}": _duration(float(value)) for name, value in steps.items()}}
+    table(_rows(run), caption="run")
+    if result.label_key:
+        annotation(result, key)
+
+
+def annotation(result: SampleResult, key: str = "domain") -> None:
+    """Domains against the user's annotation: agreement scores, the cross-tabulation and both maps."""
+    import matplotlib.pyplot as plt
+
+    from .. import pl
+
+    adata, label_key = result.adata, result.label_key
+    scores = result.record.get("annotation", {})
+    note(f"Compared with obs['{label_key}']: ARI {scores.get('ari', float('nan')):.3f}, "
+         f"NMI {scores.get('nmi', float('nan')):.3f} over {scores.get('n_scored', 0):,} annotated spots.")
+    crosstab = pd.crosstab(adata.obs[key], adata.obs[label_key].astype(str))
+    crosstab.insert(0, "domain", crosstab.index.astype(str))
+    table(crosstab.reset_index(drop=True), caption=f"spots per domain and {label_key}")
+    figure, axes = plt.subplots(1, 2, figsize=(13, 6))
+    pl.domains(adata, key, ax=axes[0], title="domains")
+    pl.domains(adata, label_key, ax=axes[1], title=label_key)
+    show(figure)
+
+
+def qc_numbers(adata) -> dict:
+    """Median counts and genes per spot, and the median mitochondrial percentage when the genes show it."""
+    import scipy.sparse as sp
+
+    matrix = sp.csr_matrix(adata.X)
+    totals = np.asarray(matrix.sum(axis=1)).ravel()
+    numbers = {"median counts": float(np.median(totals)), "median genes": float(np.median(np.diff(matrix.indptr)))}
+    mito = mito_genes(adata)
+    if mito.any():
+        share = np.asarray(matrix[:, mito].sum(axis=1)).ravel() / np.maximum(totals, 1)
+        numbers["median % mitochondrial"] = float(100 * np.median(share))
+    return numbers
+
+
+def mito_genes(adata) -> np.ndarray:
+    """Mitochondrial genes by symbol ('MT-' in human, 'mt-' in mouse), from the names or a symbol column."""
+    names = adata.var_names.astype(str)
+    for column in ("symbol", "gene_symbols", "gene_name", "feature_name"):
+        if column in adata.var:
+            names = adata.var[column].astype(str)
+            break
+    return np.asarray(pd.Index(names).str.match(r"^(MT|mt)-"), dtype=bool)
+
+
+def _mito_text(qc: dict) -> str:
+    value = qc.get("median % mitochondrial")
+    return "" if value is None else f", {value:.1f}% mitochondrial"
+
+
+def _method_title(record: dict) -> str:
+    from .. import methods
+
+    name = record["method"]
+    return "The stored domains" if name == "precomputed" else methods.get(name).title
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def overview(result: SampleResult) -> None:
     """Key facts of the sample and the run, then the QC plots."""
     from .. import pl
@@ -100,7 +207,7 @@ def overview(result: SampleResult) -> None:
     facts = pd.DataFrame([
         ("sample", record["sample"]),
         ("input", "; ".join(input_names(record["inputs"]))),
-        ("platform", _platform(adata)),
+        ("platform", _platform(adata) or "not recorded"),
         ("method", record["method"]),
         ("spots", f"{adata.n_obs:,}"),
         ("genes", f"{adata.n_vars:,}"),
@@ -117,7 +224,9 @@ def _platform(adata) -> str:
     """The platform the input came from, with its bin size and coordinate unit where the reader recorded them."""
     from .. import io
 
-    name = io.platform(adata) or "not recorded"
+    name = io.platform(adata)
+    if name is None:
+        return ""
     library = next(iter((adata.uns.get("spatial") or {}).values()), {})
     size = (library.get("metadata") or {}).get("bin_size_um") if isinstance(library, dict) else None
     if size is not None:
