@@ -33,7 +33,9 @@
 #' \code{sample} (the name shown), \code{seed}, \code{epochs},
 #' \code{outputs_dir} (also write the marker and GO tables, the result .h5ad and
 #' the provenance there; it must be new or empty, or hold an earlier report's
-#' tables, replaced with \code{force = TRUE}), \code{show_code} and \code{force}.
+#' tables, replaced with \code{force = TRUE}), \code{label_key} (a column
+#' annotating the spots, e.g. a pathologist's layers: the report compares the
+#' domains with it), \code{show_code} and \code{force}.
 #' \describe{
 #'   \item{SingleCellExperiment}{\code{assay.type} (default \code{"counts"}),
 #'     \code{spatial_coords} (as in \code{\link{runSTAIG}}), \code{dimred} (the
@@ -98,7 +100,7 @@ setMethod("domainReport", "ANY", function(x, file, ...) {
 .render_report <- function(pieces, file, domains = "domain", method = NULL, n_domains = NULL, species = "auto",
                            gene_sets = NULL, engine = "auto", pvalue = "adjusted", max_pvalue = 0.05,
                            sample = NULL, seed = 0L, epochs = NULL, outputs_dir = NULL, show_code = FALSE,
-                           force = FALSE) {
+                           force = FALSE, label_key = NULL) {
     if (!is.character(file) || length(file) != 1L || !nzchar(file)) {
         stop("'file' must be the path of the HTML file to write", call. = FALSE)
     }
@@ -117,6 +119,14 @@ setMethod("domainReport", "ANY", function(x, file, ...) {
     if (!is.null(gene_sets)) {
         gene_sets <- normalizePath(gene_sets, mustWork = TRUE)
     }
+    annotation <- NULL
+    if (!is.null(label_key)) {
+        if (!is.character(label_key) || length(label_key) != 1L || !label_key %in% names(pieces$columns)) {
+            stop("label_key must name a column of the cell annotations (colData or meta.data) that annotates ",
+                 "the spots; the object has: ", paste(names(pieces$columns), collapse = ", "), call. = FALSE)
+        }
+        annotation <- as.character(pieces$columns[[label_key]])
+    }
     options <- list(n_domains = n_domains, species = species, gene_sets = gene_sets, engine = engine,
                     pvalue = pvalue, max_pvalue = max_pvalue, sample = sample, seed = seed, epochs = epochs,
                     show_code = isTRUE(show_code), force = isTRUE(force),
@@ -125,6 +135,7 @@ setMethod("domainReport", "ANY", function(x, file, ...) {
     path <- .bridge()$report(pieces$counts, pieces$coordinates, pieces$spot_names, pieces$gene_names, file,
                              domains = labels, embedding = pieces$embedding, embedding_name = pieces$embedding_name,
                              symbols = pieces$symbols, slices = pieces$slices, image = pieces$image$array,
+                             annotation = annotation, label_key = label_key,
                              image_scale = if (is.null(pieces$image)) 1 else pieces$image$scale,
                              method = method, options = Filter(Negate(is.null), options), console = .console)
     invisible(path)

@@ -251,12 +251,14 @@ def simulate(n_spots: int = 3000, n_domains: int = 5, seed: int = 0, image: bool
 @_r_entry
 def report(counts, coordinates, spot_names, gene_names, file: str, *, domains=None, embedding=None,
            embedding_name: str | None = None, symbols=None, slices=None, image=None, image_scale: float = 1.0,
-           method: str = "precomputed", options: dict | None = None) -> str:
+           method: str = "precomputed", options: dict | None = None, annotation=None,
+           label_key: str | None = None) -> str:
     """Render the HTML report of a sample that R holds, from plain pieces (see :func:`embed` for their shapes).
 
     ``domains`` (one label per spot, NA allowed) are reported as they are with ``method='precomputed'``;
     otherwise ``method`` finds them. ``embedding`` (spots × dims) is the representation behind the UMAP, stored
-    as ``obsm['X_<embedding_name>']``; ``image`` an RGB array drawn under the spots at ``image_scale``. The
+    as ``obsm['X_<embedding_name>']``; ``image`` an RGB array drawn under the spots at ``image_scale``;
+    ``annotation`` (one label per spot) the column ``label_key`` that the domains are compared with. The
     report's notebook runs in its own Python process, which may use clusterProfiler through rpy2 (unlike this
     one, inside R).
     """
@@ -276,9 +278,14 @@ def report(counts, coordinates, spot_names, gene_names, file: str, *, domains=No
         adata.var["symbol"] = [str(s) for s in np.atleast_1d(symbols)]
     if slices is not None:
         adata.obs[SLICE_COLUMN] = [str(s) for s in np.atleast_1d(slices)]
+    if annotation is not None:
+        values = pd.Series(np.atleast_1d(annotation), dtype=object).where(lambda v: pd.notna(v) & (v != "NA"))
+        adata.obs[label_key] = pd.Categorical(values.to_numpy())
     if image is not None:
         attach_image(adata, np.asarray(image, dtype=np.float32), image_scale)
     options = {k: v for k, v in dict(options or {}).items() if v is not None}
+    if annotation is not None:
+        options["label_key"] = label_key
     for count in ("n_domains", "seed", "epochs"):
         if count in options:
             options[count] = int(options[count])

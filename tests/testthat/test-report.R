@@ -6,15 +6,19 @@ test_that("domainReport writes the report of a SingleCellExperiment's stored dom
     file <- tempfile(fileext = ".html")
     tables <- tempfile("tables")
 
-    path <- domainReport(sce, file, engine = "fallback", sample = "small", outputs_dir = tables)
+    path <- domainReport(sce, file, engine = "fallback", sample = "small", outputs_dir = tables,
+                         label_key = "ground_truth")
 
     expect_identical(sce, before)
     expect_identical(normalizePath(path), normalizePath(file))
     page <- paste(readLines(file, warn = FALSE), collapse = "\n")
-    for (anchor in c("overview", "domains", "umap", "sizes", "markers", "deg-tables", "volcano", "go",
-                     "integration", "attention", "provenance")) {
+    for (anchor in c("summary", "overview", "domains", "umap", "sizes", "markers", "deg-tables", "volcano", "go",
+                     "provenance")) {
         expect_match(page, paste0('id="', anchor, '"'), fixed = TRUE)
     }
+    expect_false(grepl('id="integration"', page, fixed = TRUE))  # one slice: no integration section
+    expect_match(page, "Compared with obs['ground_truth']: ARI 1.000", fixed = TRUE)  # the domains are the truth
+    expect_error(domainReport(sce, tempfile(fileext = ".html"), label_key = "layer"), "label_key must name a column")
     expect_match(page, "spatialdomains report: small", fixed = TRUE)
     expect_match(page, "Engine: fallback", fixed = TRUE)
     expect_match(page, "UMAP of X_STAIG", fixed = TRUE)  # the stored embedding, not a new one
