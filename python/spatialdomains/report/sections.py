@@ -43,13 +43,30 @@ def heading(anchor: str) -> None:
     display(HTML(f'<h2 id="{anchor}" class="report-section">{html.escape(title)}</h2>'))
 
 
-def show(figure) -> None:
-    """Display a matplotlib figure once and free it."""
-    import matplotlib.pyplot as plt
-    from IPython.display import display
+def show(figure, alt: str | None = None) -> None:
+    """Display a matplotlib figure once, as a PNG with alternative text (``alt``, else the figure's titles), and
+    free it."""
+    import io
 
-    display(figure)
+    import matplotlib.pyplot as plt
+    from IPython.display import Image, display
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=figure.dpi, bbox_inches="tight")
     plt.close(figure)
+    display(Image(data=buffer.getvalue()), metadata={"image/png": {"alt": alt or _describe(figure)}})
+
+
+def _describe(figure) -> str:
+    """A figure's titles and axis labels, as alternative text for readers who cannot see it."""
+    parts = [figure._suptitle.get_text()] if getattr(figure, "_suptitle", None) else []
+    for ax in figure.axes:
+        label = ax.get_title() or ax.get_ylabel()
+        if label and ax.get_xlabel():
+            label = f"{label} by {ax.get_xlabel()}"
+        if label:
+            parts.append(label)
+    return "Figure: " + ("; ".join(dict.fromkeys(parts)) or "a plot of the sample")
 
 
 def note(text: str) -> None:
@@ -155,7 +172,7 @@ def annotation(result: SampleResult, key: str = "domain") -> None:
     figure, axes = plt.subplots(1, 2, figsize=(13, 6))
     pl.domains(adata, key, ax=axes[0], title="domains")
     pl.domains(adata, label_key, ax=axes[1], title=label_key)
-    show(figure)
+    show(figure, alt=f"Two maps of the tissue side by side: the domains, and the annotation {label_key}")
 
 
 def qc_numbers(adata) -> dict:
@@ -217,7 +234,8 @@ def overview(result: SampleResult) -> None:
         ("tissue image", "yes" if _has_image(adata) else "no (domains drawn on the coordinates)"),
     ], columns=["", "value"])
     table(facts)
-    show(pl.qc(adata))
+    show(pl.qc(adata), alt="Quality control: histograms of counts and of detected genes per spot, and the counts "
+                           "of each spot on the tissue")
 
 
 def _platform(adata) -> str:
@@ -244,28 +262,34 @@ def domains_on_tissue(result: SampleResult, key: str = "domain") -> None:
             part = adata[(adata.obs[result.batch_key] == name).to_numpy()]
             show(pl.domains(part, key, image=False, title=f"{name}: domains"))
     else:
-        show(pl.domains(adata, key, title=f"{adata.obs[key].nunique()} domains ({result.record['method']})"))
+        show(pl.domains(adata, key, title=f"{adata.obs[key].nunique()} domains ({result.record['method']})"),
+             alt=f"Map of the {adata.obs[key].nunique()} domains on the tissue, each spot coloured by its domain "
+                 "as in the summary table")
 
 
 def umap(result: SampleResult, key: str = "domain") -> None:
     from .. import pl
 
     colours = [key] + ([result.batch_key] if result.batch_key else [])
-    show(pl.embedding(result.adata, "X_umap", colours))
+    show(pl.embedding(result.adata, "X_umap", colours),
+         alt=f"UMAP of the embedding, spots coloured by {' and by '.join(colours)}")
     note(f"UMAP of {result.record['representation']}.")
 
 
 def sizes(result: SampleResult, key: str = "domain") -> None:
     from .. import pl
 
-    show(pl.domain_sizes(result.adata, key))
+    show(pl.domain_sizes(result.adata, key), alt="Bar chart of the number of spots in each domain")
 
 
 def markers(result: SampleResult, key: str = "domain", n_genes: int = 5) -> None:
     from .. import pl
 
-    show(pl.marker_dotplot(result.adata, result.markers, key=key, n_genes=n_genes))
-    show(pl.marker_heatmap(result.adata, result.markers, key=key, n_genes=n_genes))
+    show(pl.marker_dotplot(result.adata, result.markers, key=key, n_genes=n_genes),
+         alt=f"Dot plot of the top {n_genes} marker genes of each domain: mean expression (colour) and fraction of "
+             "spots expressing (size) in every domain")
+    show(pl.marker_heatmap(result.adata, result.markers, key=key, n_genes=n_genes),
+         alt=f"Heatmap of the top {n_genes} marker genes of each domain, z-scores of mean expression per domain")
 
 
 def deg_tables(result: SampleResult) -> None:
@@ -288,7 +312,9 @@ def volcano(result: SampleResult) -> None:
 
     params = result.record["markers"]
     show(pl.volcano(result.markers, min_log2fc=params["min_log2fc"], max_pvalue=params["max_pvalue"],
-                    pvalue=params["pvalue"]))
+                    pvalue=params["pvalue"]),
+         alt="Volcano plots, one per domain: each gene's log2 fold change in the domain against its -log10 p value; "
+             "significant genes coloured, the top ones named")
 
 
 def go(result: SampleResult, n_terms: int = 10) -> None:
@@ -303,7 +329,10 @@ def go(result: SampleResult, n_terms: int = 10) -> None:
          "markers of each domain against all measured genes; terms shown pass p.adjust < 0.05 and q < 0.2.")
     for domain in result.markers["domain"].cat.categories:
         rows = result.go[result.go["domain"].astype(str) == str(domain)]
-        show(pl.go_dotplot(rows, n_terms=n_terms, title=f"domain {domain}: {len(rows)} enriched terms"))
+        show(pl.go_dotplot(rows, n_terms=n_terms, title=f"domain {domain}: {len(rows)} enriched terms"),
+             alt=(f"GO terms enriched in domain {domain}: the top {min(n_terms, len(rows))} by p value, with their "
+                  "gene ratio, adjusted p value (colour) and gene count (size)") if len(rows) else
+             f"No GO term is enriched in domain {domain}")
         if len(rows):
             shown = rows[["ID", "Description", "GeneRatio", "BgRatio", "pvalue", "p.adjust", "qvalue", "Count"]].copy()
             genes = rows["geneSymbols"] if "geneSymbols" in rows else rows["geneID"]
@@ -323,7 +352,7 @@ def integration(result: SampleResult, key: str = "domain") -> None:
     composition.plot.barh(stacked=True, ax=ax, colormap="tab20" if composition.shape[1] > 10 else "tab10")
     ax.set_xlabel("fraction of spots")
     ax.legend(title=key, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    show(figure)
+    show(figure, alt="Stacked bars: the share of each domain in every slice")
     scores = metrics.integration(adata.obsm[result.record["representation"]], adata.obs[batch].astype(str),
                                  adata.obs[key])
     table(pd.DataFrame([{k: float(v) for k, v in scores.items()}]), caption="integration scores")
@@ -332,7 +361,8 @@ def integration(result: SampleResult, key: str = "domain") -> None:
 def attention(result: SampleResult) -> None:
     from .. import pl
 
-    show(pl.attention(result.multiomics))
+    show(pl.attention(result.multiomics), alt="Map of the tissue coloured by the weight SpaMI's attention gives "
+                                              "each modality in every spot")
 
 
 def provenance(result: SampleResult) -> None:
