@@ -5,6 +5,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 
 from . import io as _io
 from ._utils import atomic_path
@@ -49,11 +50,39 @@ def domains(
                    linewidths=0, rasterized=True)  # a million points stay light in a PDF or SVG
     if background is None:
         ax.invert_yaxis()
+    else:
+        _crop_to(ax, points)
     ax.set_aspect("equal")
     ax.set_axis_off()
     ax.set_title(title or key)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, markerscale=2, title=key)
     return _finish(figure, save)
+
+
+def tissue(adata: ad.AnnData, *, library_id: str | None = None, title: str = "tissue image", ax=None,
+           save: str | Path | None = None):
+    """The stored tissue image alone, cropped to the spots (as :func:`domains` draws it), or None without one."""
+    import matplotlib.pyplot as plt
+
+    background = _tissue_image(adata, library_id)
+    if background is None:
+        return None
+    picture, scale = background
+    figure, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 7))
+    ax.imshow(picture)
+    _crop_to(ax, _io.spatial_coordinates(adata) * scale)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    ax.set_title(title)
+    return _finish(figure, save)
+
+
+def _crop_to(ax, points: np.ndarray, margin: float = 0.04) -> None:
+    """Limit an image axis to the spots' extent (and a margin), so the tissue fills the panel, not the slide."""
+    low, high = np.nanmin(points, axis=0), np.nanmax(points, axis=0)
+    pad = margin * float(max(high - low)) + 1.0
+    ax.set_xlim(low[0] - pad, high[0] + pad)
+    ax.set_ylim(high[1] + pad, low[1] - pad)
 
 
 def embedding(
@@ -147,7 +176,7 @@ def domain_sizes(adata: ad.AnnData, key: str = "domain", *, save: str | Path | N
     colours = _palette(len(counts))
     ax.bar([str(c) for c in counts.index], counts.to_numpy(), color=[colours(i % colours.N) for i in range(len(counts))])
     for i, n in enumerate(counts.to_numpy()):
-        ax.text(i, n, str(int(n)), ha="center", va="bottom", fontsize=8)
+        ax.text(i, n, str(int(n)), ha="center", va="bottom", fontsize=10)
     ax.set_xlabel(key)
     ax.set_ylabel("spots")
     ax.spines[["top", "right"]].set_visible(False)
@@ -155,28 +184,47 @@ def domain_sizes(adata: ad.AnnData, key: str = "domain", *, save: str | Path | N
 
 
 def qc(adata: ad.AnnData, *, save: str | Path | None = None):
-    """Quality control: histograms of counts and detected genes per spot, and total counts on the tissue."""
+    """Quality control: histograms of counts, detected genes (and mitochondrial percentage, when the gene names
+    show it) per spot, and the same values on the tissue."""
     import matplotlib.pyplot as plt
     import scipy.sparse as sp
 
     matrix = sp.csr_matrix(adata.X)
     totals = np.asarray(matrix.sum(axis=1)).ravel()
-    detected = np.diff(matrix.indptr) if sp.issparse(matrix) else (matrix > 0).sum(axis=1)
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
-    axes[0].hist(totals, bins=50, color="#4C72B0")
-    axes[0].set_title(f"counts per spot (median {np.median(totals):,.0f})")
-    axes[1].hist(detected, bins=50, color="#55A868")
-    axes[1].set_title(f"genes detected per spot (median {np.median(detected):,.0f})")
+    values = {"counts per spot": (totals, "#4C72B0", np.log10(totals + 1), "log10 counts"),
+              "genes detected per spot": (np.diff(matrix.indptr), "#55A868", np.diff(matrix.indptr), "genes")}
+    mito = mitochondrial_genes(adata)
+    if mito.any():
+        share = 100 * np.asarray(matrix[:, mito].sum(axis=1)).ravel() / np.maximum(totals, 1)
+        values["% mitochondrial counts"] = (share, "#C44E52", share, "% mitochondrial")
     coordinates = _io.spatial_coordinates(adata)
-    points = axes[2].scatter(coordinates[:, 0], coordinates[:, 1], c=np.log10(totals + 1), s=max(1.0, 8000.0 / len(totals)),
-                             cmap="magma", linewidths=0)
-    axes[2].invert_yaxis()
-    axes[2].set_aspect("equal")
-    axes[2].set_axis_off()
-    axes[2].set_title("log10 counts on the tissue")
-    figure.colorbar(points, ax=axes[2], shrink=0.7)
+    figure, axes = plt.subplots(2, len(values), figsize=(5.2 * len(values), 9.5),
+                                gridspec_kw={"height_ratios": [1, 1.6]}, squeeze=False)
+    size = max(1.0, 12000.0 / max(len(totals), 1))
+    for column, (name, (value, colour, shown, label)) in enumerate(values.items()):
+        axes[0, column].hist(value, bins=50, color=colour)
+        axes[0, column].set_title(f"{name} (median {np.median(value):,.{1 if '%' in name else 0}f})")
+        axes[0, column].spines[["top", "right"]].set_visible(False)
+        ax = axes[1, column]
+        points = ax.scatter(coordinates[:, 0], coordinates[:, 1], c=shown, s=size, cmap="magma", linewidths=0,
+                            rasterized=True)
+        ax.invert_yaxis()
+        ax.set_aspect("equal")
+        ax.set_axis_off()
+        ax.set_title(f"{label} on the tissue")
+        figure.colorbar(points, ax=ax, shrink=0.7)
     figure.tight_layout()
     return _finish(figure, save)
+
+
+def mitochondrial_genes(adata: ad.AnnData) -> np.ndarray:
+    """Mitochondrial genes by symbol ('MT-' in human, 'mt-' in mouse), from the names or a symbol column."""
+    names = adata.var_names.astype(str)
+    for column in ("symbol", "gene_symbols", "gene_symbol", "gene_name", "feature_name"):
+        if column in adata.var:
+            names = pd.Index(adata.var[column].astype(str))
+            break
+    return np.asarray(pd.Index(names).str.match(r"^(MT|mt)-"), dtype=bool)
 
 
 def marker_dotplot(adata: ad.AnnData, table, *, key: str = "domain", n_genes: int = 5, layer: str | None = None,
@@ -198,7 +246,7 @@ def marker_dotplot(adata: ad.AnnData, table, *, key: str = "domain", n_genes: in
     ys, xs = np.meshgrid(np.arange(len(means)), np.arange(len(top)), indexing="ij")
     points = ax.scatter(xs.ravel(), ys.ravel(), s=20 + 280 * fractions.to_numpy().ravel(), c=scaled.to_numpy().ravel(),
                         cmap="Reds", vmin=0, vmax=1, edgecolors="grey", linewidths=0.3)
-    ax.set_xticks(np.arange(len(top)), labels=top["symbol"].astype(str), rotation=90, fontsize=8)
+    ax.set_xticks(np.arange(len(top)), labels=top["symbol"].astype(str), rotation=90, fontsize=10)
     ax.set_yticks(np.arange(len(means)), labels=[str(d) for d in means.index])
     ax.set_ylabel(key)
     ax.set_xlim(-0.7, len(top) - 0.3)
@@ -222,12 +270,19 @@ def marker_heatmap(adata: ad.AnnData, table, *, key: str = "domain", n_genes: in
         top = top_markers(table, n_genes, significant_only=False).drop_duplicates("gene")
     means, _ = expression_summary(adata, list(top["gene"]), key=key, layer=layer)
     z = (means - means.mean(axis=0)) / means.std(axis=0).replace(0, 1)
-    figure, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(top) + 3), max(3.0, 0.4 * len(means) + 1.5)))
+    figure, (strip, ax) = plt.subplots(1, 2, figsize=(max(6.5, 0.35 * len(top) + 3.5), max(3.0, 0.4 * len(means) + 1.8)),
+                                       gridspec_kw={"width_ratios": [0.35, max(len(top), 1)], "wspace": 0.02})
+    from matplotlib.colors import ListedColormap
+
+    colours = domain_colours(len(means))
+    strip.imshow(np.arange(len(means))[:, None], aspect="auto", cmap=ListedColormap(colours))
+    strip.set_xticks([])
+    strip.set_yticks(np.arange(len(means)), labels=[str(d) for d in means.index])
+    strip.set_ylabel(key)
     image = ax.imshow(z.to_numpy(), aspect="auto", cmap="RdBu_r", vmin=-2, vmax=2)
-    ax.set_xticks(np.arange(len(top)), labels=top["symbol"].astype(str), rotation=90, fontsize=8)
-    ax.set_yticks(np.arange(len(means)), labels=[str(d) for d in means.index])
-    ax.set_ylabel(key)
-    figure.colorbar(image, ax=ax, shrink=0.6, label="z-score of mean expression")
+    ax.set_xticks(np.arange(len(top)), labels=top["symbol"].astype(str), rotation=90, fontsize=10)
+    ax.set_yticks([])
+    figure.colorbar(image, ax=ax, shrink=0.8, pad=0.02, label="z-score of mean\nexpression")
     return _finish(figure, save)
 
 
@@ -254,66 +309,116 @@ def volcano(table, *, min_log2fc: float = 0.25, max_pvalue: float = 0.05, pvalue
         part = table[table["domain"] == domain]
         y = -np.log10(np.maximum(part[column].to_numpy(dtype=float), floor))
         x = part["log2fc"].to_numpy(dtype=float)
+        limit = _fold_change_limit(x, min_log2fc)
+        outside = np.abs(x) > limit  # a few genes barely expressed anywhere: drawn at the edge, as triangles
+        x = np.clip(x, -limit, limit)
         up = (part["significant"] & (part["log2fc"] > 0)).to_numpy()
         down = (part["significant"] & (part["log2fc"] < 0)).to_numpy()
         rest = ~(up | down)
-        ax.scatter(x[rest], y[rest], s=4, color="lightgrey", linewidths=0)
-        ax.scatter(x[up], y[up], s=6, color="#C44E52", linewidths=0, label=f"up {int(up.sum())}")
-        ax.scatter(x[down], y[down], s=6, color="#4C72B0", linewidths=0, label=f"down {int(down.sum())}")
+        for mask, colour, size, label in ((rest, "lightgrey", 5, None), (up, "#C44E52", 8, f"up {int(up.sum())}"),
+                                          (down, "#4C72B0", 8, f"down {int(down.sum())}")):
+            ax.scatter(x[mask & ~outside], y[mask & ~outside], s=size, color=colour, linewidths=0, label=label,
+                       rasterized=True)
+            ax.scatter(x[mask & outside], y[mask & outside], s=size * 2, color=colour, marker="D",
+                       linewidths=0, rasterized=True)
         ax.axhline(-np.log10(max_pvalue), color="grey", lw=0.6, ls="--")
         for sign in (-1, 1):
             ax.axvline(sign * min_log2fc, color="grey", lw=0.6, ls="--")
+        ax.set_xlim(-1.08 * limit, 1.08 * limit)
+        ax.set_ylim(0, 1.12 * max(float(y.max()) if len(y) else 1.0, 1.0))
         best = part[up].nlargest(n_labels, "score")
-        for row in best.itertuples():
-            ax.annotate(str(row.symbol), (row.log2fc, -np.log10(max(getattr(row, column), floor))), fontsize=7)
+        _label_points(ax, np.clip(best["log2fc"].to_numpy(dtype=float), -limit, limit),
+                      -np.log10(np.maximum(best[column].to_numpy(dtype=float), floor)),
+                      best["symbol"].astype(str).tolist())
         ax.set_title(f"domain {domain}")
         ax.set_xlabel("log2 fold change")
         ax.set_ylabel(f"−log10 {pvalue} p")
-        ax.legend(loc="upper left", fontsize=7, frameon=False)
+        ax.legend(loc="upper left", fontsize=9, frameon=False)
     for ax in axes.ravel()[len(domains):]:
         ax.set_visible(False)
     figure.tight_layout()
     return _finish(figure, save)
 
 
+def _fold_change_limit(x: np.ndarray, min_log2fc: float) -> float:
+    """The x range of a volcano: the 99.5th percentile of |log2FC| (at least twice the threshold), so that a few
+    genes with near-empty domains do not squeeze the others into a tenth of the width."""
+    finite = np.abs(x[np.isfinite(x)])
+    if not len(finite):
+        return max(1.0, 2 * min_log2fc)
+    return float(max(np.quantile(finite, 0.995), 2 * min_log2fc, 0.5))
+
+
+def _label_points(ax, xs: np.ndarray, ys: np.ndarray, labels: list[str], fontsize: int = 9) -> None:
+    """Name points without overlapping labels: each label goes to the nearest free slot beside its point
+    (greedy, highest points first), joined to it by a thin line, and stays inside the axes."""
+    figure = ax.figure
+    figure.canvas.draw()  # the axes' size in pixels
+    to_pixels, to_data = ax.transData, ax.transData.inverted()
+    height = fontsize * figure.dpi / 72 * 1.3
+    placed: list[tuple[float, float, float, float]] = []
+    box = ax.get_window_extent()
+    for index in np.argsort(-np.asarray(ys)):
+        px, py = to_pixels.transform((xs[index], ys[index]))
+        width = 0.62 * fontsize * figure.dpi / 72 * len(labels[index])
+        for step in range(40):
+            dy = height * (0.6 + (step // 2)) * (1 if step % 2 == 0 else -1)
+            left = px + 6 if px + 6 + width < box.x1 else px - 6 - width
+            bottom = min(max(py + dy - height / 2, box.y0), box.y1 - height)
+            candidate = (left, bottom, left + width, bottom + height)
+            if all(candidate[2] < b[0] or candidate[0] > b[2] or candidate[3] < b[1] or candidate[1] > b[3]
+                   for b in placed):
+                break
+        placed.append(candidate)
+        tx, ty = to_data.transform((candidate[0], candidate[1] + height / 2))
+        ax.annotate(labels[index], (xs[index], ys[index]), xytext=(tx, ty), fontsize=fontsize, va="center",
+                    arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5}, annotation_clip=False)
+
+
 def go_dotplot(result, domain=None, *, n_terms: int = 10, title: str | None = None, ax=None,
-               save: str | Path | None = None):
-    """clusterProfiler-style dot plot of enriched terms: GeneRatio on x, term on y, colour p.adjust, size Count.
+               colour_range: tuple[float, float] | None = None, save: str | Path | None = None):
+    """clusterProfiler-style dot plot of enriched terms: GeneRatio on x, term on y (full names, wrapped), colour
+    −log10 p.adjust, size Count.
 
     ``result`` is the table from :func:`spatialdomains.analysis.enrich_go`; ``domain`` selects its rows.
+    ``colour_range``: the −log10 p.adjust range of the colour scale, to share one scale across domains (default:
+    this plot's own).
     """
+    import textwrap
+
     import matplotlib.pyplot as plt
 
     rows = result if domain is None else result[result["domain"].astype(str) == str(domain)]
     rows = rows.head(n_terms)
     ratio = rows["GeneRatio"].map(lambda r: int(r.split("/")[0]) / int(r.split("/")[1])).to_numpy(dtype=float)
     order = np.argsort(ratio, kind="stable")
-    figure, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7.5, 0.35 * max(len(rows), 3) + 1.2))
+    labels = [textwrap.fill(str(d), 38) for d in rows["Description"].to_numpy()[order]]
+    lines = sum(label.count("\n") + 1 for label in labels)
+    figure, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(8.5, 0.3 * max(lines, 3) + 1.4))
     if rows.empty:
         ax.text(0.5, 0.5, "no enriched term", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
     else:
-        labels = [_shorten(d) for d in rows["Description"].to_numpy()[order]]
         largest = max(1, int(rows["Count"].max()))
+        significance = -np.log10(np.maximum(rows["p.adjust"].to_numpy(dtype=float), np.nextafter(0, 1)))[order]
+        low, high = colour_range or (float(significance.min()), float(significance.max()))
         points = ax.scatter(ratio[order], np.arange(len(rows)), s=_count_size(rows["Count"].to_numpy()[order], largest),
-                            c=rows["p.adjust"].to_numpy()[order], cmap="RdBu", edgecolors="grey", linewidths=0.3)
-        ax.set_yticks(np.arange(len(rows)), labels=labels, fontsize=8)
+                            c=significance, cmap="Reds", vmin=low, vmax=max(high, low + 1e-9), edgecolors="grey",
+                            linewidths=0.3)
+        ax.set_yticks(np.arange(len(rows)), labels=labels, fontsize=10)
         ax.set_xlabel("GeneRatio")
         ax.margins(x=0.25, y=0.08)
-        figure.colorbar(points, ax=ax, shrink=0.7, label="p.adjust")
+        bar = figure.colorbar(points, ax=ax, shrink=0.7, label="−log10 p.adjust")
+        bar.formatter.set_useOffset(False)
         for count in sorted({int(rows["Count"].min()), int(rows["Count"].max())}):
             ax.scatter([], [], s=_count_size(count, largest), color="grey", label=str(count))
-        ax.legend(title="Count", loc="lower right", frameon=False, fontsize=7)
+        ax.legend(title="Count", loc="lower right", frameon=False, fontsize=9)
     ax.set_title(title or (f"domain {domain}" if domain is not None else "GO enrichment"))
     return _finish(figure, save)
 
 
 def _count_size(count, largest: int):
     return 30 + 170 * np.asarray(count, dtype=float) / largest
-
-
-def _shorten(text: str, width: int = 50) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _categorical(adata: ad.AnnData, key: str):

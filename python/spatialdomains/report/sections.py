@@ -182,21 +182,13 @@ def qc_numbers(adata) -> dict:
     matrix = sp.csr_matrix(adata.X)
     totals = np.asarray(matrix.sum(axis=1)).ravel()
     numbers = {"median counts": float(np.median(totals)), "median genes": float(np.median(np.diff(matrix.indptr)))}
-    mito = mito_genes(adata)
+    from .. import pl
+
+    mito = pl.mitochondrial_genes(adata)
     if mito.any():
         share = np.asarray(matrix[:, mito].sum(axis=1)).ravel() / np.maximum(totals, 1)
         numbers["median % mitochondrial"] = float(100 * np.median(share))
     return numbers
-
-
-def mito_genes(adata) -> np.ndarray:
-    """Mitochondrial genes by symbol ('MT-' in human, 'mt-' in mouse), from the names or a symbol column."""
-    names = adata.var_names.astype(str)
-    for column in ("symbol", "gene_symbols", "gene_name", "feature_name"):
-        if column in adata.var:
-            names = adata.var[column].astype(str)
-            break
-    return np.asarray(pd.Index(names).str.match(r"^(MT|mt)-"), dtype=bool)
 
 
 def _mito_text(qc: dict) -> str:
@@ -261,10 +253,21 @@ def domains_on_tissue(result: SampleResult, key: str = "domain") -> None:
         for name in adata.obs[result.batch_key].astype("category").cat.categories:
             part = adata[(adata.obs[result.batch_key] == name).to_numpy()]
             show(pl.domains(part, key, image=False, title=f"{name}: domains"))
+    elif _has_image(adata):  # the H&E alone beside the domains drawn on it, both cropped to the tissue
+        import matplotlib.pyplot as plt
+
+        figure, axes = plt.subplots(1, 2, figsize=(15, 7.5))
+        pl.tissue(adata, ax=axes[0])
+        pl.domains(adata, key, ax=axes[1], title=f"{adata.obs[key].nunique()} domains ({result.record['method']})")
+        show(figure, alt=f"The tissue image, and beside it the {adata.obs[key].nunique()} domains drawn on it, each "
+                         "spot coloured by its domain as in the summary table")
     else:
-        show(pl.domains(adata, key, title=f"{adata.obs[key].nunique()} domains ({result.record['method']})"),
-             alt=f"Map of the {adata.obs[key].nunique()} domains on the tissue, each spot coloured by its domain "
-                 "as in the summary table")
+        import matplotlib.pyplot as plt
+
+        figure, ax = plt.subplots(figsize=(10, 9))
+        pl.domains(adata, key, ax=ax, title=f"{adata.obs[key].nunique()} domains ({result.record['method']})")
+        show(figure, alt=f"Map of the {adata.obs[key].nunique()} domains on the tissue, each spot coloured by its "
+                         "domain as in the summary table")
 
 
 def umap(result: SampleResult, key: str = "domain") -> None:
@@ -327,12 +330,18 @@ def go(result: SampleResult, n_terms: int = 10) -> None:
         return
     note(f"Engine: {enrichment['engine']} — annotation: {enrichment['annotation']}. Up-regulated significant "
          "markers of each domain against all measured genes; terms shown pass p.adjust < 0.05 and q < 0.2.")
+    shown = result.go.groupby(result.go["domain"].astype(str), sort=False).head(n_terms)
+    significance = -np.log10(np.maximum(shown["p.adjust"].to_numpy(dtype=float), np.nextafter(0, 1)))
+    colour_range = (float(significance.min()), float(significance.max())) if len(shown) else None
     for domain in result.markers["domain"].cat.categories:
         rows = result.go[result.go["domain"].astype(str) == str(domain)]
-        show(pl.go_dotplot(rows, n_terms=n_terms, title=f"domain {domain}: {len(rows)} enriched terms"),
-             alt=(f"GO terms enriched in domain {domain}: the top {min(n_terms, len(rows))} by p value, with their "
-                  "gene ratio, adjusted p value (colour) and gene count (size)") if len(rows) else
-             f"No GO term is enriched in domain {domain}")
+        if rows.empty:
+            note(f"Domain {domain}: no enriched GO term.")
+            continue
+        show(pl.go_dotplot(rows, n_terms=n_terms, colour_range=colour_range,
+                           title=f"domain {domain}: {len(rows)} enriched terms"),
+             alt=f"GO terms enriched in domain {domain}: the top {min(n_terms, len(rows))} by p value, with their "
+                 "gene ratio, adjusted p value (colour, one scale for every domain) and gene count (size)")
         if len(rows):
             shown = rows[["ID", "Description", "GeneRatio", "BgRatio", "pvalue", "p.adjust", "qvalue", "Count"]].copy()
             genes = rows["geneSymbols"] if "geneSymbols" in rows else rows["geneID"]
