@@ -252,7 +252,7 @@ def run_sample(spec: SampleSpec, output: Output, *, engine: str = "auto", device
                               label_key=spec.label_key)
                 provenance = json.loads((folder / "provenance.json").read_text())
                 status = {**base, "status": "ok", "n_domains": provenance.get("n_domains"),
-                          "n_spots": provenance.get("n_spots"),
+                          "n_spots": provenance.get("n_spots"), "qc": provenance.get("qc", {}),
                           "go_engine": provenance.get("enrichment", {}).get("engine")}
             except Exception as error:  # noqa: BLE001 - one sample's failure, whatever it is, is recorded
                 if stop is not None and stop.is_set():  # its kernel was ended by the stop: not its failure
@@ -279,9 +279,12 @@ def read_status(folder: Path) -> dict:
 
 
 def write_index(out: Path, samples: list[str], current: dict[str, dict] | None = None) -> Path:
-    """``index.html``: every sample with its status, domains, spots, time and a link, or its error.
+    """``index.html``: every sample with its status, a thumbnail of its domains, spots, domains, QC headline
+    numbers, time and a link, or its error; a searchable, sortable table with a CSV download (offline).
 
     ``current``: statuses of this run that override the folders' (samples interrupted before they finished)."""
+    from .render import _tables_script
+
     rows, not_ok = [], {}
     for name in samples:
         status = (current or {}).get(name) or read_status(out / name)
@@ -291,16 +294,35 @@ def write_index(out: Path, samples: list[str], current: dict[str, dict] | None =
         link = (f'<a href="{html.escape(name)}/{REPORT_FILE}">{html.escape(name)}</a>'
                 if state == "ok" else html.escape(name))
         detail = html.escape(status.get("error", "")) if state != "ok" else ""
+        qc = status.get("qc") or {}
+        numbers = [status.get("n_spots"), status.get("n_domains"), qc.get("median counts"), qc.get("median genes"),
+                   qc.get("median % mitochondrial"), status.get("seconds")]
+        cells = "".join(f'<td data-order="{value}">{value:,.{decimals}f}</td>' if isinstance(value, (int, float))
+                        else "<td></td>" for value, decimals in zip(numbers, (0, 0, 0, 0, 1, 1)))
         rows.append(f'<tr class="{html.escape(state.replace(" ", "-"))}"><td>{link}</td><td>{html.escape(state)}</td>'
-                    f"<td>{html.escape(str(status.get('method', '')))}</td>"
-                    f"<td>{status.get('n_domains', '') or ''}</td><td>{status.get('n_spots', '') or ''}</td>"
-                    f"<td>{status.get('seconds', '')}</td><td><pre>{detail}</pre></td></tr>")
+                    f"<td>{_thumbnail(out / name, state)}</td><td>{html.escape(str(status.get('method', '')))}</td>"
+                    f"{cells}<td><pre>{detail}</pre></td></tr>")
     summary = f"{len(samples) - sum(not_ok.values())} of {len(samples)} samples reported" + "".join(
         f"; {count} {state}" for state, count in sorted(not_ok.items()))
-    page = _INDEX.format(summary=html.escape(summary), rows="".join(rows), created=time.strftime("%Y-%m-%d %H:%M"))
+    tables_style, tables_script = _tables_script()
+    page = _INDEX.format(summary=html.escape(summary), rows="".join(rows), created=time.strftime("%Y-%m-%d %H:%M"),
+                         tables_style=tables_style, tables_script=tables_script)
     with atomic_path(out / INDEX_FILE) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return out / INDEX_FILE
+
+
+def _thumbnail(folder: Path, state: str) -> str:
+    """The sample's small domain map, embedded (the index stays one file), or nothing."""
+    import base64
+
+    from .sample import SAMPLE_FILES
+
+    picture = folder / SAMPLE_FILES["map"]
+    if state != "ok" or not picture.is_file():
+        return ""
+    data = base64.b64encode(picture.read_bytes()).decode("ascii")
+    return f'<img class="thumb" src="data:image/png;base64,{data}" alt="domains of {html.escape(folder.name)}">'
 
 
 def _spec(row: dict, base: Path) -> tuple[SampleSpec, list[str]]:
@@ -405,8 +427,12 @@ _INDEX = """<!DOCTYPE html>
 body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }}
 table {{ border-collapse: collapse; }} td, th {{ padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: left; }}
 tr.failed td, tr.not-run td, tr.interrupted td {{ background: #fdecea; }} pre {{ margin: 0; white-space: pre-wrap; max-width: 700px; }}
-</style></head>
+img.thumb {{ width: 120px; height: auto; }}
+</style>
+<style>{tables_style}</style></head>
 <body><h1>spatialdomains batch</h1><p>{summary} (updated {created})</p>
-<table><thead><tr><th>sample</th><th>status</th><th>method</th><th>domains</th><th>spots</th><th>seconds</th>
-<th>error</th></tr></thead><tbody>{rows}</tbody></table></body></html>
+<table class="sortable full-table"><caption>samples</caption><thead><tr><th>sample</th><th>status</th><th>domains map</th>
+<th>method</th><th>spots</th><th>domains</th><th>median counts</th><th>median genes</th><th>median % mito</th>
+<th>seconds</th><th>error</th></tr></thead><tbody>{rows}</tbody></table>
+<script type="module">{tables_script}</script></body></html>
 """

@@ -227,7 +227,7 @@ const url = URL.createObjectURL(new Blob([source], {{type: "application/javascri
 const DataTable = (await import(url)).default;
 URL.revokeObjectURL(url);
 document.querySelectorAll("table.sortable").forEach(function (table) {{
-  var small = table.tBodies[0].rows.length <= {small_rows};
+  var small = table.tBodies[0].rows.length <= {small_rows} && !table.classList.contains("full-table");
   var caption = table.caption ? table.caption.textContent : "table";
   var name = caption.replace(/[^A-Za-z0-9]+/g, "_").replace(/^_|_$/g, "") || "table";
   var options = {{order: [], pageLength: 10, lengthMenu: [10, 25, 100, -1], autoWidth: false}};

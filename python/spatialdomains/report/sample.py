@@ -23,7 +23,7 @@ from ..errors import InputError, option
 REPORT_METHODS = ("staig", "spotscape", "spami", "baseline", "precomputed")
 #: Files written next to a report when an output folder is given (and ``clusters.csv`` for 10x inputs).
 SAMPLE_FILES = {"markers": "markers.csv", "go": "go_enrichment.csv", "domains": "domains.csv",
-                "result": "result.h5ad", "provenance": "provenance.json"}
+                "result": "result.h5ad", "provenance": "provenance.json", "map": "domains.png"}
 
 
 @dataclass
@@ -149,11 +149,42 @@ def write_outputs(result: SampleResult, folder: str | os.PathLike, *, domain_key
     io.write_csv(table, folder / SAMPLE_FILES["domains"], index_label="barcode")
     io.write_h5ad(result.adata, folder / SAMPLE_FILES["result"])
     io.write_json(result.record, folder / SAMPLE_FILES["provenance"])
+    _write_map(result, folder / SAMPLE_FILES["map"], domain_key)
     written = list(SAMPLE_FILES.values())
     if io.platform(result.adata) is not None:  # 10x data: domains for Loupe Browser or Xenium Explorer
         io.write_clusters(result.adata, folder / io.CLUSTERS_FILE, domain_key)
         written.append(io.CLUSTERS_FILE)
     return written
+
+
+def _write_map(result: SampleResult, path: Path, domain_key: str) -> None:
+    """A small picture of the domains on the tissue (the batch index shows it beside the sample)."""
+    import matplotlib.pyplot as plt
+
+    from .. import pl
+
+    figure, ax = plt.subplots(figsize=(4, 4), dpi=72)
+    pl.domains(result.adata, domain_key, ax=ax, title=result.record["sample"])
+    ax.get_legend().remove()
+    with _utils.atomic_path(path) as staged:
+        figure.savefig(staged, format="png", bbox_inches="tight")
+    plt.close(figure)
+
+
+def qc_numbers(adata: ad.AnnData) -> dict:
+    """Median counts and genes per spot, and the median mitochondrial percentage when the genes show it."""
+    import scipy.sparse as sp
+
+    from .. import pl
+
+    matrix = sp.csr_matrix(adata.X)
+    totals = np.asarray(matrix.sum(axis=1)).ravel()
+    numbers = {"median counts": float(np.median(totals)), "median genes": float(np.median(np.diff(matrix.indptr)))}
+    mito = pl.mitochondrial_genes(adata)
+    if mito.any():
+        share = np.asarray(matrix[:, mito].sum(axis=1)).ravel() / np.maximum(totals, 1)
+        numbers["median % mitochondrial"] = float(100 * np.median(share))
+    return numbers
 
 
 def _check_label_key(data, label_key: str | None) -> None:
@@ -243,6 +274,7 @@ def _record(adata, *, sample, method, paths, modalities, seed, go, go_error, tim
         "n_spots": int(adata.n_obs),
         "n_genes": int(adata.n_vars),
         "n_domains": int(adata.obs["domain"].nunique()) if "domain" in adata.obs else None,
+        "qc": qc_numbers(adata),
         "representation": representation,
         "clustering_engine": clustering.get("backend") if isinstance(clustering, dict) else None,
         "markers": {"test": "wilcoxon (scanpy)", "correction": "benjamini-hochberg",

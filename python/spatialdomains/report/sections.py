@@ -126,7 +126,7 @@ def summary(result: SampleResult, key: str = "domain", n_markers: int = 5) -> No
     domains = adata.obs[key]
     categories = list(domains.cat.categories)
     seconds = sum(float(v) for v in record.get("timings_seconds", {}).values())
-    qc = qc_numbers(adata)
+    qc = record["qc"]
     platform = f" ({html.escape(_platform(adata))})" if _platform(adata) else ""
     display(HTML(
         f"<p class=\"report-summary\">{html.escape(_method_title(record))} found <b>{len(categories)} domains</b> "
@@ -173,22 +173,6 @@ def annotation(result: SampleResult, key: str = "domain") -> None:
     pl.domains(adata, key, ax=axes[0], title="domains")
     pl.domains(adata, label_key, ax=axes[1], title=label_key)
     show(figure, alt=f"Two maps of the tissue side by side: the domains, and the annotation {label_key}")
-
-
-def qc_numbers(adata) -> dict:
-    """Median counts and genes per spot, and the median mitochondrial percentage when the genes show it."""
-    import scipy.sparse as sp
-
-    matrix = sp.csr_matrix(adata.X)
-    totals = np.asarray(matrix.sum(axis=1)).ravel()
-    numbers = {"median counts": float(np.median(totals)), "median genes": float(np.median(np.diff(matrix.indptr)))}
-    from .. import pl
-
-    mito = pl.mitochondrial_genes(adata)
-    if mito.any():
-        share = np.asarray(matrix[:, mito].sum(axis=1)).ravel() / np.maximum(totals, 1)
-        numbers["median % mitochondrial"] = float(100 * np.median(share))
-    return numbers
 
 
 def _mito_text(qc: dict) -> str:
