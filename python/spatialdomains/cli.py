@@ -33,7 +33,7 @@ JOINT_FOLDER = "joint"
 UMAP_PLOT = "umap.png"
 #: Flags that set a method's option: flag attribute → option name (checked against the method's config).
 MODEL_FLAGS = {"layer": "layer", "library_size_key": "library_size_key", "graph": "graph", "tau": "tau",
-               "epochs": "n_epochs", "preset": "preset"}
+               "epochs": "n_epochs", "preset": "preset", "n_top_genes": "n_top_genes"}
 #: The image flags, which become STAIG's use_image and image_options.
 IMAGE_FLAGS = ("image", "image_scale", "backbone", "backbone_weights")
 MULTIOMICS_RESULT = "result.h5mu"
@@ -180,6 +180,8 @@ def _add_report(commands) -> None:
                         help="pixels of --image per coordinate unit (default: 1)")
     report.add_argument("--outputs-dir", help="also write markers.csv, go_enrichment.csv, domains.csv, result.h5ad "
                                               "and provenance.json here")
+    report.add_argument("--library-size-key",
+                        help="STAIG: obs column with true per-spot totals when the input holds a subset of the genes")
     report.add_argument("--label-key", help="obs column annotating the spots (e.g. a pathologist's layers): the "
                                             "report compares the domains with it (table, ARI/NMI, map)")
     report.add_argument("--notebook", help="also keep the executed notebook here")
@@ -256,6 +258,8 @@ def _add_model_options(parser: argparse.ArgumentParser, default_domains: int | N
     parser.add_argument("--n-domains", type=int, default=default_domains,
                         help="number of domains (default: %s)" % (default_domains or "chosen by silhouette"))
     parser.add_argument("--epochs", type=int, help="training epochs (default: the model's or the preset's)")
+    parser.add_argument("--n-top-genes", type=int,
+                        help="STAIG, Spotscape: highly variable genes used (default: the model's, 3000 or 5000)")
     parser.add_argument("--cluster-method", default="auto", choices=["auto", "mclust", "gmm", "kmeans", "leiden"],
                         help="clustering backend (default: mclust when R has it, else gmm)")
     if tuning:
@@ -301,9 +305,13 @@ def _run_options(args: argparse.Namespace) -> dict:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from . import methods
+    from .errors import InputError
     from .report import render_report
 
     _resolved_inputs(args)
+    if args.method == "precomputed" and args.library_size_key:
+        raise InputError(f"{_flag_list(['library_size_key'])} to --method precomputed, which trains no model")
     path = render_report(args.inputs, args.out, sample=args.sample, method=args.method, n_domains=args.n_domains,
                          modalities=_pairs(args.modality, "--modality"), species=args.species,
                          key_type=args.key_type, ontology=args.ontology, gene_sets=args.gene_sets,
@@ -312,7 +320,9 @@ def _report(args: argparse.Namespace) -> int:
                          threads=args.threads, cluster_method=args.cluster_method, image=args.image,
                          image_scale=args.image_scale,
                          outputs_dir=args.outputs_dir, notebook=args.notebook, show_code=args.show_code,
-                         force=args.force, progress=not args.quiet, label_key=args.label_key)
+                         force=args.force, progress=not args.quiet, label_key=args.label_key,
+                         model_options=_model_options(args, methods.get(args.method))
+                         if args.method != "precomputed" else None)
     print(f"wrote {path}")
     return 0
 

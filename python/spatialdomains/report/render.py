@@ -41,7 +41,7 @@ def render_report(inputs, out: str | os.PathLike, *, sample: str | None = None, 
                   image: str | None = None, image_scale: float = 1.0, outputs_dir: str | os.PathLike | None = None,
                   threads: int | None = None, notebook: str | os.PathLike | None = None,
                   show_code: bool = False, timeout: int | None = None, force: bool = False,
-                  progress: bool = False, label_key: str | None = None) -> Path:
+                  progress: bool = False, label_key: str | None = None, model_options: dict | None = None) -> Path:
     """Analyse one sample and write its HTML report to ``out`` (see :func:`spatialdomains.report.sample.analyse`).
 
     ``outputs_dir`` also receives the tables, the result .h5ad and the provenance; ``notebook`` the executed
@@ -69,7 +69,7 @@ def render_report(inputs, out: str | os.PathLike, *, sample: str | None = None, 
         "max_pvalue": max_pvalue, "pvalue": pvalue, "seed": seed, "epochs": epochs, "device": device,
         "cluster_method": cluster_method, "image": None if image is None else str(image), "image_scale": image_scale,
         "outputs_dir": None, "threads": threads, "interface": current_interface(), "progress": progress,
-        "label_key": label_key,
+        "label_key": label_key, "model_options": dict(model_options or {}),
     }
     start = time.perf_counter()
     _prefer_own_libpython()

@@ -47,7 +47,8 @@ def analyse(inputs, *, sample: str = "sample", method: str = "staig", n_domains:
             min_log2fc: float = 0.25, max_pvalue: float = 0.05, pvalue: str = "adjusted", seed: int = 0,
             epochs: int | None = None, device: str = "auto", cluster_method: str = "auto", image: str | None = None,
             image_scale: float = 1.0, outputs_dir: str | None = None, threads: int | None = None,
-            interface: str = "python", progress: bool = False, label_key: str | None = None) -> SampleResult:
+            interface: str = "python", progress: bool = False, label_key: str | None = None,
+            model_options: dict | None = None) -> SampleResult:
     """Run one sample from its input file(s) to domains, markers and GO terms (see the module docstring).
 
     ``inputs``: one path or several (slices to integrate); ``modalities``: name → path of further omics of the
@@ -58,6 +59,8 @@ def analyse(inputs, *, sample: str = "sample", method: str = "staig", n_domains:
     on the process's own stderr (from the report's notebook: the terminal that asked for the report).
     ``label_key``: an ``obs`` column annotating the spots (e.g. layers drawn by a pathologist); the report
     cross-tabulates the domains against it, scores their agreement (ARI, NMI) and draws it on the tissue.
+    ``model_options``: further settings of the method (e.g. ``{"library_size_key": "total_counts"}`` for STAIG),
+    checked by the method like any other.
     """
     from ..errors import interface as speaking
 
@@ -67,12 +70,12 @@ def analyse(inputs, *, sample: str = "sample", method: str = "staig", n_domains:
                         gene_sets=gene_sets, engine=engine, min_log2fc=min_log2fc, max_pvalue=max_pvalue,
                         pvalue=pvalue, seed=seed, epochs=epochs, device=device, cluster_method=cluster_method,
                         image=image, image_scale=image_scale, outputs_dir=outputs_dir, threads=threads,
-                        progress=progress, label_key=label_key)
+                        progress=progress, label_key=label_key, model_options=model_options)
 
 
 def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, species, key_type, ontology, gene_sets,
              engine, min_log2fc, max_pvalue, pvalue, seed, epochs, device, cluster_method, image, image_scale,
-             outputs_dir, threads, progress, label_key) -> SampleResult:
+             outputs_dir, threads, progress, label_key, model_options) -> SampleResult:
     from .. import analysis, tl
 
     check_options(method, n_domains, cluster_method, pvalue, max_pvalue, epochs)
@@ -93,7 +96,7 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
                                  f"not exist (obs columns: {', '.join(adata.obs)}); choose a method to find them")
             adata.obs[domain_key] = adata.obs[domain_key].astype("category")
         else:
-            params = {"n_epochs": epochs} if epochs is not None else {}
+            params = {**(model_options or {}), **({"n_epochs": epochs} if epochs is not None else {})}
             if threads:
                 params["n_threads"] = int(threads)
             result = tl.find_domains(data, method, n_domains, batch_key=batch_key, cluster_method=cluster_method,
