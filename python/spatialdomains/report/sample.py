@@ -116,6 +116,10 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
         markers = analysis.markers(adata, domain_key, min_log2fc=min_log2fc, max_pvalue=max_pvalue,
                                    pvalue=pvalue)
     go_error = None
+    if "symbol" not in adata.var:  # the symbols looked up for the markers serve the QC (mitochondrial genes) too
+        symbol_of = markers.drop_duplicates("gene").set_index("gene")["symbol"].astype(str)
+        adata.var["symbol"] = symbol_of.reindex(adata.var_names).fillna(pd.Series(adata.var_names,
+                                                                               index=adata.var_names)).to_numpy()
     _utils.logger.info("%s: GO enrichment", sample)
     with timer("enrichment"):
         try:

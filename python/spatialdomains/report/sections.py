@@ -166,7 +166,8 @@ def annotation(result: SampleResult, key: str = "domain") -> None:
     scores = result.record.get("annotation", {})
     note(f"Compared with obs['{label_key}']: ARI {scores.get('ari', float('nan')):.3f}, "
          f"NMI {scores.get('nmi', float('nan')):.3f} over {scores.get('n_scored', 0):,} annotated spots.")
-    crosstab = pd.crosstab(adata.obs[key], adata.obs[label_key].astype(str))
+    labels = adata.obs[label_key].astype(object).where(adata.obs[label_key].notna(), "not annotated").astype(str)
+    crosstab = pd.crosstab(adata.obs[key], labels)
     crosstab.insert(0, "domain", crosstab.index.astype(str))
     table(crosstab.reset_index(drop=True), caption=f"spots per domain and {label_key}")
     figure, axes = plt.subplots(1, 2, figsize=(13, 6))
