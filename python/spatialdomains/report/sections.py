@@ -128,10 +128,11 @@ def summary(result: SampleResult, key: str = "domain", n_markers: int = 5) -> No
     seconds = sum(float(v) for v in record.get("timings_seconds", {}).values())
     qc = record["qc"]
     platform = f" ({html.escape(_platform(adata))})" if _platform(adata) else ""
+    found = (f"<b>{len(categories)} domains</b> (given in the input) in" if record["method"] == "precomputed" else
+             f"{html.escape(_method_title(record))} found <b>{len(categories)} domains</b> in")
     display(HTML(
-        f"<p class=\"report-summary\">{html.escape(_method_title(record))} found <b>{len(categories)} domains</b> "
-        f"in {adata.n_obs:,} spots × {adata.n_vars:,} genes of <b>{html.escape(str(record['sample']))}</b>"
-        f"{platform} in {_duration(seconds)}. Median {qc['median counts']:,.0f} counts "
+        f"<p class=\"report-summary\">{found} {adata.n_obs:,} spots × {adata.n_vars:,} genes of "
+        f"<b>{html.escape(str(record['sample']))}</b>{platform}, reported in {_duration(seconds)}. Median {qc['median counts']:,.0f} counts "
         f"and {qc['median genes']:,.0f} genes per spot{_mito_text(qc)}.</p>"))
     colours = pl.domain_colours(len(categories))
     sizes = domains.value_counts()
@@ -147,7 +148,8 @@ def summary(result: SampleResult, key: str = "domain", n_markers: int = 5) -> No
                      "top markers": ", ".join(top["symbol"].astype(str)) or "none significant", "top GO term": term})
     table(pd.DataFrame(rows), caption="domains")
     steps = {**record.get("timings_seconds", {})}
-    run = {"method": _method_title(record), "seed": record["seed"], "clustering": record.get("clustering_engine"),
+    run = {"method": _method_title(record), "seed": record["seed"],
+           "clustering": record.get("clustering_engine") or "given in the input",
            "GO engine": record["enrichment"]["engine"] or "not run",
            "spatialdomains": record.get("versions", {}).get("spatialdomains"),
            **{f"time: {name}": _duration(float(value)) for name, value in steps.items()}}
@@ -185,7 +187,7 @@ def _method_title(record: dict) -> str:
     from .. import methods
 
     name = record["method"]
-    return "The stored domains" if name == "precomputed" else methods.get(name).title
+    return "domains given in the input" if name == "precomputed" else methods.get(name).title
 
 
 def _duration(seconds: float) -> str:
