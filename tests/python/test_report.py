@@ -305,3 +305,53 @@ def test_ensembl_input_shows_symbols_in_every_table_and_plot(tmp_path):
         labels = [t.get_text() for ax in figure.axes for t in ax.get_xticklabels() + ax.texts]
         assert labels and not any(label.startswith("ENSG") for label in labels), labels[:5]
         plt.close(figure)
+
+
+_MAP_PROBE = """<script type="module">
+await new Promise(done => setTimeout(done, 300));
+const canvas = document.querySelector(".spot-map canvas");
+const rect = canvas.getBoundingClientRect();
+const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+let coloured = 0;
+for (let i = 0; i < pixels.length; i += 4) { if (pixels[i + 3] > 0) coloured++; }
+document.body.dataset.colouredPixels = coloured;
+for (const [fx, fy] of [[0.5, 0.5], [0.3, 0.3], [0.7, 0.6]]) {
+  canvas.dispatchEvent(new MouseEvent("mousemove", {clientX: rect.left + fx * rect.width,
+                                                    clientY: rect.top + fy * rect.height}));
+  const tip = document.querySelector(".spot-map-tip");
+  if (tip.style.display === "block") { document.body.dataset.tip = tip.textContent; break; }
+}
+</script>"""
+
+
+def test_small_samples_get_a_domain_map_to_zoom_and_hover(tmp_path):
+    import html as html_module
+    import re
+
+    browser = _chromium()
+    adata = sd.datasets.simulate_visium(300, 3, seed=6)
+    adata.obs["domain"] = adata.obs["ground_truth"]
+    sd.io.write_h5ad(adata, tmp_path / "small.h5ad")
+    assert main(["report", str(tmp_path / "small.h5ad"), "--method", "precomputed", "--engine", "fallback",
+                 "--label-key", "ground_truth", "--out", str(tmp_path / "r.html"), "--quiet"]) == 0
+    probe = tmp_path / "probe.html"
+    probe.write_text((tmp_path / "r.html").read_text().replace("</body>", _MAP_PROBE + "</body>"))
+    run = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=8000",
+                          "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=180)
+    body = run.stdout[run.stdout.index("<body"):run.stdout.index(">", run.stdout.index("<body"))]
+    found = {k: html_module.unescape(v) for k, v in re.findall(r'data-([a-z-]+)="([^"]*)"', body)}
+    assert int(found["coloured-pixels"]) > 10_000  # the spots are drawn
+    assert re.match(r"spot\d+-1: domain D\d, ground_truth D\d", found["tip"]), found["tip"]
+
+
+def test_large_samples_keep_the_static_map_only(monkeypatch):
+    from spatialdomains.report import sections
+
+    shown = []
+    monkeypatch.setattr(sections, "INTERACTIVE_MAP_LIMIT", 100)
+    monkeypatch.setattr("IPython.display.display", lambda item, **kwargs: shown.append(item))
+    adata = sd.datasets.simulate_visium(300, 3, seed=6)
+    adata.obs["domain"] = adata.obs["ground_truth"]
+    result = sd.report.sample.SampleResult(adata=adata, markers=pd.DataFrame(), go=pd.DataFrame(), record={})
+    sections.interactive_map(result)
+    assert len(shown) == 1 and "static map only" in shown[0].data and "spot-map" not in shown[0].data

@@ -204,12 +204,86 @@ table.sortable td { padding: 3px 8px; border-top: 1px solid #eee; }
 .report-note { color: #555; font-style: italic; }
 .report-summary { font-size: 1.05em; line-height: 1.5; max-width: 1100px; }
 table.sortable.small-table { width: auto !important; min-width: 320px; margin-left: 0 !important; }
+.spot-map { position: relative; display: inline-block; }
+.spot-map canvas { border: 1px solid #ddd; max-width: 100%; cursor: crosshair; }
+.spot-map-tip { position: absolute; display: none; background: rgba(255, 255, 255, 0.95); border: 1px solid #999;
+  padding: 2px 6px; font-size: 0.85em; pointer-events: none; white-space: nowrap; }
 .swatch { display: inline-block; width: 14px; height: 14px; border-radius: 3px; vertical-align: middle; }
 pre { white-space: pre-wrap; font-size: 0.8em; }
 """
 
 _SCRIPT = """
 (function () {
+  document.querySelectorAll('.spot-map').forEach(function (box) {
+    var data = JSON.parse(box.getAttribute('data-map'));
+    var canvas = box.querySelector('canvas'), tip = box.querySelector('.spot-map-tip');
+    var context = canvas.getContext('2d'), n = data.x.length;
+    var minX = Math.min.apply(null, data.x), maxX = Math.max.apply(null, data.x);
+    var minY = Math.min.apply(null, data.y), maxY = Math.max.apply(null, data.y);
+    var base = 0.94 * Math.min(canvas.width / (maxX - minX || 1), canvas.height / (maxY - minY || 1));
+    var view = {scale: base, dx: 0, dy: 0};
+    function reset() {
+      view.scale = base;
+      view.dx = (canvas.width - base * (maxX - minX)) / 2 - base * minX;
+      view.dy = (canvas.height - base * (maxY - minY)) / 2 - base * minY;
+    }
+    var radius = Math.max(1.5, 0.45 * Math.sqrt(canvas.width * canvas.height / n));
+    function draw() {
+      context.clearRect(0, 0, canvas.width, canvas.height);
+      var r = Math.max(1, radius * view.scale / base);
+      for (var i = 0; i < n; i++) {
+        context.fillStyle = data.domain[i] < 0 ? '#d3d3d3' : data.colours[data.domain[i] % data.colours.length];
+        context.fillRect(view.scale * data.x[i] + view.dx - r / 2, view.scale * data.y[i] + view.dy - r / 2, r, r);
+      }
+    }
+    function nearest(px, py) {
+      var best = -1, distance = Infinity;
+      for (var i = 0; i < n; i++) {
+        var ddx = view.scale * data.x[i] + view.dx - px, ddy = view.scale * data.y[i] + view.dy - py;
+        var d = ddx * ddx + ddy * ddy;
+        if (d < distance) { distance = d; best = i; }
+      }
+      return distance < 400 ? best : -1;
+    }
+    function position(event) {
+      var rect = canvas.getBoundingClientRect();
+      return [(event.clientX - rect.left) * canvas.width / rect.width,
+              (event.clientY - rect.top) * canvas.height / rect.height];
+    }
+    var drag = null;
+    canvas.addEventListener('wheel', function (event) {
+      event.preventDefault();
+      var p = position(event), factor = event.deltaY < 0 ? 1.25 : 0.8;
+      view.dx = p[0] - factor * (p[0] - view.dx);
+      view.dy = p[1] - factor * (p[1] - view.dy);
+      view.scale *= factor;
+      draw();
+    }, {passive: false});
+    canvas.addEventListener('mousedown', function (event) { drag = position(event); });
+    window.addEventListener('mouseup', function () { drag = null; });
+    canvas.addEventListener('dblclick', function () { reset(); draw(); });
+    canvas.addEventListener('mousemove', function (event) {
+      var p = position(event);
+      if (drag) {
+        view.dx += p[0] - drag[0];
+        view.dy += p[1] - drag[1];
+        drag = p;
+        draw();
+        return;
+      }
+      var i = nearest(p[0], p[1]);
+      if (i < 0) { tip.style.display = 'none'; return; }
+      var text = data.spots[i] + ': ' + data.key + ' ' + (data.domain[i] < 0 ? 'none' : data.names[data.domain[i]]);
+      if (data.labels) { text += ', ' + data.label_key + ' ' + data.labels[i]; }
+      tip.textContent = text;
+      tip.style.display = 'block';
+      tip.style.left = (event.offsetX + 14) + 'px';
+      tip.style.top = (event.offsetY + 14) + 'px';
+    });
+    canvas.addEventListener('mouseleave', function () { tip.style.display = 'none'; });
+    reset();
+    draw();
+  });
   var button = document.getElementById('toggle-code');
   button.addEventListener('click', function () {
     var hidden = document.body.classList.toggle('code-hidden');

@@ -16,6 +16,9 @@ import pandas as pd
 
 from .sample import SampleResult
 
+#: Samples with at most this many spots also get a domain map to zoom, pan and hover (its data travel in the page:
+#: about 30 bytes a spot).
+INTERACTIVE_MAP_LIMIT = 20_000
 #: Tables with at most this many rows (settings, scores) are only sortable: no search box, paging or download.
 SMALL_TABLE_ROWS = 15
 #: The report's sections, in order: (anchor, title). The page's table of contents and the tests use them.
@@ -255,6 +258,38 @@ def domains_on_tissue(result: SampleResult, key: str = "domain") -> None:
         pl.domains(adata, key, ax=ax, title=f"{adata.obs[key].nunique()} domains ({result.record['method']})")
         show(figure, alt=f"Map of the {adata.obs[key].nunique()} domains on the tissue, each spot coloured by its "
                          "domain as in the summary table")
+    if not result.batch_key:
+        interactive_map(result, key)
+
+
+def interactive_map(result: SampleResult, key: str = "domain") -> None:
+    """The domains as points to zoom (wheel), pan (drag) and hover (spot, domain and annotation), for samples of
+    at most :data:`INTERACTIVE_MAP_LIMIT` spots; larger samples keep the static map only."""
+    from IPython.display import HTML, display
+
+    from .. import io, pl
+
+    adata = result.adata
+    if adata.n_obs > INTERACTIVE_MAP_LIMIT:
+        note(f"{adata.n_obs:,} spots: above {INTERACTIVE_MAP_LIMIT:,}, the page keeps the static map only (an "
+             "interactive one would make it too heavy to open).")
+        return
+    domains = adata.obs[key]
+    categories = list(domains.cat.categories)
+    codes = domains.cat.codes.to_numpy()
+    xy = io.spatial_coordinates(adata)
+    data = {"x": np.round(xy[:, 0], 2).tolist(), "y": np.round(xy[:, 1], 2).tolist(), "domain": codes.tolist(),
+            "names": [str(c) for c in categories], "colours": pl.domain_colours(len(categories)),
+            "spots": adata.obs_names.astype(str).tolist(), "key": key}
+    if result.label_key:
+        data["label_key"] = result.label_key
+        data["labels"] = adata.obs[result.label_key].astype(str).tolist()
+    payload = html.escape(json.dumps(data, separators=(",", ":")), quote=True)
+    display(HTML(f'<div class="spot-map" data-map="{payload}"><canvas width="900" height="700" role="img" '
+                 f'aria-label="Interactive map of the {len(categories)} domains: scroll to zoom, drag to move, '
+                 f'point at a spot to see its name and domain"></canvas><div class="spot-map-tip"></div>'
+                 '<p class="report-note">Scroll to zoom, drag to move, double-click to reset; point at a spot to '
+                 'see its name and domain.</p></div>'))
 
 
 def umap(result: SampleResult, key: str = "domain") -> None:
