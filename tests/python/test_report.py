@@ -121,6 +121,40 @@ await new Promise(done => setTimeout(done, 500));
 </script>"""
 
 
+_SECTION_PROBE = """<script type="module">
+await new Promise(done => { const w = () => document.body.dataset.tablesReady ? done() : setTimeout(w, 50); w(); });
+const headings = [...document.querySelectorAll("h2.report-section")];
+document.body.dataset.sections = headings.map(h => h.id + ":" + Math.round(h.getBoundingClientRect().top +
+  window.scrollY)).join(",") + ",end:" + document.body.scrollHeight;
+</script>"""
+
+
+def test_every_section_draws_something(batch_run, tmp_path):
+    """Each section's band of a full-page screenshot holds text, tables or figures, not an empty space."""
+    import re
+
+    from PIL import Image
+
+    browser = _chromium()
+    probe = tmp_path / "probe.html"
+    probe.write_text((batch_run["out"] / "A" / batch.REPORT_FILE).read_text().replace("</body>",
+                                                                                     _SECTION_PROBE + "</body>"))
+    run = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000",
+                          "--window-size=1400,900", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=180)
+    marks = re.search(r'data-sections="([^"]*)"', run.stdout).group(1).split(",")
+    bands = [(name, int(top)) for name, top in (mark.split(":") for mark in marks)]
+    height = min(bands[-1][1] + 50, 40_000)
+    shot = tmp_path / "page.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--virtual-time-budget=15000", f"--window-size=1400,{height}", f"--screenshot={shot}",
+                    probe.as_uri()], capture_output=True, timeout=180)
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    for (name, top), (_, bottom) in zip(bands[:-1], bands[1:]):
+        band = pixels[top + 40:bottom]  # below the heading itself
+        assert band.size and (band < 200).mean() > 0.005, f"section {name} looks empty"
+
+
 def test_report_tables_search_and_download_the_whole_table(batch_run, tmp_path):
     import html as html_module
     import re
