@@ -200,11 +200,16 @@
 
 ## x, y (rows named by spot) of an image other than Visium's first class:
 ## GetTissueCoordinates() names the spots in a 'cell' column (FOV, VisiumV2) or
-## in its row names.
+## in its row names; for VisiumV2 (Seurat 5) its x and y are the image row and
+## column, turned here into x = column, y = row as everywhere else.
 .tissue_coordinates <- function(image) {
     coordinates <- SeuratObject::GetTissueCoordinates(image)
     if ("cell" %in% names(coordinates)) {
         rownames(coordinates) <- coordinates$cell
+    }
+    if (methods::is(image, "VisiumV2")) {
+        # Seurat 5 builds Visium images from (imagerow, imagecol): its x is the image row
+        return(data.frame(x = coordinates$y, y = coordinates$x, row.names = rownames(coordinates)))
     }
     coordinates[, c("x", "y")]
 }

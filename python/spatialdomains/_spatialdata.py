@@ -83,9 +83,10 @@ def write_spatialdata(adata: ad.AnnData, out: str | Path, *, source: str | Path 
         raise InputError(f"{option('source')}: give the SpatialData store the results belong to (the AnnData does "
                          "not say where it was read from)")
     out = Path(out)
-    if out.resolve() == source.resolve():
-        raise InputError(f"out '{out}' is the input store: write the results to a new .zarr, so that the input "
-                         "stays as it was")
+    if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:
+        where = "the input store" if out.resolve() == source.resolve() else "inside the input store"
+        raise InputError(f"out '{out}' is {where} '{source}': write the results to a new .zarr beside it, so that "
+                         "the input stays as it was")
     with _quiet():
         sdata = spatialdata.read_zarr(source)
     name = _table_name(sdata, table or origin.get("table"), source)

@@ -118,6 +118,7 @@ def _read_positions(spatial_dir: Path) -> pd.DataFrame:
 def _place(adata: ad.AnnData, positions: pd.DataFrame, positions_file: Path, count_name: str) -> None:
     """Put each barcode's array position and full-resolution pixel (x, y) into ``obs`` and ``obsm['spatial']``."""
     positions.index = positions.index.astype(str)
+    _refuse_duplicates(positions.index, positions_file, "barcode")
     missing = adata.obs_names.difference(positions.index)
     if len(missing):
         raise InputError(
@@ -268,7 +269,7 @@ def _cell_numbers(barcodes: pd.Index, count_file: Path) -> np.ndarray:
     """The integer of each cell barcode ('cellid_000000042-1' → 42), as the outlines' ``cell_id`` holds it."""
     numbers = barcodes.str.extract(r"^cellid_(\d+)-\d+$", expand=False)
     if numbers.isna().any():
-        bad = barcodes[numbers.isna().to_numpy()][0]
+        bad = barcodes[np.asarray(numbers.isna())][0]
         raise InputError(f"'{count_file}' has cell barcode '{bad}', not of Space Ranger's form 'cellid_000000001-1': "
                          "give the segmented_outputs/ folder of a Space Ranger 4 run")
     return numbers.astype(np.int64).to_numpy()
@@ -284,7 +285,9 @@ def _cell_centroids(path: Path) -> pd.DataFrame:
     except (ValueError, KeyError, TypeError, IndexError) as error:
         raise InputError(f"'{path}' is not a GeoJSON FeatureCollection of cell outlines with a 'cell_id' property "
                          f"({type(error).__name__}: {error}): copy it again from the Space Ranger run") from None
-    return pd.DataFrame(centres.reshape(-1, 2), index=ids, columns=["x", "y"])
+    centroids = pd.DataFrame(centres.reshape(-1, 2), index=ids, columns=["x", "y"])
+    _refuse_duplicates(centroids.index, path, "cell_id")
+    return centroids
 
 
 def _polygon_centroid(geometry: dict) -> tuple[float, float]:
@@ -305,6 +308,13 @@ def _polygon_centroid(geometry: dict) -> tuple[float, float]:
 def _ring_area(ring: np.ndarray) -> float:
     x, y = ring[:, 0], ring[:, 1]
     return float(0.5 * (x * np.roll(y, -1) - np.roll(x, -1) * y).sum())
+
+
+def _refuse_duplicates(ids: pd.Index, path: Path, field: str) -> None:
+    if not ids.is_unique:
+        repeated = ids[ids.duplicated()]
+        raise InputError(f"'{path}' lists {len(repeated)} {field} values more than once (e.g. '{repeated[0]}'): the "
+                         "file is damaged or two runs were joined; copy it again from one run")
 
 
 def _microns_per_pixel(scalefactors: dict, spatial_dir: Path) -> float | None:
@@ -350,6 +360,7 @@ def read_xenium(path: str | Path, *, library_id: str | None = None) -> ad.AnnDat
         cells = _read_csv_columns(cells_file, XENIUM_CELL_COLUMNS)
     cells["cell_id"] = [c.decode() if isinstance(c, bytes) else str(c) for c in cells["cell_id"]]
     cells = cells.set_index("cell_id")
+    _refuse_duplicates(cells.index, cells_file, "cell_id")
     missing = adata.obs_names.difference(cells.index)
     if len(missing):
         raise InputError(f"{len(missing)} of the {adata.n_obs} cells of {source} (e.g. '{missing[0]}') are not in "
@@ -404,6 +415,8 @@ def read_10x_h5(path: Path) -> tuple[ad.AnnData, dict[str, int]]:
             gene_ids, names = _strings(features["id"][:]), _strings(features["name"][:])
             feature_types = _strings(features["feature_type"][:])
             library_ids = handle.attrs.get("library_ids")
+    except InputError:
+        raise
     except (OSError, KeyError, ValueError) as error:  # an empty, truncated or foreign HDF5 file
         raise InputError(f"'{path}' is not a readable 10x feature-barcode matrix ({str(error).splitlines()[0]}): "
                          "copy it again from the run's output folder") from None

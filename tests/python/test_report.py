@@ -389,3 +389,17 @@ def test_large_samples_keep_the_static_map_only(monkeypatch):
     result = sd.report.sample.SampleResult(adata=adata, markers=pd.DataFrame(), go=pd.DataFrame(), record={})
     sections.interactive_map(result)
     assert len(shown) == 1 and "static map only" in shown[0].data and "spot-map" not in shown[0].data
+
+
+def test_an_annotation_in_one_modality_of_paired_omics_is_found(tmp_path):
+    mdata = sd.datasets.simulate_multiomics(300, 3, seed=2)
+    rna, adt = mdata["rna"].copy(), mdata["adt"].copy()
+    rna.obs["region"] = rna.obs["ground_truth"]  # the annotation is in the RNA file only
+    sd.io.write_h5ad(rna, tmp_path / "rna.h5ad")
+    sd.io.write_h5ad(adt, tmp_path / "adt.h5ad")
+    result = sd.report.sample.analyse(tmp_path / "rna.h5ad", method="spami", modalities={"adt": tmp_path / "adt.h5ad"},
+                                      n_domains=3, epochs=5, engine="fallback", label_key="region")
+    assert result.label_key == "region" and "ari" in result.record["annotation"]
+    with pytest.raises(sd.errors.InputError, match=r"obs\['nowhere'\] does not exist"):
+        sd.report.sample.analyse(tmp_path / "rna.h5ad", method="spami", modalities={"adt": tmp_path / "adt.h5ad"},
+                                 n_domains=3, epochs=5, engine="fallback", label_key="nowhere")

@@ -90,6 +90,9 @@ def test_several_tables_need_a_choice_and_results_need_a_new_store(sample, tmp_p
     adata = io.read_spatialdata(store, table="rna")
     with pytest.raises(InputError, match="is the input store"):
         io.write_spatialdata(adata, store)
+    with pytest.raises(InputError, match="is inside the input store"):
+        io.write_spatialdata(adata, store / "results.zarr")
+    assert not (store / "results.zarr").exists()
     with pytest.raises(InputError, match="already exists"):
         io.write_spatialdata(adata, tmp_path)
 

@@ -145,3 +145,19 @@ def test_a_samplesheet_bin_size_chooses_the_folder_read(hd_run, tmp_path):
     sheet.write_text(f"sample,input,bin_size\nA,{run},16\nB,{run},cells\nC,{run},\n")
     specs = batch.read_samplesheet(sheet)
     assert [spec.inputs[0].rsplit("/", 1)[-1] for spec in specs] == ["square_016um", "segmented_outputs", "run1"]
+
+
+def test_repeated_or_foreign_ids_are_named(cells, tmp_path):
+    from pathlib import Path
+
+    from spatialdomains import _tenx
+
+    with pytest.raises(InputError, match="not of Space Ranger's form 'cellid_000000001-1'"):
+        _tenx._cell_numbers(pd.Index(["cellid_000000001-1", "AAAC-1"]), Path("filtered_feature_cell_matrix.h5"))
+    outs = tmp_path / "run" / "outs"
+    write_visium_hd(cells, outs, bin_sizes=(16,), segmented=False)
+    positions = outs / "binned_outputs" / "square_016um" / "spatial" / "tissue_positions.parquet"
+    table = pd.read_parquet(positions)
+    pd.concat([table, table.iloc[:1]]).to_parquet(positions, index=False)
+    with pytest.raises(InputError, match=r"tissue_positions.parquet' lists 1 barcode values more than once"):
+        io.read(outs, bin_size=16)

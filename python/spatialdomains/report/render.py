@@ -152,13 +152,25 @@ def notebook_to_html(node, *, title: str, show_code: bool = False) -> str:
 
 
 def _local_kernels():
-    """A kernel manager whose kernel talks over local (IPC) sockets: no network port is opened for the report's
-    kernel, and it does not warn that a TCP connection is unencrypted."""
+    """A kernel manager whose kernel talks over local (IPC) sockets in a private temporary folder: no network port
+    is opened for the report's kernel, it does not warn that a TCP connection is unencrypted, and reports run at
+    once (``batch --jobs``) or from one folder never share socket files."""
+    import shutil
+    import tempfile
+
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import CaselessStrEnum
 
     class LocalKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+        def _ip_default(self) -> str:
+            return os.path.join(tempfile.mkdtemp(prefix="spatialdomains-kernel-"), "kernel")
+
+        async def _async_cleanup_resources(self, restart: bool = False) -> None:
+            await super()._async_cleanup_resources(restart=restart)
+            if not restart:
+                shutil.rmtree(os.path.dirname(self.ip), ignore_errors=True)
 
     return LocalKernelManager
 
@@ -296,8 +308,8 @@ _SCRIPT = """
 #: library is read from the bundle that the itables package ships and is embedded in the page, so the report needs
 #: no network. Small tables (settings) are only sortable. Without JavaScript the tables stay plain and complete.
 _TABLES_SCRIPT = """
-const source = atob("{bundle}");
-const url = URL.createObjectURL(new Blob([source], {{type: "application/javascript"}}));
+const bytes = Uint8Array.from(atob("{bundle}"), character => character.charCodeAt(0));  // UTF-8 as shipped
+const url = URL.createObjectURL(new Blob([bytes], {{type: "application/javascript"}}));
 const DataTable = (await import(url)).default;
 URL.revokeObjectURL(url);
 document.querySelectorAll("table.sortable").forEach(function (table) {{

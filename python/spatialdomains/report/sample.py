@@ -86,7 +86,7 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
     _utils.logger.info("%s: reading %s", sample, ", ".join(Path(str(p)).name for p in paths))
     with timer("read"):
         data, batch_key = _read_inputs(paths, method, modalities or {})
-    _check_label_key(data, label_key)
+    _check_label_key(data, label_key, several_slices=batch_key is not None)
     multiomics = None
     with timer("domains"):
         if method == "precomputed":
@@ -104,6 +104,8 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
                                      **params)
             if hasattr(result, "mod"):
                 multiomics, adata = result, _expression_modality(result, domain_key)
+                if label_key is not None and label_key not in adata.obs:
+                    adata.obs[label_key] = _annotation_of(result, adata.obs_names, label_key).to_numpy()
             else:
                 adata = result
     if image is not None:
@@ -170,8 +172,12 @@ def _write_map(result: SampleResult, path: Path, domain_key: str) -> None:
 
     from .. import pl
 
+    from .sections import slices_of
+
+    name, part = slices_of(result)[0]  # one frame: the first slice of several
     figure, ax = plt.subplots(figsize=(4, 4), dpi=72)
-    pl.domains(result.adata, domain_key, ax=ax, title=result.record["sample"])
+    pl.domains(part, domain_key, ax=ax, image=name is None,
+               title=result.record["sample"] + (f" ({name})" if name else ""))
     ax.get_legend().remove()
     with _utils.atomic_path(path) as staged:
         figure.savefig(staged, format="png", bbox_inches="tight")
@@ -194,16 +200,31 @@ def qc_numbers(adata: ad.AnnData) -> dict:
     return numbers
 
 
-def _check_label_key(data, label_key: str | None) -> None:
-    """The annotation column exists in every input (checked before any training)."""
+def _check_label_key(data, label_key: str | None, several_slices: bool) -> None:
+    """The annotation column exists (checked before any training): in every slice, or in any modality of paired
+    omics (a MuData's own obs included)."""
     if label_key is None:
         return
-    parts = data.values() if isinstance(data, dict) else [data]
-    for part in parts:
-        tables = [part.obs] + [m.obs for m in getattr(part, "mod", {}).values()]
+    if several_slices:
+        groups = [[part.obs] for part in data.values()]
+    else:
+        parts = list(data.values()) if isinstance(data, dict) else [data]
+        groups = [[table for part in parts for table in [part.obs, *(m.obs for m in getattr(part, "mod", {}).values())]]]
+    for tables in groups:
         if not any(label_key in table for table in tables):
+            columns = sorted({str(c) for table in tables for c in table.columns})
             raise InputError(f"{option('label_key')}: obs['{label_key}'] does not exist (obs columns: "
-                             f"{', '.join(part.obs.columns)})")
+                             f"{', '.join(columns)})")
+
+
+def _annotation_of(data, obs_names: pd.Index, label_key: str) -> pd.Series:
+    """The annotation of the spots shown, from the first table (modality, or a MuData's own obs) that has it."""
+    parts = list(data.values()) if isinstance(data, dict) else [data]
+    for part in parts:
+        for table in [part.obs, *(m.obs for m in getattr(part, "mod", {}).values())]:
+            if label_key in table:
+                return table[label_key].reindex(obs_names)
+    raise InputError(f"{option('label_key')}: obs['{label_key}'] does not exist")
 
 
 def _read_inputs(paths: list, method: str, modalities: dict):

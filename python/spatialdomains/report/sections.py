@@ -175,10 +175,21 @@ def annotation(result: SampleResult, key: str = "domain") -> None:
     crosstab = pd.crosstab(adata.obs[key], labels)
     crosstab.insert(0, "domain", crosstab.index.astype(str))
     table(crosstab.reset_index(drop=True), caption=f"spots per domain and {label_key}")
-    figure, axes = plt.subplots(1, 2, figsize=(13, 6))
-    pl.domains(adata, key, ax=axes[0], title="domains")
-    pl.domains(adata, label_key, ax=axes[1], title=label_key)
-    show(figure, alt=f"Two maps of the tissue side by side: the domains, and the annotation {label_key}")
+    for name, part in slices_of(result):  # each slice in its own frame
+        figure, axes = plt.subplots(1, 2, figsize=(13, 6))
+        pl.domains(part, key, ax=axes[0], image=name is None, title=f"{name}: domains" if name else "domains")
+        pl.domains(part, label_key, ax=axes[1], image=name is None, title=f"{name}: {label_key}" if name else label_key)
+        show(figure, alt=f"Two maps of the tissue side by side: the domains, and the annotation {label_key}"
+                         + (f" (slice {name})" if name else ""))
+
+
+def slices_of(result: SampleResult):
+    """(slice name, its spots) for each slice of a multi-slice run; (None, all spots) for one slice."""
+    adata = result.adata
+    if not result.batch_key:
+        return [(None, adata)]
+    names = adata.obs[result.batch_key].astype("category").cat.categories
+    return [(str(name), adata[(adata.obs[result.batch_key] == name).to_numpy()]) for name in names]
 
 
 def _mito_text(qc: dict) -> str:
@@ -240,9 +251,9 @@ def domains_on_tissue(result: SampleResult, key: str = "domain") -> None:
 
     adata = result.adata
     if result.batch_key:
-        for name in adata.obs[result.batch_key].astype("category").cat.categories:
-            part = adata[(adata.obs[result.batch_key] == name).to_numpy()]
-            show(pl.domains(part, key, image=False, title=f"{name}: domains"))
+        for name, part in slices_of(result):
+            show(pl.domains(part, key, image=False, title=f"{name}: domains"),
+                 alt=f"Map of the domains of slice {name}, each spot coloured by its domain")
     elif _has_image(adata):  # the H&E alone beside the domains drawn on it, both cropped to the tissue
         import matplotlib.pyplot as plt
 
