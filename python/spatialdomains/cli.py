@@ -499,13 +499,12 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
 def _label_column(result, label_key: str):
     """Reference labels for the result's spots: its own obs column, else the first modality that has it."""
     from .errors import InputError
+    from .modalities import obs_column
 
-    if label_key in result.obs:
-        return result.obs[label_key]
-    for name, modality in getattr(result, "mod", {}).items():
-        if label_key in modality.obs:
-            return modality.obs[label_key].reindex(result.obs_names)
-    raise InputError(f"--label-key: no obs['{label_key}'] in the input or any of its modalities")
+    labels = obs_column(result, label_key, result.obs_names)
+    if labels is None:
+        raise InputError(f"--label-key: no obs['{label_key}'] in the input or any of its modalities")
+    return labels
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -543,7 +542,7 @@ def _integrate_and_write(samples: list, args: argparse.Namespace, output, **meth
 
     from . import io, metrics, pl
     from . import tl as tools
-    from .slices import DEFAULT_BATCH_KEY, slice_names
+    from .slices import DEFAULT_BATCH_KEY, slice_names, split
 
     method, label_key = args.method, args.label_key
     for sample in samples:
@@ -555,9 +554,7 @@ def _integrate_and_write(samples: list, args: argparse.Namespace, output, **meth
     combined = tools.find_domains(data, method, args.n_domains, batch_key=batch_key,
                                   cluster_method=args.cluster_method, refine=_refine(args), **_run_options(args),
                                   **{k: v for k, v in method_params.items() if v is not None})
-    per_slice = data if isinstance(data, dict) else {
-        str(name): combined[(combined.obs[batch_key].astype(str) == str(name)).to_numpy()].copy()
-        for name in combined.obs[batch_key].astype("category").cat.categories}
+    per_slice = data if isinstance(data, dict) else {name: part.copy() for name, part in split(combined, batch_key)}
     record = dict(combined.uns["spatialdomains"])
     embedding = combined.obsm[f"X_{method}"]
     labels = combined.obs[label_key] if label_key else combined.obs["domain"]

@@ -62,6 +62,20 @@ def modality_mapping(data) -> dict[str, ad.AnnData]:
     return {str(name): value for name, value in mapping.items()}
 
 
+def obs_tables(data) -> list[pd.DataFrame]:
+    """The ``obs`` tables of one section: a MuData's own and then each modality's, a dict's values, or one AnnData's."""
+    parts = list(data.values()) if isinstance(data, Mapping) else [data]
+    return [table for part in parts for table in [part.obs, *(m.obs for m in getattr(part, "mod", {}).values())]]
+
+
+def obs_column(data, key: str, obs_names: pd.Index) -> pd.Series | None:
+    """Column ``key`` for the spots ``obs_names``, from the first of :func:`obs_tables` that has it (None if none)."""
+    for table in obs_tables(data):
+        if key in table:
+            return table[key].reindex(obs_names)
+    return None
+
+
 def infer_kind(name: str, adata: ad.AnnData, *, allow_unknown: bool = False) -> str | None:
     """'rna', 'adt' or 'atac' from the modality's name, else from the majority of ``var['feature_types']``."""
     lowered = name.strip().lower()

@@ -187,15 +187,16 @@ def qc(adata: ad.AnnData, *, save: str | Path | None = None):
     """Quality control: histograms of counts, detected genes (and mitochondrial percentage, when the gene names
     show it) per spot, and the same values on the tissue."""
     import matplotlib.pyplot as plt
-    import scipy.sparse as sp
 
-    matrix = sp.csr_matrix(adata.X)
-    totals = np.asarray(matrix.sum(axis=1)).ravel()
+    from .pp import qc_metrics
+
+    metrics = qc_metrics(adata)
+    totals = metrics["counts"].to_numpy()
     values = {"counts per spot": (totals, "#4C72B0", np.log10(totals + 1), "log10 counts"),
-              "genes detected per spot": (np.diff(matrix.indptr), "#55A868", np.diff(matrix.indptr), "genes")}
-    mito = mitochondrial_genes(adata)
-    if mito.any():
-        share = 100 * np.asarray(matrix[:, mito].sum(axis=1)).ravel() / np.maximum(totals, 1)
+              "genes detected per spot": (metrics["genes"].to_numpy(), "#55A868", metrics["genes"].to_numpy(),
+                                          "genes")}
+    if "% mitochondrial" in metrics:
+        share = metrics["% mitochondrial"].to_numpy()
         values["% mitochondrial counts"] = (share, "#C44E52", share, "% mitochondrial")
     coordinates = _io.spatial_coordinates(adata)
     figure, axes = plt.subplots(2, len(values), figsize=(5.2 * len(values), 9.5),
@@ -215,16 +216,6 @@ def qc(adata: ad.AnnData, *, save: str | Path | None = None):
         figure.colorbar(points, ax=ax, shrink=0.7)
     figure.tight_layout()
     return _finish(figure, save)
-
-
-def mitochondrial_genes(adata: ad.AnnData) -> np.ndarray:
-    """Mitochondrial genes by symbol ('MT-' in human, 'mt-' in mouse), from the names or a symbol column."""
-    names = adata.var_names.astype(str)
-    for column in ("symbol", "gene_symbols", "gene_symbol", "gene_name", "feature_name"):
-        if column in adata.var:
-            names = pd.Index(adata.var[column].astype(str))
-            break
-    return np.asarray(pd.Index(names).str.match(r"^(MT|mt)-"), dtype=bool)
 
 
 def marker_dotplot(adata: ad.AnnData, table, *, key: str = "domain", n_genes: int = 5, layer: str | None = None,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from .errors import InputError, option
@@ -351,3 +352,25 @@ def omics_features(counts: sp.spmatrix, kind: str, *, n_pcs: int = 50, n_top_gen
         return atac_lsi_features(counts, n_components=n_pcs, min_fraction=atac_min_fraction,
                                  random_state=random_state)
     raise InputError(f"unknown modality kind '{kind}': use one of {', '.join(OMICS_KINDS)}")
+
+
+def qc_metrics(adata: ad.AnnData) -> pd.DataFrame:
+    """Per spot: total ``counts``, ``genes`` detected and, when the gene names show mitochondrial genes,
+    ``% mitochondrial`` counts (what the report's QC figures and headline numbers show)."""
+    matrix = sp.csr_matrix(adata.X)
+    totals = np.asarray(matrix.sum(axis=1)).ravel()
+    metrics = pd.DataFrame({"counts": totals, "genes": np.diff(matrix.indptr)}, index=adata.obs_names)
+    mito = mitochondrial_genes(adata)
+    if mito.any():
+        metrics["% mitochondrial"] = 100 * np.asarray(matrix[:, mito].sum(axis=1)).ravel() / np.maximum(totals, 1)
+    return metrics
+
+
+def mitochondrial_genes(adata: ad.AnnData) -> np.ndarray:
+    """Mitochondrial genes by symbol ('MT-' in human, 'mt-' in mouse), from the names or a symbol column."""
+    names = adata.var_names.astype(str)
+    for column in ("symbol", "gene_symbols", "gene_symbol", "gene_name", "feature_name"):
+        if column in adata.var:
+            names = pd.Index(adata.var[column].astype(str))
+            break
+    return np.asarray(pd.Index(names).str.match(r"^(MT|mt)-"), dtype=bool)

@@ -131,6 +131,12 @@ def hand_back(combined: ad.AnnData, slices, batch_key: str, *, obsm_keys=(), obs
             adata.uns[uns_key] = {**adata.uns.get(uns_key, {}), **combined.uns[uns_key], "slice": name}
 
 
+def split(adata: ad.AnnData, batch_key: str) -> list[tuple[str, ad.AnnData]]:
+    """(slice name, its spots as a view) for each slice of a combined AnnData, in the order of its categories."""
+    labels = adata.obs[batch_key].astype("category")
+    return [(str(name), adata[(labels == name).to_numpy()]) for name in labels.cat.categories]
+
+
 def slice_names(paths: list[str]) -> list[str]:
     """Slice names from the input paths (file name without extension; for a folder inside a 10x run, such as
     ``outs/`` or a Visium HD bin folder, the run's name), made unique when they repeat."""

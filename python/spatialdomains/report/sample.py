@@ -105,7 +105,9 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
             if hasattr(result, "mod"):
                 multiomics, adata = result, _expression_modality(result, domain_key)
                 if label_key is not None and label_key not in adata.obs:
-                    adata.obs[label_key] = _annotation_of(result, adata.obs_names, label_key).to_numpy()
+                    from ..modalities import obs_column
+
+                    adata.obs[label_key] = obs_column(result, label_key, adata.obs_names).to_numpy()
             else:
                 adata = result
     if image is not None:
@@ -185,46 +187,25 @@ def _write_map(result: SampleResult, path: Path, domain_key: str) -> None:
 
 
 def qc_numbers(adata: ad.AnnData) -> dict:
-    """Median counts and genes per spot, and the median mitochondrial percentage when the genes show it."""
-    import scipy.sparse as sp
+    """The medians of the QC metrics: counts and genes per spot, and the mitochondrial percentage when shown."""
+    from ..pp import qc_metrics
 
-    from .. import pl
-
-    matrix = sp.csr_matrix(adata.X)
-    totals = np.asarray(matrix.sum(axis=1)).ravel()
-    numbers = {"median counts": float(np.median(totals)), "median genes": float(np.median(np.diff(matrix.indptr)))}
-    mito = pl.mitochondrial_genes(adata)
-    if mito.any():
-        share = np.asarray(matrix[:, mito].sum(axis=1)).ravel() / np.maximum(totals, 1)
-        numbers["median % mitochondrial"] = float(100 * np.median(share))
-    return numbers
+    return {f"median {name}": float(np.median(values)) for name, values in qc_metrics(adata).items()}
 
 
 def _check_label_key(data, label_key: str | None, several_slices: bool) -> None:
     """The annotation column exists (checked before any training): in every slice, or in any modality of paired
     omics (a MuData's own obs included)."""
+    from ..modalities import obs_tables
+
     if label_key is None:
         return
-    if several_slices:
-        groups = [[part.obs] for part in data.values()]
-    else:
-        parts = list(data.values()) if isinstance(data, dict) else [data]
-        groups = [[table for part in parts for table in [part.obs, *(m.obs for m in getattr(part, "mod", {}).values())]]]
+    groups = [[part.obs] for part in data.values()] if several_slices else [obs_tables(data)]
     for tables in groups:
         if not any(label_key in table for table in tables):
             columns = sorted({str(c) for table in tables for c in table.columns})
             raise InputError(f"{option('label_key')}: obs['{label_key}'] does not exist (obs columns: "
                              f"{', '.join(columns)})")
-
-
-def _annotation_of(data, obs_names: pd.Index, label_key: str) -> pd.Series:
-    """The annotation of the spots shown, from the first table (modality, or a MuData's own obs) that has it."""
-    parts = list(data.values()) if isinstance(data, dict) else [data]
-    for part in parts:
-        for table in [part.obs, *(m.obs for m in getattr(part, "mod", {}).values())]:
-            if label_key in table:
-                return table[label_key].reindex(obs_names)
-    raise InputError(f"{option('label_key')}: obs['{label_key}'] does not exist")
 
 
 def _read_inputs(paths: list, method: str, modalities: dict):

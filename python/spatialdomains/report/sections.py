@@ -185,11 +185,9 @@ def annotation(result: SampleResult, key: str = "domain") -> None:
 
 def slices_of(result: SampleResult):
     """(slice name, its spots) for each slice of a multi-slice run; (None, all spots) for one slice."""
-    adata = result.adata
-    if not result.batch_key:
-        return [(None, adata)]
-    names = adata.obs[result.batch_key].astype("category").cat.categories
-    return [(str(name), adata[(adata.obs[result.batch_key] == name).to_numpy()]) for name in names]
+    from ..slices import split
+
+    return split(result.adata, result.batch_key) if result.batch_key else [(None, result.adata)]
 
 
 def _mito_text(qc: dict) -> str:
