@@ -107,6 +107,7 @@ class Output:
         if not self._checked:
             self.check()
         parent = self.path.parent
+        created = [folder for folder in (parent, *parent.parents) if not folder.exists()]  # deepest first
         try:
             parent.mkdir(parents=True, exist_ok=True)
             _sweep_abandoned(parent, self.path.name)
@@ -114,16 +115,24 @@ class Output:
         except OSError as error:
             raise self._failure(error) from None
         self._staging = staging
+        done = False
         try:
             target = staging if self.folder else staging / self.path.name
             yield target
             if self.folder:
                 _write_marker(staging, record or {})
             self._move_into_place(target)
+            done = True
         except OSError as error:
             raise self._failure(error) from None
         finally:
             self.discard()
+            if not done:  # a failed run leaves no folder behind that it made for its output
+                for folder in created:
+                    try:
+                        folder.rmdir()
+                    except OSError:
+                        break
 
     def discard(self) -> None:
         """Remove the partial results (after an error or a signal); the destination is left as it was."""

@@ -334,6 +334,9 @@ CASES = [
     Case("a malformed --modality", lambda f, b: ["run", "--method", "spami", "--modality", "rna", "--out",
                                                  str(f / "out")], 2, ("NAME=VALUE",)),
     Case("--label-key that does not exist", lambda f, b: _run(f, b, "--label-key", "nope"), 2, ("--label-key",)),
+    Case("report --label-key that does not exist (found in the report's notebook)", lambda f, b: [
+        "report", h5ad(f, b), "--method", "precomputed", "--label-key", "nope", "--out",
+        str(f / "new" / "report.html"), "--quiet"], 2, ("--label-key: obs['nope'] does not exist",)),
     # Inputs that were handled before: still handled
     Case("missing input", lambda f, b: ["run", str(f / "nothing.h5ad"), "--out", str(f / "out")], 2,
          ("does not exist",)),
