@@ -33,7 +33,8 @@ JOINT_FOLDER = "joint"
 UMAP_PLOT = "umap.png"
 #: Flags that set a method's option: flag attribute → option name (checked against the method's config).
 MODEL_FLAGS = {"layer": "layer", "library_size_key": "library_size_key", "graph": "graph", "tau": "tau",
-               "epochs": "n_epochs", "preset": "preset", "n_top_genes": "n_top_genes"}
+               "epochs": "n_epochs", "preset": "preset", "n_top_genes": "n_top_genes",
+               "gene_selection": "gene_selection"}
 #: The image flags, which become STAIG's use_image and image_options.
 IMAGE_FLAGS = ("image", "image_scale", "backbone", "backbone_weights")
 MULTIOMICS_RESULT = "result.h5mu"
@@ -153,6 +154,9 @@ def _add_run(commands) -> None:
                      help="STAIG image features: torchvision-layout ImageNet weights of --backbone (without: random "
                           "initialisation, with a warning)")
     _add_model_options(run)
+    run.add_argument("--choose-by", default="silhouette", choices=["silhouette", "stability"],
+                     help="without --n-domains: choose the number by silhouette (default) or by stability over "
+                          "subsamples (the most detailed partition k-means reproduces)")
     run.set_defaults(handler=_run)
 
 
@@ -260,6 +264,9 @@ def _add_model_options(parser: argparse.ArgumentParser, default_domains: int | N
     parser.add_argument("--epochs", type=int, help="training epochs (default: the model's or the preset's)")
     parser.add_argument("--n-top-genes", type=int,
                         help="STAIG, Spotscape: highly variable genes used (default: the model's, 3000 or 5000)")
+    parser.add_argument("--gene-selection", choices=["seurat_v3", "mvp", "spatial"],
+                        help="STAIG, Spotscape: how genes are chosen: seurat_v3 (default, as published), mvp "
+                             "(mean-variance plot) or spatial (spatially variable, Moran's I)")
     parser.add_argument("--cluster-method", default="auto", choices=["auto", "mclust", "gmm", "kmeans", "leiden"],
                         help="clustering backend (default: mclust when R has it, else gmm)")
     if tuning:
@@ -467,6 +474,7 @@ def _run_multiomics(args: argparse.Namespace) -> int:
         path = args.inputs[0]
         data = io.read_h5mu(path) if str(path).lower().endswith(".h5mu") else io.read(path)
     result = find_domains(data, method, args.n_domains, cluster_method=args.cluster_method, refine=_refine(args),
+                          choose_by=_choose_by(args),
                           **_run_options(args), **{k: v for k, v in params.items() if v is not None})
     record = dict(result.uns["spatialdomains"])
     if args.label_key is not None:
@@ -526,6 +534,7 @@ def _find_and_write(adata, args: argparse.Namespace, output, *, label_key: str |
     _check_label_key(adata, label_key)
     method = getattr(args, "method", "staig")
     find_domains(adata, method, args.n_domains, cluster_method=args.cluster_method, refine=_refine(args),
+                 choose_by=_choose_by(args),
                  **_run_options(args), **{k: v for k, v in method_params.items() if v is not None})
     record = dict(adata.uns["spatialdomains"])
     if label_key is not None:
@@ -552,7 +561,8 @@ def _integrate_and_write(samples: list, args: argparse.Namespace, output, **meth
     else:
         data, batch_key = samples[0], args.batch_key
     combined = tools.find_domains(data, method, args.n_domains, batch_key=batch_key,
-                                  cluster_method=args.cluster_method, refine=_refine(args), **_run_options(args),
+                                  cluster_method=args.cluster_method, refine=_refine(args),
+                                  choose_by=_choose_by(args), **_run_options(args),
                                   **{k: v for k, v in method_params.items() if v is not None})
     per_slice = data if isinstance(data, dict) else {name: part.copy() for name, part in split(combined, batch_key)}
     record = dict(combined.uns["spatialdomains"])
@@ -648,6 +658,11 @@ def _check_label_key(adata, label_key: str | None) -> None:
 
     if label_key is not None and label_key not in adata.obs:
         raise InputError(f"--label-key: obs['{label_key}'] does not exist (obs columns: {', '.join(adata.obs)})")
+
+
+def _choose_by(args) -> str:
+    """How the number of domains is chosen when --n-domains is not given (``run`` has --choose-by)."""
+    return getattr(args, "choose_by", "silhouette")
 
 
 def _refine(args: argparse.Namespace):

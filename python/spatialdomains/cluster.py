@@ -228,6 +228,17 @@ def published_leiden(embedding: np.ndarray, resolution: float, *, n_pcs: int | N
 # Number of domains, refinement
 # -------------------------------------------------------------------------------------------------------------
 
+#: How the number of domains is chosen when none is given.
+CHOOSE_BY = ("silhouette", "stability")
+#: Stability: k-means on ``STABILITY_RESAMPLES`` seeded subsamples of 80% of the spots (of at most
+#: ``STABILITY_MAX_SPOTS``), scored by the mean adjusted Rand index between every two of them on the spots they
+#: share; the largest number whose stability is within ``STABILITY_TOLERANCE`` of the best is kept (the most
+#: detailed partition that is as reproducible as the most reproducible one).
+STABILITY_RESAMPLES = 10
+STABILITY_MAX_SPOTS = 10_000
+STABILITY_TOLERANCE = 0.005
+
+
 def choose_n_domains(
     embedding: np.ndarray,
     candidates=range(2, 16),
@@ -235,18 +246,28 @@ def choose_n_domains(
     *,
     random_state: int = MCLUST_SEED,
     silhouette_sample: int = 10_000,
+    choose_by: str = "silhouette",
 ) -> tuple[Clustering, dict[int, float]]:
-    """Cluster for each candidate number of domains and keep the one with the highest silhouette (as STAIG).
-
-    Silhouettes use at most ``silhouette_sample`` spots (seeded) so the cost stays bounded. Returns the best
-    clustering and the silhouette of every candidate.
+    """Cluster with the number of domains chosen from ``candidates`` by ``choose_by``: ``'silhouette'`` (the
+    clustering of highest silhouette, as STAIG; on at most ``silhouette_sample`` spots) or ``'stability'`` (see
+    :func:`stability`). Returns the clustering and the score of every candidate (also in its ``details``).
     """
     from sklearn.metrics import silhouette_score
 
+    if choose_by not in CHOOSE_BY:
+        raise InputError(f"{option('choose_by', choose_by)}: choose one of {', '.join(CHOOSE_BY)}")
     embedding = _as_embedding(embedding)
     candidates = [k for k in candidates if 2 <= k < embedding.shape[0]]
     if not candidates:
         raise InputError("no valid candidate number of domains (each must be between 2 and the number of spots - 1)")
+    if choose_by == "stability":
+        scores = stability(embedding, candidates, random_state=random_state)
+        best = most_detailed_stable(scores)
+        chosen = cluster_embedding(embedding, best, method, random_state=random_state)
+        chosen.details.update(stability_by_n_domains=scores, stability_rule=(
+            f"k-means on {STABILITY_RESAMPLES} subsamples of 80% of the spots (at most {STABILITY_MAX_SPOTS:,}); "
+            f"mean pairwise ARI; largest number within {STABILITY_TOLERANCE} of the best"))
+        return chosen, scores
     sample = min(silhouette_sample, embedding.shape[0])
     scores, results = {}, {}
     for k in candidates:
@@ -261,6 +282,44 @@ def choose_n_domains(
     chosen = results[best]
     chosen.details["silhouette_by_n_domains"] = scores
     return chosen, scores
+
+
+def most_detailed_stable(scores: dict[int, float]) -> int:
+    """The largest number of domains whose stability is within :data:`STABILITY_TOLERANCE` of the best."""
+    return max(k for k, score in scores.items() if score >= max(scores.values()) - STABILITY_TOLERANCE)
+
+
+def stability(embedding: np.ndarray, candidates, *, n_resamples: int = STABILITY_RESAMPLES, fraction: float = 0.8,
+              max_spots: int = STABILITY_MAX_SPOTS, random_state: int = 0) -> dict[int, float]:
+    """For each candidate number of domains, how reproducible its partition is: k-means on ``n_resamples`` seeded
+    random subsamples (``fraction`` of the spots, of a seeded sample of at most ``max_spots``), and the mean
+    adjusted Rand index between every two partitions on the spots both hold (1: the same partition each time).
+    The cost is bounded by ``max_spots``, whatever the size of the sample."""
+    from sklearn.metrics import adjusted_rand_score
+
+    embedding = _as_embedding(embedding)
+    rng = np.random.default_rng(random_state)
+    pool = np.arange(len(embedding))
+    if len(pool) > max_spots:
+        pool = np.sort(rng.choice(pool, max_spots, replace=False))
+    size = max(int(fraction * len(pool)), 3)
+    subsets = [np.sort(rng.choice(pool, size, replace=False)) for _ in range(n_resamples)]
+    scores = {}
+    for k in candidates:
+        if not 2 <= k < size:
+            continue
+        partitions = []
+        for seed, rows in enumerate(subsets):
+            labels = np.full(len(embedding), -1)
+            labels[rows] = kmeans(embedding[rows], k, random_state=random_state + seed)
+            partitions.append(labels)
+        agreement = []
+        for i in range(n_resamples):
+            for j in range(i + 1, n_resamples):
+                shared = (partitions[i] >= 0) & (partitions[j] >= 0)
+                agreement.append(adjusted_rand_score(partitions[i][shared], partitions[j][shared]))
+        scores[int(k)] = float(np.mean(agreement))
+    return scores
 
 
 def refine_labels(labels: np.ndarray, coordinates: np.ndarray, n_neighbors: int = 15) -> np.ndarray:

@@ -104,6 +104,27 @@ def evaluate(truth, predicted) -> dict[str, float]:
     }
 
 
+def pseudotime_spearman(pseudotime, labels, order) -> float:
+    """Spearman correlation between a pseudotime and an ordered annotation (e.g. cortical layers from white
+    matter to layer 1): ``order`` lists the labels in their expected order, and each spot is ranked by its
+    label's position. Spots without a label, with a label not in ``order`` or without a pseudotime are left out.
+    Positive when the pseudotime runs in the order given."""
+    from scipy.stats import spearmanr
+
+    pseudotime = np.asarray(pseudotime, dtype=np.float64)
+    labels = pd.Series(np.asarray(labels, dtype=object)).astype(str)
+    if len(labels) != len(pseudotime):
+        raise InputError(f"the annotation has {len(labels)} labels but the pseudotime has {len(pseudotime)} values")
+    position = {str(label): rank for rank, label in enumerate(order)}
+    missing = sorted(set(position) - set(labels))
+    if len(position) - len(missing) < 2:
+        raise InputError(f"order names {len(position)} labels, and fewer than two of them occur in the annotation "
+                         f"(labels present: {', '.join(sorted(set(labels))[:20])})")
+    ranks = labels.map(position).to_numpy(dtype=np.float64)
+    keep = np.isfinite(ranks) & np.isfinite(pseudotime)
+    return float(spearmanr(pseudotime[keep], ranks[keep]).statistic)
+
+
 # -------------------------------------------------------------------------------------------------------------
 # Integration: how well slices mix in an embedding
 # -------------------------------------------------------------------------------------------------------------

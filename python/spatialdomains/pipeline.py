@@ -145,13 +145,13 @@ def _device(method: Method, run: RunConfig):
 
 
 def find_domains(data, method: str = "staig", n_domains: int | None = None, *, cluster_method: str = "auto",
-                 refine: str | bool = "auto", key_added: str = "domain", **options):
+                 refine: str | bool = "auto", choose_by: str = "silhouette", key_added: str = "domain", **options):
     """Train ``method``, then cluster its embedding into domains; see :func:`spatialdomains.tl.find_domains`."""
     from .models.trainer import ThreadPlan, cpu_threads
     from .tl.domains import check_cluster_options, check_domains_fit, cluster
 
     started = time.perf_counter()
-    check_cluster_options(cluster_method, refine, n_domains)
+    check_cluster_options(cluster_method, refine, n_domains, choose_by)
     chosen = _methods.get(method)
     if "n_domains" in chosen.option_names() and n_domains is not None:
         options["n_domains"] = n_domains
@@ -161,13 +161,14 @@ def find_domains(data, method: str = "staig", n_domains: int | None = None, *, c
     record = target.uns[UNS_KEY][chosen.name]
     plan = ThreadPlan(**record["threads"])  # clustering uses the threads training had
     n_domains = n_domains or getattr(settings, "n_domains", None)
-    chosen_by_training = chosen.chosen_n_domains(record) if n_domains is None else None
+    # Spotscape with prototypes chose a number by silhouette in training; asking for stability overrides it
+    chosen_by_training = chosen.chosen_n_domains(record) if n_domains is None and choose_by == "silhouette" else None
     several = is_slice_collection(data) and chosen.kind == "expression"
     with cpu_threads(plan):
         cluster(target, use_rep=chosen.embedding_key(run), n_domains=n_domains or chosen_by_training,
                 method=chosen.cluster_auto if cluster_method == "auto" and chosen.cluster_auto else cluster_method,
                 refine=chosen.auto_refine if refine == "auto" else refine, batch_key=run.batch_key,
-                random_state=run.random_state, key_added=key_added)
+                choose_by=choose_by, random_state=run.random_state, key_added=key_added)
     if chosen_by_training is not None:
         target.uns[UNS_KEY]["cluster"]["n_domains_chosen_by"] = f"{chosen.title} (silhouette, shared with training)"
     target.uns[UNS_KEY]["method"] = chosen.name

@@ -28,14 +28,7 @@ def domains(
 
     if key not in adata.obs:
         raise InputError(f"obs['{key}'] does not exist: run sd.tl.cluster (or sd.find_domains) first")
-    coordinates = _io.spatial_coordinates(adata)
-    figure, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 7))
-    scale = 1.0
-    background = _tissue_image(adata, library_id) if image else None
-    if background is not None:
-        picture, scale = background
-        ax.imshow(picture)
-    points = coordinates * scale
+    figure, ax, points, background = _tissue_axes(adata, library_id, image, ax)
     values = adata.obs[key]
     categories = list(values.cat.categories) if hasattr(values, "cat") else sorted(values.dropna().unique())
     colours = plt.get_cmap("tab20" if len(categories) > 10 else "tab10")
@@ -48,15 +41,105 @@ def domains(
         member = (values == category).to_numpy()
         ax.scatter(points[member, 0], points[member, 1], s=size, color=colours(i % colours.N), label=str(category),
                    linewidths=0, rasterized=True)  # a million points stay light in a PDF or SVG
+    _frame_tissue(ax, points, background, title or key)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, markerscale=2, title=key)
+    return _finish(figure, save)
+
+
+def pseudotime(adata: ad.AnnData, key: str = "pseudotime", *, library_id: str | None = None, image: bool = True,
+               spot_size: float | None = None, title: str | None = None, ax=None, save: str | Path | None = None):
+    """Draw ``obs[key]`` (from :func:`spatialdomains.tl.pseudotime`) on the tissue, the root marked with a star."""
+    import matplotlib.pyplot as plt
+
+    if key not in adata.obs:
+        raise InputError(f"obs['{key}'] does not exist: run sd.tl.pseudotime(adata) first")
+    figure, ax, points, background = _tissue_axes(adata, library_id, image, ax)
+    values = pd.to_numeric(adata.obs[key], errors="coerce").to_numpy(dtype=np.float64)
+    known = np.isfinite(values)
+    size = spot_size or max(2.0, 25000.0 / max(len(points), 1))
+    if (~known).any():
+        ax.scatter(points[~known, 0], points[~known, 1], s=size, c="lightgrey", linewidths=0, rasterized=True)
+    drawn = ax.scatter(points[known, 0], points[known, 1], s=size, c=values[known], cmap="viridis", linewidths=0,
+                       rasterized=True)
+    record = adata.uns.get("spatialdomains", {}).get("pseudotime", {})
+    root = record.get("root_spot") if record.get("key_added", key) == key else None
+    if root is not None and root in adata.obs_names:
+        where = adata.obs_names.get_loc(root)
+        ax.scatter(*points[where], marker="*", s=300, c="red", edgecolors="white", linewidths=1.2, label="root")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    _frame_tissue(ax, points, background, title or key)
+    figure.colorbar(drawn, ax=ax, shrink=0.6, label=f"{key} (0 at the root)")
+    return _finish(figure, save)
+
+
+def matches(reference: ad.AnnData, query: ad.AnnData, key: str = "domain_transferred", *, label_key: str | None = None,
+            n_lines: int = 150, random_state: int = 0, save: str | Path | None = None):
+    """The reference (left, by ``label_key``) and the query (right, by its transferred ``obs[key]``) side by side,
+    with lines joining a random ``n_lines`` of the matched pairs (from :func:`spatialdomains.tl.transfer_labels`)."""
+    import matplotlib.pyplot as plt
+
+    partner_key = f"{key}_reference_spot"
+    if partner_key not in query.obs:
+        raise InputError(f"query.obs['{partner_key}'] does not exist: run sd.tl.transfer_labels(reference, query) "
+                         "first (and give its key_added as key)")
+    label_key = label_key or query.uns.get("spatialdomains", {}).get("transfer_labels", {}).get("label_key", "domain")
+    if label_key not in reference.obs:
+        raise InputError(f"reference.obs['{label_key}'] does not exist: name the reference labels with label_key")
+    left, right = _unit_frame(_io.spatial_coordinates(reference)), _unit_frame(_io.spatial_coordinates(query))
+    right = right + np.array([1.25, 0.0])
+    categories = list(pd.Categorical(reference.obs[label_key].dropna().astype(str)).categories)
+    colour_of = dict(zip(categories, domain_colours(len(categories))))
+    figure, ax = plt.subplots(figsize=(12, 6))
+    size = max(1.0, 15000.0 / max(reference.n_obs + query.n_obs, 1))
+    for points, labels in ((left, reference.obs[label_key]), (right, query.obs[key])):
+        colours = [colour_of.get(str(v), "lightgrey") if pd.notna(v) else "lightgrey" for v in labels]
+        ax.scatter(points[:, 0], points[:, 1], s=size, c=colours, linewidths=0, rasterized=True)
+    partners = query.obs[partner_key]
+    matched = np.flatnonzero(partners.notna().to_numpy())
+    shown = np.random.default_rng(random_state).choice(matched, min(n_lines, len(matched)), replace=False)
+    starts = left[reference.obs_names.get_indexer(partners.iloc[shown].astype(str))]
+    for start, end in zip(starts, right[shown]):
+        ax.plot([start[0], end[0]], [start[1], end[1]], color="black", alpha=0.25, linewidth=0.6)
+    for name, colour in colour_of.items():
+        ax.scatter([], [], s=40, color=colour, label=name)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, title=label_key)
+    ax.invert_yaxis()
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    ax.set_title(f"reference (left, {label_key}) and query (right, transferred); {len(shown)} of {len(matched):,} "
+                 "matches drawn")
+    return _finish(figure, save)
+
+
+def _unit_frame(coordinates: np.ndarray) -> np.ndarray:
+    """Coordinates moved and scaled (one factor for both axes) into the unit square, to draw slices side by side."""
+    low = coordinates.min(axis=0)
+    return (coordinates - low) / max(float(np.ptp(coordinates, axis=0).max()), 1e-12)
+
+
+def _tissue_axes(adata: ad.AnnData, library_id: str | None, image: bool, ax):
+    """A figure and axis for a map of the spots, with the H&E under them when asked and stored: (figure, axis,
+    spot positions in the drawn frame, the background or None)."""
+    import matplotlib.pyplot as plt
+
+    coordinates = _io.spatial_coordinates(adata)
+    figure, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 7))
+    background = _tissue_image(adata, library_id) if image else None
+    if background is None:
+        return figure, ax, coordinates, None
+    picture, scale = background
+    ax.imshow(picture)
+    return figure, ax, coordinates * scale, background
+
+
+def _frame_tissue(ax, points: np.ndarray, background, title: str) -> None:
     if background is None:
         ax.invert_yaxis()
     else:
         _crop_to(ax, points)
     ax.set_aspect("equal")
     ax.set_axis_off()
-    ax.set_title(title or key)
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, markerscale=2, title=key)
-    return _finish(figure, save)
+    ax.set_title(title)
 
 
 def tissue(adata: ad.AnnData, *, library_id: str | None = None, title: str = "tissue image", ax=None,
@@ -164,6 +247,32 @@ def _tissue_image(adata: ad.AnnData, library_id: str | None):
         if resolution in images and factor:
             return np.asarray(images[resolution]), float(factor)
     return None
+
+
+def n_domains_scores(adata: ad.AnnData, *, ax=None, save: str | Path | None = None):
+    """The score of each candidate number of domains (silhouette or stability) from the last
+    :func:`spatialdomains.tl.cluster` that chose the number itself, the chosen number marked."""
+    import matplotlib.pyplot as plt
+
+    record = adata.uns.get("spatialdomains", {}).get("cluster", {})
+    details = record.get("details", {})
+    name = next((n for n in ("stability", "silhouette") if f"{n}_by_n_domains" in details), None)
+    if name is None:
+        raise InputError("no scores of candidate numbers of domains: run sd.tl.cluster(adata) without n_domains "
+                         "(choose_by='silhouette' or 'stability') first")
+    scores = {int(k): float(v) for k, v in details[f"{name}_by_n_domains"].items()}
+    numbers = sorted(scores)
+    figure, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5.5, 3.5))
+    ax.plot(numbers, [scores[k] for k in numbers], marker="o", color="#4C72B0")
+    chosen = int(record.get("n_domains"))
+    ax.axvline(chosen, color="#C44E52", linestyle="--", linewidth=1)
+    ax.annotate(f"chosen: {chosen}", (chosen, scores.get(chosen, np.nan)), textcoords="offset points",
+                xytext=(6, 6), color="#C44E52")
+    ax.set_xticks(numbers)
+    ax.set_xlabel("number of domains")
+    ax.set_ylabel("stability (mean ARI between subsamples)" if name == "stability" else "silhouette")
+    ax.spines[["top", "right"]].set_visible(False)
+    return _finish(figure, save)
 
 
 def domain_sizes(adata: ad.AnnData, key: str = "domain", *, save: str | Path | None = None):

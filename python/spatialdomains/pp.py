@@ -19,24 +19,61 @@ logger = logging.getLogger("spatialdomains")
 SUBSET_WARNING_GENES = 10_000
 
 
-def highly_variable_genes(counts: sp.spmatrix, n_top_genes: int) -> np.ndarray:
-    """Indices of the ``n_top_genes`` most variable genes by scanpy's ``seurat_v3`` flavour on raw counts.
+#: How a method picks its genes: scanpy's ``seurat_v3`` on raw counts (both papers' choice), ``mvp`` (scanpy's
+#: ``seurat`` flavour: mean–variance plot of log-normalised values, binned dispersions) or ``spatial`` (spatially
+#: variable genes: largest Moran's I over the spots' 6-nearest-neighbour graph, on log-normalised values).
+GENE_SELECTIONS = ("seurat_v3", "mvp", "spatial")
+#: Neighbours per spot of the graph over which ``gene_selection='spatial'`` measures Moran's I.
+MORANS_I_NEIGHBORS = 6
+
+
+def highly_variable_genes(counts: sp.spmatrix, n_top_genes: int, selection: str = "seurat_v3",
+                          coordinates: np.ndarray | None = None) -> np.ndarray:
+    """Indices (ascending) of ``n_top_genes`` genes chosen by ``selection`` (see :data:`GENE_SELECTIONS`);
+    ``coordinates`` (spots × 2) are needed for ``'spatial'``.
 
     When fewer genes are expressed than requested, every expressed gene is kept (logged).
     """
     import scanpy as sc
 
+    if selection not in GENE_SELECTIONS:
+        raise InputError(f"{option('gene_selection', selection)}: choose one of {', '.join(GENE_SELECTIONS)}")
     expressed = np.asarray((counts > 0).sum(axis=0)).ravel() > 0
     n_expressed = int(expressed.sum())
     if n_expressed <= n_top_genes:
         logger.info("only %d expressed genes, fewer than %s: keeping them all", n_expressed,
                     option("n_top_genes", n_top_genes))
         return np.flatnonzero(expressed)
+    if selection == "spatial":
+        return spatially_variable_genes(counts, n_top_genes, coordinates)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=FutureWarning)
-        table = sc.pp.highly_variable_genes(ad.AnnData(sp.csr_matrix(counts)), flavor="seurat_v3",
-                                            n_top_genes=n_top_genes, inplace=False)
+        if selection == "seurat_v3":
+            table = sc.pp.highly_variable_genes(ad.AnnData(sp.csr_matrix(counts)), flavor="seurat_v3",
+                                                n_top_genes=n_top_genes, inplace=False)
+        else:
+            table = sc.pp.highly_variable_genes(ad.AnnData(log_normalise(counts)), flavor="seurat",
+                                                n_top_genes=n_top_genes, inplace=False)
     return np.flatnonzero(table["highly_variable"].to_numpy())
+
+
+def spatially_variable_genes(counts: sp.spmatrix, n_top_genes: int, coordinates: np.ndarray) -> np.ndarray:
+    """Indices (ascending) of the ``n_top_genes`` genes of largest Moran's I (scanpy's ``metrics.morans_i``) over
+    the symmetric 6-nearest-neighbour graph of ``coordinates``, on log-normalised values; sparse throughout, so
+    the cost grows with the spots times the detected values."""
+    import scanpy as sc
+
+    from .graph import knn_graph
+
+    if coordinates is None or len(coordinates) != counts.shape[0]:
+        raise ValueError("gene selection 'spatial' needs one coordinate pair per spot")
+    graph = knn_graph(coordinates, MORANS_I_NEIGHBORS).astype(np.float64)
+    values = sp.csr_matrix(log_normalise(counts).T, dtype=np.float64)  # genes × spots, as scanpy expects
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scores = np.asarray(sc.metrics.morans_i(graph, values), dtype=np.float64)
+    scores[~np.isfinite(scores)] = -np.inf  # genes without variation carry no pattern
+    top = np.argsort(-scores, kind="stable")[:n_top_genes]
+    return np.sort(top)
 
 
 def staig_features(
@@ -46,8 +83,11 @@ def staig_features(
     library_size: np.ndarray | None = None,
     target_sum: float = 1e4,
     max_value: float = 10.0,
+    gene_selection: str = "seurat_v3",
+    coordinates: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """STAIG's single-slice recipe: seurat_v3 HVGs on raw counts, normalise to 1e4 over all genes, log1p,
+    """STAIG's single-slice recipe: seurat_v3 HVGs on raw counts (or ``gene_selection``, see
+    :func:`highly_variable_genes`), normalise to 1e4 over all genes, log1p,
     divide each gene by its standard deviation without centring, clip at 10. No PCA.
 
     Parameters
@@ -74,7 +114,7 @@ def staig_features(
     library_size = np.asarray(library_size, dtype=np.float64)
     if library_size.shape != (counts.shape[0],) or not np.all(np.isfinite(library_size)) or np.any(library_size <= 0):
         raise InputError("library sizes must be one positive, finite number per spot")
-    genes = highly_variable_genes(counts, n_top_genes)
+    genes = highly_variable_genes(counts, n_top_genes, gene_selection, coordinates)
     selected = counts[:, genes]
     scale = (target_sum / library_size).astype(np.float32)
     x = sp.csr_matrix(sp.diags(scale) @ selected, dtype=np.float32)
@@ -103,15 +143,16 @@ def column_std(x: sp.spmatrix, rows_per_chunk: int = 100_000) -> np.ndarray:
     return np.sqrt(variance)
 
 
-def spotscape_features(counts: sp.spmatrix, *, n_top_genes: int = 5000,
-                       target_sum: float = 1e4) -> tuple[np.ndarray, np.ndarray]:
-    """Spotscape's recipe (published order): seurat_v3 HVGs on raw counts, subset to them, normalise each spot
+def spotscape_features(counts: sp.spmatrix, *, n_top_genes: int = 5000, target_sum: float = 1e4,
+                       gene_selection: str = "seurat_v3",
+                       coordinates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Spotscape's recipe (published order): seurat_v3 HVGs on raw counts (or ``gene_selection``), subset to them, normalise each spot
     to ``target_sum`` over the HVGs, log1p. No scaling, no PCA.
 
     Returns (X, genes): dense float32 matrix (spots × HVGs) and the column indices of the selected genes.
     """
     counts = sp.csr_matrix(counts, dtype=np.float32)
-    genes = highly_variable_genes(counts, n_top_genes)
+    genes = highly_variable_genes(counts, n_top_genes, gene_selection, coordinates)
     selected = counts[:, genes]
     totals = np.asarray(selected.sum(axis=1), dtype=np.float64).ravel()
     if np.any(totals <= 0):
@@ -136,9 +177,11 @@ def multi_slice_features(
     target_sum: float = 1e4,
     min_shared_genes: int = MIN_SHARED_GENES,
     slice_names: list[str] | None = None,
+    gene_selection: str = "seurat_v3",
+    coordinates: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Several slices (rows sorted by slice; ``bounds`` = each slice's (start, end)): seurat_v3 HVGs per slice
-    on its raw counts, then the genes highly variable in every slice, log1p of counts normalised to
+    """Several slices (rows sorted by slice; ``bounds`` = each slice's (start, end)): seurat_v3 HVGs (or
+    ``gene_selection``, with ``coordinates`` in the same row order) per slice on its raw counts, then the genes highly variable in every slice, log1p of counts normalised to
     ``target_sum`` per spot. Each slice is normalised on its own: over its own HVGs (``'hvgs'``, Spotscape's
     published order) or over all genes (``'all'``, STAIG's; ``library_size`` gives the true totals when
     ``counts`` holds a subset of the genes). No scaling.
@@ -149,7 +192,9 @@ def multi_slice_features(
         raise ValueError(f"normalise_over must be 'hvgs' or 'all', got '{normalise_over}'")
     counts = sp.csr_matrix(counts, dtype=np.float32)
     names = slice_names or [str(q) for q in range(len(bounds))]
-    per_slice = [highly_variable_genes(counts[start:end], n_top_genes) for start, end in bounds]
+    per_slice = [highly_variable_genes(counts[start:end], n_top_genes, gene_selection,
+                                       None if coordinates is None else coordinates[start:end])
+                 for start, end in bounds]
     shared = per_slice[0]
     for genes in per_slice[1:]:
         shared = np.intersect1d(shared, genes)

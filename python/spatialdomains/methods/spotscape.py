@@ -32,8 +32,9 @@ class SpotscapeConfig:
         given, chosen by silhouette at the end of the warm-up (and used by :func:`find_domains` too).
     n_epochs, learning_rate, weight_decay
         Training length (1000), Adam's learning rate (None: 1e-4 for one slice, 5e-4 for several).
-    n_top_genes
-        seurat_v3 highly variable genes used (5000, per slice).
+    n_top_genes, gene_selection
+        Genes used (5000, per slice), chosen by ``'seurat_v3'`` (highly variable on raw counts, published),
+        ``'mvp'`` (mean–variance plot) or ``'spatial'`` (largest Moran's I on the spots' 6-neighbour graph).
     graph, radius, max_neighbors, n_neighbors
         ``'radius'`` (radius 1.5 × the median nearest-neighbour distance unless given, at most
         ``max_neighbors``; as published for spot lattices), ``'knn'`` (``n_neighbors`` nearest, for irregular
@@ -56,6 +57,7 @@ class SpotscapeConfig:
     weight_decay: float = 1e-4
     dims: tuple[int, ...] = (256, 64)
     n_top_genes: int = 5000
+    gene_selection: str = "seurat_v3"
     edge_drop: tuple[float, float] = (0.2, 0.2)
     feature_mask: tuple[float, float] = (0.2, 0.2)
     lambda_rec: float = 0.1
@@ -86,6 +88,8 @@ class SpotscapeConfig:
             "edge_drop": (len(self.edge_drop) == 2 and all(0 <= p < 1 for p in self.edge_drop), "two rates in [0, 1)"),
             "feature_mask": (len(self.feature_mask) == 2 and all(0 <= p < 1 for p in self.feature_mask),
                              "two rates in [0, 1)"),
+            "gene_selection": (self.gene_selection in _pp.GENE_SELECTIONS,
+                               f"one of {', '.join(_pp.GENE_SELECTIONS)}"),
             "sim_k": (self.sim_k >= 1, "at least 1"),
             "ss_mode": (self.ss_mode in ("per_slice", "pooled"), "'per_slice' or 'pooled'"),
             "tau_pcl": (self.tau_pcl > 0, "above 0"),
@@ -111,10 +115,12 @@ class Spotscape(Method):
             if inputs.several_slices:
                 inputs.features, inputs.genes = _pp.multi_slice_features(
                     inputs.counts_in_order(), inputs.layout.bounds, n_top_genes=config.n_top_genes,
-                    normalise_over="hvgs", slice_names=inputs.layout.names)
+                    normalise_over="hvgs", slice_names=inputs.layout.names,
+                    gene_selection=config.gene_selection, coordinates=inputs.coordinates)
             else:
-                inputs.features, inputs.genes = _pp.spotscape_features(inputs.checked.counts,
-                                                                       n_top_genes=config.n_top_genes)
+                inputs.features, inputs.genes = _pp.spotscape_features(
+                    inputs.checked.counts, n_top_genes=config.n_top_genes, gene_selection=config.gene_selection,
+                    coordinates=inputs.checked.coordinates)
         with timer("graph"):
             if config.graph == "auto":
                 lattice = inputs.space["layout"] == "lattice"

@@ -35,9 +35,10 @@ class StaigConfig:
         mini-batch steps, at most 400), Adam's learning rate and weight decay, temperature of the contrastive loss.
     n_neighbors
         k of the spatial kNN graph (5).
-    n_top_genes
-        seurat_v3 highly variable genes used as features (None: 3000 for one slice; 5000 per slice, then
-        intersected, for several).
+    n_top_genes, gene_selection
+        Genes used as features (None: 3000 for one slice; 5000 per slice, then intersected, for several), chosen
+        by ``'seurat_v3'`` (highly variable on raw counts, published), ``'mvp'`` (mean–variance plot) or
+        ``'spatial'`` (largest Moran's I on the spots' 6-neighbour graph).
     hidden_dim, n_layers
         Embedding size (64) and GCN layers (1, or 2 for F → 128 → 64).
     edge_drop, edge_drop_rate
@@ -67,6 +68,7 @@ class StaigConfig:
     tau: float = 10.0
     n_neighbors: int = 5
     n_top_genes: int | None = None
+    gene_selection: str = "seurat_v3"
     hidden_dim: int = 64
     n_layers: int = 1
     edge_drop: str = "fixed"
@@ -88,6 +90,8 @@ class StaigConfig:
             "tau": (self.tau > 0, "above 0"),
             "n_neighbors": (self.n_neighbors >= 1, "at least 1"),
             "n_top_genes": (self.n_top_genes is None or self.n_top_genes >= 1, "at least 1, or None for all genes"),
+            "gene_selection": (self.gene_selection in _pp.GENE_SELECTIONS,
+                               f"one of {', '.join(_pp.GENE_SELECTIONS)}"),
             "n_layers": (self.n_layers in (1, 2), "1 or 2"),
             "edge_drop": (self.edge_drop in EDGE_DROP_MODES, f"one of {', '.join(EDGE_DROP_MODES)}"),
             "edge_drop_rate": (0 <= self.edge_drop_rate <= 1, "between 0 and 1"),
@@ -175,10 +179,12 @@ class Staig(Method):
             if inputs.several_slices:
                 inputs.features, inputs.genes = _pp.multi_slice_features(
                     inputs.counts_in_order(), inputs.layout.bounds, n_top_genes=config.n_top_genes,
-                    normalise_over="all", slice_names=inputs.layout.names, library_size=totals)
+                    normalise_over="all", slice_names=inputs.layout.names, library_size=totals,
+                    gene_selection=config.gene_selection, coordinates=inputs.coordinates)
             else:
-                inputs.features, inputs.genes = _pp.staig_features(inputs.checked.counts, library_size=totals,
-                                                                   n_top_genes=config.n_top_genes)
+                inputs.features, inputs.genes = _pp.staig_features(
+                    inputs.checked.counts, library_size=totals, n_top_genes=config.n_top_genes,
+                    gene_selection=config.gene_selection, coordinates=inputs.checked.coordinates)
         with timer("graph"):
             inputs.adjacency = _graph.multi_slice_graph(inputs.coordinates, inputs.slice_codes, "knn",
                                                         n_neighbors=config.n_neighbors)

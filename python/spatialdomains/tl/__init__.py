@@ -9,6 +9,8 @@ from __future__ import annotations
 import anndata as ad
 
 from .domains import cluster, leiden, umap
+from .pseudotime import pseudotime
+from .transfer import match_slices, transfer_labels
 
 
 def staig(adata, *, config=None, **options) -> ad.AnnData:
@@ -84,23 +86,23 @@ def image_features(data, **options):
 
 
 def find_domains(data, method: str = "staig", n_domains: int | None = None, *, cluster_method: str = "auto",
-                 refine: str | bool = "auto", key_added: str = "domain", **options):
+                 refine: str | bool = "auto", choose_by: str = "silhouette", key_added: str = "domain", **options):
     """One call from raw counts to domains: train ``method``, then cluster its embedding into ``obs[key_added]``.
 
     ``method``: 'staig' or 'spotscape' (gene expression, one or several slices), 'spami' (paired omics on one
     section) or 'baseline' (smoothed PCA of every modality, no training). ``data`` as the method's function
     takes it; for a list (or dict) of slices the combined AnnData is returned and each slice receives its own
     embedding rows and domains. ``n_domains=None`` chooses the number: Spotscape with prototypes uses the number
-    its training chose, so both agree; otherwise by silhouette. ``cluster_method`` and ``refine`` as in
-    :func:`cluster` (the paired-omics methods do not refine on 'auto'; the baseline clusters with k-means).
+    its training chose, so both agree; otherwise by ``choose_by`` ('silhouette' or 'stability', as in
+    :func:`cluster`). ``cluster_method`` and ``refine`` as in :func:`cluster` (the paired-omics methods do not refine on 'auto'; the baseline clusters with k-means).
     ``random_state`` seeds training and clustering alike. ``options``: the method's config fields and run
     options (see :func:`staig`).
     """
     from ..pipeline import find_domains as run
 
-    return run(data, method, n_domains, cluster_method=cluster_method, refine=refine, key_added=key_added,
-               **options)
+    return run(data, method, n_domains, cluster_method=cluster_method, refine=refine, choose_by=choose_by,
+               key_added=key_added, **options)
 
 
 __all__ = ["staig", "spotscape", "spami", "baseline", "image_features", "find_domains", "cluster", "leiden",
-           "umap"]
+           "umap", "pseudotime", "match_slices", "transfer_labels"]

@@ -14,8 +14,10 @@ from ..errors import InputError, option
 from .._record import domain_column, record_step
 
 
-def check_cluster_options(method: str, refine, n_domains) -> None:
+def check_cluster_options(method: str, refine, n_domains, choose_by: str = "silhouette") -> None:
     """The clustering options, checked before any training."""
+    if choose_by not in _cluster.CHOOSE_BY:
+        raise InputError(f"{option('choose_by', choose_by)}: choose one of {', '.join(_cluster.CHOOSE_BY)}")
     if method not in _cluster.METHODS:
         raise InputError(f"cluster_method must be one of {', '.join(_cluster.METHODS)}, got '{method}'")
     if refine not in ("auto", True, False):
@@ -41,6 +43,7 @@ def cluster(
     refine: str | bool = "auto",
     batch_key: str | None = None,
     n_domains_range: tuple[int, int] = (2, 15),
+    choose_by: str = "silhouette",
     refine_neighbors: int = 15,
     random_state: int = _cluster.MCLUST_SEED,
     key_added: str = "domain",
@@ -48,14 +51,17 @@ def cluster(
     """Cluster ``obsm[use_rep]`` into domains, stored as a categorical ``obs[key_added]`` ('1'..'K').
 
     ``method``: 'auto' (mclust EEE when R has it, else the tied Gaussian mixture), 'mclust', 'gmm', 'kmeans'
-    or 'leiden'. ``n_domains=None`` picks the number in ``n_domains_range`` with the highest silhouette.
+    or 'leiden'. ``n_domains=None`` picks the number in ``n_domains_range`` by ``choose_by``: 'silhouette' (the
+    highest, as STAIG) or 'stability' (the most detailed partition that k-means reproduces on subsamples; see
+    :func:`spatialdomains.cluster.stability`); the score of every candidate goes to the record, and
+    :func:`spatialdomains.pl.n_domains_scores` draws them.
     ``refine``: majority vote over the ``refine_neighbors`` nearest spots; 'auto' refines regular lattices
     (Visium, ST) only. When refined, the raw clustering is kept in ``obs[key_added + '_unrefined']``.
     With several slices (``batch_key``), all spots are clustered together, so a domain means the same in every
     slice, and refinement looks for neighbours within each spot's own slice. ``random_state`` seeds the
     clustering (2023 by default, the published STAIG protocol's mclust seed; :func:`find_domains` passes its own).
     """
-    check_cluster_options(method, refine, n_domains)
+    check_cluster_options(method, refine, n_domains, choose_by)
     if use_rep not in adata.obsm:
         raise InputError(f"obsm['{use_rep}'] does not exist: run a model first (e.g. sd.tl.staig(adata)) "
                          "or name an existing embedding with use_rep")
@@ -69,8 +75,8 @@ def cluster(
     if n_domains is None:
         low, high = n_domains_range
         result, _ = _cluster.choose_n_domains(embedding[has_embedding], range(low, high + 1), method,
-                                              random_state=random_state)
-        chosen_by = "silhouette"
+                                              random_state=random_state, choose_by=choose_by)
+        chosen_by = choose_by
     else:
         result = _cluster.cluster_embedding(embedding[has_embedding], int(n_domains), method,
                                             random_state=random_state)

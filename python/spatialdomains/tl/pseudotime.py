@@ -1,0 +1,134 @@
+"""Pseudotime over a learned embedding: SpaceFlow's pseudo-spatiotemporal map, as the Spotscape paper used it.
+
+Neighbours on the embedding → diffusion map → diffusion pseudotime (scanpy's ``neighbors``, ``diffmap``, ``dpt``)
+from a root spot. SpaceFlow's automatic root is the spot whose summed Euclidean distance to the others is largest,
+measured on a random sample of at most 5,000 spots; here the sample is seeded and the root found in it is mapped
+back to its spot (the published code uses the sample's row number as if it were the spot's). Every step is
+linear in the spots apart from the fixed-size root sample.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+
+import anndata as ad
+import numpy as np
+
+from .._record import record_step
+from ..errors import InputError, option
+
+logger = logging.getLogger("spatialdomains")
+
+#: SpaceFlow's cap on the spots among which the automatic root is sought (pairwise distances are quadratic).
+ROOT_SAMPLE = 5000
+
+
+def pseudotime(
+    adata: ad.AnnData,
+    *,
+    use_rep: str = "X_spotscape",
+    root_domain: str | None = None,
+    root_spot: str | None = None,
+    domain_key: str = "domain",
+    n_neighbors: int = 20,
+    n_dcs: int = 10,
+    random_state: int = 0,
+    key_added: str = "pseudotime",
+) -> ad.AnnData:
+    """Diffusion pseudotime of each spot over ``obsm[use_rep]``, into ``obs[key_added]`` (0 at the root, 1 at the
+    far end; NaN for spots without an embedding or not connected to the root).
+
+    The root: ``root_spot`` (a spot's name), or the most outlying spot of ``root_domain`` (a category of
+    ``obs[domain_key]``, e.g. white matter to order cortical layers from it), or, with neither, SpaceFlow's rule
+    (the most outlying spot of all, so the direction is the data's; give a root to fix it). ``n_neighbors`` (20, as
+    SpaceFlow) builds the kNN graph of the embedding; ``n_dcs`` diffusion components (10, scanpy's default) set the
+    distances. The record (``uns['spatialdomains']['pseudotime']``) names the root and how it was chosen.
+    """
+    import scanpy as sc
+
+    started = time.perf_counter()
+    if use_rep not in adata.obsm:
+        raise InputError(f"obsm['{use_rep}'] does not exist: run a model first (e.g. sd.tl.spotscape(adata)) or "
+                         f"name an existing embedding with {option('use_rep')}")
+    if root_domain is not None and root_spot is not None:
+        raise InputError(f"give {option('root_domain')} or {option('root_spot')}, not both")
+    for name, value in (("n_neighbors", n_neighbors), ("n_dcs", n_dcs)):
+        if isinstance(value, bool) or int(value) != value or value < 2:
+            raise InputError(f"{option(name, value)}: give a whole number of at least 2")
+    embedding = np.asarray(adata.obsm[use_rep], dtype=np.float32)
+    rows = np.flatnonzero(np.all(np.isfinite(embedding), axis=1))
+    if len(rows) <= max(n_neighbors, n_dcs) + 1:
+        raise InputError(f"obsm['{use_rep}'] has {len(rows)} spots with values: too few for {option('n_neighbors')}="
+                         f"{n_neighbors} neighbours and {n_dcs} diffusion components")
+    rng = np.random.default_rng(random_state)
+    if root_spot is not None:
+        where = np.flatnonzero(np.asarray(adata.obs_names) == str(root_spot))
+        if len(where) != 1 or where[0] not in set(rows):
+            raise InputError(f"{option('root_spot', root_spot)}: no spot of that name has an embedding "
+                             f"(spot names look like '{adata.obs_names[0]}')")
+        root, chosen_by = int(np.searchsorted(rows, where[0])), "given spot"
+    elif root_domain is not None:
+        members = _domain_members(adata, domain_key, root_domain)[rows]
+        if not members.any():
+            raise InputError(f"{option('root_domain', root_domain)}: no spot of that domain has an embedding")
+        root = _most_outlying(embedding[rows], np.flatnonzero(members), rng)
+        chosen_by = f"most outlying spot of {domain_key} '{root_domain}'"
+    else:
+        root = _most_outlying(embedding[rows], np.arange(len(rows)), rng)
+        chosen_by = "most outlying spot (SpaceFlow's rule)"
+
+    work = ad.AnnData(embedding[rows])
+    sc.pp.neighbors(work, n_neighbors=int(n_neighbors), use_rep="X", random_state=random_state)
+    sc.tl.diffmap(work, n_comps=max(15, int(n_dcs) + 1), random_state=random_state)
+    work.uns["iroot"] = root
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # scanpy's note on disconnected graph components
+        sc.tl.dpt(work, n_dcs=int(n_dcs))
+    values = work.obs["dpt_pseudotime"].to_numpy(dtype=np.float64)
+    unreachable = ~np.isfinite(values)
+    if unreachable.any():
+        logger.warning("pseudotime: %d spots are not connected to the root in the %d-neighbour graph of %s and get "
+                       "NaN", int(unreachable.sum()), n_neighbors, use_rep)
+    values[unreachable] = np.nan
+    full = np.full(adata.n_obs, np.nan)
+    full[rows] = values
+    adata.obs[key_added] = full
+    record_step(adata, "pseudotime", {
+        "use_rep": use_rep, "key_added": key_added, "root_spot": str(adata.obs_names[rows[root]]),
+        "root_chosen_by": chosen_by, "domain_key": domain_key if root_domain is not None else None,
+        "n_neighbors": int(n_neighbors), "n_dcs": int(n_dcs), "root_sample": ROOT_SAMPLE,
+        "n_spots_unreachable": int(unreachable.sum()), "random_state": random_state,
+        "method": "diffusion pseudotime over the embedding's kNN graph (SpaceFlow pSM; scanpy diffmap + dpt)",
+        "timings": {"pseudotime": time.perf_counter() - started},
+    })
+    return adata
+
+
+def _domain_members(adata: ad.AnnData, domain_key: str, root_domain) -> np.ndarray:
+    if domain_key not in adata.obs:
+        raise InputError(f"obs['{domain_key}'] does not exist: cluster first (sd.tl.cluster) or name the column of "
+                         f"domains with {option('domain_key')}")
+    labels = adata.obs[domain_key].astype(str).to_numpy()
+    if str(root_domain) not in set(labels):
+        present = sorted(set(adata.obs[domain_key].dropna().astype(str)))
+        raise InputError(f"{option('root_domain', root_domain)} is not a value of obs['{domain_key}'] "
+                         f"(values: {', '.join(present[:20])})")
+    return labels == str(root_domain)
+
+
+def _most_outlying(embedding: np.ndarray, candidates: np.ndarray, rng: np.random.Generator) -> int:
+    """Among ``candidates`` (row numbers), the one whose summed Euclidean distance to a seeded sample of at most
+    :data:`ROOT_SAMPLE` spots is largest (for all spots as candidates: SpaceFlow's root rule)."""
+    def sample(pool: np.ndarray) -> np.ndarray:
+        return pool if len(pool) <= ROOT_SAMPLE else np.sort(rng.choice(pool, ROOT_SAMPLE, replace=False))
+
+    reference = sample(np.arange(len(embedding)))
+    candidates = reference if len(candidates) == len(embedding) else sample(candidates)
+    others = embedding[reference].astype(np.float64)
+    totals = np.empty(len(candidates))
+    for start in range(0, len(candidates), 512):  # blocks keep the pairwise distances small
+        block = embedding[candidates[start:start + 512]].astype(np.float64)
+        squared = (block ** 2).sum(1)[:, None] + (others ** 2).sum(1)[None, :] - 2 * block @ others.T
+        totals[start:start + 512] = np.sqrt(np.maximum(squared, 0)).sum(1)
+    return int(candidates[np.argmax(totals)])

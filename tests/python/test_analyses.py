@@ -1,0 +1,184 @@
+"""The analyses beyond domains: pseudotime, slice matching and label transfer, gene selection, choosing the number
+of domains by stability. Embeddings come from the smoothed-PCA baseline (no training), so these run in seconds."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import spatialdomains as sd
+from spatialdomains.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def layered():
+    """2,000 spots, 5 layered domains (D1..D5 in layer order), with the baseline embedding."""
+    adata = sd.datasets.simulate_visium(n_spots=2000, n_domains=5, seed=0)
+    sd.tl.baseline(adata)
+    return adata
+
+
+@pytest.fixture(scope="module")
+def two_slices():
+    """One simulated tissue split into two slices of different spots; the query rotated by 0.6 rad and shifted.
+    Both embedded jointly: PCA of the pooled log-normalised counts, averaged over each spot's 6 nearest spots in
+    its own slice."""
+    import anndata as ad
+    import scanpy as sc
+
+    tissue = sd.datasets.simulate_visium(n_spots=4000, n_domains=5, seed=1)
+    order = np.random.default_rng(0).permutation(tissue.n_obs)
+    reference, query = tissue[np.sort(order[:2000])].copy(), tissue[np.sort(order[2000:])].copy()
+    angle = 0.6
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    query.obsm["spatial"] = query.obsm["spatial"] @ rotation.T + 5000.0
+    pooled = ad.concat([reference, query], label="slice", keys=["reference", "query"], index_unique="-")
+    sc.pp.normalize_total(pooled)
+    sc.pp.log1p(pooled)
+    sc.pp.pca(pooled, n_comps=20, random_state=0)
+    joint = np.empty_like(pooled.obsm["X_pca"])
+    for name in ("reference", "query"):
+        rows = np.flatnonzero(pooled.obs["slice"].to_numpy() == name)
+        neighbours = sd.graph.nearest_other_spots(pooled.obsm["spatial"][rows], 6)
+        block = pooled.obsm["X_pca"][rows]
+        joint[rows] = (block + block[neighbours].sum(axis=1)) / 7
+    reference.obsm["X_joint"], query.obsm["X_joint"] = joint[:reference.n_obs], joint[reference.n_obs:]
+    return reference, query
+
+
+# --- pseudotime -------------------------------------------------------------------------------------------------
+
+def test_pseudotime_orders_planted_layers(layered):
+    adata = layered.copy()
+    layers = list(adata.obs["ground_truth"].cat.categories)
+    sd.tl.pseudotime(adata, use_rep="X_baseline", root_domain="D1", domain_key="ground_truth")
+    from_first = sd.metrics.pseudotime_spearman(adata.obs["pseudotime"], adata.obs["ground_truth"], layers)
+    assert from_first >= 0.8
+    record = adata.uns["spatialdomains"]["pseudotime"]
+    assert adata.obs.loc[record["root_spot"], "ground_truth"] == "D1"
+    assert adata.obs.loc[record["root_spot"], "pseudotime"] == 0
+    assert np.nanmin(adata.obs["pseudotime"]) == 0 and np.nanmax(adata.obs["pseudotime"]) == pytest.approx(1)
+    # Rooted in the last layer, the order reverses; SpaceFlow's automatic root lands at one end.
+    sd.tl.pseudotime(adata, use_rep="X_baseline", root_domain="D5", domain_key="ground_truth")
+    assert sd.metrics.pseudotime_spearman(adata.obs["pseudotime"], adata.obs["ground_truth"], layers) <= -0.8
+    sd.tl.pseudotime(adata, use_rep="X_baseline", random_state=3)
+    automatic = adata.obs["pseudotime"].to_numpy().copy()
+    assert abs(sd.metrics.pseudotime_spearman(automatic, adata.obs["ground_truth"], layers)) >= 0.8
+    assert "SpaceFlow" in adata.uns["spatialdomains"]["pseudotime"]["root_chosen_by"]
+    sd.tl.pseudotime(adata, use_rep="X_baseline", random_state=3)
+    np.testing.assert_array_equal(adata.obs["pseudotime"].to_numpy(), automatic)  # seeded
+    root = adata.obs_names[10]
+    sd.tl.pseudotime(adata, use_rep="X_baseline", root_spot=root, key_added="from_spot")
+    assert adata.obs.loc[root, "from_spot"] == 0
+    assert sd.pl.pseudotime(adata, "from_spot") is not None
+
+
+def test_pseudotime_leaves_spots_without_embedding_out(layered):
+    adata = layered.copy()
+    adata.obsm["X_baseline"][:5] = np.nan
+    sd.tl.pseudotime(adata, use_rep="X_baseline")
+    assert adata.obs["pseudotime"].iloc[:5].isna().all()
+    assert adata.obs["pseudotime"].iloc[5:].notna().all()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"root_domain": "D1", "root_spot": "spot00001-1"}, "not both"),
+    ({"root_domain": "D9", "domain_key": "ground_truth"}, "not a value of obs['ground_truth']"),
+    ({"root_domain": "D1"}, "obs['domain'] does not exist"),
+    ({"root_spot": "nowhere"}, "no spot of that name"),
+    ({"use_rep": "X_missing"}, "obsm['X_missing'] does not exist"),
+    ({"n_neighbors": 1}, "n_neighbors=1"),
+])
+def test_pseudotime_bad_options(layered, options, message):
+    adata = layered.copy()
+    with pytest.raises(InputError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        sd.tl.pseudotime(adata, **{"use_rep": "X_baseline", **options})
+    assert "pseudotime" not in adata.obs
+
+
+def test_pseudotime_spearman_follows_the_order_given():
+    labels = np.array(["a", "a", "b", "b", "c", "c", "x", None], dtype=object)
+    time = np.array([0.0, 0.1, 0.5, 0.6, 0.9, 1.0, 0.2, 0.3])
+    assert sd.metrics.pseudotime_spearman(time, labels, ["a", "b", "c"]) == pytest.approx(1.0, abs=0.06)
+    assert sd.metrics.pseudotime_spearman(time, labels, ["c", "b", "a"]) < -0.9
+    with pytest.raises(InputError, match="fewer than two"):
+        sd.metrics.pseudotime_spearman(time, labels, ["q", "a"])
+
+
+# --- slice matching and label transfer ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("smoothing", [True, False])
+def test_label_transfer_recovers_labels_across_a_rotation_and_shift(two_slices, smoothing):
+    reference, query = (part.copy() for part in two_slices)
+    counts_before = query.X.copy()
+    sd.tl.transfer_labels(reference, query, label_key="ground_truth", use_rep="X_joint", spatial_smoothing=smoothing)
+    record = query.uns["spatialdomains"]["transfer_labels"]
+    assert record["scores"]["ari"] >= 0.9
+    assert record["truth_key"] == "ground_truth" and record["search"] == "exact"
+    assert sd.metrics.ari(query.obs["ground_truth"], query.obs["ground_truth_transferred"]) >= 0.9
+    confidence = query.obs["ground_truth_transferred_confidence"]
+    assert confidence.between(0, 1).all() and confidence.median() > 0.8
+    partners = query.obs["ground_truth_transferred_reference_spot"]
+    assert set(partners) <= set(reference.obs_names)
+    given = reference.obs.loc[partners.to_numpy(), "ground_truth"].to_numpy()
+    np.testing.assert_array_equal(given, query.obs["ground_truth_transferred"].to_numpy())
+    assert (query.X != counts_before).nnz == 0  # only columns were added
+    assert sd.pl.matches(reference, query, key="ground_truth_transferred") is not None
+
+
+def test_approximate_search_agrees_with_exact(two_slices, monkeypatch):
+    from spatialdomains.tl import transfer
+
+    reference, query = two_slices
+    exact = sd.tl.match_slices(reference, query, use_rep="X_joint")
+    monkeypatch.setattr(transfer, "EXACT_PAIRS_LIMIT", 0)
+    approximate = sd.tl.match_slices(reference, query, use_rep="X_joint")
+    assert (approximate["search"] == "approximate").all()
+    labels = reference.obs["ground_truth"]
+    agree = (labels[exact["reference_spot"]].to_numpy() == labels[approximate["reference_spot"]].to_numpy()).mean()
+    assert agree >= 0.95
+
+
+def test_label_transfer_bad_inputs(two_slices):
+    reference, query = (part.copy() for part in two_slices)
+    with pytest.raises(InputError, match="no obs\\['layer'\\]"):
+        sd.tl.transfer_labels(reference, query, label_key="layer", use_rep="X_joint")
+    with pytest.raises(InputError, match="reference has no obsm\\[.X_staig.\\]"):
+        sd.tl.transfer_labels(reference, query, label_key="ground_truth")
+    query.obsm["X_joint"] = query.obsm["X_joint"][:, :5]
+    with pytest.raises(InputError, match="embed both slices together"):
+        sd.tl.transfer_labels(reference, query, label_key="ground_truth", use_rep="X_joint")
+    assert "ground_truth_transferred" not in query.obs
+
+
+# --- gene selection ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("selection, floor", [("seurat_v3", 0.9), ("mvp", 0.8), ("spatial", 0.9)])
+def test_gene_selection_finds_the_planted_programs(layered, selection, floor):
+    genes = sd.pp.highly_variable_genes(sp.csr_matrix(layered.X), 100, selection, layered.obsm["spatial"])
+    assert len(genes) == 100 and np.all(np.diff(genes) > 0)
+    assert np.mean(layered.var["program"].to_numpy()[genes] != "background") >= floor
+
+
+def test_gene_selection_is_an_option_of_both_methods_and_recorded(sample):
+    with pytest.raises(InputError, match="gene_selection='moran'"):
+        sd.tl.staig(sample, gene_selection="moran")
+    sd.tl.spotscape(sample, gene_selection="spatial", n_top_genes=200, n_epochs=2, progress=False)
+    record = sample.uns["spatialdomains"]["spotscape"]
+    assert record["parameters"]["gene_selection"] == "spatial"
+    assert len(record["genes"]) == 200
+
+
+# --- the number of domains by stability -----------------------------------------------------------------------
+
+def test_stability_recovers_the_planted_number(layered):
+    adata = layered.copy()
+    sd.tl.cluster(adata, use_rep="X_baseline", method="kmeans", choose_by="stability", n_domains_range=(2, 9))
+    record = adata.uns["spatialdomains"]["cluster"]
+    assert record["n_domains"] == 5 and record["n_domains_chosen_by"] == "stability"
+    scores = {int(k): v for k, v in record["details"]["stability_by_n_domains"].items()}
+    assert sorted(scores) == list(range(2, 10)) and all(0 <= v <= 1 for v in scores.values())
+    assert sd.metrics.ari(adata.obs["ground_truth"], adata.obs["domain"]) >= 0.8
+    assert sd.pl.n_domains_scores(adata) is not None
+    with pytest.raises(InputError, match="choose_by='gap'"):
+        sd.tl.cluster(adata, use_rep="X_baseline", choose_by="gap")
