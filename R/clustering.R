@@ -8,10 +8,15 @@
 #'
 #' @param embedding Numeric matrix, spots x dimensions. Rows with missing values
 #'   (spots the model left out) get \code{NA} domains.
-#' @param n_domains Number of domains. \code{NULL} chooses it: every number in
-#'   \code{n_domains_range} is fitted and the one with the highest mean
-#'   silhouette (Euclidean, in the embedding) is kept. Above 10,000 spots the
-#'   silhouette is computed on a random sample of 10,000 spots.
+#' @param n_domains Number of domains. \code{NULL} chooses it from
+#'   \code{n_domains_range} by \code{choose_by}.
+#' @param choose_by \code{"silhouette"}: every number is fitted and the one
+#'   with the highest mean silhouette (Euclidean, in the embedding; on a
+#'   random sample of 10,000 spots above that) is kept. \code{"stability"}:
+#'   the most detailed partition that k-means reproduces on subsamples (10
+#'   subsamples of 80\% of the spots, at most 10,000; mean pairwise ARI; the
+#'   largest number within 0.005 of the best), computed in the Python
+#'   package; then fitted once.
 #' @param coordinates Numeric matrix of spot coordinates (spots x 2), needed
 #'   for refinement.
 #' @param refine \code{TRUE}, \code{FALSE} or \code{"auto"}: refine on regular
@@ -32,8 +37,8 @@
 #'   protocol).
 #' @return A list with \code{domain} (factor, levels \code{"1"}..\code{"K"}),
 #'   \code{unrefined} (factor, or \code{NULL} when not refined),
-#'   \code{n_domains}, \code{silhouette} (named by number of domains, when
-#'   chosen automatically) and \code{record} (the parameters and the backend
+#'   \code{n_domains}, \code{silhouette} or \code{stability} (named by number
+#'   of domains, as chosen automatically) and \code{record} (the parameters and the backend
 #'   used).
 #' @examplesIf spatialdomainsAvailable()
 #' sce <- simulateVisium(n_spots = 400, n_domains = 3, seed = 1)
@@ -44,8 +49,10 @@
 #' @export
 clusterEmbedding <- function(embedding, n_domains = NULL, coordinates = NULL, refine = "auto",
                              n_domains_range = 2:15, refine_neighbors = 15L, seed = 2023L,
-                             method = c("mclust", "kmeans"), slices = NULL) {
+                             method = c("mclust", "kmeans"), slices = NULL,
+                             choose_by = c("silhouette", "stability")) {
     method <- match.arg(method)
+    choose_by <- match.arg(choose_by)
     embedding <- .as_numeric_matrix(embedding, "embedding")
     if (is.null(slices)) {
         slices <- rep("1", nrow(embedding))
@@ -64,20 +71,12 @@ clusterEmbedding <- function(embedding, n_domains = NULL, coordinates = NULL, re
         if (length(candidates) == 0L) {
             stop("'n_domains_range' holds no number between 2 and the number of spots - 1", call. = FALSE)
         }
-        sample_rows <- .silhouette_sample(nrow(x), seed)
-        fits <- lapply(candidates, function(k) .cluster_labels(x, k, seed, method))
-        scores <- vapply(fits, function(labels) {
-            if (length(unique(labels)) < 2L) NA_real_ else .mean_silhouette(x[sample_rows, , drop = FALSE],
-                                                                             labels[sample_rows])
-        }, numeric(1))
-        names(scores) <- candidates
-        if (all(is.na(scores))) {
-            stop("every candidate clustering produced a single domain; give 'n_domains' explicitly", call. = FALSE)
-        }
-        best <- which.max(scores)
-        labels <- fits[[best]]
-        n_domains <- candidates[best]
-        chosen_by <- "silhouette"
+        chosen <- if (choose_by == "stability") .by_stability(x, candidates, seed, method) else
+            .by_silhouette(x, candidates, seed, method)
+        labels <- chosen$labels
+        n_domains <- chosen$n_domains
+        scores <- chosen$scores
+        chosen_by <- choose_by
     } else {
         n_domains <- .count_argument(n_domains, "n_domains")
         if (n_domains < 2L || n_domains >= nrow(x)) {
@@ -115,7 +114,8 @@ clusterEmbedding <- function(embedding, n_domains = NULL, coordinates = NULL, re
         labels <- refined
     }
     list(domain = .domain_factor(labels, usable), unrefined = unrefined, n_domains = n_domains,
-         silhouette = scores,
+         silhouette = if (identical(chosen_by, "silhouette")) scores,
+         stability = if (identical(chosen_by, "stability")) scores,
          record = list(backend = backend, model = if (backend == "mclust") "EEE",
                        initialisation = if (backend == "mclust") {
                            if (nrow(x) > .MCLUST_INIT_SPOTS) {
@@ -128,6 +128,29 @@ clusterEmbedding <- function(embedding, n_domains = NULL, coordinates = NULL, re
                        seed = as.integer(seed),
                        versions = list(mclust = as.character(utils::packageVersion("mclust")),
                                        spatialdomains = as.character(utils::packageVersion("spatialdomains")))))
+}
+
+## Every candidate fitted; the one of highest mean silhouette kept.
+.by_silhouette <- function(x, candidates, seed, method) {
+    sample_rows <- .silhouette_sample(nrow(x), seed)
+    fits <- lapply(candidates, function(k) .cluster_labels(x, k, seed, method))
+    scores <- vapply(fits, function(labels) {
+        if (length(unique(labels)) < 2L) NA_real_ else .mean_silhouette(x[sample_rows, , drop = FALSE],
+                                                                         labels[sample_rows])
+    }, numeric(1))
+    names(scores) <- candidates
+    if (all(is.na(scores))) {
+        stop("every candidate clustering produced a single domain; give 'n_domains' explicitly", call. = FALSE)
+    }
+    best <- which.max(scores)
+    list(labels = fits[[best]], n_domains = candidates[best], scores = scores)
+}
+
+## The stability of each candidate from the Python package (one implementation of the rule), then one fit.
+.by_stability <- function(x, candidates, seed, method) {
+    stable <- .bridge()$stability(x, candidates, random_state = .count_argument(seed, "seed"), console = .console)
+    n_domains <- as.integer(stable$best)
+    list(labels = .cluster_labels(x, n_domains, seed, method), n_domains = n_domains, scores = unlist(stable$scores))
 }
 
 #' Refine domain labels by a majority vote of the nearest spots

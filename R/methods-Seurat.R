@@ -86,7 +86,8 @@
     }
     methods::slot(x, "misc") <- .add_record(methods::slot(x, "misc"), name,
                                             c(list(embedding = reduction), fit$record,
-                                              list(silhouette = as.list(fit$silhouette))))
+                                              list(silhouette = as.list(fit$silhouette),
+                                                   stability = as.list(fit$stability))))
     x
 }
 

@@ -170,7 +170,8 @@ setMethod("clusterDomains", "SingleCellExperiment", function(x, dimred = "STAIG"
     }
     S4Vectors::metadata(x) <- .add_record(S4Vectors::metadata(x), name,
                                           c(list(embedding = dimred), fit$record,
-                                            list(silhouette = as.list(fit$silhouette))))
+                                            list(silhouette = as.list(fit$silhouette),
+                                                 stability = as.list(fit$stability))))
     x
 })
 

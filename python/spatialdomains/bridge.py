@@ -147,6 +147,83 @@ def embed(
     }
 
 
+@_r_entry
+def pseudotime(embedding, spot_names, *, domains=None, root_domain=None, root_spot=None, n_neighbors: int = 20,
+               n_dcs: int = 10, random_state: int = 0) -> dict:
+    """:func:`spatialdomains.tl.pseudotime` on an embedding (spots × dims, NaN rows for spots without one);
+    ``domains`` (one label per spot) when the root is a domain. Returns ``pseudotime`` and ``record``."""
+    from .tl import pseudotime as compute
+
+    adata = _embedded(embedding, spot_names)
+    if domains is not None:
+        adata.obs["domain"] = _labels(domains, adata.n_obs, "domains")
+    compute(adata, use_rep="X", root_domain=root_domain, root_spot=root_spot, n_neighbors=int(n_neighbors),
+            n_dcs=int(n_dcs), random_state=int(random_state))
+    return {"pseudotime": adata.obs["pseudotime"].to_numpy(dtype=np.float64),
+            "record": json_safe(adata.uns["spatialdomains"]["pseudotime"])}
+
+
+@_r_entry
+def transfer_labels(reference_embedding, reference_coordinates, reference_names, labels, query_embedding,
+                    query_coordinates, query_names, *, truth=None, n_candidates: int = 20,
+                    spatial_smoothing: bool = True, random_state: int = 0) -> dict:
+    """:func:`spatialdomains.tl.transfer_labels` between two jointly embedded slices given as pieces (embedding
+    and coordinates spots × columns, names, the reference ``labels``, optionally the query's own ``truth``).
+    Returns ``label``, ``confidence``, ``reference_spot`` (per query spot) and ``record``."""
+    from .tl import transfer_labels as transfer
+
+    reference = _embedded(reference_embedding, reference_names, reference_coordinates)
+    query = _embedded(query_embedding, query_names, query_coordinates)
+    reference.obs["label"] = _labels(labels, reference.n_obs, "labels")
+    if truth is not None:
+        query.obs["truth"] = _labels(truth, query.n_obs, "truth")
+    transfer(reference, query, label_key="label", use_rep="X", n_candidates=int(n_candidates),
+             spatial_smoothing=bool(spatial_smoothing), truth_key=None if truth is None else "truth",
+             random_state=int(random_state), key_added="transferred")
+    return {"label": _strings(query.obs["transferred"]),
+            "confidence": query.obs["transferred_confidence"].to_numpy(dtype=np.float64),
+            "reference_spot": _strings(query.obs["transferred_reference_spot"]),
+            "record": json_safe(query.uns["spatialdomains"]["transfer_labels"])}
+
+
+@_r_entry
+def stability(embedding, candidates, *, random_state: int = 0) -> dict:
+    """The stability of each candidate number of domains (:func:`spatialdomains.cluster.stability`) and the number
+    the rule keeps; R fits mclust itself at that number."""
+    from .cluster import STABILITY_TOLERANCE, most_detailed_stable, stability as scores_of
+
+    scores = scores_of(np.asarray(embedding, dtype=np.float64), [int(k) for k in np.atleast_1d(candidates)],
+                       random_state=int(random_state))
+    return {"scores": {str(k): v for k, v in scores.items()}, "best": most_detailed_stable(scores),
+            "tolerance": STABILITY_TOLERANCE}
+
+
+def _embedded(embedding, spot_names, coordinates=None) -> ad.AnnData:
+    """An AnnData of spots only, holding an embedding in ``obsm['X']`` (and coordinates in ``obsm['spatial']``)."""
+    names = [str(name) for name in np.atleast_1d(spot_names)]
+    values = np.asarray(embedding, dtype=np.float64)
+    if values.ndim != 2 or values.shape[0] != len(names):
+        raise InputError(f"the embedding has shape {values.shape} for {len(names)} spots")
+    adata = ad.AnnData(obs=pd.DataFrame(index=pd.Index(names)))
+    adata.obsm["X"] = values
+    if coordinates is not None:
+        adata.obsm["spatial"] = np.asarray(coordinates, dtype=np.float64)
+    return adata
+
+
+def _strings(column: pd.Series) -> list[str]:
+    """A column as strings for R, '' where it has no value (R turns those into NA)."""
+    return ["" if pd.isna(value) else str(value) for value in column.astype(object)]
+
+
+def _labels(values, n: int, what: str) -> pd.Categorical:
+    labels = [None if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+              for value in np.atleast_1d(np.asarray(values, dtype=object))]
+    if len(labels) != n:
+        raise InputError(f"{what} has {len(labels)} values for {n} spots")
+    return pd.Categorical(labels)
+
+
 def _attach_slice_images(adata: ad.AnnData, images: dict, several: bool) -> None:
     """Each slice's image as the ``uns['spatial']`` library named after it (one sample: its only library)."""
     if not several:

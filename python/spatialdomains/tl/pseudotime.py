@@ -56,8 +56,10 @@ def pseudotime(
     for name, value in (("n_neighbors", n_neighbors), ("n_dcs", n_dcs)):
         if isinstance(value, bool) or int(value) != value or value < 2:
             raise InputError(f"{option(name, value)}: give a whole number of at least 2")
-    embedding = np.asarray(adata.obsm[use_rep], dtype=np.float32)
-    rows = np.flatnonzero(np.all(np.isfinite(embedding), axis=1))
+    values = np.asarray(adata.obsm[use_rep], dtype=np.float64)
+    rows = np.flatnonzero(np.all(np.isfinite(values), axis=1))
+    embedding = np.zeros(values.shape, dtype=np.float32)
+    embedding[rows] = values[rows]  # rows without values stay out of every step
     if len(rows) <= max(n_neighbors, n_dcs) + 1:
         raise InputError(f"obsm['{use_rep}'] has {len(rows)} spots with values: too few for {option('n_neighbors')}="
                          f"{n_neighbors} neighbours and {n_dcs} diffusion components")

@@ -124,11 +124,11 @@ def _embedded(adata: ad.AnnData, use_rep: str, role: str) -> tuple[np.ndarray, n
     if use_rep not in adata.obsm:
         raise InputError(f"the {role} has no obsm['{use_rep}']: embed both slices together first (e.g. "
                          f"sd.tl.staig([reference, query])) or name the joint embedding with {option('use_rep')}")
-    values = np.asarray(adata.obsm[use_rep], dtype=np.float32)
+    values = np.asarray(adata.obsm[use_rep], dtype=np.float64)
     rows = np.flatnonzero(np.all(np.isfinite(values), axis=1))
     if len(rows) == 0:
         raise InputError(f"the {role}'s obsm['{use_rep}'] has no spot with values")
-    vectors = values[rows]
+    vectors = values[rows].astype(np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return rows, vectors / np.maximum(norms, 1e-12)
 

@@ -1,0 +1,231 @@
+#' Pseudotime over an embedding
+#'
+#' Orders the spots along the embedding a model learned: SpaceFlow's
+#' pseudo-spatiotemporal map, as the Spotscape paper used it (a 20-nearest-
+#' neighbour graph of the embedding, a diffusion map, diffusion pseudotime
+#' from a root spot). Runs \code{sd.tl.pseudotime} in the Python package.
+#'
+#' @param x A \code{SingleCellExperiment} (including \code{SpatialExperiment})
+#'   or a \code{Seurat} object holding an embedding.
+#' @param ... For Seurat objects: \code{reduction} (default
+#'   \code{"spotscape"}) instead of \code{dimred}, and the other arguments.
+#' @param dimred The reducedDim holding the embedding (e.g. \code{"Spotscape"}
+#'   or \code{"STAIG"}).
+#' @param root_domain A value of \code{colData(x)[[domain]]}: the root is that
+#'   domain's most outlying spot (e.g. white matter, to order cortical layers
+#'   from it). With neither root given, SpaceFlow's rule picks the most
+#'   outlying spot of all, so the direction is the data's.
+#' @param root_spot The name of the root spot.
+#' @param domain The colData (meta.data) column holding the domains.
+#' @param n_neighbors,n_dcs Neighbours of the embedding graph (20) and
+#'   diffusion components (10).
+#' @param seed Seed of the root sample.
+#' @param name Column for the pseudotime (0 at the root, 1 at the far end;
+#'   \code{NA} for spots without an embedding).
+#' @return \code{x} with the pseudotime in \code{colData} (Seurat: meta.data)
+#'   and its record (root, how it was chosen) in
+#'   \code{metadata(x)$spatialdomains$pseudotime} (Seurat: \code{Misc}).
+#' @examplesIf spatialdomainsAvailable()
+#' sce <- simulateVisium(n_spots = 400, n_domains = 3, seed = 1)
+#' sce <- runSTAIG(sce, n_epochs = 20, seed = 1)
+#' sce <- runPseudotime(sce, dimred = "STAIG")
+#' summary(sce$pseudotime)
+#' @export
+setGeneric("runPseudotime", function(x, ...) standardGeneric("runPseudotime"))
+
+#' @rdname runPseudotime
+#' @export
+setMethod("runPseudotime", "SingleCellExperiment", function(x, dimred = "Spotscape", root_domain = NULL,
+                                                            root_spot = NULL, domain = "domain",
+                                                            n_neighbors = 20L, n_dcs = 10L, seed = 0L,
+                                                            name = "pseudotime") {
+    embedding <- .reduced(x, dimred)
+    domains <- .root_domains(as.data.frame(SummarizedExperiment::colData(x)), root_domain, domain)
+    out <- .bridge()$pseudotime(embedding, .spot_names(colnames(x)), domains = domains, root_domain = root_domain,
+                                root_spot = root_spot, n_neighbors = .count_argument(n_neighbors, "n_neighbors"),
+                                n_dcs = .count_argument(n_dcs, "n_dcs"), random_state = .count_argument(seed, "seed"),
+                                console = .console)
+    SummarizedExperiment::colData(x)[[name]] <- as.numeric(out$pseudotime)
+    S4Vectors::metadata(x) <- .add_record(S4Vectors::metadata(x), "pseudotime",
+                                          c(list(embedding = dimred, column = name), out$record))
+    x
+})
+
+#' @rdname runPseudotime
+#' @export
+setMethod("runPseudotime", "ANY", function(x, ...) {
+    if (is(x, "Seurat")) {
+        return(.pseudotime_seurat(x, ...))
+    }
+    .unsupported(x)
+})
+
+#' Transfer labels between two jointly embedded slices
+#'
+#' Matches each spot of \code{query} to a spot of \code{reference} and gives it
+#' that spot's label: among the 20 reference spots most similar in the joint
+#' embedding, the one nearest in space once both slices are scaled to the unit
+#' square (SLAT's rule, which the Spotscape paper used). Embed the two slices
+#' together first (e.g. \code{findDomains} or \code{runSTAIG} with
+#' \code{sample_id}, then split), so that their embeddings share one space.
+#'
+#' @param reference,query Two \code{SingleCellExperiment} (or
+#'   \code{SpatialExperiment}) objects, or two \code{Seurat} objects, each
+#'   holding its rows of the joint embedding and its coordinates.
+#' @param label The reference's colData (meta.data) column to transfer.
+#' @param dimred The reducedDim (Seurat: \code{reduction}) of the joint
+#'   embedding.
+#' @param spatial_coords Where the coordinates are, as in
+#'   \code{\link{runSTAIG}} (for both objects).
+#' @param truth A query column with its own labels, to score the transfer
+#'   (ARI, NMI, accuracy in the record); by default \code{label} when the query
+#'   has it.
+#' @param n_candidates Most similar reference spots considered (20).
+#' @param spatial_smoothing Pick among them the one nearest in space (the
+#'   rule assumes both slices face the same way; \code{FALSE} for slices
+#'   rotated or mirrored against each other).
+#' @param seed Seed of the approximate search used for very large slices.
+#' @param name Column of the transferred labels in \code{query}; also
+#'   \code{<name>_confidence} (share of the candidates carrying the label
+#'   given) and \code{<name>_reference_spot}.
+#' @param ... For Seurat objects: \code{reduction} instead of \code{dimred}.
+#' @return \code{query}, with the three columns added and the record in its
+#'   metadata (Seurat: \code{Misc}).
+#' @export
+setGeneric("transferLabels", function(reference, query, ...) standardGeneric("transferLabels"))
+
+#' @rdname transferLabels
+#' @export
+setMethod("transferLabels", c("SingleCellExperiment", "SingleCellExperiment"),
+          function(reference, query, label = "domain", dimred = "STAIG", spatial_coords = NULL, truth = NULL,
+                   n_candidates = 20L, spatial_smoothing = TRUE, seed = 0L, name = NULL) {
+    columns <- as.data.frame(SummarizedExperiment::colData(reference))
+    query_columns <- as.data.frame(SummarizedExperiment::colData(query))
+    out <- .transfer(.reduced(reference, dimred), .sce_coordinates(reference, spatial_coords), colnames(reference),
+                     .label_column(columns, label, "reference"), .reduced(query, dimred),
+                     .sce_coordinates(query, spatial_coords), colnames(query),
+                     .truth_column(query_columns, truth, label), n_candidates, spatial_smoothing, seed)
+    name <- if (is.null(name)) paste0(label, "_transferred") else name
+    for (column in names(out$columns)) {
+        SummarizedExperiment::colData(query)[[sub("^transferred", name, column)]] <- out$columns[[column]]
+    }
+    S4Vectors::metadata(query) <- .add_record(S4Vectors::metadata(query), "transfer_labels",
+                                              c(list(embedding = dimred, label = label, column = name), out$record))
+    query
+})
+
+#' @rdname transferLabels
+#' @export
+setMethod("transferLabels", c("ANY", "ANY"), function(reference, query, ...) {
+    if (is(reference, "Seurat") && is(query, "Seurat")) {
+        return(.transfer_seurat(reference, query, ...))
+    }
+    stop("reference and query must both be SingleCellExperiment (or SpatialExperiment) objects or both Seurat ",
+         "objects, not '", class(reference)[1], "' and '", class(query)[1], "'", call. = FALSE)
+})
+
+.reduced <- function(x, dimred) {
+    if (!dimred %in% SingleCellExperiment::reducedDimNames(x)) {
+        stop("reducedDim '", dimred, "' does not exist: run a model first (e.g. runSTAIG(x)) or name an ",
+             "existing one with 'dimred'", call. = FALSE)
+    }
+    as.matrix(SingleCellExperiment::reducedDim(x, dimred))
+}
+
+.root_domains <- function(columns, root_domain, domain) {
+    if (is.null(root_domain)) {
+        return(NULL)
+    }
+    if (!domain %in% names(columns)) {
+        stop("column '", domain, "' does not exist: cluster first (clusterDomains()) or name the column of ",
+             "domains with 'domain'", call. = FALSE)
+    }
+    as.character(columns[[domain]])
+}
+
+.label_column <- function(columns, label, what) {
+    if (!label %in% names(columns)) {
+        stop("the ", what, " has no column '", label, "' (columns: ", paste(names(columns), collapse = ", "), ")",
+             call. = FALSE)
+    }
+    as.character(columns[[label]])
+}
+
+.truth_column <- function(columns, truth, label) {
+    if (!is.null(truth)) {
+        return(.label_column(columns, truth, "query"))
+    }
+    if (label %in% names(columns)) as.character(columns[[label]]) else NULL
+}
+
+## The bridge call shared by both classes: plain pieces in, query columns out.
+.transfer <- function(reference_embedding, reference_coordinates, reference_names, labels, query_embedding,
+                      query_coordinates, query_names, truth, n_candidates, spatial_smoothing, seed) {
+    if (!is.logical(spatial_smoothing) || length(spatial_smoothing) != 1L || is.na(spatial_smoothing)) {
+        stop("'spatial_smoothing' must be TRUE or FALSE", call. = FALSE)
+    }
+    out <- .bridge()$transfer_labels(reference_embedding, reference_coordinates, .spot_names(reference_names),
+                                     labels, query_embedding, query_coordinates, .spot_names(query_names),
+                                     truth = truth, n_candidates = .count_argument(n_candidates, "n_candidates"),
+                                     spatial_smoothing = spatial_smoothing,
+                                     random_state = .count_argument(seed, "seed"), console = .console)
+    missing_to_na <- function(values) {
+        values <- as.character(unlist(values))
+        values[values == ""] <- NA_character_
+        values
+    }
+    given <- missing_to_na(out$label)
+    levels <- intersect(unique(labels[!is.na(labels)]), given)
+    list(columns = list(transferred = factor(given, levels = levels),
+                        transferred_confidence = as.numeric(out$confidence),
+                        transferred_reference_spot = missing_to_na(out$reference_spot)),
+         record = out$record)
+}
+
+.pseudotime_seurat <- function(x, reduction = "spotscape", root_domain = NULL, root_spot = NULL, domain = "domain",
+                               n_neighbors = 20L, n_dcs = 10L, seed = 0L, name = "pseudotime") {
+    .require_seurat_object()
+    embedding <- .seurat_reduction(x, reduction)
+    domains <- .root_domains(x[[]][rownames(embedding), , drop = FALSE], root_domain, domain)
+    out <- .bridge()$pseudotime(embedding, .spot_names(rownames(embedding)), domains = domains,
+                                root_domain = root_domain, root_spot = root_spot,
+                                n_neighbors = .count_argument(n_neighbors, "n_neighbors"),
+                                n_dcs = .count_argument(n_dcs, "n_dcs"), random_state = .count_argument(seed, "seed"),
+                                console = .console)
+    x <- SeuratObject::AddMetaData(x, .all_spots(as.numeric(out$pseudotime), rownames(embedding), colnames(x)),
+                                   col.name = name)
+    methods::slot(x, "misc") <- .add_record(methods::slot(x, "misc"), "pseudotime",
+                                            c(list(embedding = reduction, column = name), out$record))
+    x
+}
+
+.transfer_seurat <- function(reference, query, label = "domain", reduction = "staig", spatial_coords = NULL,
+                             truth = NULL, n_candidates = 20L, spatial_smoothing = TRUE, seed = 0L, name = NULL) {
+    .require_seurat_object()
+    reference_embedding <- .seurat_reduction(reference, reduction)
+    query_embedding <- .seurat_reduction(query, reduction)
+    reference_cells <- rownames(reference_embedding)
+    query_cells <- rownames(query_embedding)
+    out <- .transfer(reference_embedding, .seurat_coordinates(reference, spatial_coords, reference_cells),
+                     reference_cells, .label_column(reference[[]][reference_cells, , drop = FALSE], label, "reference"),
+                     query_embedding, .seurat_coordinates(query, spatial_coords, query_cells), query_cells,
+                     .truth_column(query[[]][query_cells, , drop = FALSE], truth, label), n_candidates,
+                     spatial_smoothing, seed)
+    name <- if (is.null(name)) paste0(label, "_transferred") else name
+    for (column in names(out$columns)) {
+        query <- SeuratObject::AddMetaData(query, .all_spots(out$columns[[column]], query_cells, colnames(query)),
+                                           col.name = sub("^transferred", name, column))
+    }
+    methods::slot(query, "misc") <- .add_record(methods::slot(query, "misc"), "transfer_labels",
+                                                c(list(embedding = reduction, label = label, column = name),
+                                                  out$record))
+    query
+}
+
+.seurat_reduction <- function(x, reduction) {
+    if (!reduction %in% SeuratObject::Reductions(x)) {
+        stop("reduction '", reduction, "' does not exist: run a model first (e.g. runSTAIG(x)) or name an ",
+             "existing one with 'reduction'", call. = FALSE)
+    }
+    SeuratObject::Embeddings(x, reduction = reduction)
+}

@@ -1,0 +1,103 @@
+"""Benchmark the analyses beyond domains on the shared real data. Usage (repository root):
+
+    .venv/bin/python bench/bench_analyses.py pseudotime [--methods staig spotscape] [--seeds 0] [--json F]
+    .venv/bin/python bench/bench_analyses.py transfer [--methods staig spotscape] [--seed 0] [--json F]
+
+pseudotime: DLPFC 151673, each method's embedding (full training), pseudotime from SpaceFlow's automatic root and
+from the white matter, Spearman with the layer order WM → L6 → … → L1 (the Spotscape paper's figure 15 measure);
+the number of domains chosen by silhouette and by stability on the same embedding.
+transfer: STARmap mPFC, the three sections embedded jointly, layers transferred from each section to each other
+one, ARI against the query's own layers.
+The data are read from ../shared/data (or $SPATIALDOMAINS_SHARED/data).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from _bench import DLPFC, DLPFC_LABEL, SHARED, require
+
+STARMAP = SHARED / "data" / "starmap_mpfc" / "starmap_mpfc.h5ad"
+LAYER_ORDER = ["WM", "Layer6", "Layer5", "Layer4", "Layer3", "Layer2", "Layer1"]
+
+
+def pseudotime_run(method: str, seed: int) -> dict:
+    import anndata as ad
+    import numpy as np
+
+    import spatialdomains as sd
+
+    adata = ad.read_h5ad(DLPFC)
+    started = time.perf_counter()
+    getattr(sd.tl, method)(adata, random_state=seed, progress=False)
+    train_seconds = time.perf_counter() - started
+    key = f"X_{method}"
+    sd.tl.cluster(adata, use_rep=key, n_domains=7, random_state=seed)
+    result = {"method": method, "seed": seed, "train_seconds": train_seconds,
+              "ari_7_domains": sd.metrics.ari(adata.obs[DLPFC_LABEL], adata.obs["domain"])}
+    # The white-matter root: the most outlying spot of the annotated WM (the annotation only picks the end).
+    adata.obs["annotation"] = adata.obs[DLPFC_LABEL].astype(str)
+    for name, options in (("automatic root", {}), ("white-matter root", {"root_domain": "WM",
+                                                                        "domain_key": "annotation"})):
+        started = time.perf_counter()
+        sd.tl.pseudotime(adata, use_rep=key, random_state=seed, **options)
+        result[f"spearman ({name})"] = sd.metrics.pseudotime_spearman(adata.obs["pseudotime"],
+                                                                      adata.obs[DLPFC_LABEL], LAYER_ORDER)
+        result[f"seconds ({name})"] = time.perf_counter() - started
+    for rule in ("silhouette", "stability"):
+        started = time.perf_counter()
+        sd.tl.cluster(adata, use_rep=key, choose_by=rule, random_state=seed, key_added=f"domain_{rule}")
+        result[f"n_domains by {rule}"] = int(adata.uns["spatialdomains"]["cluster"]["n_domains"])
+        result[f"ari ({rule})"] = sd.metrics.ari(adata.obs[DLPFC_LABEL], adata.obs[f"domain_{rule}"])
+        result[f"seconds ({rule})"] = time.perf_counter() - started
+    result["unreachable"] = int(np.isnan(adata.obs["pseudotime"]).sum())
+    return result
+
+
+def transfer_run(method: str, seed: int) -> dict:
+    import anndata as ad
+
+    import spatialdomains as sd
+
+    tissue = ad.read_h5ad(STARMAP)
+    slices = {name: tissue[tissue.obs["slice_id"] == name].copy() for name in ("BZ5", "BZ9", "BZ14")}
+    started = time.perf_counter()
+    getattr(sd.tl, method)(slices, random_state=seed, progress=False)
+    result = {"method": method, "seed": seed, "train_seconds": time.perf_counter() - started, "pairs": {}}
+    for reference_name, reference in slices.items():
+        for query_name, query in slices.items():
+            if query_name == reference_name:
+                continue
+            sd.tl.transfer_labels(reference, query, label_key="layer", use_rep=f"X_{method}", random_state=seed)
+            scores = query.uns["spatialdomains"]["transfer_labels"]["scores"]
+            result["pairs"][f"{reference_name} -> {query_name}"] = scores["ari"]
+    values = list(result["pairs"].values())
+    result["mean_ari"] = sum(values) / len(values)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["pseudotime", "transfer"])
+    parser.add_argument("--methods", nargs="+", default=["staig", "spotscape"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    if not require(DLPFC if args.what == "pseudotime" else STARMAP):
+        return 1
+    run = pseudotime_run if args.what == "pseudotime" else transfer_run
+    results = []
+    for method in args.methods:
+        for seed in args.seeds:
+            results.append(run(method, seed))
+            print(json.dumps(results[-1]), flush=True)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+## The analyses beyond domains from R: pseudotime, label transfer, the number of domains by stability. The
+## embeddings are made here from the planted layers (no training): these tests check the doors; the Python tests
+## check the methods on learned embeddings.
+
+## Layers as directions (cosine similarity tells them apart) along one arc (so the neighbour graph joins them).
+layer_embedding <- function(truth, seed) {
+    set.seed(seed)
+    angle <- 0.6 * as.integer(truth) + stats::rnorm(length(truth), sd = 0.15)
+    cbind(cos(angle), sin(angle))
+}
+
+## PCA of log-normalised counts averaged over each spot and its 6 nearest spots (the smoothed-PCA baseline).
+smoothed_pca <- function(sce) {
+    counts <- as.matrix(SummarizedExperiment::assay(sce, "counts"))
+    logged <- log1p(t(t(counts) / colSums(counts)) * 1e4)
+    pcs <- stats::prcomp(t(logged[order(-apply(logged, 1, stats::var))[1:500], ]), rank. = 10)$x
+    neighbours <- spatialdomains:::.nearest_other_spots(SingleCellExperiment::reducedDim(sce, "spatial"), 6L)
+    smoothed <- pcs
+    for (j in seq_len(ncol(neighbours))) smoothed <- smoothed + pcs[neighbours[, j], ]
+    smoothed / 7
+}
+
+test_that("runPseudotime orders the planted layers from the root domain, for SCE and Seurat", {
+    skip_without_spatialdomains()
+    sce <- simulateVisium(n_spots = 400, n_domains = 3, seed = 1)
+    embedding <- smoothed_pca(sce)
+    embedding[1:3, ] <- NA
+    SingleCellExperiment::reducedDim(sce, "Toy") <- embedding
+    sce <- runPseudotime(sce, dimred = "Toy", root_domain = "D1", domain = "ground_truth")
+    expect_true(all(is.na(sce$pseudotime[1:3])))
+    expect_gt(stats::cor(sce$pseudotime, as.integer(sce$ground_truth), method = "spearman",
+                         use = "complete.obs"), 0.8)
+    record <- S4Vectors::metadata(sce)$spatialdomains$pseudotime
+    expect_match(record$root_chosen_by, "domain 'D1'")
+    expect_identical(as.character(sce$ground_truth[colnames(sce) == record$root_spot]), "D1")
+    expect_error(runPseudotime(sce, dimred = "Toy", root_domain = "D9", domain = "ground_truth"),
+                 "root_domain = \"D9\" is not a value")
+    expect_error(runPseudotime(sce, dimred = "Nothing"), "reducedDim 'Nothing' does not exist")
+
+    skip_if_not_installed("SeuratObject")
+    seu <- simulateVisium(n_spots = 400, n_domains = 3, seed = 1, class = "Seurat")
+    rownames(embedding) <- colnames(seu)
+    colnames(embedding) <- paste0("TOY_", seq_len(ncol(embedding)))
+    seu[["toy"]] <- SeuratObject::CreateDimReducObject(embeddings = embedding, key = "TOY_", assay = "Spatial")
+    seu <- runPseudotime(seu, reduction = "toy", root_domain = "D3", domain = "ground_truth", name = "pt")
+    expect_lt(stats::cor(seu$pt, as.integer(seu$ground_truth), method = "spearman", use = "complete.obs"), -0.8)
+    expect_identical(methods::slot(seu, "misc")$spatialdomains$pseudotime$column, "pt")
+})
+
+test_that("transferLabels moves the reference's layers onto the query and scores them", {
+    skip_without_spatialdomains()
+    reference <- simulateVisium(n_spots = 400, n_domains = 3, seed = 1)
+    query <- simulateVisium(n_spots = 400, n_domains = 3, seed = 1)
+    SingleCellExperiment::reducedDim(reference, "Joint") <- layer_embedding(reference$ground_truth, 1)
+    SingleCellExperiment::reducedDim(query, "Joint") <- layer_embedding(query$ground_truth, 2)
+    query <- transferLabels(reference, query, label = "ground_truth", dimred = "Joint")
+    expect_s3_class(query$ground_truth_transferred, "factor")
+    expect_gt(mean(as.character(query$ground_truth_transferred) == as.character(query$ground_truth)), 0.9)
+    expect_true(all(query$ground_truth_transferred_confidence >= 0 & query$ground_truth_transferred_confidence <= 1))
+    expect_true(all(query$ground_truth_transferred_reference_spot %in% colnames(reference)))
+    record <- S4Vectors::metadata(query)$spatialdomains$transfer_labels
+    expect_gt(record$scores$ari, 0.8)
+    expect_error(transferLabels(reference, query, label = "layer", dimred = "Joint"), "no column 'layer'")
+    expect_error(transferLabels(reference, as.matrix(1), label = "ground_truth"), "both be SingleCellExperiment")
+})
+
+test_that("clusterEmbedding chooses the number of domains by stability", {
+    skip_without_spatialdomains()
+    set.seed(3)
+    centres <- rbind(c(0, 0), c(6, 0), c(0, 6))
+    embedding <- centres[rep(1:3, each = 80), ] + matrix(stats::rnorm(480), ncol = 2)
+    fit <- clusterEmbedding(embedding, n_domains_range = 2:6, method = "kmeans", choose_by = "stability",
+                            refine = FALSE)
+    expect_identical(fit$n_domains, 3L)
+    expect_identical(names(fit$stability), as.character(2:6))
+    expect_identical(fit$record$n_domains_chosen_by, "stability")
+    expect_error(clusterEmbedding(embedding, choose_by = "gap"), "should be one of")
+})
