@@ -53,7 +53,7 @@ test-r: setup
 	if grep -q "WARNING" spatialdomains.Rcheck/00check.log; then echo "R CMD check gave warnings"; exit 1; fi
 
 # Training to accuracy floors on the shared real data (about an hour on 2 cores): the benchmark scripts with
-# their floors asserted (mean over three seeds), the accuracy tests, then the R check with the R door's DLPFC run at
+# their floors asserted (mean over three seeds), the accuracy tests, the slow tests, then the R check with the R door's DLPFC run at
 # full length (SPATIALDOMAINS_ACCURACY=1). Run it whenever a model or its defaults
 # change. Each step prints its figures; any floor missed fails.
 accuracy: setup
@@ -62,6 +62,7 @@ accuracy: setup
 	$(BIN)/python bench/bench_spotscape.py dlpfc --seeds 0 1 2 --floor 0.43
 	$(BIN)/python bench/bench_spami.py sim --seeds 0 1 2 --floor 0.95
 	SPATIALDOMAINS_SHARED="$(SHARED)" $(BIN)/python -m pytest tests/python/test_accuracy.py -m accuracy -s -q
+	$(BIN)/python -m pytest tests/python -m slow -q
 	SPATIALDOMAINS_ACCURACY=1 $(MAKE) test-r
 
 # Regenerates NAMESPACE and man/ from the roxygen comments (needs roxygen2).

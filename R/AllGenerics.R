@@ -9,7 +9,8 @@
 #'   or a \code{Seurat} object with raw counts and spot coordinates.
 #' @param ... Arguments for the method (see the Methods section), and model
 #'   parameters passed to Python: \code{learning_rate}, \code{n_neighbors},
-#'   \code{n_top_genes}, \code{n_layers}, \code{edge_drop}, \code{positives},
+#'   \code{n_top_genes}, \code{gene_selection} (\code{"seurat_v3"}, \code{"mvp"},
+#'   \code{"spatial"}), \code{n_resamples}, \code{n_layers}, \code{edge_drop}, \code{positives},
 #'   \code{memory_budget_mb}.
 #' @return \code{x}, with the embedding added (SCE: \code{reducedDim(x, name)};
 #'   Seurat: the reduction \code{name}) and the parameters, seed, versions and
@@ -55,7 +56,7 @@ setGeneric("runSTAIG", function(x, ...) standardGeneric("runSTAIG"))
 #' @param x A \code{SingleCellExperiment} (including \code{SpatialExperiment})
 #'   or a \code{Seurat} object with raw counts and spot coordinates.
 #' @param ... Arguments for the method, and model parameters passed to Python:
-#'   \code{n_top_genes}, \code{graph} (\code{"auto"}: radius on spot or bin
+#'   \code{n_top_genes}, \code{gene_selection}, \code{graph} (\code{"auto"}: radius on spot or bin
 #'   lattices, k-NN on cells; or \code{"radius"}, \code{"knn"}),
 #'   \code{radius}, \code{batch_norm_momentum}. For Seurat objects:
 #'   \code{assay}, \code{spatial_coords}, \code{n_epochs},

@@ -99,7 +99,8 @@ spatialdomainsAvailable <- function() {
 .embed <- function(method, pieces, params, seed, device, progress) {
     bridge <- .bridge()
     params <- Filter(Negate(is.null), params)
-    for (count in intersect(names(params), c("n_epochs", "n_neighbors", "n_top_genes", "n_layers", "batch_size"))) {
+    for (count in intersect(names(params), c("n_epochs", "n_neighbors", "n_top_genes", "n_layers", "batch_size",
+                                              "n_resamples"))) {
         params[[count]] <- .count_argument(params[[count]], count)
     }
     .warn_if_reference_blas()

@@ -34,7 +34,7 @@ UMAP_PLOT = "umap.png"
 #: Flags that set a method's option: flag attribute → option name (checked against the method's config).
 MODEL_FLAGS = {"layer": "layer", "library_size_key": "library_size_key", "graph": "graph", "tau": "tau",
                "epochs": "n_epochs", "preset": "preset", "n_top_genes": "n_top_genes",
-               "gene_selection": "gene_selection"}
+               "gene_selection": "gene_selection", "n_resamples": "n_resamples"}
 #: The image flags, which become STAIG's use_image and image_options.
 IMAGE_FLAGS = ("image", "image_scale", "backbone", "backbone_weights")
 MULTIOMICS_RESULT = "result.h5mu"
@@ -267,6 +267,9 @@ def _add_model_options(parser: argparse.ArgumentParser, default_domains: int | N
     parser.add_argument("--gene-selection", choices=["seurat_v3", "mvp", "spatial"],
                         help="STAIG, Spotscape: how genes are chosen: seurat_v3 (default, as published), mvp "
                              "(mean-variance plot) or spatial (spatially variable, Moran's I)")
+    parser.add_argument("--n-resamples", type=int,
+                        help="STAIG: average the embedding over this many sampled edge sets (default: 0, as "
+                             "published)")
     parser.add_argument("--cluster-method", default="auto", choices=["auto", "mclust", "gmm", "kmeans", "leiden"],
                         help="clustering backend (default: mclust when R has it, else gmm)")
     if tuning:

@@ -126,6 +126,7 @@ def test_label_transfer_recovers_labels_across_a_rotation_and_shift(two_slices, 
     assert sd.pl.matches(reference, query, key="ground_truth_transferred") is not None
 
 
+@pytest.mark.slow  # numba compiles pynndescent for about a minute in a fresh environment
 def test_approximate_search_agrees_with_exact(two_slices, monkeypatch):
     from spatialdomains.tl import transfer
 
@@ -182,3 +183,99 @@ def test_stability_recovers_the_planted_number(layered):
     assert sd.pl.n_domains_scores(adata) is not None
     with pytest.raises(InputError, match="choose_by='gap'"):
         sd.tl.cluster(adata, use_rep="X_baseline", choose_by="gap")
+
+
+# --- STAIG resampling ------------------------------------------------------------------------------------------
+
+def test_staig_resampling_averages_sampled_graphs_and_is_recorded(sample):
+    plain, resampled = sample.copy(), sample.copy()
+    sd.tl.staig(plain, n_epochs=3, progress=False)
+    sd.tl.staig(resampled, n_epochs=3, n_resamples=4, progress=False)
+    assert resampled.uns["spatialdomains"]["staig"]["parameters"]["n_resamples"] == 4
+    # Same seed, same training: only the final embedding differs (a mean over sampled edge sets).
+    assert not np.allclose(plain.obsm["X_staig"], resampled.obsm["X_staig"])
+    assert np.corrcoef(plain.obsm["X_staig"].ravel(), resampled.obsm["X_staig"].ravel())[0, 1] > 0.9
+    with pytest.raises(InputError, match="n_resamples=-1"):
+        sd.tl.staig(sample.copy(), n_resamples=-1)
+
+
+# --- imputation -------------------------------------------------------------------------------------------------
+
+def test_imputed_expression_is_an_anndata_markers_run_on(sample):
+    counts_before = sample.X.copy()
+    imputed = sd.tl.impute(sample, n_epochs=5, n_top_genes=200, progress=False)
+    assert imputed.n_obs == sample.n_obs and imputed.n_vars == 200
+    assert set(imputed.var_names) <= set(sample.var_names)
+    assert np.all(imputed.X >= 0) and "observed" in imputed.layers
+    assert (sample.X != counts_before).nnz == 0
+    sd.tl.cluster(imputed, use_rep="X_spotscape", n_domains=3, method="kmeans")
+    table = sd.analysis.markers(imputed)
+    assert len(table) > 0
+    with pytest.raises(InputError, match="retrain=True"):
+        sd.tl.impute(sample, n_epochs=7)
+    with pytest.raises(InputError, match="method='staig'"):
+        sd.tl.impute(sample, method="staig")
+
+
+def test_masked_value_evaluation_scores_held_back_counts(sample):
+    counts_before = sample.X.copy()
+    scores = sd.tl.evaluate_imputation(sample, fraction=0.1, n_epochs=20, n_top_genes=200, progress=False)
+    assert scores["n_held_back"] > 1000
+    for key in ("rmse", "median_l1", "rmse_gene_mean", "median_l1_gene_mean"):
+        assert np.isfinite(scores[key]) and scores[key] > 0
+    assert sample.uns["spatialdomains"]["imputation"]["fraction"] == 0.1
+    assert "X_spotscape" not in sample.obsm and (sample.X != counts_before).nnz == 0
+    with pytest.raises(InputError, match="fraction=1.5"):
+        sd.tl.evaluate_imputation(sample, fraction=1.5)
+
+
+# --- conditions ---------------------------------------------------------------------------------------------------
+
+def _conditions(replicates: int):
+    """One simulated tissue dealt into 2 × ``replicates`` slices; in the 'disease' slices the first 20 genes go up
+    threefold in domain D2 only. 300 genes keep the tests quick."""
+    import anndata as ad
+
+    tissue = sd.datasets.simulate_visium(n_spots=2000, n_domains=3, seed=10)[:, :300].copy()
+    order = np.random.default_rng(0).permutation(tissue.n_obs)
+    parts = []
+    for i, condition in enumerate(["control"] * replicates + ["disease"] * replicates):
+        part = tissue[np.sort(order[i::2 * replicates])].copy()
+        counts = part.X.toarray()
+        if condition == "disease":
+            rows = np.flatnonzero(part.obs["ground_truth"].to_numpy() == "D2")
+            counts[np.ix_(rows, np.arange(20))] = np.random.default_rng(i).poisson(3 * counts[np.ix_(rows, np.arange(20))])
+        part.X = sp.csr_matrix(counts)
+        part.obs["condition"], part.obs["slice"] = condition, f"s{i}"
+        parts.append(part)
+    return ad.concat(parts, index_unique="-")
+
+
+@pytest.mark.parametrize("replicates, test, floor", [(2, "pseudobulk", 15), (1, "wilcoxon", 3)])
+def test_condition_comparison_finds_the_planted_change(replicates, test, floor):
+    data = _conditions(replicates)
+    result = sd.tl.compare_conditions(data, "condition", domain_key="ground_truth", reference="control")
+    genes = result.genes
+    assert genes["test"].str.startswith(test).all()
+    found = genes[genes["padj"] < 0.05]
+    planted = set(data.var_names[:20])
+    assert (found["domain"] == "D2").all()
+    # Up: the planted genes. Down, with spots as replicates: the others, which normalisation lowers a little when
+    # 20 genes go up threefold.
+    up = found[found["log2fc"] > 0]
+    assert len(up) >= floor and set(up["gene"]) <= planted
+    assert set(result.composition["domain"]) == {"D1", "D2", "D3"} and (result.composition["pvalue"] > 0.01).all()
+    assert len(result.shares) == 2 * replicates
+    record = data.uns["spatialdomains"]["compare_conditions"]
+    assert record["reference"] == "control" and record["n_significant"] == len(found)
+
+
+def test_condition_comparison_bad_inputs():
+    data = _conditions(1)
+    with pytest.raises(InputError, match="reference='healthy'"):
+        sd.tl.compare_conditions(data, "condition", domain_key="ground_truth", reference="healthy")
+    data.obs.loc[data.obs_names[:5], "condition"] = "disease"
+    with pytest.raises(InputError, match="several conditions"):
+        sd.tl.compare_conditions(data, "condition", domain_key="ground_truth")
+    with pytest.raises(InputError, match="obs\\['treatment'\\] does not exist"):
+        sd.tl.compare_conditions(data, "treatment", domain_key="ground_truth")

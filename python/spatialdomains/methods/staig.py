@@ -51,6 +51,10 @@ class StaigConfig:
     n_pseudo_labels, debias
         One slice with an image: k-means of the image features into ``n_pseudo_labels`` groups; with ``debias``
         spots of the anchor's group are not its negatives.
+    n_resamples
+        0 (published): the embedding is the model's output on the full graph. n ≥ 1: the mean of its outputs on
+        n edge sets sampled as the training views are (the paper's optional resampling step), which steadies
+        the embedding against the draw of any one graph.
     memory_budget_mb
         Memory for one block of the N×N loss computation.
     layer, library_size_key
@@ -77,6 +81,7 @@ class StaigConfig:
     positives: str = "full"
     n_pseudo_labels: int = 40
     debias: bool = True
+    n_resamples: int = 0
     memory_budget_mb: float = 256.0
     layer: str | None = None
     library_size_key: str | None = None
@@ -99,6 +104,8 @@ class StaigConfig:
                              "two rates in [0, 1)"),
             "positives": (self.positives in ("full", "view"), "'full' or 'view'"),
             "n_pseudo_labels": (self.n_pseudo_labels >= 2, "at least 2"),
+            "n_resamples": (isinstance(self.n_resamples, (int, np.integer)) and not isinstance(self.n_resamples, bool)
+                            and self.n_resamples >= 0, "a whole number of at least 0"),
             "memory_budget_mb": (self.memory_budget_mb > 0, "above 0"),
             "image_options": (self.image_options is None or isinstance(self.image_options, dict), "a dict or None"),
         })

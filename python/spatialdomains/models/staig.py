@@ -364,7 +364,11 @@ def train_staig(
     if checkpoint is not None:
         trainer.save_checkpoint(checkpoint)
     with torch.no_grad():
-        z, h = embed()
+        if config.n_resamples:  # the paper's optional step: the mean over sampled edge sets
+            draws = [embed(sampled=True) for _ in range(config.n_resamples)]
+            z, h = (torch.stack([draw[part] for draw in draws]).mean(dim=0) for part in (0, 1))
+        else:
+            z, h = embed()
     return StaigResult(embedding=h.cpu().numpy(), encoder_embedding=z.cpu().numpy(),
                        record={**record.as_dict(), "config": asdict(config), **mode,
                                "n_slices": len(slice_bounds) if slice_bounds else 1,
@@ -389,8 +393,9 @@ def _full_batch_training(model, x, pairs, drop, labels, config, slice_bounds, de
         return neighbour_contrastive_loss(h1, h2, positives, config.tau, pseudo_labels=labels,
                                           slice_bounds=slice_bounds, memory_budget_mb=config.memory_budget_mb)
 
-    def embed():
-        z = model.encode(features, full_edges)
+    def embed(sampled: bool = False):
+        """(z, h) on the full graph, or on an edge set sampled as a training view's is."""
+        z = model.encode(features, sample_view_edges(pairs, drop_probability) if sampled else full_edges)
         return z, model.projection(z)
 
     return step, embed, {"mode": "full"}
@@ -451,8 +456,10 @@ def _minibatch_training(model, x, adjacency, pairs, drop, labels, config, slice_
     clean = normalised_adjacency(n_spots, pairs)
     chunk = max(batch.batch_size, 8192)
 
-    def embed():
-        z = torch.cat([encode(hops(np.arange(first, min(first + chunk, n_spots))), clean)
+    def embed(sampled: bool = False):
+        """(z, h) on the full graph, or on an edge set sampled as a training view's is."""
+        propagation = draw_view()[0] if sampled else clean
+        z = torch.cat([encode(hops(np.arange(first, min(first + chunk, n_spots))), propagation)
                        for first in range(0, n_spots, chunk)])
         return z, model.projection(z)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import anndata as ad
 
 from .domains import cluster, leiden, umap
+from .conditions import compare_conditions
+from .impute import evaluate_imputation, impute
 from .pseudotime import pseudotime
 from .transfer import match_slices, transfer_labels
 
@@ -105,4 +107,5 @@ def find_domains(data, method: str = "staig", n_domains: int | None = None, *, c
 
 
 __all__ = ["staig", "spotscape", "spami", "baseline", "image_features", "find_domains", "cluster", "leiden",
-           "umap", "pseudotime", "match_slices", "transfer_labels"]
+           "umap", "pseudotime", "match_slices", "transfer_labels", "impute", "evaluate_imputation",
+           "compare_conditions"]
