@@ -13,7 +13,8 @@
 #'   \code{"spatial"}), \code{n_resamples}, \code{n_layers}, \code{edge_drop}, \code{positives},
 #'   \code{memory_budget_mb}.
 #' @return \code{x}, with the embedding added (SCE: \code{reducedDim(x, name)};
-#'   Seurat: the reduction \code{name}) and the parameters, seed, versions and
+#'   Seurat: the reduction \code{name}; its encoder output, the space for
+#'   \code{\link{runPseudotime}}, as \code{<name>_encoder}) and the parameters, seed, versions and
 #'   timings in \code{metadata(x)$spatialdomains} (Seurat:
 #'   \code{Misc(x, "spatialdomains")}). Nothing else in \code{x} changes.
 #' @section Methods:
@@ -88,7 +89,8 @@ setGeneric("runSpotscape", function(x, ...) standardGeneric("runSpotscape"))
 #'   \code{learning_rate}, \code{n_neighbors} (3), \code{out_dim} (64),
 #'   \code{dgi_weights}, \code{reconstruction_weights},
 #'   \code{correspondence_weight}, \code{n_pcs}, \code{n_top_genes},
-#'   \code{min_cells}, \code{balance}.
+#'   \code{min_cells}, \code{balance}, \code{preset} (\code{"default"}, or SpaMI's
+#'   published settings \code{"misar"}, \code{"p22"}, \code{"thymus"}).
 #' @return \code{x} with the fused embedding (SCE: \code{reducedDim(x, name)};
 #'   Seurat: reduction \code{tolower(name)}), each modality's embedding
 #'   (\code{<name>_<modality>}), the attention weights as columns

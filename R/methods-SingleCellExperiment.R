@@ -223,6 +223,10 @@ setMethod("findDomains", "ANY", function(x, method = "staig", n_domains = NULL, 
                    slices = .slices(columns, sample_id), images = images$images)
     out <- .embed(method, pieces, c(params, images$params), seed, device, progress)
     SingleCellExperiment::reducedDim(x, name) <- .named_embedding(out$embedding, colnames(x), name)
+    if (!is.null(out$encoder_embedding)) {  # STAIG's encoder output: the space to use for pseudotime
+        encoder <- paste0(name, "_encoder")
+        SingleCellExperiment::reducedDim(x, encoder) <- .named_embedding(out$encoder_embedding, colnames(x), encoder)
+    }
     S4Vectors::metadata(x) <- .add_record(S4Vectors::metadata(x), name, out$record)
     x
 }

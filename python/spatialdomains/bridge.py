@@ -116,8 +116,9 @@ def embed(
     for integration. ``images`` (STAIG with ``params['use_image']``) maps each slice's name (any name for one
     sample) to ``{"array": H × W × 3 in [0, 1], "scale": image pixels per coordinate unit, "fiducial":
     fiducial diameter in coordinate units or None}``; the pipeline makes the image features per slice.
-    Returns ``embedding`` (spots × dims, float64, NaN rows for spots left out), ``record`` (parameters, seed,
-    versions, timings) and ``image_record`` (or None) as plain lists.
+    Returns ``embedding`` (spots × dims, float64, NaN rows for spots left out), ``encoder_embedding`` (STAIG's
+    encoder output, or None), ``record`` (parameters, seed, versions, timings) and ``image_record`` (or None) as
+    plain lists.
     """
     from . import methods
     from .pipeline import run_method
@@ -140,8 +141,10 @@ def embed(
         _attach_slice_images(adata, images, slices is not None)
     run_method(method, adata, random_state=int(random_state), device=device, progress=progress, **options)
     image_record = adata.uns["spatialdomains"].get("image_features")
+    encoder = adata.obsm.get(f"X_{method}_encoder")
     return {
         "embedding": np.asarray(adata.obsm[f"X_{method}"], dtype=np.float64),
+        "encoder_embedding": None if encoder is None else np.asarray(encoder, dtype=np.float64),
         "record": json_safe(adata.uns["spatialdomains"][method]),
         "image_record": None if image_record is None else json_safe(image_record),
     }

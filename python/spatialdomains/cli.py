@@ -273,8 +273,10 @@ def _add_model_options(parser: argparse.ArgumentParser, default_domains: int | N
     parser.add_argument("--cluster-method", default="auto", choices=["auto", "mclust", "gmm", "kmeans", "leiden"],
                         help="clustering backend (default: mclust when R has it, else gmm)")
     if tuning:
-        parser.add_argument("--preset", choices=["paper", "published"],
-                            help="STAIG settings preset (default: paper)")
+        parser.add_argument("--preset", choices=["paper", "published", "default", "misar", "p22", "thymus"],
+                            help="settings preset: STAIG paper (default) or published; SpaMI default, or the "
+                                 "published settings for misar (RNA+ATAC), p22 (spatial ATAC-RNA) or thymus "
+                                 "(RNA+protein)")
         parser.add_argument("--tau", type=float,
                             help="STAIG: temperature of the contrastive loss (default: the preset's)")
         parser.add_argument("--refine", default="auto", choices=["auto", "yes", "no"],

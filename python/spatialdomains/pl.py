@@ -72,6 +72,31 @@ def pseudotime(adata: ad.AnnData, key: str = "pseudotime", *, library_id: str | 
     return _finish(figure, save)
 
 
+def pseudotime_by_domain(adata: ad.AnnData, key: str = "pseudotime", groupby: str = "domain", *, ax=None,
+                         save: str | Path | None = None):
+    """Box plots of ``obs[key]`` per ``obs[groupby]`` category, ordered by median: the order of the domains along
+    the trajectory."""
+    import matplotlib.pyplot as plt
+
+    if key not in adata.obs:
+        raise InputError(f"obs['{key}'] does not exist: run sd.tl.pseudotime(adata) first")
+    groups = _categorical(adata, groupby)
+    values = pd.to_numeric(adata.obs[key], errors="coerce")
+    categories = list(groups.cat.categories)
+    colour_of = dict(zip(categories, domain_colours(len(categories))))
+    data = {c: values[(groups == c).to_numpy()].dropna().to_numpy() for c in categories}
+    ordered = sorted((c for c in categories if len(data[c])), key=lambda c: np.median(data[c]))
+    figure, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(max(4.5, 0.55 * len(ordered) + 2), 3.6))
+    boxes = ax.boxplot([data[c] for c in ordered], patch_artist=True, showfliers=False, widths=0.6)
+    for patch, category in zip(boxes["boxes"], ordered):
+        patch.set_facecolor(colour_of[category])
+    ax.set_xticks(range(1, len(ordered) + 1), [str(c) for c in ordered])
+    ax.set_xlabel(f"{groupby} (ordered by median {key})")
+    ax.set_ylabel(key)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _finish(figure, save)
+
+
 def matches(reference: ad.AnnData, query: ad.AnnData, key: str = "domain_transferred", *, label_key: str | None = None,
             n_lines: int = 150, random_state: int = 0, save: str | Path | None = None):
     """The reference (left, by ``label_key``) and the query (right, by its transferred ``obs[key]``) side by side,

@@ -279,3 +279,31 @@ def test_condition_comparison_bad_inputs():
         sd.tl.compare_conditions(data, "condition", domain_key="ground_truth")
     with pytest.raises(InputError, match="obs\\['treatment'\\] does not exist"):
         sd.tl.compare_conditions(data, "treatment", domain_key="ground_truth")
+
+
+# --- settings without labels ------------------------------------------------------------------------------------
+
+def test_learning_rate_is_chosen_by_silhouette_and_the_kept_run_stored(sample):
+    sd.tl.select_learning_rate(sample, "spotscape", n_domains=3, learning_rates=(1e-5, 1e-3), n_epochs=15,
+                               n_top_genes=200, progress=False)
+    record = sample.uns["spatialdomains"]["learning_rate_selection"]
+    scores = {float(k): v for k, v in record["silhouette_by_learning_rate"].items()}
+    assert set(scores) == {1e-5, 1e-3} and record["chosen"] == max(scores, key=scores.get)
+    assert sample.uns["spatialdomains"]["spotscape"]["parameters"]["learning_rate"] == record["chosen"]
+    assert sample.obsm["X_spotscape"].shape == (sample.n_obs, 64)
+    with pytest.raises(InputError, match="learning_rates"):
+        sd.tl.select_learning_rate(sample, learning_rate=1e-3)
+
+
+def test_spami_presets_carry_the_published_settings():
+    from spatialdomains.pipeline import configure
+
+    mdata = sd.datasets.simulate_multiomics(n_spots=300, seed=0)
+    _, settings, run = configure("spami", mdata, preset="thymus")
+    assert run.preset == "thymus"
+    assert (settings.learning_rate, settings.n_epochs, settings.n_pcs, settings.min_spots) == (1e-4, 600, 21, 50)
+    assert settings.reconstruction_weights == (10.0, 25.0) and settings.correspondence_weight == 1.0
+    _, settings, _ = configure("spami", mdata, preset="p22", n_epochs=50)
+    assert settings.n_neighbors == 6 and settings.n_epochs == 50  # options given override the preset
+    with pytest.raises(InputError, match="preset must be one of"):
+        configure("spami", mdata, preset="paper")

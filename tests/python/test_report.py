@@ -58,7 +58,8 @@ def test_planted_go_terms_are_in_each_domains_top_five(batch_run):
 
 def test_html_has_every_section_that_applies_and_is_self_contained(batch_run):
     page = (batch_run["out"] / "A" / batch.REPORT_FILE).read_text()
-    single_slice_only = {"integration", "attention"}  # a single-slice STAIG run has neither, nor links to them
+    # A single-slice STAIG run with its number of domains given has neither, nor links to them
+    single_slice_only = {"integration", "attention", "n-domains"}
     for anchor, title in SECTIONS:
         shown = f'id="{anchor}"' in page
         assert shown == (anchor not in single_slice_only), anchor

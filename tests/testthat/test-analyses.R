@@ -76,3 +76,16 @@ test_that("clusterEmbedding chooses the number of domains by stability", {
     expect_identical(fit$record$n_domains_chosen_by, "stability")
     expect_error(clusterEmbedding(embedding, choose_by = "gap"), "should be one of")
 })
+
+test_that("runSTAIG keeps its encoder output, the space runPseudotime should use", {
+    skip_without_spatialdomains()
+    sce <- runSTAIG(simulateVisium(n_spots = 300, n_domains = 3, seed = 2), n_epochs = 3, seed = 1)
+    expect_true(all(c("STAIG", "STAIG_encoder") %in% SingleCellExperiment::reducedDimNames(sce)))
+    sce <- runPseudotime(sce, dimred = "STAIG_encoder")
+    expect_identical(S4Vectors::metadata(sce)$spatialdomains$pseudotime$embedding, "STAIG_encoder")
+    skip_if_not_installed("SeuratObject")
+    seu <- runSTAIG(simulateVisium(n_spots = 300, n_domains = 3, seed = 2, class = "Seurat"), n_epochs = 3)
+    expect_true(all(c("staig", "staig_encoder") %in% SeuratObject::Reductions(seu)))
+    seu <- runPseudotime(seu, reduction = "staig_encoder")
+    expect_false(anyNA(seu$pseudotime))
+})

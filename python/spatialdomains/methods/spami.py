@@ -146,10 +146,32 @@ class _Omics(Method):
         return inputs
 
 
+#: SpaMI's published per-dataset settings (the method note, section 6): loss weights w0..w4 as DGI, reconstruction
+#: and correspondence weights, learning rate, epochs, neighbours; thymus also its 21 RNA PCs and protein filter.
+#: 'default' is the model default, used for the simulations.
+SPAMI_PRESETS = {
+    "default": {},
+    "misar": {"dgi_weights": (1.0, 1.0), "reconstruction_weights": (10.0, 15.0), "correspondence_weight": 3.0,
+              "learning_rate": 1e-2, "n_epochs": 800, "n_neighbors": 3},
+    "p22": {"dgi_weights": (1.0, 1.0), "reconstruction_weights": (10.0, 15.0), "correspondence_weight": 5.0,
+            "learning_rate": 1e-3, "n_epochs": 400, "n_neighbors": 6},
+    "thymus": {"dgi_weights": (1.0, 5.0), "reconstruction_weights": (10.0, 25.0), "correspondence_weight": 1.0,
+               "learning_rate": 1e-4, "n_epochs": 600, "n_neighbors": 3, "n_pcs": 21, "min_spots": 50},
+}
+
+
 class Spami(_Omics):
     name = "spami"
     title = "SpaMI"
     config_class = SpamiConfig
+
+    def preset_names(self) -> tuple[str, ...]:
+        return tuple(SPAMI_PRESETS)
+
+    def presets(self, data, overrides: dict) -> dict[str, dict]:
+        """SpaMI's published settings per dataset type: 'misar' (MISAR-seq RNA + ATAC), 'p22' (spatial ATAC–RNA-seq),
+        'thymus' (Stereo-CITE-seq RNA + protein); 'default' otherwise. Options given override them."""
+        return SPAMI_PRESETS
 
     def inputs(self, data, config: SpamiConfig, run: RunConfig, timer) -> OmicsInputs:
         inputs = self.paired(data, config, run, timer)

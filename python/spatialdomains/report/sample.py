@@ -41,6 +41,10 @@ class SampleResult:
     label_key: str | None = None  # an annotation of the spots (e.g. a pathologist's layers) to compare with
 
 
+#: Reports compute pseudotime for samples up to this size (its cost grows linearly, but for larger samples it would
+#: add minutes to every report); the report says how to compute it for larger ones.
+PSEUDOTIME_MAX_SPOTS = 50_000
+
 def analyse(inputs, *, sample: str = "sample", method: str = "staig", n_domains: int | None = None,
             modalities: dict | None = None, domain_key: str = "domain", species: str = "auto",
             key_type: str = "auto", ontology: str = "BP", gene_sets: str | None = None, engine: str = "auto",
@@ -115,6 +119,14 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
     with timer("umap"):
         representation = _representation(adata, method)
         tl.umap(adata, use_rep=representation, random_state=seed)
+    pseudotime_note = None
+    if method != "precomputed" and adata.n_obs <= PSEUDOTIME_MAX_SPOTS:
+        _utils.logger.info("%s: pseudotime over %s", sample, representation)
+        with timer("pseudotime"):
+            tl.pseudotime(adata, use_rep=pseudotime_representation(adata, representation), random_state=seed)
+    elif method != "precomputed":
+        pseudotime_note = (f"Pseudotime is left out of reports of more than {PSEUDOTIME_MAX_SPOTS:,} spots; compute it "
+                           f"with sd.tl.pseudotime(adata, use_rep='{representation}') on the result .h5ad.")
     _utils.logger.info("%s: ranking marker genes of %d domains", sample, adata.obs[domain_key].nunique())
     with timer("markers"):
         markers = analysis.markers(adata, domain_key, min_log2fc=min_log2fc, max_pvalue=max_pvalue,
@@ -135,6 +147,8 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
     record = _record(adata, sample=sample, method=method, paths=paths, modalities=modalities, seed=seed,
                      go=go, go_error=go_error, timings=timer.seconds, representation=representation,
                      min_log2fc=min_log2fc, max_pvalue=max_pvalue, pvalue=pvalue)
+    if pseudotime_note:
+        record["pseudotime_note"] = pseudotime_note
     if label_key is not None:
         from .. import metrics
 
@@ -250,6 +264,13 @@ def _expression_modality(mdata, domain_key: str) -> ad.AnnData:
     if "spatial" in mdata.uns:
         rna.uns["spatial"] = mdata.uns["spatial"]
     return rna
+
+
+def pseudotime_representation(adata: ad.AnnData, representation: str) -> str:
+    """The space pseudotime runs in: STAIG's encoder output when there is one (its projection orders tissue
+    gradients poorly; docs/analyses.md), else the representation the report uses."""
+    encoder = f"{representation}_encoder"
+    return encoder if encoder in adata.obsm else representation
 
 
 def _representation(adata: ad.AnnData, method: str) -> str:

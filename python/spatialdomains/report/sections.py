@@ -28,6 +28,8 @@ SECTIONS = [
     ("domains", "Domains on the tissue"),
     ("umap", "UMAP"),
     ("sizes", "Domain sizes"),
+    ("n-domains", "Choosing the number of domains"),
+    ("pseudotime", "Pseudotime"),
     ("markers", "Marker genes"),
     ("deg-tables", "Differential expression tables"),
     ("volcano", "Volcano plots"),
@@ -316,6 +318,37 @@ def sizes(result: SampleResult, key: str = "domain") -> None:
     show(pl.domain_sizes(result.adata, key), alt="Bar chart of the number of spots in each domain")
 
 
+def n_domains(result: SampleResult) -> None:
+    """The score of every candidate number of domains, when the number was chosen from the data."""
+    from .. import pl
+
+    record = result.adata.uns["spatialdomains"]["cluster"]
+    show(pl.n_domains_scores(result.adata), alt="Line plot of the score of each candidate number of domains, the "
+                                                 "chosen number marked")
+    rule = ("the number whose domains are best separated in the embedding (the mean silhouette: how much closer "
+            "each spot is to its own domain than to the nearest other one)" if record["n_domains_chosen_by"] ==
+            "silhouette" else "the most detailed partition that k-means reproduces on random subsamples of the spots")
+    note(f"No number of domains was given, so {record['n_domains']} was chosen by {record['n_domains_chosen_by']}: "
+         f"{rule}. Give the number (--n-domains, n_domains=) when the biology fixes it.")
+
+
+def pseudotime(result: SampleResult, key: str = "domain") -> None:
+    """Diffusion pseudotime over the embedding: on the tissue, and per domain."""
+    from .. import pl
+
+    adata = result.adata
+    if "pseudotime" not in adata.obs:
+        note(result.record.get("pseudotime_note", "Pseudotime was not computed for this sample."))
+        return
+    show(pl.pseudotime(adata), alt="Map of the tissue coloured by pseudotime, from 0 at the root spot (a star) to 1")
+    show(pl.pseudotime_by_domain(adata, groupby=key), alt="Box plots of pseudotime in each domain, ordered by median")
+    record = adata.uns["spatialdomains"]["pseudotime"]
+    note(f"Diffusion pseudotime over {record['use_rep']} (SpaceFlow's pseudo-spatiotemporal map, as in the "
+         f"Spotscape paper), from the {record['root_chosen_by']}: the domains in the order of their median suggest a "
+         "gradient across the tissue (e.g. cortical layers). The direction is the data's; to fix it from a domain "
+         "run sd.tl.pseudotime(adata, root_domain=...) on the result .h5ad.")
+
+
 def markers(result: SampleResult, key: str = "domain", n_genes: int = 5) -> None:
     from .. import pl
 
@@ -471,11 +504,17 @@ def _without_gene_lists(model):
 
 def applies(anchor: str, result: SampleResult) -> bool:
     """Whether a section has anything to show for this sample: integration needs several slices, the attention
-    map a SpaMI run; the others always apply."""
+    map a SpaMI run, the curve of candidate numbers of domains a number chosen from the data, pseudotime a model's
+    embedding; the others always apply."""
     if anchor == "integration":
         return bool(result.batch_key)
     if anchor == "attention":
         return result.multiomics is not None and "spami_attention" in result.multiomics.obsm
+    if anchor == "n-domains":
+        details = result.adata.uns.get("spatialdomains", {}).get("cluster", {}).get("details", {})
+        return any(f"{name}_by_n_domains" in details for name in ("silhouette", "stability"))
+    if anchor == "pseudotime":
+        return result.record["method"] != "precomputed"
     return True
 
 

@@ -13,6 +13,7 @@ from .conditions import compare_conditions
 from .impute import evaluate_imputation, impute
 from .pseudotime import pseudotime
 from .transfer import match_slices, transfer_labels
+from .tuning import select_learning_rate
 
 
 def staig(adata, *, config=None, **options) -> ad.AnnData:
@@ -108,4 +109,4 @@ def find_domains(data, method: str = "staig", n_domains: int | None = None, *, c
 
 __all__ = ["staig", "spotscape", "spami", "baseline", "image_features", "find_domains", "cluster", "leiden",
            "umap", "pseudotime", "match_slices", "transfer_labels", "impute", "evaluate_imputation",
-           "compare_conditions"]
+           "compare_conditions", "select_learning_rate"]

@@ -39,6 +39,10 @@ def pseudotime(
     """Diffusion pseudotime of each spot over ``obsm[use_rep]``, into ``obs[key_added]`` (0 at the root, 1 at the
     far end; NaN for spots without an embedding or not connected to the root).
 
+    ``use_rep``: Spotscape's ``X_spotscape``, or for STAIG its encoder output ``X_staig_encoder``: STAIG's
+    projection (``X_staig``), shaped by the contrastive loss on a sphere, orders DLPFC 151673's layers far worse
+    (Spearman 0.16 against 0.97 from the white matter; docs/analyses.md).
+
     The root: ``root_spot`` (a spot's name), or the most outlying spot of ``root_domain`` (a category of
     ``obs[domain_key]``, e.g. white matter to order cortical layers from it), or, with neither, SpaceFlow's rule
     (the most outlying spot of all, so the direction is the data's; give a root to fix it). ``n_neighbors`` (20, as
