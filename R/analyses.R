@@ -230,3 +230,159 @@ setMethod("transferLabels", c("ANY", "ANY"), function(reference, query, ...) {
     }
     SeuratObject::Embeddings(x, reduction = reduction)
 }
+
+#' Compare conditions within each domain
+#'
+#' For slices labelled by condition (e.g. control and disease) and clustered
+#' together: per domain, the genes that differ between each condition and the
+#' reference, and how the domains' shares of the tissue differ. With at least
+#' two slices of each condition holding the domain, each slice's counts in the
+#' domain are summed (pseudobulk) and tested with DESeq2's Wald test
+#' (PyDESeq2); otherwise spots are compared with Wilcoxon's test, which treats
+#' them as independent and so overstates significance. The table says which
+#' test ran. Runs \code{sd.tl.compare_conditions} in the Python package.
+#'
+#' @param x A \code{SingleCellExperiment} (including \code{SpatialExperiment})
+#'   or a \code{Seurat} object with raw counts, domains and slices.
+#' @param ... For Seurat objects: \code{assay} instead of \code{assay.type}.
+#' @param condition The colData (meta.data) column naming each spot's
+#'   condition (one per slice).
+#' @param domain The column of domains.
+#' @param sample_id The column naming each spot's slice (the replicates).
+#' @param reference The reference condition (default: the first one).
+#' @param assay.type The assay of raw counts.
+#' @param min_spots Domains with fewer spots on either side are left out.
+#' @return \code{x} with \code{metadata(x)$spatialdomains$compare_conditions}
+#'   (Seurat: \code{Misc}): \code{genes} (domain, condition, gene, log2 fold
+#'   change, p-value, adjusted p-value, test, slices and spots on each side),
+#'   \code{composition} (each domain's mean share per condition, p-value),
+#'   \code{shares} (each slice's share of every domain) and \code{record}.
+#' @export
+setGeneric("compareConditions", function(x, ...) standardGeneric("compareConditions"))
+
+#' @rdname compareConditions
+#' @export
+setMethod("compareConditions", "SingleCellExperiment", function(x, condition, domain = "domain",
+                                                                sample_id = "sample_id", reference = NULL,
+                                                                assay.type = "counts", min_spots = 10L) {
+    columns <- as.data.frame(SummarizedExperiment::colData(x))
+    counts <- .sparse_counts(SummarizedExperiment::assay(x, assay.type), assay.type)
+    out <- .compare(counts, colnames(x), rownames(x), columns, condition, domain, sample_id, reference, min_spots)
+    S4Vectors::metadata(x) <- .add_record(S4Vectors::metadata(x), "compare_conditions", out)
+    x
+})
+
+#' @rdname compareConditions
+#' @export
+setMethod("compareConditions", "ANY", function(x, ...) {
+    if (is(x, "Seurat")) {
+        return(.compare_seurat(x, ...))
+    }
+    .unsupported(x)
+})
+
+.compare <- function(counts, spot_names, gene_names, columns, condition, domain, sample_id, reference, min_spots) {
+    values <- lapply(c(condition = condition, domain = domain, sample_id = sample_id), function(column) {
+        .label_column(columns, column, "object")
+    })
+    out <- .bridge()$compare_conditions(counts, .spot_names(spot_names), .gene_names(gene_names),
+                                        values$condition, values$domain, values$sample_id, reference = reference,
+                                        min_spots = .count_argument(min_spots, "min_spots"), console = .console)
+    list(genes = as.data.frame(out$genes), composition = as.data.frame(out$composition),
+         shares = as.data.frame(out$shares), record = out$record)
+}
+
+.compare_seurat <- function(x, condition, domain = "domain", sample_id = "orig.ident", reference = NULL,
+                            assay = NULL, min_spots = 10L) {
+    .require_seurat_object()
+    assay <- if (is.null(assay)) SeuratObject::DefaultAssay(x) else assay
+    counts <- .seurat_counts(x, assay)
+    cells <- colnames(counts)
+    out <- .compare(.sparse_counts(counts, paste0(assay, " counts")), cells, rownames(counts),
+                    x[[]][cells, , drop = FALSE], condition, domain, sample_id, reference, min_spots)
+    methods::slot(x, "misc") <- .add_record(methods::slot(x, "misc"), "compare_conditions", out)
+    x
+}
+
+#' Denoised expression from Spotscape's decoder
+#'
+#' Trains Spotscape and keeps its decoder output: the expression of the genes
+#' it used, denoised over the spatial graph, on the log-normalised scale (log1p
+#' of counts per 10,000 over those genes, clipped at 0). Marker genes and plots
+#' can run on it as on any log-normalised data. Runs \code{sd.tl.impute} in the
+#' Python package.
+#'
+#' @param x A \code{SingleCellExperiment} (including \code{SpatialExperiment})
+#'   or a \code{Seurat} object with raw counts and spot coordinates.
+#' @param ... Spotscape's settings (as in \code{\link{runSpotscape}}: e.g.
+#'   \code{n_epochs}, \code{n_top_genes}); for Seurat objects also
+#'   \code{assay} and \code{spatial_coords}.
+#' @param assay.type,spatial_coords,sample_id Where the counts, coordinates and
+#'   slices are, as in \code{\link{runSTAIG}}.
+#' @param seed,device,progress As in \code{\link{runSTAIG}}.
+#' @param name The altExp (Seurat: assay) for the denoised values; the
+#'   embedding goes to the reducedDim (reduction) \code{"Spotscape"}.
+#' @return \code{x} with \code{altExp(x, name)} holding the denoised values as
+#'   its \code{logcounts} assay (Seurat: an assay \code{name} with them in its
+#'   data), the Spotscape embedding, and the record in the metadata.
+#' @export
+setGeneric("imputeExpression", function(x, ...) standardGeneric("imputeExpression"))
+
+#' @rdname imputeExpression
+#' @export
+setMethod("imputeExpression", "SingleCellExperiment", function(x, assay.type = "counts", spatial_coords = NULL,
+                                                               sample_id = "sample_id", seed = 0L, device = "auto",
+                                                               progress = interactive(), name = "Spotscape_denoised",
+                                                               ...) {
+    columns <- as.data.frame(SummarizedExperiment::colData(x))
+    out <- .impute(.sparse_counts(SummarizedExperiment::assay(x, assay.type), assay.type),
+                   .sce_coordinates(x, spatial_coords), colnames(x), rownames(x), .slices(columns, sample_id),
+                   list(...), seed, device, progress)
+    denoised <- SingleCellExperiment::SingleCellExperiment(assays = list(logcounts = out$denoised))
+    SingleCellExperiment::altExp(x, name) <- denoised
+    SingleCellExperiment::reducedDim(x, "Spotscape") <- .named_embedding(out$embedding, colnames(x), "Spotscape")
+    S4Vectors::metadata(x) <- .add_record(S4Vectors::metadata(x), name, out$record)
+    x
+})
+
+#' @rdname imputeExpression
+#' @export
+setMethod("imputeExpression", "ANY", function(x, ...) {
+    if (is(x, "Seurat")) {
+        return(.impute_seurat(x, ...))
+    }
+    .unsupported(x)
+})
+
+.impute <- function(counts, coordinates, spot_names, gene_names, slices, params, seed, device, progress) {
+    params <- Filter(Negate(is.null), params)
+    for (count in intersect(names(params), c("n_epochs", "n_top_genes", "n_neighbors", "n_domains"))) {
+        params[[count]] <- .count_argument(params[[count]], count)
+    }
+    out <- .bridge()$impute(counts, coordinates, .spot_names(spot_names), .gene_names(gene_names), slices = slices,
+                            params = params, random_state = .count_argument(seed, "seed"), device = device,
+                            progress = isTRUE(progress), console = .console)
+    out$denoised <- as.matrix(out$denoised)
+    dimnames(out$denoised) <- list(unlist(out$genes), spot_names)
+    out
+}
+
+.impute_seurat <- function(x, assay = NULL, spatial_coords = NULL, sample_id = NULL, seed = 0L, device = "auto",
+                           progress = interactive(), name = "SPOTSCAPE", ...) {
+    .require_seurat_object()
+    assay <- if (is.null(assay)) SeuratObject::DefaultAssay(x) else assay
+    counts <- .seurat_counts(x, assay)
+    cells <- colnames(counts)
+    if (!identical(cells, colnames(x))) {
+        stop("assay '", assay, "' holds ", length(cells), " of the object's ", ncol(x), " spots: imputeExpression ",
+             "needs an assay of every spot (subset the object to that assay's spots first)", call. = FALSE)
+    }
+    out <- .impute(.sparse_counts(counts, paste0(assay, " counts")), .seurat_coordinates(x, spatial_coords, cells, assay),
+                   cells, rownames(counts), .seurat_slices(x, sample_id, cells, assay), list(...), seed, device,
+                   progress)
+    x[[name]] <- SeuratObject::CreateAssayObject(data = methods::as(out$denoised, "CsparseMatrix"))
+    x[["spotscape"]] <- SeuratObject::CreateDimReducObject(
+        embeddings = .named_embedding(out$embedding, cells, "SPOTSCAPE"), key = "SPOTSCAPE_", assay = assay)
+    methods::slot(x, "misc") <- .add_record(methods::slot(x, "misc"), name, out$record)
+    x
+}

@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_analyses.py pseudotime [--methods staig spotscape] [--seeds 0] [--json F]
     .venv/bin/python bench/bench_analyses.py transfer [--methods staig spotscape] [--seeds 0] [--json F]
     .venv/bin/python bench/bench_analyses.py imputation [--seeds 0] [--json F]
+    .venv/bin/python bench/bench_analyses.py resampling [--seeds 0 1 2] [--json F]
 
 pseudotime: DLPFC 151673, each method's embedding (full training), pseudotime from SpaceFlow's automatic root and
 from the white matter, Spearman with the layer order WM → L6 → … → L1 (the Spotscape paper's figure 15 measure);
@@ -11,6 +12,8 @@ transfer: STARmap mPFC, the three sections embedded jointly, layers transferred 
 one, ARI against the query's own layers.
 imputation: DLPFC 151673, 10% of the non-zero counts held back, Spotscape trained on the rest (default settings),
 RMSE and median L1 at the held-back entries against the per-gene mean.
+resampling: DLPFC 151673, STAIG with n_resamples 0 (published) and 10, seven domains by mclust; the ARI of
+each seed, whose spread across seeds is what resampling should narrow.
 The data are read from ../shared/data (or $SPATIALDOMAINS_SHARED/data).
 """
 from __future__ import annotations
@@ -93,18 +96,36 @@ def imputation_run(method: str, seed: int) -> dict:
                                                           progress=False)}
 
 
+def resampling_run(method: str, seed: int) -> dict:
+    import anndata as ad
+
+    import spatialdomains as sd
+
+    result = {"method": method, "seed": seed}
+    for n in (0, 10):
+        adata = ad.read_h5ad(DLPFC)
+        started = time.perf_counter()
+        sd.find_domains(adata, "staig", n_domains=7, n_resamples=n, random_state=seed, progress=False)
+        result[f"ari (n_resamples={n})"] = sd.metrics.ari(adata.obs[DLPFC_LABEL], adata.obs["domain"])
+        result[f"seconds (n_resamples={n})"] = time.perf_counter() - started
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["pseudotime", "transfer", "imputation"])
+    parser.add_argument("what", choices=["pseudotime", "transfer", "imputation", "resampling"])
     parser.add_argument("--methods", nargs="+", default=["staig", "spotscape"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--json")
     args = parser.parse_args()
     if not require(STARMAP if args.what == "transfer" else DLPFC):
         return 1
-    run = {"pseudotime": pseudotime_run, "transfer": transfer_run, "imputation": imputation_run}[args.what]
+    run = {"pseudotime": pseudotime_run, "transfer": transfer_run, "imputation": imputation_run,
+           "resampling": resampling_run}[args.what]
     if args.what == "imputation":
         args.methods = [method for method in args.methods if method in sd_imputing_methods()]
+    if args.what == "resampling":
+        args.methods = ["staig"]
     results = []
     for method in args.methods:
         for seed in args.seeds:

@@ -201,6 +201,41 @@ def stability(embedding, candidates, *, random_state: int = 0) -> dict:
             "tolerance": STABILITY_TOLERANCE}
 
 
+@_r_entry
+def impute(counts, coordinates, spot_names, gene_names, *, slices=None, params: dict | None = None,
+           random_state: int = 0, device: str = "auto", progress: bool = False) -> dict:
+    """Spotscape trained on one sample (or slices) and its denoised expression (:func:`spatialdomains.tl.impute`):
+    ``denoised`` genes × spots (log-normalised scale), ``genes``, ``embedding`` (spots × 64) and ``record``."""
+    from .tl import impute as denoise
+
+    adata = _anndata(counts, coordinates, spot_names, gene_names, None)
+    options = dict(params or {})
+    if slices is not None:
+        adata.obs[SLICE_COLUMN] = _labels(slices, adata.n_obs, "slices").astype(str)
+        options["batch_key"] = SLICE_COLUMN
+    imputed = denoise(adata, method="spotscape", random_state=int(random_state), device=device, progress=progress,
+                      **options)
+    return {"denoised": np.asarray(imputed.X, dtype=np.float64).T, "genes": [str(g) for g in imputed.var_names],
+            "embedding": np.asarray(adata.obsm["X_spotscape"], dtype=np.float64),
+            "record": json_safe(adata.uns["spatialdomains"]["spotscape"])}
+
+
+@_r_entry
+def compare_conditions(counts, spot_names, gene_names, conditions, domains, samples, *, reference=None,
+                       min_spots: int = 10) -> dict:
+    """:func:`spatialdomains.tl.compare_conditions` on pieces: counts genes × spots, one condition, domain and
+    slice per spot. Returns ``genes``, ``composition`` and ``shares`` (data frames) and ``record``."""
+    from .tl import compare_conditions as compare
+
+    adata = _anndata(counts, np.zeros((len(np.atleast_1d(spot_names)), 2)), spot_names, gene_names, None)
+    for column, values in (("condition", conditions), ("domain", domains), ("slice", samples)):
+        adata.obs[column] = _labels(values, adata.n_obs, column)
+    result = compare(adata, "condition", domain_key="domain", sample_key="slice",
+                     reference=None if reference is None else str(reference), min_spots=int(min_spots))
+    return {"genes": result.genes, "composition": result.composition, "shares": result.shares,
+            "record": json_safe(adata.uns["spatialdomains"]["compare_conditions"])}
+
+
 def _embedded(embedding, spot_names, coordinates=None) -> ad.AnnData:
     """An AnnData of spots only, holding an embedding in ``obsm['X']`` (and coordinates in ``obsm['spatial']``)."""
     names = [str(name) for name in np.atleast_1d(spot_names)]

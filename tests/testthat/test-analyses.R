@@ -89,3 +89,51 @@ test_that("runSTAIG keeps its encoder output, the space runPseudotime should use
     seu <- runPseudotime(seu, reduction = "staig_encoder")
     expect_false(anyNA(seu$pseudotime))
 })
+
+test_that("compareConditions finds a change planted in one domain of the disease slices", {
+    skip_without_spatialdomains()
+    parts <- lapply(1:4, function(i) {
+        sce <- simulateVisium(n_spots = 300, n_domains = 3, seed = 5)[1:200, ]
+        counts <- as.matrix(SummarizedExperiment::assay(sce, "counts"))
+        set.seed(i)
+        counts <- matrix(stats::rpois(length(counts), counts + 0.5), nrow(counts), dimnames = dimnames(counts))
+        disease <- i > 2
+        if (disease) {
+            rows <- sce$ground_truth == "D2"
+            counts[1:10, rows] <- counts[1:10, rows] * 4
+        }
+        SummarizedExperiment::assay(sce, "counts") <- methods::as(counts, "CsparseMatrix")
+        colnames(sce) <- paste0("s", i, "_", colnames(sce))
+        sce$sample_id <- paste0("s", i)
+        sce$condition <- if (disease) "disease" else "control"
+        sce
+    })
+    sce <- do.call(SummarizedExperiment::cbind, parts)
+    sce <- compareConditions(sce, condition = "condition", domain = "ground_truth", reference = "control")
+    result <- S4Vectors::metadata(sce)$spatialdomains$compare_conditions
+    expect_s3_class(result$genes, "data.frame")
+    found <- result$genes[result$genes$padj < 0.05 & result$genes$log2fc > 0, ]
+    expect_true(all(found$domain == "D2"))
+    expect_true(all(rownames(sce)[1:10] %in% found$gene))
+    expect_match(unique(result$genes$test), "pseudobulk")
+    expect_identical(nrow(result$shares), 4L)
+    expect_error(compareConditions(sce, condition = "treatment", domain = "ground_truth"), "no column 'treatment'")
+})
+
+test_that("imputeExpression keeps Spotscape's denoised expression as an altExp (Seurat: an assay)", {
+    skip_without_spatialdomains()
+    sce <- simulateVisium(n_spots = 300, n_domains = 3, seed = 2)
+    before <- SummarizedExperiment::assay(sce, "counts")
+    sce <- imputeExpression(sce, n_epochs = 3, n_top_genes = 100, seed = 1, progress = FALSE)
+    denoised <- SingleCellExperiment::altExp(sce, "Spotscape_denoised")
+    expect_identical(dim(denoised), c(100L, ncol(sce)))
+    expect_true(all(rownames(denoised) %in% rownames(sce)))
+    expect_true(all(SummarizedExperiment::assay(denoised, "logcounts") >= 0))
+    expect_identical(SummarizedExperiment::assay(sce, "counts"), before)
+    expect_true("Spotscape" %in% SingleCellExperiment::reducedDimNames(sce))
+    skip_if_not_installed("SeuratObject")
+    seu <- imputeExpression(simulateVisium(n_spots = 300, n_domains = 3, seed = 2, class = "Seurat"), n_epochs = 3,
+                            n_top_genes = 100, progress = FALSE)
+    expect_true(all(c("SPOTSCAPE") %in% SeuratObject::Assays(seu)))
+    expect_identical(dim(SeuratObject::GetAssayData(seu, assay = "SPOTSCAPE", slot = "data")), c(100L, ncol(seu)))
+})

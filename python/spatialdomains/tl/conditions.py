@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 
 import anndata as ad
@@ -63,6 +64,31 @@ def compare_conditions(adata: ad.AnnData, condition_key: str, *, domain_key: str
     counts = sp.csr_matrix(adata.layers[layer] if layer else adata.X, dtype=np.float64)
     domains = adata.obs[domain_key]
     tables, skipped = [], []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _compare_domains(counts, adata.var_names, domains, samples, conditions, levels, reference, min_spots,
+                         tables, skipped)
+    notes = sorted({str(warning.message) for warning in caught if "pydeseq2" in warning.filename})
+    for text in notes:  # PyDESeq2's cautions (few replicates), once each rather than once per domain
+        logger.warning("DESeq2: %s", text)
+    genes = (pd.concat(tables, ignore_index=True) if tables else
+             pd.DataFrame(columns=["domain", "condition", "gene", "log2fc", "pvalue", "padj", "test"]))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Precision loss", category=RuntimeWarning)  # equal shares
+        composition, shares = _composition(domains, samples, conditions, reference)
+    record_step(adata, "compare_conditions", {
+        "condition_key": condition_key, "domain_key": domain_key, "sample_key": sample_key, "reference": reference,
+        "conditions": levels, "tests": sorted(set(genes["test"])) if len(genes) else [],
+        "n_significant": int((genes["padj"] < 0.05).sum()) if len(genes) else 0,
+        "domains_left_out": skipped, "min_spots": min_spots, "notes": notes,
+        "timings": {"compare_conditions": time.perf_counter() - started},
+    })
+    return ConditionComparison(genes=genes, composition=composition, shares=shares)
+
+
+def _compare_domains(counts, var_names, domains, samples, conditions, levels, reference, min_spots, tables,
+                     skipped) -> None:
+    """Each domain, each condition against the reference: one table per pair appended to ``tables``."""
     for condition in (level for level in levels if level != reference):
         for domain in pd.unique(domains.dropna()):
             in_domain = (domains == domain).to_numpy()
@@ -76,23 +102,12 @@ def compare_conditions(adata: ad.AnnData, condition_key: str, *, domain_key: str
                 table = _pseudobulk_test(counts, samples.to_numpy(), ours, theirs)
             else:
                 table = _wilcoxon_test(counts, ours, theirs)
-            table.insert(0, "gene", np.asarray(adata.var_names)[table.pop("column").to_numpy()])
+            table.insert(0, "gene", np.asarray(var_names)[table.pop("column").to_numpy()])
             table.insert(0, "condition", condition)
             table.insert(0, "domain", str(domain))
             table["n_slices"], table["n_slices_reference"] = replicates
             table["n_spots"], table["n_spots_reference"] = int(ours.sum()), int(theirs.sum())
             tables.append(table)
-    genes = (pd.concat(tables, ignore_index=True) if tables else
-             pd.DataFrame(columns=["domain", "condition", "gene", "log2fc", "pvalue", "padj", "test"]))
-    composition, shares = _composition(domains, samples, conditions, reference)
-    record_step(adata, "compare_conditions", {
-        "condition_key": condition_key, "domain_key": domain_key, "sample_key": sample_key, "reference": reference,
-        "conditions": levels, "tests": sorted(set(genes["test"])) if len(genes) else [],
-        "n_significant": int((genes["padj"] < 0.05).sum()) if len(genes) else 0,
-        "domains_left_out": skipped, "min_spots": min_spots,
-        "timings": {"compare_conditions": time.perf_counter() - started},
-    })
-    return ConditionComparison(genes=genes, composition=composition, shares=shares)
 
 
 def _pseudobulk_test(counts: sp.csr_matrix, samples: np.ndarray, ours: np.ndarray, theirs: np.ndarray) -> pd.DataFrame:
