@@ -161,6 +161,9 @@ setGeneric("clusterDomains", function(x, ...) standardGeneric("clusterDomains"))
 #'   \code{"auto"}) and the seed of the clustering (\code{NULL}: the model's
 #'   \code{seed}, so one seed drives every random step).
 #' @param name Column that receives the domains.
+#' @param choose_by Without \code{n_domains}: choose the number by
+#'   \code{"silhouette"} (Spotscape's own choice at the end of its warm-up, when
+#'   it made one) or by \code{"stability"} (see \code{\link{clusterEmbedding}}).
 #' @return \code{x} with the embedding, the domains and their records added.
 #' @examplesIf spatialdomainsAvailable()
 #' sce <- simulateVisium(n_spots = 400, n_domains = 3, seed = 1)
@@ -168,5 +171,6 @@ setGeneric("clusterDomains", function(x, ...) standardGeneric("clusterDomains"))
 #' table(sce$domain, sce$ground_truth)
 #' @export
 setGeneric("findDomains", function(x, method = "staig", n_domains = NULL, ..., cluster_method = "mclust",
-                                   refine = "auto", cluster_seed = NULL, name = "domain")
+                                   refine = "auto", cluster_seed = NULL, name = "domain",
+                                   choose_by = c("silhouette", "stability"))
     standardGeneric("findDomains"))

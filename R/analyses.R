@@ -42,7 +42,8 @@ setMethod("runPseudotime", "SingleCellExperiment", function(x, dimred = "Spotsca
                                                             name = "pseudotime") {
     embedding <- .reduced(x, dimred)
     domains <- .root_domains(as.data.frame(SummarizedExperiment::colData(x)), root_domain, domain)
-    out <- .bridge()$pseudotime(embedding, .spot_names(colnames(x)), domains = domains, root_domain = root_domain,
+    out <- .bridge()$pseudotime(embedding, .spot_names(colnames(x)), domains = domains,
+                                root_domain = if (!is.null(root_domain)) as.character(root_domain),
                                 root_spot = root_spot, n_neighbors = .count_argument(n_neighbors, "n_neighbors"),
                                 n_dcs = .count_argument(n_dcs, "n_dcs"), random_state = .count_argument(seed, "seed"),
                                 console = .console)
@@ -105,7 +106,8 @@ setMethod("transferLabels", c("SingleCellExperiment", "SingleCellExperiment"),
     out <- .transfer(.reduced(reference, dimred), .sce_coordinates(reference, spatial_coords), colnames(reference),
                      .label_column(columns, label, "reference"), .reduced(query, dimred),
                      .sce_coordinates(query, spatial_coords), colnames(query),
-                     .truth_column(query_columns, truth, label), n_candidates, spatial_smoothing, seed)
+                     .truth_column(query_columns, truth, label), n_candidates, spatial_smoothing, seed,
+                     label_levels = .levels_of(columns[[label]]))
     name <- if (is.null(name)) paste0(label, "_transferred") else name
     for (column in names(out$columns)) {
         SummarizedExperiment::colData(query)[[sub("^transferred", name, column)]] <- out$columns[[column]]
@@ -141,7 +143,19 @@ setMethod("transferLabels", c("ANY", "ANY"), function(reference, query, ...) {
         stop("column '", domain, "' does not exist: cluster first (clusterDomains()) or name the column of ",
              "domains with 'domain'", call. = FALSE)
     }
-    as.character(columns[[domain]])
+    .na_as_empty(columns[[domain]])
+}
+
+.levels_of <- function(values) {
+    if (is.factor(values)) levels(values) else sort(unique(as.character(values[!is.na(values)])))
+}
+
+## Labels for Python: missing values as "" (reticulate would send NA as the text "NA"), which the bridge reads
+## as missing.
+.na_as_empty <- function(values) {
+    values <- as.character(values)
+    values[is.na(values)] <- ""
+    values
 }
 
 .label_column <- function(columns, label, what) {
@@ -149,19 +163,20 @@ setMethod("transferLabels", c("ANY", "ANY"), function(reference, query, ...) {
         stop("the ", what, " has no column '", label, "' (columns: ", paste(names(columns), collapse = ", "), ")",
              call. = FALSE)
     }
-    as.character(columns[[label]])
+    .na_as_empty(columns[[label]])
 }
 
 .truth_column <- function(columns, truth, label) {
     if (!is.null(truth)) {
         return(.label_column(columns, truth, "query"))
     }
-    if (label %in% names(columns)) as.character(columns[[label]]) else NULL
+    if (label %in% names(columns)) .na_as_empty(columns[[label]]) else NULL
 }
 
 ## The bridge call shared by both classes: plain pieces in, query columns out.
 .transfer <- function(reference_embedding, reference_coordinates, reference_names, labels, query_embedding,
-                      query_coordinates, query_names, truth, n_candidates, spatial_smoothing, seed) {
+                      query_coordinates, query_names, truth, n_candidates, spatial_smoothing, seed,
+                      label_levels = sort(unique(labels[labels != ""]))) {
     if (!is.logical(spatial_smoothing) || length(spatial_smoothing) != 1L || is.na(spatial_smoothing)) {
         stop("'spatial_smoothing' must be TRUE or FALSE", call. = FALSE)
     }
@@ -176,7 +191,7 @@ setMethod("transferLabels", c("ANY", "ANY"), function(reference, query, ...) {
         values
     }
     given <- missing_to_na(out$label)
-    levels <- intersect(unique(labels[!is.na(labels)]), given)
+    levels <- intersect(label_levels, given)
     list(columns = list(transferred = factor(given, levels = levels),
                         transferred_confidence = as.numeric(out$confidence),
                         transferred_reference_spot = missing_to_na(out$reference_spot)),
@@ -189,7 +204,8 @@ setMethod("transferLabels", c("ANY", "ANY"), function(reference, query, ...) {
     embedding <- .seurat_reduction(x, reduction)
     domains <- .root_domains(x[[]][rownames(embedding), , drop = FALSE], root_domain, domain)
     out <- .bridge()$pseudotime(embedding, .spot_names(rownames(embedding)), domains = domains,
-                                root_domain = root_domain, root_spot = root_spot,
+                                root_domain = if (!is.null(root_domain)) as.character(root_domain),
+                                root_spot = root_spot,
                                 n_neighbors = .count_argument(n_neighbors, "n_neighbors"),
                                 n_dcs = .count_argument(n_dcs, "n_dcs"), random_state = .count_argument(seed, "seed"),
                                 console = .console)
@@ -211,7 +227,7 @@ setMethod("transferLabels", c("ANY", "ANY"), function(reference, query, ...) {
                      reference_cells, .label_column(reference[[]][reference_cells, , drop = FALSE], label, "reference"),
                      query_embedding, .seurat_coordinates(query, spatial_coords, query_cells), query_cells,
                      .truth_column(query[[]][query_cells, , drop = FALSE], truth, label), n_candidates,
-                     spatial_smoothing, seed)
+                     spatial_smoothing, seed, label_levels = .levels_of(reference[[]][[label]]))
     name <- if (is.null(name)) paste0(label, "_transferred") else name
     for (column in names(out$columns)) {
         query <- SeuratObject::AddMetaData(query, .all_spots(out$columns[[column]], query_cells, colnames(query)),
@@ -248,7 +264,8 @@ setMethod("transferLabels", c("ANY", "ANY"), function(reference, query, ...) {
 #' @param condition The colData (meta.data) column naming each spot's
 #'   condition (one per slice).
 #' @param domain The column of domains.
-#' @param sample_id The column naming each spot's slice (the replicates).
+#' @param sample_id The column naming each spot's slice (the replicates;
+#'   Seurat: \code{"orig.ident"} by default).
 #' @param reference The reference condition (default: the first one).
 #' @param assay.type The assay of raw counts.
 #' @param min_spots Domains with fewer spots on either side are left out.
@@ -286,7 +303,8 @@ setMethod("compareConditions", "ANY", function(x, ...) {
         .label_column(columns, column, "object")
     })
     out <- .bridge()$compare_conditions(counts, .spot_names(spot_names), .gene_names(gene_names),
-                                        values$condition, values$domain, values$sample_id, reference = reference,
+                                        values$condition, values$domain, values$sample_id,
+                                        reference = if (!is.null(reference)) as.character(reference),
                                         min_spots = .count_argument(min_spots, "min_spots"), console = .console)
     list(genes = as.data.frame(out$genes), composition = as.data.frame(out$composition),
          shares = as.data.frame(out$shares), record = out$record)
@@ -324,7 +342,9 @@ setMethod("compareConditions", "ANY", function(x, ...) {
 #'   embedding goes to the reducedDim (reduction) \code{"Spotscape"}.
 #' @return \code{x} with \code{altExp(x, name)} holding the denoised values as
 #'   its \code{logcounts} assay (Seurat: an assay \code{name} with them in its
-#'   data), the Spotscape embedding, and the record in the metadata.
+#'   data), the Spotscape embedding (SCE: reducedDim \code{"Spotscape"};
+#'   Seurat: reduction \code{"spotscape"}, replacing one of that name), and the
+#'   record in the metadata.
 #' @export
 setGeneric("imputeExpression", function(x, ...) standardGeneric("imputeExpression"))
 

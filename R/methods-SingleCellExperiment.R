@@ -148,7 +148,8 @@ setMethod("runSpaMI", "ANY", function(x, ...) {
 #' @param dimred reducedDim to cluster (SingleCellExperiment).
 #' @param spatial_coords Where the spot coordinates are (as in
 #'   \code{\link{runSTAIG}}); used for refinement.
-#' @param n_domains Number of domains, or \code{NULL} to choose by silhouette.
+#' @param n_domains Number of domains, or \code{NULL} to choose it (by
+#'   silhouette, or \code{choose_by = "stability"}: see \code{\link{clusterEmbedding}}).
 #' @param name Column of colData (SCE) or meta.data (Seurat) for the domains.
 #' @param sample_id Column of colData (meta.data) naming each spot's slice:
 #'   all slices are clustered together and refined within each slice (Seurat:
@@ -187,8 +188,10 @@ setMethod("clusterDomains", "ANY", function(x, ...) {
 #' @rdname findDomains
 #' @export
 setMethod("findDomains", "ANY", function(x, method = "staig", n_domains = NULL, ..., cluster_method = "mclust",
-                                         refine = "auto", cluster_seed = NULL, name = "domain") {
+                                         refine = "auto", cluster_seed = NULL, name = "domain",
+                                         choose_by = c("silhouette", "stability")) {
     method <- match.arg(method, c("staig", "spotscape", "spami"))
+    choose_by <- match.arg(choose_by)
     embedding_name <- if (is(x, "Seurat")) method else
         c(staig = "STAIG", spotscape = "Spotscape", spami = "SpaMI")[[method]]
     x <- switch(method,
@@ -202,14 +205,14 @@ setMethod("findDomains", "ANY", function(x, method = "staig", n_domains = NULL, 
     if (is.null(cluster_seed)) {
         cluster_seed <- if (is.null(passed$seed)) 0L else passed$seed  # the model's seed drives the clustering too
     }
-    if (is.null(n_domains)) {
+    if (is.null(n_domains) && choose_by == "silhouette") {
         n_domains <- .chosen_by_training(x, embedding_name)  # Spotscape's prototypes: one choice for both
     }
     shared <- passed[intersect(names(passed), c("spatial_coords", "sample_id"))]
     reduction <- if (is(x, "Seurat")) list(reduction = embedding_name) else list(dimred = embedding_name)
     do.call(clusterDomains, c(list(x), reduction, shared,
                               list(n_domains = n_domains, refine = refine, seed = cluster_seed, name = name,
-                                   method = cluster_method)))
+                                   method = cluster_method, choose_by = choose_by)))
 })
 
 ## Trains 'method' on the SCE's counts and positions; stores the embedding as

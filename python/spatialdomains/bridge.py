@@ -255,8 +255,8 @@ def _strings(column: pd.Series) -> list[str]:
 
 
 def _labels(values, n: int, what: str) -> pd.Categorical:
-    labels = [None if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
-              for value in np.atleast_1d(np.asarray(values, dtype=object))]
+    labels = [None if value is None or (isinstance(value, float) and np.isnan(value)) or value == "" else str(value)
+              for value in np.atleast_1d(np.asarray(values, dtype=object))]  # R sends missing values as ""
     if len(labels) != n:
         raise InputError(f"{what} has {len(labels)} values for {n} spots")
     return pd.Categorical(labels)

@@ -303,15 +303,16 @@ def stability(embedding: np.ndarray, candidates, *, n_resamples: int = STABILITY
     if len(pool) > max_spots:
         pool = np.sort(rng.choice(pool, max_spots, replace=False))
     size = max(int(fraction * len(pool)), 3)
-    subsets = [np.sort(rng.choice(pool, size, replace=False)) for _ in range(n_resamples)]
+    # Subsamples as positions within the pool, so every array below has the pool's size, not the data's
+    subsets = [np.sort(rng.choice(len(pool), size, replace=False)) for _ in range(n_resamples)]
     scores = {}
     for k in candidates:
         if not 2 <= k < size:
             continue
         partitions = []
         for seed, rows in enumerate(subsets):
-            labels = np.full(len(embedding), -1)
-            labels[rows] = kmeans(embedding[rows], k, random_state=random_state + seed)
+            labels = np.full(len(pool), -1)
+            labels[rows] = kmeans(embedding[pool[rows]], k, random_state=random_state + seed)
             partitions.append(labels)
         agreement = []
         for i in range(n_resamples):

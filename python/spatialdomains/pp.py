@@ -59,8 +59,9 @@ def highly_variable_genes(counts: sp.spmatrix, n_top_genes: int, selection: str 
 
 def spatially_variable_genes(counts: sp.spmatrix, n_top_genes: int, coordinates: np.ndarray) -> np.ndarray:
     """Indices (ascending) of the ``n_top_genes`` genes of largest Moran's I (scanpy's ``metrics.morans_i``) over
-    the symmetric 6-nearest-neighbour graph of ``coordinates``, on log-normalised values; sparse throughout, so
-    the cost grows with the spots times the detected values."""
+    the symmetric 6-nearest-neighbour graph of ``coordinates``, on log-normalised values. The matrix stays sparse;
+    scanpy takes one gene at a time as a dense vector over the spots, so the cost grows with genes × spots
+    (linear in the spots) and memory with one gene's values per thread."""
     import scanpy as sc
 
     from .graph import knn_graph

@@ -126,6 +126,23 @@ def test_label_transfer_recovers_labels_across_a_rotation_and_shift(two_slices, 
     assert sd.pl.matches(reference, query, key="ground_truth_transferred") is not None
 
 
+def test_label_transfer_keeps_spots_without_embedding_apart_and_writes_to_h5ad(two_slices, tmp_path):
+    import anndata as ad
+
+    reference, query = (part.copy() for part in two_slices)
+    query.obsm["X_joint"][:4] = np.nan
+    sd.tl.transfer_labels(reference, query, label_key="ground_truth", use_rep="X_joint")
+    assert query.obs["ground_truth_transferred"].iloc[:4].isna().all()
+    assert query.obs["ground_truth_transferred_confidence"].iloc[:4].isna().all()
+    assert query.obs["ground_truth_transferred"].iloc[4:].notna().all()
+    query.write_h5ad(tmp_path / "query.h5ad")
+    back = ad.read_h5ad(tmp_path / "query.h5ad")
+    assert (back.obs["ground_truth_transferred_reference_spot"].astype(str).iloc[4:] ==
+            query.obs["ground_truth_transferred_reference_spot"].astype(str).iloc[4:]).all()
+    with pytest.raises(InputError, match="would overwrite the query's own obs\\['ground_truth'\\]"):
+        sd.tl.transfer_labels(reference, query, label_key="ground_truth", use_rep="X_joint", key_added="ground_truth")
+
+
 @pytest.mark.slow  # numba compiles pynndescent for about a minute in a fresh environment
 def test_approximate_search_agrees_with_exact(two_slices, monkeypatch):
     from spatialdomains.tl import transfer
@@ -205,8 +222,16 @@ def test_imputed_expression_is_an_anndata_markers_run_on(sample):
     counts_before = sample.X.copy()
     imputed = sd.tl.impute(sample, n_epochs=5, n_top_genes=200, progress=False)
     assert imputed.n_obs == sample.n_obs and imputed.n_vars == 200
-    assert set(imputed.var_names) <= set(sample.var_names)
+    stored = sample.obsm["spotscape_denoised"]  # the decoder output, columns in the record's gene order
+    genes = list(sample.uns["spatialdomains"]["spotscape"]["denoised_genes"])
+    gene = imputed.var_names[7]
+    np.testing.assert_allclose(imputed[:, gene].X.ravel(), np.maximum(stored[:, genes.index(gene)], 0), rtol=1e-6)
     assert np.all(imputed.X >= 0) and "observed" in imputed.layers
+    # Every gene used: the values come from the layer, and the earlier run's obsm copy is gone.
+    everything = sd.tl.impute(sample, retrain=True, n_epochs=5, n_top_genes=10_000, progress=False)
+    assert "spotscape_denoised" in sample.layers and "spotscape_denoised" not in sample.obsm
+    assert everything.n_vars == sample.n_vars
+    np.testing.assert_allclose(everything.X, np.maximum(sample.layers["spotscape_denoised"], 0), rtol=1e-6)
     assert (sample.X != counts_before).nnz == 0
     sd.tl.cluster(imputed, use_rep="X_spotscape", n_domains=3, method="kmeans")
     table = sd.analysis.markers(imputed)
@@ -273,6 +298,15 @@ def test_condition_comparison_finds_the_planted_change(replicates, test, floor):
     assert len(result.shares) == 2 * replicates
     record = data.uns["spatialdomains"]["compare_conditions"]
     assert record["reference"] == "control" and record["n_significant"] == len(found)
+
+
+def test_spots_without_a_condition_are_left_out_not_named_nan():
+    data = _conditions(1)
+    data.obs["condition"] = data.obs["condition"].astype(object)
+    data.obs.loc[data.obs_names[:30], "condition"] = np.nan
+    result = sd.tl.compare_conditions(data, "condition", domain_key="ground_truth")
+    assert set(result.genes["condition"]) == {"disease"} and set(result.composition["condition"]) == {"disease"}
+    assert data.uns["spatialdomains"]["compare_conditions"]["conditions"] == ["control", "disease"]
 
 
 def test_condition_comparison_bad_inputs():

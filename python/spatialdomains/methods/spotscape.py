@@ -144,6 +144,8 @@ class Spotscape(Method):
         adata.obsm[self.embedding_key(run)] = inputs.to_input_rows(result.embedding)
         denoised = inputs.to_input_rows(result.denoised)
         record = inputs.record(run.batch_key)
+        adata.layers.pop(DENOISED_KEY, None)  # an earlier run's values, in whichever place, never linger
+        adata.obsm.pop(DENOISED_KEY, None)
         if len(inputs.genes) == adata.n_vars:
             adata.layers[DENOISED_KEY] = denoised[:, np.argsort(inputs.genes)]
             record["denoised_genes"] = np.asarray(adata.var_names, dtype=str)

@@ -365,8 +365,11 @@ def train_staig(
         trainer.save_checkpoint(checkpoint)
     with torch.no_grad():
         if config.n_resamples:  # the paper's optional step: the mean over sampled edge sets
-            draws = [embed(sampled=True) for _ in range(config.n_resamples)]
-            z, h = (torch.stack([draw[part] for draw in draws]).mean(dim=0) for part in (0, 1))
+            z, h = embed(sampled=True)
+            for _ in range(config.n_resamples - 1):  # a running sum: one draw in memory at a time
+                z_draw, h_draw = embed(sampled=True)
+                z, h = z + z_draw, h + h_draw
+            z, h = z / config.n_resamples, h / config.n_resamples
         else:
             z, h = embed()
     return StaigResult(embedding=h.cpu().numpy(), encoder_embedding=z.cpu().numpy(),

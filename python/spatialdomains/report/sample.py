@@ -123,7 +123,10 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
     if method != "precomputed" and adata.n_obs <= PSEUDOTIME_MAX_SPOTS:
         _utils.logger.info("%s: pseudotime over %s", sample, representation)
         with timer("pseudotime"):
-            tl.pseudotime(adata, use_rep=pseudotime_representation(adata, representation), random_state=seed)
+            try:
+                tl.pseudotime(adata, use_rep=pseudotime_representation(adata, representation), random_state=seed)
+            except InputError as error:  # the report explains; the domains stand on their own
+                pseudotime_note = f"Pseudotime could not be computed: {error}"
     elif method != "precomputed":
         pseudotime_note = (f"Pseudotime is left out of reports of more than {PSEUDOTIME_MAX_SPOTS:,} spots; compute it "
                            f"with sd.tl.pseudotime(adata, use_rep='{representation}') on the result .h5ad.")

@@ -97,7 +97,8 @@ def find_domains(data, method: str = "staig", n_domains: int | None = None, *, c
     takes it; for a list (or dict) of slices the combined AnnData is returned and each slice receives its own
     embedding rows and domains. ``n_domains=None`` chooses the number: Spotscape with prototypes uses the number
     its training chose, so both agree; otherwise by ``choose_by`` ('silhouette' or 'stability', as in
-    :func:`cluster`). ``cluster_method`` and ``refine`` as in :func:`cluster` (the paired-omics methods do not refine on 'auto'; the baseline clusters with k-means).
+    :func:`cluster`). ``cluster_method`` and ``refine`` as in :func:`cluster` (the paired-omics methods do not
+    refine on 'auto'; the baseline clusters with k-means).
     ``random_state`` seeds training and clustering alike. ``options``: the method's config fields and run
     options (see :func:`staig`).
     """

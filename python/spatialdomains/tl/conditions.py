@@ -39,22 +39,26 @@ class ConditionComparison:
 def compare_conditions(adata: ad.AnnData, condition_key: str, *, domain_key: str = "domain",
                        sample_key: str = "slice", reference: str | None = None, layer: str | None = None,
                        min_spots: int = 10) -> ConditionComparison:
-    """Per domain, each condition of ``obs[condition_key]`` against ``reference`` (default: the first), on raw
+    """Per domain, each condition of ``obs[condition_key]`` against ``reference`` (default: the first category,
+    or the first value met), on raw
     counts (``X`` or ``layers[layer]``); slices are ``obs[sample_key]`` (each slice has one condition). Domains
-    with fewer than ``min_spots`` spots on either side are left out (named in the record)."""
+    with fewer than ``min_spots`` spots on either side are left out (named in the record), and so are spots
+    without a condition, slice or domain."""
     started = time.perf_counter()
     for key, what in ((condition_key, "condition_key"), (domain_key, "domain_key"), (sample_key, "sample_key")):
         if key not in adata.obs:
             raise InputError(f"{option(what, key)}: obs['{key}'] does not exist (obs columns: "
                              f"{', '.join(adata.obs)})")
-    conditions = adata.obs[condition_key].astype(str)
-    samples = adata.obs[sample_key].astype(str)
+    conditions, samples = _labels(adata.obs[condition_key]), _labels(adata.obs[sample_key])
+    conditions = conditions.where(samples.notna(), None)  # a spot without a slice has no replicate to count in
     per_sample = conditions.groupby(samples, observed=True).nunique()
     if (per_sample > 1).any():
         mixed = ", ".join(per_sample.index[per_sample > 1][:5])
         raise InputError(f"slices {mixed} hold spots of several conditions in obs['{condition_key}']: each slice "
                          f"({option('sample_key', sample_key)}) must have one condition")
-    levels = list(pd.unique(conditions))
+    given = adata.obs[condition_key]
+    levels = ([str(c) for c in given.cat.categories if (given == c).any()]
+              if isinstance(given.dtype, pd.CategoricalDtype) else list(pd.unique(conditions.dropna())))
     reference = levels[0] if reference is None else str(reference)
     if reference not in levels:
         raise InputError(f"{option('reference', reference)} is not a value of obs['{condition_key}'] (values: "
@@ -71,6 +75,9 @@ def compare_conditions(adata: ad.AnnData, condition_key: str, *, domain_key: str
     notes = sorted({str(warning.message) for warning in caught if "pydeseq2" in warning.filename})
     for text in notes:  # PyDESeq2's cautions (few replicates), once each rather than once per domain
         logger.warning("DESeq2: %s", text)
+    for warning in caught:  # every other warning as it would have been
+        if "pydeseq2" not in warning.filename:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     genes = (pd.concat(tables, ignore_index=True) if tables else
              pd.DataFrame(columns=["domain", "condition", "gene", "log2fc", "pvalue", "padj", "test"]))
     with warnings.catch_warnings():
@@ -165,11 +172,11 @@ def _composition(domains: pd.Series, samples: pd.Series, conditions: pd.Series,
     (Welch's t-test over slices with replicates, else a chi-square test on the spot counts)."""
     from scipy.stats import chi2_contingency, ttest_ind
 
-    known = domains.notna().to_numpy()
+    known = (domains.notna() & conditions.notna()).to_numpy()
     share = pd.crosstab(samples[known], domains[known].astype(str), normalize="index")
     condition_of = conditions.groupby(samples, observed=True).first()
     rows = []
-    for condition in pd.unique(conditions):
+    for condition in pd.unique(conditions.dropna()):
         if condition == reference:
             continue
         ours, theirs = share[condition_of[share.index] == condition], share[condition_of[share.index] == reference]
@@ -182,12 +189,18 @@ def _composition(domains: pd.Series, samples: pd.Series, conditions: pd.Series,
                 member = (domains[known].astype(str) == domain).to_numpy()
                 table = [[(member & in_ours).sum(), (~member & in_ours).sum()],
                          [(member & in_theirs).sum(), (~member & in_theirs).sum()]]
-                pvalue, test = chi2_contingency(table)[1], "chi-square (spots)"
+                usable = min(map(sum, table)) > 0 and min(map(sum, zip(*table))) > 0
+                pvalue, test = (chi2_contingency(table)[1] if usable else np.nan), "chi-square (spots)"
             rows.append({"domain": domain, "condition": condition, "share": float(ours[domain].mean()),
                          "share_reference": float(theirs[domain].mean()), "pvalue": float(pvalue), "test": test})
     per_slice = share.reset_index(names="slice")
     per_slice.insert(1, "condition", condition_of[per_slice["slice"]].to_numpy())
     return pd.DataFrame(rows), per_slice
+
+
+def _labels(column: pd.Series) -> pd.Series:
+    """A column as strings, missing values kept missing (not the text 'nan')."""
+    return column.astype(object).where(column.notna(), None).map(lambda v: None if v is None else str(v))
 
 
 def _benjamini_hochberg(pvalues: np.ndarray) -> np.ndarray:

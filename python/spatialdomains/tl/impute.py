@@ -18,37 +18,46 @@ IMPUTING_METHODS = ("spotscape",)
 
 def impute(adata: ad.AnnData, *, method: str = "spotscape", retrain: bool = False, **options) -> ad.AnnData:
     """The method's denoised expression as a new AnnData (spots × the genes the method used): ``X`` the decoder
-    output (log-normalised scale, normalised to 10,000 over those genes, clipped at 0), ``layers['observed']``
+    output (log-normalised scale, normalised to 10,000 over those genes, clipped at 0; NaN rows for spots the
+    model left out, e.g. without counts; one dense spots × genes array of float32), ``layers['observed']``
     the observed values on the same scale, ``obs``/``obsm`` as in ``adata``. Marker genes and plots run on it
     as on any log-normalised data (e.g. ``sd.analysis.markers(imputed)``).
 
     The method is trained on ``adata`` (its outputs added there as usual) unless it already ran and
     ``retrain`` is False; ``options`` are its settings and run options.
     """
+    from ..methods.base import RUN_OPTIONS
     from ..pipeline import run_method
 
     if method not in IMPUTING_METHODS:
         raise InputError(f"{option('method', method)}: imputation comes from {', '.join(IMPUTING_METHODS)}'s "
                          "decoder")
+    settings = sorted(set(options) - RUN_OPTIONS)
     if retrain or not _has_denoised(adata, method):
         run_method(method, adata, **options)
-    elif options:
-        raise InputError(f"{method} already ran on this AnnData, so {', '.join(sorted(options))} would not be used: "
-                         f"give {option('retrain', True)} to train again with them")
+    elif settings:
+        raise InputError(f"{method} already ran on this AnnData, so {', '.join(settings)} would not be used: give "
+                         f"{option('retrain', True)} to train again with them")
     record = adata.uns[UNS_KEY][method]
     genes = np.asarray(record["denoised_genes"], dtype=str)
-    denoised = adata.layers["spotscape_denoised"] if "spotscape_denoised" in adata.layers else \
-        adata.obsm["spotscape_denoised"]
     columns = adata.var_names.get_indexer(genes)
+    if (columns < 0).any():
+        raise InputError(f"{int((columns < 0).sum())} genes of the {method} run are no longer in var_names: train "
+                         f"again ({option('retrain', True)})")
     if "spotscape_denoised" in adata.layers:
-        denoised = np.asarray(denoised)[:, columns]
-    result = ad.AnnData(np.maximum(np.nan_to_num(np.asarray(denoised, dtype=np.float32), nan=0.0), 0.0),
-                        obs=adata.obs.copy(), var=adata.var.iloc[columns].copy())
-    result.obsm = {key: value for key, value in adata.obsm.items()}
+        values = np.array(adata.layers["spotscape_denoised"][:, columns], dtype=np.float32)
+    else:
+        values = np.array(adata.obsm["spotscape_denoised"], dtype=np.float32)
+    np.maximum(values, 0.0, out=values, where=np.isfinite(values))  # in place; spots left out stay NaN
+    result = ad.AnnData(values, obs=adata.obs.copy(), var=adata.var.iloc[columns].copy())
+    for key, value in adata.obsm.items():
+        if key != "spotscape_denoised":
+            result.obsm[key] = value
     result.layers["observed"] = _log_normalised(_counts(adata, record)[:, columns])
     result.uns["spatial"] = adata.uns.get("spatial", {})
     record_step(result, "impute", {"method": method, "n_genes": len(genes), "scale": "log1p of counts per 10,000 "
-                                   "over the genes used", "source": f"{method} decoder output"})
+                                   "over the genes used", "source": f"{method} decoder output",
+                                   "n_spots_without_values": int((~np.isfinite(values).all(axis=1)).sum())})
     return result
 
 
@@ -70,6 +79,9 @@ def evaluate_imputation(adata: ad.AnnData, *, method: str = "spotscape", fractio
         raise InputError(f"{option('method', method)}: imputation comes from {', '.join(IMPUTING_METHODS)}'s "
                          "decoder")
     configure(method, adata, random_state=random_state, **options)  # every option checked before any work
+    from ..io import spatial_coordinates
+
+    spatial_coordinates(adata)
     wanted = None
     if genes is not None:
         wanted = adata.var_names.get_indexer([str(gene) for gene in np.atleast_1d(genes)])
@@ -92,17 +104,19 @@ def evaluate_imputation(adata: ad.AnnData, *, method: str = "spotscape", fractio
     run_method(method, work, random_state=random_state, **options)
     record = work.uns[UNS_KEY][method]
     genes = work.var_names.get_indexer(np.asarray(record["denoised_genes"], dtype=str))
-    denoised = (work.layers["spotscape_denoised"][:, genes] if "spotscape_denoised" in work.layers
-                else work.obsm["spotscape_denoised"])
+    in_layers = "spotscape_denoised" in work.layers
+    denoised = work.layers["spotscape_denoised"] if in_layers else work.obsm["spotscape_denoised"]
     rows, cols = _held_entries(counts, held)
     in_genes = np.full(counts.shape[1], -1)
     in_genes[genes] = np.arange(len(genes))
     if wanted is not None:
         in_genes[~np.isin(np.arange(counts.shape[1]), wanted)] = -1
-    keep = (in_genes[cols] >= 0) & np.all(np.isfinite(denoised), axis=1)[rows]
-    rows, cols = rows[keep], in_genes[cols[keep]]
+    keep = in_genes[cols] >= 0
+    rows, cols, gene_columns = rows[keep], in_genes[cols[keep]], cols[keep]
+    predicted = np.asarray(denoised[rows, gene_columns if in_layers else cols], dtype=np.float64)  # entries only
+    finite = np.isfinite(predicted)  # spots the model left out have no prediction
+    rows, cols, predicted = rows[finite], cols[finite], predicted[finite]
     truth = _log_normalised(counts[:, genes])[rows, cols].A1
-    predicted = np.asarray(denoised, dtype=np.float64)[rows, cols]
     gene_means = np.asarray(_log_normalised(masked[:, genes]).mean(axis=0)).ravel()[cols]
     if len(rows) == 0:
         raise InputError(f"no held-back count falls in the genes scored: give more {option('genes')} or a larger "

@@ -45,11 +45,12 @@ def match_slices(reference: ad.AnnData, query: ad.AnnData, *, use_rep: str = "X_
     if isinstance(n_candidates, bool) or int(n_candidates) != n_candidates or n_candidates < 1:
         raise InputError(f"{option('n_candidates', n_candidates)}: give a whole number of at least 1")
     k = int(min(n_candidates, len(reference_rows)))
+    if spatial_smoothing and k > 1:  # coordinates checked before the search
+        reference_xy = _unit_square(_io.spatial_coordinates(reference)[reference_rows])
+        query_xy = _unit_square(_io.spatial_coordinates(query)[query_rows])
     candidates, similarity, search = _most_similar(reference_vectors, query_vectors, k, random_state)
     chosen = np.zeros(len(query_rows), dtype=np.int64)
     if spatial_smoothing and k > 1:
-        reference_xy = _unit_square(_io.spatial_coordinates(reference)[reference_rows])
-        query_xy = _unit_square(_io.spatial_coordinates(query)[query_rows])
         distance = np.linalg.norm(reference_xy[candidates] - query_xy[:, None, :], axis=2)
         chosen = np.argmin(distance, axis=1)
     picked = candidates[np.arange(len(query_rows)), chosen]
@@ -68,9 +69,11 @@ def transfer_labels(reference: ad.AnnData, query: ad.AnnData, *, label_key: str 
 
     Writes ``query.obs[key_added]`` (default ``'<label_key>_transferred'``), ``query.obs[key_added +
     '_confidence']`` (the share of the ``n_candidates`` most similar reference spots that carry the label given:
-    1 when all agree) and ``query.obs[key_added + '_reference_spot']``. When the query holds its own labels
-    (``truth_key``, by default ``label_key`` when the query has that column) the transfer is scored: ARI, NMI and
-    accuracy go to the record (``query.uns['spatialdomains']['transfer_labels']``) and the log.
+    1 when all agree) and ``query.obs[key_added + '_reference_spot']``. A query spot matched to an unlabelled
+    reference spot gets no label. When the query holds its own labels
+    (``truth_key``, by default ``label_key`` when the query has that column; after a joint clustering the query's
+    ``domain`` is the model's own, so name an annotation) the transfer is scored: ARI, NMI and accuracy go to the
+    record (``query.uns['spatialdomains']['transfer_labels']``) and the log.
     """
     started = time.perf_counter()
     if label_key not in reference.obs:
@@ -79,6 +82,11 @@ def transfer_labels(reference: ad.AnnData, query: ad.AnnData, *, label_key: str 
     if truth_key is not None and truth_key not in query.obs:
         raise InputError(f"{option('truth_key', truth_key)}: the query has no obs['{truth_key}']")
     key_added = key_added or f"{label_key}_transferred"
+    truth_key = truth_key or (label_key if label_key in query.obs else None)  # the query's own, before any write
+    written = {key_added, f"{key_added}_confidence", f"{key_added}_reference_spot"}
+    if written & {label_key, truth_key}:
+        raise InputError(f"{option('key_added', key_added)} would overwrite the query's own "
+                         f"obs['{truth_key or label_key}']: choose another key_added")
     matches = match_slices(reference, query, use_rep=use_rep, n_candidates=n_candidates,
                            spatial_smoothing=spatial_smoothing, random_state=random_state)
     labels = reference.obs[label_key]
@@ -91,14 +99,14 @@ def transfer_labels(reference: ad.AnnData, query: ad.AnnData, *, label_key: str 
     column[rows] = given
     categories = (list(labels.cat.categories) if isinstance(labels.dtype, pd.CategoricalDtype)
                   else sorted({str(v) for v in label_values if v is not None}))
-    query.obs[key_added] = pd.Categorical(column, categories=[c for c in categories if c in set(given)] or None)
+    present = set(given)
+    query.obs[key_added] = pd.Categorical(column, categories=[c for c in categories if c in present] or None)
     score = np.full(query.n_obs, np.nan)
     score[rows] = confidence
     query.obs[f"{key_added}_confidence"] = score
     partner = np.full(query.n_obs, None, dtype=object)
     partner[rows] = matches["reference_spot"].to_numpy()
-    query.obs[f"{key_added}_reference_spot"] = pd.Series(partner, index=query.obs_names, dtype="string")
-    truth_key = truth_key or (label_key if label_key in query.obs else None)
+    query.obs[f"{key_added}_reference_spot"] = pd.Categorical(partner)  # writes to h5ad, unlike nullable strings
     scores = None
     if truth_key is not None:
         truth, predicted = query.obs[truth_key].to_numpy(), query.obs[key_added].to_numpy()

@@ -32,6 +32,10 @@ def select_learning_rate(adata: ad.AnnData, method: str = "spotscape", *, n_doma
     rates = [float(rate) for rate in learning_rates]
     if not rates or any(not np.isfinite(rate) or rate <= 0 for rate in rates):
         raise InputError(f"{option('learning_rates', learning_rates)}: give one or more positive rates")
+    if n_domains is not None and (isinstance(n_domains, bool) or int(n_domains) != n_domains
+                                  or not 2 <= n_domains < adata.n_obs):
+        raise InputError(f"{option('n_domains', n_domains)}: give a whole number from 2 to the number of spots - 1, "
+                         "or None to choose it by silhouette")
     chosen_method, _, run = configure(method, adata, random_state=random_state, learning_rate=rates[0], **options)
     key = chosen_method.embedding_key(run)
     started = time.perf_counter()
@@ -48,7 +52,7 @@ def select_learning_rate(adata: ad.AnnData, method: str = "spotscape", *, n_doma
             labels = _cluster.kmeans(embedding, int(n_domains), random_state=random_state)
         score = float(_cluster_silhouette(embedding, labels, random_state))
         scores[str(rate)] = score
-        if score > best_score:
+        if best is None or score > best_score:
             best, best_score = work, score
     for name, value in best.obsm.items():
         adata.obsm[name] = value
