@@ -13,8 +13,8 @@
 #'   \code{"spatial"}), \code{n_resamples}, \code{n_layers}, \code{edge_drop}, \code{positives},
 #'   \code{memory_budget_mb}.
 #' @return \code{x}, with the embedding added (SCE: \code{reducedDim(x, name)};
-#'   Seurat: the reduction \code{name}; its encoder output, the space for
-#'   \code{\link{runPseudotime}}, as \code{<name>_encoder}) and the parameters, seed, versions and
+#'   Seurat: the reduction \code{name}; the encoder output, before the projection
+#'   head, as \code{<name>_encoder}) and the parameters, seed, versions and
 #'   timings in \code{metadata(x)$spatialdomains} (Seurat:
 #'   \code{Misc(x, "spatialdomains")}). Nothing else in \code{x} changes.
 #' @section Methods:

@@ -9,9 +9,8 @@
 #'   or a \code{Seurat} object holding an embedding.
 #' @param ... For Seurat objects: \code{reduction} (default
 #'   \code{"spotscape"}) instead of \code{dimred}, and the other arguments.
-#' @param dimred The reducedDim holding the embedding: \code{"Spotscape"}, or for
-#'   STAIG its encoder output \code{"STAIG_encoder"} (its projection
-#'   \code{"STAIG"} orders DLPFC's layers far worse: Spearman 0.16 against 0.97).
+#' @param dimred The reducedDim holding the embedding (e.g. \code{"Spotscape"},
+#'   \code{"STAIG"} or STAIG's encoder output \code{"STAIG_encoder"}).
 #' @param root_domain A value of \code{colData(x)[[domain]]}: the root is that
 #'   domain's most outlying spot (e.g. white matter, to order cortical layers
 #'   from it). With neither root given, SpaceFlow's rule picks the most

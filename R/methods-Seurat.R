@@ -22,7 +22,7 @@
     key <- paste0(gsub("[^[:alnum:]]", "", toupper(name)), "_")
     embedding <- .named_embedding(out$embedding, cells, sub("_$", "", key))
     x[[name]] <- SeuratObject::CreateDimReducObject(embeddings = embedding, key = key, assay = assay)
-    if (!is.null(out$encoder_embedding)) {  # STAIG's encoder output: the space to use for pseudotime
+    if (!is.null(out$encoder_embedding)) {  # STAIG's encoder output, before the projection head
         encoder_key <- paste0(sub("_$", "", key), "ENC_")
         x[[paste0(name, "_encoder")]] <- SeuratObject::CreateDimReducObject(
             embeddings = .named_embedding(out$encoder_embedding, cells, sub("_$", "", encoder_key)), key = encoder_key,

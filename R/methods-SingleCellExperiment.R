@@ -226,7 +226,7 @@ setMethod("findDomains", "ANY", function(x, method = "staig", n_domains = NULL, 
                    slices = .slices(columns, sample_id), images = images$images)
     out <- .embed(method, pieces, c(params, images$params), seed, device, progress)
     SingleCellExperiment::reducedDim(x, name) <- .named_embedding(out$embedding, colnames(x), name)
-    if (!is.null(out$encoder_embedding)) {  # STAIG's encoder output: the space to use for pseudotime
+    if (!is.null(out$encoder_embedding)) {  # STAIG's encoder output, before the projection head
         encoder <- paste0(name, "_encoder")
         SingleCellExperiment::reducedDim(x, encoder) <- .named_embedding(out$encoder_embedding, colnames(x), encoder)
     }

@@ -4,6 +4,7 @@
     .venv/bin/python bench/bench_analyses.py transfer [--methods staig spotscape] [--seeds 0] [--json F]
     .venv/bin/python bench/bench_analyses.py imputation [--seeds 0] [--json F]
     .venv/bin/python bench/bench_analyses.py resampling [--seeds 0 1 2] [--json F]
+    .venv/bin/python bench/bench_analyses.py scale [--sizes 10000 50000 200000] [--json F]
 
 pseudotime: DLPFC 151673, each method's embedding (full training), pseudotime from SpaceFlow's automatic root and
 from the white matter, Spearman with the layer order WM → L6 → … → L1 (the Spotscape paper's figure 15 measure);
@@ -14,6 +15,8 @@ imputation: DLPFC 151673, 10% of the non-zero counts held back, Spotscape traine
 RMSE and median L1 at the held-back entries against the per-gene mean.
 resampling: DLPFC 151673, STAIG with n_resamples 0 (published) and 10, seven domains by mclust; the ARI of
 each seed, whose spread across seeds is what resampling should narrow.
+scale: seconds and peak memory of pseudotime, slice matching (the spots split into two slices) and the stability
+choice of the number of domains (2..10) on a synthetic 64-d embedding of N spots, each size in its own process.
 The data are read from ../shared/data (or $SPATIALDOMAINS_SHARED/data).
 """
 from __future__ import annotations
@@ -111,13 +114,66 @@ def resampling_run(method: str, seed: int) -> dict:
     return result
 
 
+def scale_run(n_spots: int) -> dict:
+    """One size: a 64-d embedding along a noisy curve with 8 groups, on a square of spots."""
+    import numpy as np
+    import anndata as ad
+
+    import spatialdomains as sd
+    from _bench import peak_rss_mb
+
+    rng = np.random.default_rng(0)
+    position = rng.random(n_spots)
+    basis = rng.normal(size=(3, 64))
+    embedding = (np.c_[np.cos(3 * position), np.sin(3 * position), np.floor(8 * position) / 8] @ basis
+                 + 0.1 * rng.normal(size=(n_spots, 64))).astype(np.float32)
+    adata = ad.AnnData(obs={"group": (np.floor(8 * position)).astype(int).astype(str)})
+    adata.obs_names = [f"s{i}" for i in range(n_spots)]
+    adata.obsm["X_toy"] = embedding
+    adata.obsm["spatial"] = np.c_[position * 1000, rng.random(n_spots) * 1000]
+    result = {"n_spots": n_spots}
+    started = time.perf_counter()
+    sd.tl.pseudotime(adata, use_rep="X_toy")
+    result["pseudotime_seconds"] = time.perf_counter() - started
+    result["pseudotime_spearman"] = sd.metrics.pseudotime_spearman(adata.obs["pseudotime"], adata.obs["group"],
+                                                                   [str(g) for g in range(8)])
+    half = np.arange(n_spots) % 2 == 0
+    reference, query = adata[half].copy(), adata[~half].copy()
+    started = time.perf_counter()
+    sd.tl.transfer_labels(reference, query, label_key="group", use_rep="X_toy")
+    result["transfer_seconds"] = time.perf_counter() - started
+    result["transfer_search"] = query.uns["spatialdomains"]["transfer_labels"]["search"]
+    result["transfer_ari"] = query.uns["spatialdomains"]["transfer_labels"]["scores"]["ari"]
+    started = time.perf_counter()
+    scores = sd.cluster.stability(embedding, range(2, 11))
+    result["stability_seconds"] = time.perf_counter() - started
+    result["stability_choice"] = sd.cluster.most_detailed_stable(scores)
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["pseudotime", "transfer", "imputation", "resampling"])
+    parser.add_argument("what", choices=["pseudotime", "transfer", "imputation", "resampling", "scale", "one-size"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[10_000, 50_000, 200_000])
     parser.add_argument("--methods", nargs="+", default=["staig", "spotscape"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--json")
     args = parser.parse_args()
+    if args.what == "one-size":  # a child process of 'scale': its own peak memory
+        print(json.dumps(scale_run(args.sizes[0])))
+        return 0
+    if args.what == "scale":
+        from _bench import run_child
+
+        results = []
+        for size in args.sizes:
+            results.append(run_child(__file__, ["one-size", "--sizes", str(size)]))
+            print(json.dumps(results[-1]), flush=True)
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump(results, handle, indent=1)
+        return 0
     if not require(STARMAP if args.what == "transfer" else DLPFC):
         return 1
     run = {"pseudotime": pseudotime_run, "transfer": transfer_run, "imputation": imputation_run,

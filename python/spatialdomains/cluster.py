@@ -15,7 +15,7 @@ import numpy as np
 
 from ._utils import running_inside_r
 from .errors import BackendUnavailable, InputError, option
-from .graph import nearest_other_spots
+from .graph import embedding_neighbours, nearest_other_spots
 
 logger = logging.getLogger("spatialdomains")
 
@@ -216,8 +216,9 @@ def published_leiden(embedding: np.ndarray, resolution: float, *, n_pcs: int | N
     if n_pcs:
         sc.pp.pca(adata, n_comps=int(min(n_pcs, min(embedding.shape) - 1)), random_state=random_state)
         use_rep = "X_pca"
-    sc.pp.neighbors(adata, n_neighbors=int(min(n_neighbors, embedding.shape[0] - 1)), use_rep=use_rep,
-                    random_state=random_state)
+    k = int(min(n_neighbors, embedding.shape[0] - 1))
+    sc.pp.neighbors(adata, n_neighbors=k, use_rep=use_rep, random_state=random_state,
+                    transformer=embedding_neighbours(embedding.shape[0], k, random_state))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # scanpy's note that its default flavour will change
         sc.tl.leiden(adata, resolution=resolution, random_state=random_state, flavor="leidenalg")

@@ -125,6 +125,29 @@ def multi_slice_graph(coordinates: np.ndarray, slice_labels, method: str = "knn"
                           (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
 
 
+#: Up to this many spots the neighbours of an embedding (for scanpy's graph) are exact; above, approximate.
+EXACT_EMBEDDING_NEIGHBOURS = 50_000
+
+
+def embedding_neighbours(n_spots: int, n_neighbors: int, random_state: int = 0):
+    """The ``transformer`` for ``scanpy.pp.neighbors`` on an embedding of ``n_spots`` spots: scikit-learn's exact
+    search up to :data:`EXACT_EMBEDDING_NEIGHBOURS` spots, pynndescent's approximate one (cost about linear in
+    the spots) above. scanpy's own pynndescent path fails with SciPy's sparse arrays (no ``getnnz``), so the
+    graph is handed over as a sparse matrix."""
+    if n_spots <= EXACT_EMBEDDING_NEIGHBOURS:
+        return "sklearn"
+    from pynndescent import PyNNDescentTransformer
+
+    class _MatrixTransformer(PyNNDescentTransformer):
+        def fit_transform(self, X, y=None, **options):
+            return sp.csr_matrix(super().fit_transform(X, y, **options))
+
+        def transform(self, X):
+            return sp.csr_matrix(super().transform(X))
+
+    return _MatrixTransformer(n_neighbors=n_neighbors, metric="euclidean", random_state=random_state)
+
+
 def undirected_edges(adjacency: sp.spmatrix) -> np.ndarray:
     """The (E, 2) array of undirected edges (i < j) of a symmetric adjacency."""
     upper = sp.triu(adjacency, k=1).tocoo()

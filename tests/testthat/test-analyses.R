@@ -82,7 +82,7 @@ test_that("clusterEmbedding chooses the number of domains by stability", {
     expect_error(clusterEmbedding(embedding, choose_by = "gap"), "should be one of")
 })
 
-test_that("runSTAIG keeps its encoder output, the space runPseudotime should use", {
+test_that("runSTAIG keeps its encoder output too, and runPseudotime runs on it", {
     skip_without_spatialdomains()
     sce <- runSTAIG(simulateVisium(n_spots = 300, n_domains = 3, seed = 2), n_epochs = 3, seed = 1)
     expect_true(all(c("STAIG", "STAIG_encoder") %in% SingleCellExperiment::reducedDimNames(sce)))

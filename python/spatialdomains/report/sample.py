@@ -124,7 +124,7 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
         _utils.logger.info("%s: pseudotime over %s", sample, representation)
         with timer("pseudotime"):
             try:
-                tl.pseudotime(adata, use_rep=pseudotime_representation(adata, representation), random_state=seed)
+                tl.pseudotime(adata, use_rep=representation, random_state=seed)
             except InputError as error:  # the report explains; the domains stand on their own
                 pseudotime_note = f"Pseudotime could not be computed: {error}"
     elif method != "precomputed":
@@ -267,13 +267,6 @@ def _expression_modality(mdata, domain_key: str) -> ad.AnnData:
     if "spatial" in mdata.uns:
         rna.uns["spatial"] = mdata.uns["spatial"]
     return rna
-
-
-def pseudotime_representation(adata: ad.AnnData, representation: str) -> str:
-    """The space pseudotime runs in: STAIG's encoder output when there is one (its projection orders tissue
-    gradients poorly; docs/analyses.md), else the representation the report uses."""
-    encoder = f"{representation}_encoder"
-    return encoder if encoder in adata.obsm else representation
 
 
 def _representation(adata: ad.AnnData, method: str) -> str:

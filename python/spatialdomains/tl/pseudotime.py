@@ -1,7 +1,7 @@
 """Pseudotime over a learned embedding: SpaceFlow's pseudo-spatiotemporal map, as the Spotscape paper used it.
 
-Neighbours on the embedding → diffusion map → diffusion pseudotime (scanpy's ``neighbors``, ``diffmap``, ``dpt``)
-from a root spot. SpaceFlow's automatic root is the spot whose summed Euclidean distance to the others is largest,
+Neighbours on the embedding → diffusion map → diffusion pseudotime (scanpy's ``neighbors`` and ``diffmap``; the
+DPT distance computed here, as :func:`diffusion_pseudotime` explains) from a root spot. SpaceFlow's automatic root is the spot whose summed Euclidean distance to the others is largest,
 measured on a random sample of at most 5,000 spots; here the sample is seeded and the root found in it is mapped
 back to its spot (the published code uses the sample's row number as if it were the spot's). Every step is
 linear in the spots apart from the fixed-size root sample.
@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 
 import anndata as ad
 import numpy as np
 
 from .._record import record_step
 from ..errors import InputError, option
+from ..graph import embedding_neighbours
 
 logger = logging.getLogger("spatialdomains")
 
@@ -39,9 +39,7 @@ def pseudotime(
     """Diffusion pseudotime of each spot over ``obsm[use_rep]``, into ``obs[key_added]`` (0 at the root, 1 at the
     far end; NaN for spots without an embedding or not connected to the root).
 
-    ``use_rep``: Spotscape's ``X_spotscape``, or for STAIG its encoder output ``X_staig_encoder``: STAIG's
-    projection (``X_staig``), shaped by the contrastive loss on a sphere, orders DLPFC 151673's layers far worse
-    (Spearman 0.16 against 0.97 from the white matter; docs/analyses.md).
+    ``use_rep``: any embedding (``X_spotscape``, ``X_staig``, STAIG's encoder output ``X_staig_encoder``, ...).
 
     The root: ``root_spot`` (a spot's name), or the most outlying spot of ``root_domain`` (a category of
     ``obs[domain_key]``, e.g. white matter to order cortical layers from it), or, with neither, SpaceFlow's rule
@@ -85,13 +83,11 @@ def pseudotime(
         chosen_by = "most outlying spot (SpaceFlow's rule)"
 
     work = ad.AnnData(embedding[rows])
-    sc.pp.neighbors(work, n_neighbors=int(n_neighbors), use_rep="X", random_state=random_state)
-    sc.tl.diffmap(work, n_comps=max(15, int(n_dcs) + 1), random_state=random_state)
-    work.uns["iroot"] = root
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # scanpy's note on disconnected graph components
-        sc.tl.dpt(work, n_dcs=int(n_dcs))
-    values = work.obs["dpt_pseudotime"].to_numpy(dtype=np.float64)
+    sc.pp.neighbors(work, n_neighbors=int(n_neighbors), use_rep="X", random_state=random_state,
+                    transformer=embedding_neighbours(len(rows), int(n_neighbors), random_state))
+    sc.tl.diffmap(work, n_comps=int(n_dcs) + 1, random_state=random_state)
+    values = diffusion_pseudotime(work.obsm["X_diffmap"], work.uns["diffmap_evals"], root,
+                                  work.obsp["connectivities"])
     unreachable = ~np.isfinite(values)
     if unreachable.any():
         logger.warning("pseudotime: %d spots are not connected to the root in the %d-neighbour graph of %s and get "
@@ -105,10 +101,33 @@ def pseudotime(
         "root_chosen_by": chosen_by, "domain_key": domain_key if root_domain is not None else None,
         "n_neighbors": int(n_neighbors), "n_dcs": int(n_dcs), "root_sample": ROOT_SAMPLE,
         "n_spots_unreachable": int(unreachable.sum()), "random_state": random_state,
-        "method": "diffusion pseudotime over the embedding's kNN graph (SpaceFlow pSM; scanpy diffmap + dpt)",
+        "method": "diffusion pseudotime over the embedding's kNN graph (SpaceFlow pSM: scanpy neighbours and diffmap; "
+                  "DPT with every diffusion component, see diffusion_pseudotime)",
         "timings": {"pseudotime": time.perf_counter() - started},
     })
     return adata
+
+
+def diffusion_pseudotime(components: np.ndarray, eigenvalues: np.ndarray, root: int, graph) -> np.ndarray:
+    """Diffusion pseudotime (Haghverdi et al. 2016): the distance from ``root`` over the diffusion components,
+    each weighted by λ/(1 − λ), the stationary one (the first) left out; scaled to [0, 1]. Spots outside the
+    root's connected component get inf.
+
+    scanpy's ``dpt`` also drops every component whose eigenvalue is 0.9994 or more (against float32 rounding).
+    On large, smooth tissue those are the informative components (on 2,000 spots along a line its pseudotime has
+    Spearman 0.12 with the position, this one 1.0), so here the eigenvalues are used in float64, all kept."""
+    from scipy.sparse.csgraph import connected_components
+
+    values = np.asarray(eigenvalues, dtype=np.float64)[1:]
+    basis = np.asarray(components, dtype=np.float64)[:, 1:]
+    keep = values < 1 - 1e-12  # components of other connected pieces (eigenvalue 1) carry no distance
+    weights = values[keep] / (1 - values[keep])
+    distance = np.sqrt((((basis[:, keep] - basis[root, keep]) * weights) ** 2).sum(axis=1))
+    _, piece = connected_components(graph, directed=False)
+    distance[piece != piece[root]] = np.inf
+    reachable = np.isfinite(distance)
+    top = distance[reachable].max()
+    return np.where(reachable, distance / top if top > 0 else distance, np.inf)
 
 
 def _domain_members(adata: ad.AnnData, domain_key: str, root_domain) -> np.ndarray:
