@@ -115,7 +115,7 @@ def resampling_run(method: str, seed: int) -> dict:
 
 
 def scale_run(n_spots: int) -> dict:
-    """One size: a 64-d embedding along a noisy curve with 8 groups, on a square of spots."""
+    """One size: a 64-d embedding along a noisy arc (one connected gradient), cut into 8 groups along it."""
     import numpy as np
     import anndata as ad
 
@@ -125,7 +125,7 @@ def scale_run(n_spots: int) -> dict:
     rng = np.random.default_rng(0)
     position = rng.random(n_spots)
     basis = rng.normal(size=(3, 64))
-    embedding = (np.c_[np.cos(3 * position), np.sin(3 * position), np.floor(8 * position) / 8] @ basis
+    embedding = (np.c_[np.cos(3 * position), np.sin(3 * position), 0.5 * position] @ basis
                  + 0.1 * rng.normal(size=(n_spots, 64))).astype(np.float32)
     adata = ad.AnnData(obs={"group": (np.floor(8 * position)).astype(int).astype(str)})
     adata.obs_names = [f"s{i}" for i in range(n_spots)]
