@@ -66,7 +66,7 @@ def pseudotime(adata: ad.AnnData, key: str = "pseudotime", *, library_id: str | 
     if root is not None and root in adata.obs_names:
         where = adata.obs_names.get_loc(root)
         ax.scatter(*points[where], marker="*", s=300, c="red", edgecolors="white", linewidths=1.2, label="root")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+        ax.legend(loc="upper left", bbox_to_anchor=(0.0, 0.0), frameon=False)  # below the map, clear of the bar
     _frame_tissue(ax, points, background, title or key)
     figure.colorbar(drawn, ax=ax, shrink=0.6, label=f"{key} (0 at the root)")
     return _finish(figure, save)
