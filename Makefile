@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX_URL ?=
+# make test runs the Python tests in this many processes (pytest-xdist), each test file in one of them.
+TEST_WORKERS ?= 2
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 CONSTRAINTS := constraints.txt
@@ -38,7 +40,7 @@ demo: setup
 test: test-python test-r
 
 test-python: setup
-	$(BIN)/python -m pytest tests/python --durations=15
+	$(BIN)/python -m pytest tests/python -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 # R CMD build + check of the R package against this venv's Python; any ERROR or WARNING fails. The build runs the
 # vignette and the check runs its code again; the check does not rebuild it a second time.

@@ -321,45 +321,74 @@ setMethod("compareConditions", "ANY", function(x, ...) {
     x
 }
 
-#' Denoised expression from Spotscape's decoder
+#' Denoised expression from Spotscape's or SpaMI's decoder
 #'
-#' Trains Spotscape and keeps its decoder output: the expression of the genes
-#' it used, denoised over the spatial graph, on the log-normalised scale (log1p
-#' of counts per 10,000 over those genes, clipped at 0). Marker genes and plots
-#' can run on it as on any log-normalised data. Runs \code{sd.tl.impute} in the
+#' Trains the method and keeps its decoder output. Spotscape: the expression of
+#' the genes it used, denoised over the spatial graph, on the log-normalised
+#' scale (log1p of counts per 10,000 over those genes). SpaMI (paired omics): one
+#' modality's reconstruction, RNA on the log-normalised scale of its highly
+#' variable genes, protein as CLR values (SpaMI's ATAC reconstruction does not
+#' map back to peaks). Values are clipped at 0. Marker genes and plots can run
+#' on them as on any log-normalised data. Runs \code{sd.tl.impute} in the
 #' Python package.
 #'
 #' @param x A \code{SingleCellExperiment} (including \code{SpatialExperiment})
 #'   or a \code{Seurat} object with raw counts and spot coordinates.
-#' @param ... Spotscape's settings (as in \code{\link{runSpotscape}}: e.g.
-#'   \code{n_epochs}, \code{n_top_genes}); for Seurat objects also
-#'   \code{assay} and \code{spatial_coords}.
+#' @param ... The method's settings (as in \code{\link{runSpotscape}} or
+#'   \code{\link{runSpaMI}}: e.g. \code{n_epochs}); for Seurat objects also
+#'   \code{assay}, \code{assay2} (SpaMI's second modality) and
+#'   \code{spatial_coords}.
+#' @param method \code{"spotscape"} (one modality, one or several slices) or
+#'   \code{"spami"} (paired omics of one section: the main experiment and an
+#'   \code{altExp}, or two Seurat assays).
 #' @param assay.type,spatial_coords,sample_id Where the counts, coordinates and
 #'   slices are, as in \code{\link{runSTAIG}}.
+#' @param altexp,altexp.assay,kinds SpaMI's second modality, as in
+#'   \code{\link{runSpaMI}}.
+#' @param modality SpaMI: the modality to impute (its name: the main
+#'   experiment's name, \code{"rna"} when it has none, or the altExp's;
+#'   \code{NULL}: the RNA one).
 #' @param seed,device,progress As in \code{\link{runSTAIG}}.
-#' @param name The altExp (Seurat: assay) for the denoised values; the
-#'   embedding goes to the reducedDim (reduction) \code{"Spotscape"}.
+#' @param name The altExp (Seurat: assay) for the denoised values (default
+#'   \code{"Spotscape_denoised"} or \code{"SpaMI_denoised"}; Seurat
+#'   \code{"SPOTSCAPE"} or \code{"SPAMI"}); the embedding goes to the
+#'   reducedDim \code{"Spotscape"} or \code{"SpaMI"} (Seurat: reduction
+#'   \code{"spotscape"} or \code{"spami"}).
 #' @return \code{x} with \code{altExp(x, name)} holding the denoised values as
 #'   its \code{logcounts} assay (Seurat: an assay \code{name} with them in its
-#'   data), the Spotscape embedding (SCE: reducedDim \code{"Spotscape"};
-#'   Seurat: reduction \code{"spotscape"}, replacing one of that name), and the
-#'   record in the metadata.
+#'   data; spots the model left out are \code{NA}), the method's embedding
+#'   (replacing one of that name), and the record in the metadata.
+#' @examples
+#' \dontrun{
+#' sce <- imputeExpression(sce)                       # Spotscape
+#' sce <- imputeExpression(sce, method = "spami", altexp = "ADT", modality = "ADT")
+#' }
 #' @export
 setGeneric("imputeExpression", function(x, ...) standardGeneric("imputeExpression"))
 
 #' @rdname imputeExpression
 #' @export
-setMethod("imputeExpression", "SingleCellExperiment", function(x, assay.type = "counts", spatial_coords = NULL,
-                                                               sample_id = "sample_id", seed = 0L, device = "auto",
-                                                               progress = interactive(), name = "Spotscape_denoised",
-                                                               ...) {
-    columns <- as.data.frame(SummarizedExperiment::colData(x))
-    out <- .impute(.sparse_counts(SummarizedExperiment::assay(x, assay.type), assay.type),
-                   .sce_coordinates(x, spatial_coords), colnames(x), rownames(x), .slices(columns, sample_id),
-                   list(...), seed, device, progress)
+setMethod("imputeExpression", "SingleCellExperiment", function(x, method = c("spotscape", "spami"),
+                                                               assay.type = "counts", spatial_coords = NULL,
+                                                               sample_id = "sample_id", altexp = NULL,
+                                                               altexp.assay = "counts", kinds = NULL, modality = NULL,
+                                                               seed = 0L, device = "auto",
+                                                               progress = interactive(), name = NULL, ...) {
+    method <- match.arg(method)
+    title <- c(spotscape = "Spotscape", spami = "SpaMI")[[method]]
+    name <- if (is.null(name)) paste0(title, "_denoised") else name
+    coordinates <- .sce_coordinates(x, spatial_coords)
+    if (method == "spami") {
+        out <- .impute_multiomics(.sce_modalities(x, altexp, assay.type, altexp.assay), coordinates, colnames(x),
+                                  kinds, modality, list(...), seed, device, progress)
+    } else {
+        columns <- as.data.frame(SummarizedExperiment::colData(x))
+        out <- .impute(.sparse_counts(SummarizedExperiment::assay(x, assay.type), assay.type), coordinates,
+                       colnames(x), rownames(x), .slices(columns, sample_id), list(...), seed, device, progress)
+    }
     denoised <- SingleCellExperiment::SingleCellExperiment(assays = list(logcounts = out$denoised))
     SingleCellExperiment::altExp(x, name) <- denoised
-    SingleCellExperiment::reducedDim(x, "Spotscape") <- .named_embedding(out$embedding, colnames(x), "Spotscape")
+    SingleCellExperiment::reducedDim(x, title) <- .named_embedding(out$embedding, colnames(x), title)
     S4Vectors::metadata(x) <- .add_record(S4Vectors::metadata(x), name, out$record)
     x
 })
@@ -374,34 +403,55 @@ setMethod("imputeExpression", "ANY", function(x, ...) {
 })
 
 .impute <- function(counts, coordinates, spot_names, gene_names, slices, params, seed, device, progress) {
-    params <- Filter(Negate(is.null), params)
-    for (count in intersect(names(params), c("n_epochs", "n_top_genes", "n_neighbors", "n_domains"))) {
-        params[[count]] <- .count_argument(params[[count]], count)
-    }
     out <- .bridge()$impute(counts, coordinates, .spot_names(spot_names), .gene_names(gene_names), slices = slices,
-                            params = params, random_state = .count_argument(seed, "seed"), device = device,
-                            progress = isTRUE(progress), console = .console)
+                            params = .count_params(params), random_state = .count_argument(seed, "seed"),
+                            device = device, progress = isTRUE(progress), console = .console)
     out$denoised <- as.matrix(out$denoised)
     dimnames(out$denoised) <- list(unlist(out$genes), spot_names)
     out
 }
 
-.impute_seurat <- function(x, assay = NULL, spatial_coords = NULL, sample_id = NULL, seed = 0L, device = "auto",
-                           progress = interactive(), name = "SPOTSCAPE", ...) {
-    .require_seurat_object()
-    assay <- if (is.null(assay)) SeuratObject::DefaultAssay(x) else assay
-    counts <- .seurat_counts(x, assay)
-    cells <- colnames(counts)
-    if (!identical(cells, colnames(x))) {
-        stop("assay '", assay, "' holds ", length(cells), " of the object's ", ncol(x), " spots: imputeExpression ",
-             "needs an assay of every spot (subset the object to that assay's spots first)", call. = FALSE)
+.impute_multiomics <- function(modalities, coordinates, spot_names, kinds, modality, params, seed, device, progress) {
+    if (!is.null(modality) && (!is.character(modality) || length(modality) != 1L)) {
+        stop("'modality' must be one modality's name, e.g. \"ADT\"", call. = FALSE)
     }
-    out <- .impute(.sparse_counts(counts, paste0(assay, " counts")), .seurat_coordinates(x, spatial_coords, cells, assay),
-                   cells, rownames(counts), .seurat_slices(x, sample_id, cells, assay), list(...), seed, device,
-                   progress)
+    .warn_if_reference_blas()
+    out <- .bridge()$impute_multiomics(modalities, coordinates, .spot_names(spot_names), kinds = .kinds(kinds),
+                                       modality = modality, params = .count_params(params),
+                                       random_state = .count_argument(seed, "seed"), device = device,
+                                       progress = isTRUE(progress), console = .console)
+    out$denoised <- as.matrix(out$denoised)
+    dimnames(out$denoised) <- list(unlist(out$features), spot_names)
+    out
+}
+
+.impute_seurat <- function(x, method = c("spotscape", "spami"), assay = NULL, assay2 = NULL, kinds = NULL,
+                           modality = NULL, spatial_coords = NULL, sample_id = NULL, seed = 0L, device = "auto",
+                           progress = interactive(), name = NULL, ...) {
+    .require_seurat_object()
+    method <- match.arg(method)
+    name <- if (is.null(name)) toupper(method) else name
+    assay <- if (is.null(assay)) SeuratObject::DefaultAssay(x) else assay
+    if (method == "spami") {
+        cells <- colnames(x)
+        out <- .impute_multiomics(.seurat_modalities(x, assay, assay2), .seurat_coordinates(x, spatial_coords),
+                                  cells, kinds, modality, list(...), seed, device, progress)
+    } else {
+        counts <- .seurat_counts(x, assay)
+        cells <- colnames(counts)
+        if (!identical(cells, colnames(x))) {
+            stop("assay '", assay, "' holds ", length(cells), " of the object's ", ncol(x), " spots: ",
+                 "imputeExpression needs an assay of every spot (subset the object to that assay's spots first)",
+                 call. = FALSE)
+        }
+        out <- .impute(.sparse_counts(counts, paste0(assay, " counts")),
+                       .seurat_coordinates(x, spatial_coords, cells, assay), cells, rownames(counts),
+                       .seurat_slices(x, sample_id, cells, assay), list(...), seed, device, progress)
+    }
     x[[name]] <- SeuratObject::CreateAssayObject(data = methods::as(out$denoised, "CsparseMatrix"))
-    x[["spotscape"]] <- SeuratObject::CreateDimReducObject(
-        embeddings = .named_embedding(out$embedding, cells, "SPOTSCAPE"), key = "SPOTSCAPE_", assay = assay)
+    x[[method]] <- SeuratObject::CreateDimReducObject(
+        embeddings = .named_embedding(out$embedding, cells, toupper(method)), key = paste0(toupper(method), "_"),
+        assay = assay)
     methods::slot(x, "misc") <- .add_record(methods::slot(x, "misc"), name, out$record)
     x
 }

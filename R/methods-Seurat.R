@@ -36,8 +36,29 @@
                               n_epochs = NULL, seed = 0L, device = "auto", progress = interactive(), name = "spami",
                               ...) {
     .require_seurat_object()
-    assays <- SeuratObject::Assays(x)
     assay <- if (is.null(assay)) SeuratObject::DefaultAssay(x) else assay
+    modalities <- .seurat_modalities(x, assay, assay2)
+    out <- .embed_multiomics(modalities, .seurat_coordinates(x, spatial_coords), .spot_names(colnames(x)), kinds,
+                             list(n_epochs = n_epochs, ...), seed, device, progress)
+    embeddings <- c(list(out$embedding), out$modality_embeddings[out$modalities])
+    names(embeddings) <- c(name, paste0(name, "_", tolower(out$modalities)))
+    for (reduction in names(embeddings)) {
+        key <- paste0(gsub("[^[:alnum:]]", "", toupper(reduction)), "_")
+        x[[reduction]] <- SeuratObject::CreateDimReducObject(
+            embeddings = .named_embedding(embeddings[[reduction]], colnames(x), sub("_$", "", key)), key = key,
+            assay = assay)
+    }
+    for (j in seq_along(out$modalities)) {
+        x <- SeuratObject::AddMetaData(x, stats::setNames(out$attention[, j], colnames(x)),
+                                       col.name = paste0(name, "_attention_", out$modalities[[j]]))
+    }
+    methods::slot(x, "misc") <- .add_record(methods::slot(x, "misc"), name, out$record)
+    x
+}
+
+## Two assays of a Seurat object as SpaMI's modalities (the second: assay2, else the only other one).
+.seurat_modalities <- function(x, assay, assay2) {
+    assays <- SeuratObject::Assays(x)
     if (is.null(assay2)) {
         others <- setdiff(assays, assay)
         if (length(others) > 1L) {
@@ -55,22 +76,7 @@
         }
         modalities[[one]] <- .modality(counts, rownames(counts), paste0("assay '", one, "' counts"))
     }
-    out <- .embed_multiomics(modalities, .seurat_coordinates(x, spatial_coords), .spot_names(colnames(x)), kinds,
-                             list(n_epochs = n_epochs, ...), seed, device, progress)
-    embeddings <- c(list(out$embedding), out$modality_embeddings[out$modalities])
-    names(embeddings) <- c(name, paste0(name, "_", tolower(out$modalities)))
-    for (reduction in names(embeddings)) {
-        key <- paste0(gsub("[^[:alnum:]]", "", toupper(reduction)), "_")
-        x[[reduction]] <- SeuratObject::CreateDimReducObject(
-            embeddings = .named_embedding(embeddings[[reduction]], colnames(x), sub("_$", "", key)), key = key,
-            assay = assay)
-    }
-    for (j in seq_along(out$modalities)) {
-        x <- SeuratObject::AddMetaData(x, stats::setNames(out$attention[, j], colnames(x)),
-                                       col.name = paste0(name, "_attention_", out$modalities[[j]]))
-    }
-    methods::slot(x, "misc") <- .add_record(methods::slot(x, "misc"), name, out$record)
-    x
+    modalities
 }
 
 .cluster_seurat <- function(x, reduction = "staig", n_domains = NULL, spatial_coords = NULL, name = "domain",

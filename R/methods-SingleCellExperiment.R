@@ -49,6 +49,11 @@ setMethod("runSTAIG", "ANY", function(x, ...) {
 #' @inheritParams runSTAIG
 #' @param n_epochs,learning_rate Training length and Adam's learning rate
 #'   (\code{NULL}: 1000, and 1e-4 for one slice or 5e-4 for several).
+#'   Several learning rates, e.g. the paper's grid \code{c(1e-5, 5e-5, 1e-4,
+#'   5e-4, 1e-3)}: one training per rate, and the run whose k-means clustering
+#'   (into \code{n_domains}, or the number of best silhouette) has the highest
+#'   silhouette is kept; no labels are used. The scores go to the record
+#'   (\code{learning_rate_selection}).
 #' @param n_domains Expected number of domains; with several slices it sets
 #'   the number of prototypes (never taken from labels). \code{NULL}: chosen
 #'   by silhouette during training.
@@ -89,6 +94,33 @@ setMethod("runSpaMI", "SingleCellExperiment", function(x, altexp = NULL, assay.t
                                                        altexp.assay = "counts", kinds = NULL, spatial_coords = NULL,
                                                        n_epochs = NULL, seed = 0L, device = "auto",
                                                        progress = interactive(), name = "SpaMI", ...) {
+    modalities <- .sce_modalities(x, altexp, assay.type, altexp.assay)
+    out <- .embed_multiomics(modalities, .sce_coordinates(x, spatial_coords), .spot_names(colnames(x)), kinds,
+                             list(n_epochs = n_epochs, ...), seed, device, progress)
+    SingleCellExperiment::reducedDim(x, name) <- .named_embedding(out$embedding, colnames(x), name)
+    for (modality in out$modalities) {
+        piece <- paste0(name, "_", modality)
+        SingleCellExperiment::reducedDim(x, piece) <- .named_embedding(out$modality_embeddings[[modality]],
+                                                                        colnames(x), piece)
+    }
+    for (j in seq_along(out$modalities)) {
+        SummarizedExperiment::colData(x)[[paste0(name, "_attention_", out$modalities[[j]])]] <- out$attention[, j]
+    }
+    S4Vectors::metadata(x) <- .add_record(S4Vectors::metadata(x), name, out$record)
+    x
+})
+
+#' @rdname runSpaMI
+#' @export
+setMethod("runSpaMI", "ANY", function(x, ...) {
+    if (is(x, "Seurat")) {
+        return(.run_spami_seurat(x, ...))
+    }
+    .unsupported(x)
+})
+
+## The main experiment and one altExp as SpaMI's modalities (named after them).
+.sce_modalities <- function(x, altexp, assay.type, altexp.assay) {
     main <- SingleCellExperiment::mainExpName(x)
     main <- if (is.null(main) || !nzchar(main)) "rna" else main
     modalities <- list()
@@ -115,29 +147,8 @@ setMethod("runSpaMI", "SingleCellExperiment", function(x, altexp = NULL, assay.t
     } else {
         message("no altExp: SpaMI runs on the main experiment alone")
     }
-    out <- .embed_multiomics(modalities, .sce_coordinates(x, spatial_coords), .spot_names(colnames(x)), kinds,
-                             list(n_epochs = n_epochs, ...), seed, device, progress)
-    SingleCellExperiment::reducedDim(x, name) <- .named_embedding(out$embedding, colnames(x), name)
-    for (modality in out$modalities) {
-        piece <- paste0(name, "_", modality)
-        SingleCellExperiment::reducedDim(x, piece) <- .named_embedding(out$modality_embeddings[[modality]],
-                                                                        colnames(x), piece)
-    }
-    for (j in seq_along(out$modalities)) {
-        SummarizedExperiment::colData(x)[[paste0(name, "_attention_", out$modalities[[j]])]] <- out$attention[, j]
-    }
-    S4Vectors::metadata(x) <- .add_record(S4Vectors::metadata(x), name, out$record)
-    x
-})
-
-#' @rdname runSpaMI
-#' @export
-setMethod("runSpaMI", "ANY", function(x, ...) {
-    if (is(x, "Seurat")) {
-        return(.run_spami_seurat(x, ...))
-    }
-    .unsupported(x)
-})
+    modalities
+}
 
 ## One modality's counts and feature names as the Python bridge takes them.
 .modality <- function(counts, feature_names, what) {

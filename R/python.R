@@ -98,15 +98,10 @@ spatialdomainsAvailable <- function() {
 ## preset's value on the Python side.
 .embed <- function(method, pieces, params, seed, device, progress) {
     bridge <- .bridge()
-    params <- Filter(Negate(is.null), params)
-    for (count in intersect(names(params), c("n_epochs", "n_neighbors", "n_top_genes", "n_layers", "batch_size",
-                                              "n_resamples"))) {
-        params[[count]] <- .count_argument(params[[count]], count)
-    }
     .warn_if_reference_blas()
     out <- bridge$embed(method, pieces$counts, pieces$coordinates, pieces$spot_names, pieces$gene_names,
                         library_size = pieces$library_size, slices = pieces$slices, images = pieces$images,
-                        params = params,
+                        params = .count_params(params),
                         random_state = .count_argument(seed, "seed"), device = device,
                         progress = isTRUE(progress), console = .console)
     if (!is.null(out$image_record)) {
@@ -124,19 +119,9 @@ spatialdomainsAvailable <- function() {
 ## SpaMI on named modalities (each: counts features x spots, feature names).
 .embed_multiomics <- function(modalities, coordinates, spot_names, kinds, params, seed, device, progress) {
     bridge <- .bridge()
-    params <- Filter(Negate(is.null), params)
-    for (count in intersect(names(params), c("n_epochs", "n_neighbors", "out_dim", "n_pcs", "n_top_genes",
-                                              "min_cells", "min_spots"))) {
-        params[[count]] <- .count_argument(params[[count]], count)
-    }
-    if (!is.null(kinds)) {
-        if (!is.character(kinds) || is.null(names(kinds))) {
-            stop("'kinds' must be a named character vector, e.g. c(Antibodies = \"adt\")", call. = FALSE)
-        }
-        kinds <- as.list(kinds)
-    }
     .warn_if_reference_blas()
-    out <- bridge$embed_multiomics(modalities, coordinates, spot_names, kinds = kinds, params = params,
+    out <- bridge$embed_multiomics(modalities, coordinates, spot_names, kinds = .kinds(kinds),
+                                   params = .count_params(params),
                                    random_state = .count_argument(seed, "seed"), device = device,
                                    progress = isTRUE(progress), console = .console)
     out$modalities <- unlist(out$modalities)
@@ -145,6 +130,28 @@ spatialdomainsAvailable <- function() {
                                  reticulate = as.character(utils::packageVersion("reticulate")),
                                  python = reticulate::py_config()$python)
     out
+}
+
+## A model's settings without the NULLs, whole-number settings checked as counts.
+.count_params <- function(params) {
+    params <- Filter(Negate(is.null), params)
+    for (count in intersect(names(params), c("n_epochs", "n_neighbors", "out_dim", "n_pcs", "n_top_genes",
+                                              "min_cells", "min_spots", "n_domains", "n_layers", "batch_size",
+                                              "n_resamples"))) {
+        params[[count]] <- .count_argument(params[[count]], count)
+    }
+    params
+}
+
+## SpaMI's modality kinds (a named character vector) as a list for Python.
+.kinds <- function(kinds) {
+    if (is.null(kinds)) {
+        return(NULL)
+    }
+    if (!is.character(kinds) || is.null(names(kinds))) {
+        stop("'kinds' must be a named character vector, e.g. c(Antibodies = \"adt\")", call. = FALSE)
+    }
+    as.list(kinds)
 }
 
 .warn_if_reference_blas <- function() {

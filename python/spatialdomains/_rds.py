@@ -220,6 +220,9 @@ def _r_session():
     try:
         import anndata2ri
         import rpy2.robjects as ro
+        from ._utils import prefer_own_libpython
+
+        prefer_own_libpython()  # R's start put the system's library folders first
     except ImportError as error:
         raise BackendUnavailable(f".rds files need R with rpy2 and anndata2ri ({error}); install them with "
                                  "pip install 'spatialdomains[r]' (R must be installed)") from error

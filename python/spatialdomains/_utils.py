@@ -197,3 +197,21 @@ def to_terminal(shown: bool):
             yield
     finally:
         sys.stderr = previous
+
+
+def prefer_own_libpython() -> None:
+    """Let Python subprocesses find this Python's own shared library first.
+
+    Once R has started in this process (rpy2, or reticulate inside R), ``LD_LIBRARY_PATH`` lists the system
+    library folders, where another build's libpython may live; a Python subprocess (a report's kernel, a batch's
+    worker) loading it fails on its first extension module. Putting this Python's library folder first is harmless
+    otherwise, so it is done once and left; the package calls it whenever it starts R.
+    """
+    import sysconfig
+
+    library = sysconfig.get_config_var("LIBDIR")
+    current = os.environ.get("LD_LIBRARY_PATH")
+    if not current or not sysconfig.get_config_var("Py_ENABLE_SHARED") or not library:
+        return
+    if current.split(os.pathsep)[0] != library:
+        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([library, current])

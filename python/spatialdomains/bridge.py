@@ -116,6 +116,8 @@ def embed(
     for integration. ``images`` (STAIG with ``params['use_image']``) maps each slice's name (any name for one
     sample) to ``{"array": H × W × 3 in [0, 1], "scale": image pixels per coordinate unit, "fiducial":
     fiducial diameter in coordinate units or None}``; the pipeline makes the image features per slice.
+    ``params['learning_rate']`` with several values trains once per value and keeps the run of best silhouette
+    (:func:`spatialdomains.tl.select_learning_rate`; ``params['n_domains']`` is then its number of domains).
     Returns ``embedding`` (spots × dims, float64, NaN rows for spots left out), ``encoder_embedding`` (STAIG's
     encoder output, or None), ``record`` (parameters, seed, versions, timings) and ``image_record`` (or None) as
     plain lists.
@@ -139,13 +141,25 @@ def embed(
         options["library_size_key"] = "total_counts"
     if images and options.get("use_image"):
         _attach_slice_images(adata, images, slices is not None)
-    run_method(method, adata, random_state=int(random_state), device=device, progress=progress, **options)
-    image_record = adata.uns["spatialdomains"].get("image_features")
+    rates = options.pop("learning_rate", None)
+    if rates is not None and np.ndim(rates) > 0:  # several candidates: chosen by silhouette
+        from .tl import select_learning_rate
+
+        select_learning_rate(adata, method, learning_rates=list(np.atleast_1d(rates)),
+                             n_domains=options.pop("n_domains", None), random_state=int(random_state), device=device,
+                             progress=progress, **options)
+    else:
+        options.update({} if rates is None else {"learning_rate": rates})
+        run_method(method, adata, random_state=int(random_state), device=device, progress=progress, **options)
+    records = adata.uns["spatialdomains"]
+    image_record = records.get("image_features")
     encoder = adata.obsm.get(f"X_{method}_encoder")
+    selection = {"learning_rate_selection": records["learning_rate_selection"]} if (
+        "learning_rate_selection" in records) else {}
     return {
         "embedding": np.asarray(adata.obsm[f"X_{method}"], dtype=np.float64),
         "encoder_embedding": None if encoder is None else np.asarray(encoder, dtype=np.float64),
-        "record": json_safe(adata.uns["spatialdomains"][method]),
+        "record": json_safe({**records[method], **selection}),
         "image_record": None if image_record is None else json_safe(image_record),
     }
 
@@ -305,15 +319,8 @@ def embed_multiomics(
     """
     from .pipeline import run_method
 
-    if not isinstance(modalities, dict) or not modalities:
-        raise InputError("modalities must map each modality's name to its counts and feature names")
-    data = {}
-    for name, piece in modalities.items():
-        if not isinstance(piece, dict) or "counts" not in piece or "feature_names" not in piece:
-            raise InputError(f"modality '{name}' needs 'counts' and 'feature_names'")
-        data[str(name)] = _anndata(piece["counts"], coordinates, spot_names, piece["feature_names"], None)
-    result = run_method("spami", data, modality_kinds=kinds, random_state=int(random_state), device=device,
-                        progress=progress, **dict(params or {}))
+    result = run_method("spami", _modalities_data(modalities, coordinates, spot_names), modality_kinds=kinds,
+                        random_state=int(random_state), device=device, progress=progress, **dict(params or {}))
     record = result.uns["spatialdomains"]["spami"]
     names = [str(name) for name in record["modalities"]]
     rows = result.obs_names.get_indexer(pd.Index([str(s) for s in np.atleast_1d(spot_names)]))
@@ -325,6 +332,38 @@ def embed_multiomics(
         "modalities": names,
         "record": json_safe(record),
     }
+
+
+def _modalities_data(modalities, coordinates, spot_names) -> dict:
+    """Modality name → AnnData from R's pieces (each ``{"counts": features × spots, "feature_names": [...]}``)."""
+    if not isinstance(modalities, dict) or not modalities:
+        raise InputError("modalities must map each modality's name to its counts and feature names")
+    data = {}
+    for name, piece in modalities.items():
+        if not isinstance(piece, dict) or "counts" not in piece or "feature_names" not in piece:
+            raise InputError(f"modality '{name}' needs 'counts' and 'feature_names'")
+        data[str(name)] = _anndata(piece["counts"], coordinates, spot_names, piece["feature_names"], None)
+    return data
+
+
+@_r_entry
+def impute_multiomics(modalities: dict, coordinates, spot_names, *, kinds: dict | None = None,
+                      modality: str | None = None, params: dict | None = None, random_state: int = 0,
+                      device: str = "auto", progress: bool = False) -> dict:
+    """SpaMI trained on paired omics (pieces as in :func:`embed_multiomics`) and one modality's denoised values
+    (:func:`spatialdomains.tl.impute`): ``denoised`` features × spots (NaN for spots left out), ``features``,
+    ``modality``, ``scale``, ``embedding`` and ``record``."""
+    from .tl import impute as denoise
+
+    imputed = denoise(_modalities_data(modalities, coordinates, spot_names), method="spami", modality=modality,
+                      modality_kinds=kinds, random_state=int(random_state), device=device, progress=progress,
+                      **dict(params or {}))
+    rows = imputed.obs_names.get_indexer(pd.Index([str(s) for s in np.atleast_1d(spot_names)]))
+    records = imputed.uns["spatialdomains"]
+    return {"denoised": np.asarray(imputed.X, dtype=np.float64)[rows].T, "features": list(map(str, imputed.var_names)),
+            "modality": records["impute"]["modality"], "scale": records["impute"]["scale"],
+            "embedding": np.asarray(imputed.obsm["X_spami"], dtype=np.float64)[rows],
+            "record": json_safe({**records["spami"], "impute": records["impute"]})}
 
 
 def simulate_multiomics(n_spots: int = 1300, n_domains: int = 5, second: str = "adt", seed: int = 0) -> dict:

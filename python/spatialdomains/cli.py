@@ -188,6 +188,8 @@ def _add_report(commands) -> None:
                         help="STAIG: obs column with true per-spot totals when the input holds a subset of the genes")
     report.add_argument("--label-key", help="obs column annotating the spots (e.g. a pathologist's layers): the "
                                             "report compares the domains with it (table, ARI/NMI, map)")
+    report.add_argument("--condition-key", help="several slices: obs column giving each slice's condition (e.g. "
+                                                "control, disease); the report compares them within each domain")
     report.add_argument("--notebook", help="also keep the executed notebook here")
     report.add_argument("--show-code", action="store_true", help="show the code in the page (hidden by default)")
     _add_model_options(report, tuning=False)
@@ -201,7 +203,7 @@ def _add_batch(commands) -> None:
                     "(and its tables) for every sample and OUT/index.html. A failed sample does not stop the others; "
                     "the exit code is 1 when any failed. Complete samples are skipped unless --force. Columns: "
                     "sample, input (';' between slices), method, n_domains, species, gene_sets, image, image_scale, "
-                    "bin_size, label_key, modality_NAME, seed, epochs.")
+                    "bin_size, label_key, condition_key, modality_NAME, seed, epochs.")
     batch.add_argument("samplesheet", help="CSV (or .tsv) samplesheet")
     batch.add_argument("--out", required=True, help="output folder")
     batch.add_argument("--jobs", type=int, default=1, help="samples processed at once (default: 1)")
@@ -333,6 +335,7 @@ def _report(args: argparse.Namespace) -> int:
                          image_scale=args.image_scale,
                          outputs_dir=args.outputs_dir, notebook=args.notebook, show_code=args.show_code,
                          force=args.force, progress=not args.quiet, label_key=args.label_key,
+                         condition_key=args.condition_key,
                          model_options=_model_options(args, methods.get(args.method))
                          if args.method != "precomputed" else None)
     print(f"wrote {path}")

@@ -104,6 +104,10 @@ def mclust_unavailable_reason() -> str | None:
     try:
         import rpy2.robjects as ro
 
+        from ._utils import prefer_own_libpython
+
+        prefer_own_libpython()  # R's start put the system's library folders first
+
         has_mclust = bool(ro.r('isTRUE(suppressWarnings(requireNamespace("mclust", quietly = TRUE)))')[0])
     except Exception as error:  # rpy2 raises various errors when it cannot find or start R
         return f"R cannot be started through rpy2 ({error}); install R (e.g. apt-get install r-base-core)"

@@ -49,8 +49,6 @@ def domains(
 def pseudotime(adata: ad.AnnData, key: str = "pseudotime", *, library_id: str | None = None, image: bool = True,
                spot_size: float | None = None, title: str | None = None, ax=None, save: str | Path | None = None):
     """Draw ``obs[key]`` (from :func:`spatialdomains.tl.pseudotime`) on the tissue, the root marked with a star."""
-    import matplotlib.pyplot as plt
-
     if key not in adata.obs:
         raise InputError(f"obs['{key}'] does not exist: run sd.tl.pseudotime(adata) first")
     figure, ax, points, background = _tissue_axes(adata, library_id, image, ax)
@@ -257,6 +255,47 @@ def attention(
         ax.set_title(f"attention weight: {name} (mean {np.nanmean(column):.2f})")
         figure.colorbar(points, ax=ax, shrink=0.7)
     return _finish(figure, save)
+
+
+def denoised(imputed: ad.AnnData, genes=None, *, n_genes: int = 4, spot_size: float | None = None,
+             save: str | Path | None = None):
+    """Observed (left) and denoised (right) values of a few genes on the tissue, from :func:`spatialdomains.tl.impute`;
+    each gene's two panels share one colour scale (0 to the 99th percentile of either). ``genes``: names (default:
+    the first ``n_genes``)."""
+    import matplotlib.pyplot as plt
+
+    if "observed" not in imputed.layers:
+        raise InputError("expected the AnnData returned by sd.tl.impute (it has layers['observed'])")
+    names = list(imputed.var_names[:n_genes]) if genes is None else [str(g) for g in np.atleast_1d(genes)]
+    missing = [g for g in names if g not in imputed.var_names]
+    if missing or not names:
+        raise InputError(f"genes: {', '.join(missing[:5]) or 'none given'} not in the imputed AnnData's var_names")
+    coordinates = _io.spatial_coordinates(imputed)
+    size = spot_size or max(2.0, 25000.0 / max(len(coordinates), 1))
+    figure, axes = plt.subplots(len(names), 2, figsize=(10, 4.3 * len(names)), squeeze=False)
+    symbols = imputed.var["symbol"] if "symbol" in imputed.var else pd.Series(imputed.var_names, imputed.var_names)
+    for row, gene in zip(axes, names):
+        column = imputed.var_names.get_loc(gene)
+        panels = [_dense_column(imputed.layers["observed"], column), _dense_column(imputed.X, column)]
+        finite = np.concatenate([p[np.isfinite(p)] for p in panels])
+        top = float(np.percentile(finite, 99)) if len(finite) else 1.0
+        for ax, values, what in zip(row, panels, ("observed", "denoised")):
+            shown = np.isfinite(values)
+            drawn = ax.scatter(coordinates[shown, 0], coordinates[shown, 1], c=values[shown], s=size, vmin=0,
+                               vmax=max(top, 1e-6), cmap="magma", linewidths=0, rasterized=True)
+            ax.invert_yaxis()
+            ax.set_aspect("equal")
+            ax.set_axis_off()
+            ax.set_title(f"{symbols.iloc[column]}: {what}")
+        figure.colorbar(drawn, ax=list(row), shrink=0.8, label="log-normalised" if
+                        "log" in str(imputed.uns.get("spatialdomains", {}).get("impute", {}).get("scale", "log"))
+                        else "CLR")
+    return _finish(figure, save)
+
+
+def _dense_column(matrix, column: int) -> np.ndarray:
+    values = matrix[:, column]
+    return np.asarray(values.toarray() if hasattr(values, "toarray") else values, dtype=np.float64).ravel()
 
 
 def _tissue_image(adata: ad.AnnData, library_id: str | None):

@@ -24,6 +24,29 @@ def shared_file(relative: str) -> Path:
     return path
 
 
+def chromium() -> str:
+    """The headless browser that opens reports, or skip naming what to install."""
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium): the page cannot be opened")
+
+
+def python_environment() -> dict:
+    """This process's environment for a Python subprocess, with this Python's own library folder first on
+    LD_LIBRARY_PATH: once R has started in a test process it lists the system's folders, whose libpython (another
+    build) a child would otherwise load."""
+    import sysconfig
+
+    env = dict(os.environ)
+    library = sysconfig.get_config_var("LIBDIR")
+    if env.get("LD_LIBRARY_PATH") and library:
+        env["LD_LIBRARY_PATH"] = os.pathsep.join([library, env["LD_LIBRARY_PATH"]])
+    return env
+
+
 def r_with_mclust() -> bool:
     from spatialdomains.cluster import mclust_unavailable_reason
 

@@ -449,9 +449,9 @@ def test_a_read_only_output_location_is_refused_before_any_work(base, tmp_path, 
 def _command(*args: str) -> list[str]:
     """The command line in a process of its own (which must load this Python's library even after R, started
     by an earlier test, put the system's library folders on LD_LIBRARY_PATH)."""
-    from spatialdomains.report.render import _prefer_own_libpython
+    from spatialdomains._utils import prefer_own_libpython
 
-    _prefer_own_libpython()
+    prefer_own_libpython()
     return [sys.executable, "-m", "spatialdomains.cli", *args]
 
 

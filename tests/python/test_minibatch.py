@@ -10,6 +10,8 @@ from spatialdomains.graph import knn_graph
 from spatialdomains.methods import StaigConfig
 from spatialdomains.models import minibatch, staig
 
+from conftest import python_environment
+
 
 @pytest.fixture(scope="module")
 def cells():
@@ -173,6 +175,7 @@ def test_large_data_mode_holds_no_dense_spots_by_genes_and_no_spots_by_spots_obj
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", LIMITED_RUN], capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-c", LIMITED_RUN], capture_output=True, text=True, timeout=600,
+                          env=python_environment())
     assert done.returncode == 0, done.stderr[-2000:]
     assert "trained within" in done.stdout

@@ -1,245 +1,19 @@
-"""Reports end to end: planted GO programs recovered, every section present, the page checked in Chromium,
-batches (a broken sample, re-runs), samplesheet validation and the Snakemake workflow."""
+"""The report command on one sample: precomputed domains, progress messages, several slices, paired omics, the
+kernel's library path, gene symbols and the interactive map."""
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 import spatialdomains as sd
 from spatialdomains.cli import main
 from spatialdomains.errors import InputError
-from spatialdomains.report import batch
-from spatialdomains.report.sections import SECTIONS
 
-N_DOMAINS = 4
-
-
-@pytest.fixture(scope="module")
-def batch_run(tmp_path_factory):
-    """Three samples, one broken: the batch is run once and inspected by several tests."""
-    folder = tmp_path_factory.mktemp("batch")
-    for seed, name in ((11, "A"), (12, "B")):
-        sd.io.write_h5ad(sd.datasets.simulate_visium(900, N_DOMAINS, seed=seed), folder / f"{name}.h5ad")
-    (folder / "broken.h5ad").write_text("this is not an h5ad file")
-    sheet = folder / "samples.csv"
-    sheet.write_text("sample,input,method,n_domains,epochs\n"
-                     f"A,A.h5ad,staig,{N_DOMAINS},300\n"
-                     f"B,B.h5ad,spotscape,{N_DOMAINS},150\n"
-                     f"C,broken.h5ad,staig,{N_DOMAINS},300\n")
-    out = folder / "out"
-    code = main(["batch", str(sheet), "--out", str(out), "--engine", "fallback", "--quiet"])
-    return {"folder": folder, "sheet": sheet, "out": out, "code": code}
-
-
-def test_planted_go_terms_are_in_each_domains_top_five(batch_run):
-    """For each planted domain, the found domain covering it lists the planted GO term among its top five."""
-    out = batch_run["out"] / "A"
-    truth = sd.datasets.simulate_visium(900, N_DOMAINS, seed=11)
-    planted = dict(zip(truth.uns["simulation"]["domains"], truth.uns["simulation"]["go_id"]))
-    domains = pd.read_csv(out / "domains.csv", index_col="barcode")["domain"].astype(str)
-    go = pd.read_csv(out / "go_enrichment.csv", dtype={"domain": str})
-    overlap = pd.crosstab(truth.obs["ground_truth"].astype(str), domains.reindex(truth.obs_names))
-    for true_domain, term in planted.items():
-        found = overlap.loc[true_domain].idxmax()
-        top = go[go["domain"] == found].sort_values("pvalue").head(5)["ID"].tolist()
-        assert term in top, (true_domain, found, top)
-    provenance = json.loads((out / "provenance.json").read_text())
-    assert provenance["enrichment"]["engine"] == "fallback"
-    assert provenance["seed"] == 0 and provenance["timings_seconds"]["domains"] > 0
-
-
-def test_html_has_every_section_that_applies_and_is_self_contained(batch_run):
-    page = (batch_run["out"] / "A" / batch.REPORT_FILE).read_text()
-    # A single-slice STAIG run with its number of domains given has neither, nor links to them
-    single_slice_only = {"integration", "attention", "n-domains"}
-    for anchor, title in SECTIONS:
-        shown = f'id="{anchor}"' in page
-        assert shown == (anchor not in single_slice_only), anchor
-        assert (f'href="#{anchor}"' in page) == shown
-    assert page.count("data:image/png;base64,") >= 10  # figures embedded
-    assert 'class="sortable"' in page and "Show code" in page
-    assert "Engine: fallback" in page and "org.Hs.eg.db" in page
-    for remote in ("http://", "https://"):
-        assert f'src="{remote}' not in page and f'href="{remote}' not in page
-
-
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium): the page cannot be opened")
-
-
-def test_report_opens_in_headless_chromium_without_console_errors(batch_run, tmp_path):
-    from PIL import Image
-
-    browser = _chromium()
-    page = batch_run["out"] / "A" / batch.REPORT_FILE
-    shot = tmp_path / "report.png"
-    run = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
-                          "--v=0", "--virtual-time-budget=5000", "--window-size=1280,2400",
-                          f"--screenshot={shot}", page.as_uri()], capture_output=True, text=True, timeout=180)
-    console = [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
-    assert shot.is_file(), run.stderr[-2000:]
-    assert console == [], console  # any console message: a script error or a resource that failed to load
-    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
-    assert pixels.std() > 20  # not blank: headings, tables and figures drawn
-    assert (pixels < 100).mean() > 0.01
-
-
-#: Run inside the report page: search the first DEG table for one gene, then press its "Download CSV" button and
-#: catch the file it would save; the results are written onto <body> for the test to read from the DOM.
-_TABLE_PROBE = """<script type="module">
-const ready = () => new Promise(done => { const wait = () => document.body.dataset.tablesReady ? done() :
-  setTimeout(wait, 50); wait(); });
-await ready();
-const table = [...document.querySelectorAll("table.sortable")].find(t => t.caption &&
-  t.caption.textContent.startsWith("domain 1 markers"));
-const box = table.closest(".dt-container");
-const gene = table.tBodies[0].rows[1].cells[0].textContent;
-const search = box.querySelector("input[type=search]");
-search.value = gene;
-search.dispatchEvent(new Event("input", {bubbles: true}));
-await new Promise(done => setTimeout(done, 300));
-document.body.dataset.searched = gene;
-document.body.dataset.rowsAfterSearch = table.tBodies[0].rows.length;
-document.body.dataset.firstAfterSearch = table.tBodies[0].rows[0].cells[0].textContent;
-HTMLAnchorElement.prototype.dispatchEvent = function () {  // the library "clicks" a download link
-  document.body.dataset.csvName = this.download;
-  fetch(this.href).then(response => response.text()).then(text => { document.body.dataset.csv = text; });
-  return true;
-};
-box.querySelector(".buttons-csv").click();
-await new Promise(done => setTimeout(done, 500));
-</script>"""
-
-
-_SECTION_PROBE = """<script type="module">
-await new Promise(done => { const w = () => document.body.dataset.tablesReady ? done() : setTimeout(w, 50); w(); });
-const headings = [...document.querySelectorAll("h2.report-section")];
-document.body.dataset.sections = headings.map(h => h.id + ":" + Math.round(h.getBoundingClientRect().top +
-  window.scrollY)).join(",") + ",end:" + document.body.scrollHeight;
-</script>"""
-
-
-def test_every_section_draws_something(batch_run, tmp_path):
-    """Each section's band of a full-page screenshot holds text, tables or figures, not an empty space."""
-    import re
-
-    from PIL import Image
-
-    browser = _chromium()
-    probe = tmp_path / "probe.html"
-    probe.write_text((batch_run["out"] / "A" / batch.REPORT_FILE).read_text().replace("</body>",
-                                                                                     _SECTION_PROBE + "</body>"))
-    run = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000",
-                          "--window-size=1400,900", "--dump-dom", probe.as_uri()],
-                         capture_output=True, text=True, timeout=180)
-    marks = re.search(r'data-sections="([^"]*)"', run.stdout).group(1).split(",")
-    bands = [(name, int(top)) for name, top in (mark.split(":") for mark in marks)]
-    height = min(bands[-1][1] + 50, 40_000)
-    shot = tmp_path / "page.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    "--virtual-time-budget=15000", f"--window-size=1400,{height}", f"--screenshot={shot}",
-                    probe.as_uri()], capture_output=True, timeout=180)
-    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
-    for (name, top), (_, bottom) in zip(bands[:-1], bands[1:]):
-        band = pixels[top + 40:bottom]  # below the heading itself
-        assert band.size and (band < 200).mean() > 0.005, f"section {name} looks empty"
-
-
-def test_report_tables_search_and_download_the_whole_table(batch_run, tmp_path):
-    import html as html_module
-    import re
-
-    browser = _chromium()
-    page = (batch_run["out"] / "A" / batch.REPORT_FILE).read_text()
-    probe = tmp_path / "probe.html"
-    probe.write_text(page.replace("</body>", _TABLE_PROBE + "</body>"))
-    run = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000",
-                          "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=180)
-    found = {name: html_module.unescape(value) for name, value in
-             re.findall(r'data-([a-z-]+)="([^"]*)"', run.stdout[:run.stdout.index(">", run.stdout.index("<body"))])}
-    markers = pd.read_csv(batch_run["out"] / "A" / "markers.csv")
-    significant = markers[(markers["domain"].astype(str) == "1") & markers["significant"]]
-    assert found.get("first-after-search") == found.get("searched"), found.keys()
-    assert 1 <= int(found["rows-after-search"]) < len(significant)
-    lines = found["csv"].strip().splitlines()
-    assert len(lines) == len(significant) + 1  # the header and every significant gene, not only the page shown
-    header = lines[0].replace('"', "").split(",")
-    assert header[0] == "symbol" and "gene_id" in header and "log2fc" in header  # symbol first, the ID beside it
-    assert found["csv-name"].endswith(".csv")
-
-
-def test_batch_reports_the_broken_sample_and_keeps_going(batch_run):
-    out = batch_run["out"]
-    assert batch_run["code"] == 1
-    assert (out / "A" / batch.REPORT_FILE).is_file() and (out / "B" / batch.REPORT_FILE).is_file()
-    assert not (out / "C" / batch.REPORT_FILE).exists()
-    failed = batch.read_status(out / "C")
-    assert failed["status"] == "failed" and "broken.h5ad" in failed["error"]
-    index = (out / batch.INDEX_FILE).read_text()
-    assert "2 of 3 samples reported; 1 failed" in index
-    assert 'href="A/report.html"' in index and 'href="B/report.html"' in index
-    assert "not a readable .h5ad file" in index
-
-
-def test_second_run_skips_complete_samples(batch_run, capsys):
-    out = batch_run["out"]
-    before = {name: (out / name / batch.REPORT_FILE).stat().st_mtime_ns for name in ("A", "B")}
-    code = main(["batch", str(batch_run["sheet"]), "--out", str(out), "--engine", "fallback", "--quiet"])
-    printed = capsys.readouterr().out
-    assert code == 1  # C is still broken
-    assert "A: skipped (complete" in printed and "B: skipped (complete" in printed and "C: failed" in printed
-    assert {name: (out / name / batch.REPORT_FILE).stat().st_mtime_ns for name in ("A", "B")} == before
-
-
-def test_samplesheet_problems_are_listed_together(tmp_path):
-    (tmp_path / "ok.h5ad").write_text("")
-    sheet = tmp_path / "bad.csv"
-    sheet.write_text("sample,input,method,n_domains,colour\n"
-                     "A,missing.h5ad,staig,3,red\n"
-                     "A,ok.h5ad,magic,one,blue\n"
-                     "bad name,ok.h5ad,spami,1,green\n")
-    with pytest.raises(InputError) as error:
-        batch.read_samplesheet(sheet)
-    message = str(error.value)
-    for expected in ("unknown column 'colour'", "input '", "missing.h5ad' does not exist", "appears twice",
-                     "method 'magic'", "n_domains 'one' is not a whole number", "sample name 'bad name'",
-                     "n_domains must be at least 2", "method spami needs a second omics"):
-        assert expected in message, expected
-    assert main(["batch", str(sheet), "--out", str(tmp_path / "o")]) == 2
-    assert not (tmp_path / "o").exists()  # validated before any work
-
-
-@pytest.mark.skipif(shutil.which("snakemake") is None and not Path(sys.executable).with_name("snakemake").exists(),
-                    reason="snakemake is not installed (pip install 'spatialdomains[workflow]')")
-def test_snakemake_workflow_runs_the_same_batch_locally(batch_run, tmp_path):
-    sheet = tmp_path / "two.csv"
-    folder = batch_run["folder"]
-    sheet.write_text("sample,input,method,n_domains,epochs\n"  # one sample: the batch test covers both methods
-                     f"A,{folder / 'A.h5ad'},staig,{N_DOMAINS},300\n")
-    snakemake = shutil.which("snakemake") or str(Path(sys.executable).with_name("snakemake"))
-    out = tmp_path / "reports"
-    run = subprocess.run([snakemake, "-s", str(sd.report.render.workflow_path()), "--cores", "2", "--config",
-                          f"samplesheet={sheet}", f"out={out}", "engine=fallback"],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=900)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert batch.read_status(out / "A")["status"] == "ok"
-    assert (out / "A" / batch.REPORT_FILE).is_file()
-    assert "1 of 1 samples reported" in (out / batch.INDEX_FILE).read_text()
-    # Same per-sample step as the batch command: the same domains for the same sample and seed.
-    ours = pd.read_csv(out / "A" / "domains.csv", index_col="barcode")["domain"]
-    theirs = pd.read_csv(batch_run["out"] / "A" / "domains.csv", index_col="barcode")["domain"]
-    assert sd.metrics.evaluate(theirs, ours)["ari"] > 0.95
+from conftest import chromium
 
 
 def test_report_command_precomputed_domains_and_errors(tmp_path, capsys):
@@ -271,24 +45,47 @@ def test_report_command_shows_each_step_and_no_kernel_transport_warning(tmp_path
     assert "without encryption" not in printed and "IProgress" not in printed and "Traceback" not in printed
 
 
-def test_multi_slice_report_shows_integration(tmp_path):
+def test_multi_slice_report_shows_integration_transfer_conditions_and_denoised_markers(tmp_path):
+    """Two slices (control, disease) with an annotation: the report integrates them, predicts the second slice's
+    annotation from the first, compares the conditions per domain and draws Spotscape's denoised markers."""
+    tissue = sd.datasets.simulate_visium(600, 3, seed=21)  # dealt into two slices of the same tissue
     inputs = []
-    for seed in (21, 22):
-        path = tmp_path / f"slice{seed}.h5ad"
-        sd.io.write_h5ad(sd.datasets.simulate_visium(300, 3, seed=seed), path)
+    for start, condition in ((0, "control"), (1, "disease")):
+        part = tissue[start::2].copy()
+        part.obs["condition"] = condition
+        path = tmp_path / f"slice{21 + start}.h5ad"
+        sd.io.write_h5ad(part, path)
         inputs.append(path)
     page_path = tmp_path / "joint.html"
+    with pytest.raises(InputError, match="compares slices: give several inputs"):
+        sd.report.render_report(inputs[:1], page_path, method="spotscape", condition_key="condition")
+    with pytest.raises(InputError, match="slice 'slice21' has no obs\\['treatment'\\]"):
+        sd.report.render_report(inputs, page_path, method="spotscape", condition_key="treatment")
+    assert not page_path.exists()
     sd.report.render_report(inputs, page_path, method="spotscape", n_domains=3, epochs=30, engine="fallback",
-                            outputs_dir=tmp_path / "tables")
+                            outputs_dir=tmp_path / "tables", label_key="ground_truth", condition_key="condition")
     page = page_path.read_text()
     assert 'id="attention"' not in page  # not a SpaMI run
-    section = page[page.index('id="integration"'):page.index('id="provenance"')]
+    section = page[page.index('id="integration"'):page.index('id="transfer"')]
     assert "integration scores" in section and "ilisi" in section
     assert section.count("data:image/png;base64,") == 1  # the composition per slice
     domains_section = page[page.index('id="domains"'):page.index('id="umap"')]
     assert domains_section.count("data:image/png;base64,") == 2  # one map per slice, each in its own frame
+    transfer = page[page.index('id="transfer"'):page.index('id="conditions"')]
+    assert "predicted from slice" in transfer and transfer.count("data:image/png;base64,") == 1
+    conditions = page[page.index('id="conditions"'):page.index('id="provenance"')]
+    assert "Wilcoxon" in conditions and "mean share of a slice's spots" in conditions
+    denoised = page[page.index('id="denoised"'):page.index('id="deg-tables"')]
+    assert denoised.count("data:image/png;base64,") == 1 and "decoder" in denoised
     result = sd.io.read_h5ad(tmp_path / "tables" / "result.h5ad")
     assert set(result.obs["slice"]) == {"slice21", "slice22"}
+    predicted = result.obs["ground_truth_transferred"]
+    assert predicted[result.obs["slice"] == "slice21"].isna().all()
+    assert predicted[result.obs["slice"] == "slice22"].notna().all()
+    provenance = json.loads((tmp_path / "tables" / "provenance.json").read_text())
+    (scores,) = provenance["label_transfer"]
+    assert scores["slice"] == "slice22" and scores["from slice"] == "slice21" and -1 <= scores["ARI"] <= 1
+    assert provenance["conditions"]["reference"] == "control" and provenance["conditions"]["tests"] == ["wilcoxon (spots)"]
 
 
 def test_spami_report_shows_attention_and_explains_missing_go(tmp_path):
@@ -363,7 +160,7 @@ def test_small_samples_get_a_domain_map_to_zoom_and_hover(tmp_path):
     import html as html_module
     import re
 
-    browser = _chromium()
+    browser = chromium()
     adata = sd.datasets.simulate_visium(300, 3, seed=6)
     adata.obs["domain"] = adata.obs["ground_truth"]
     sd.io.write_h5ad(adata, tmp_path / "small.h5ad")

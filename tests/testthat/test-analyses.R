@@ -142,3 +142,40 @@ test_that("imputeExpression keeps Spotscape's denoised expression as an altExp (
     expect_true(all(c("SPOTSCAPE") %in% SeuratObject::Assays(seu)))
     expect_identical(dim(SeuratObject::GetAssayData(seu, assay = "SPOTSCAPE", slot = "data")), c(100L, ncol(seu)))
 })
+
+test_that("imputeExpression(method = 'spami') keeps one modality's reconstruction; ATAC is refused", {
+    skip_without_spatialdomains()
+    sce <- simulateMultiomics(n_spots = 300, n_domains = 3, seed = 2)
+    before <- sce
+    sce <- imputeExpression(sce, method = "spami", modality = "adt", n_epochs = 5, seed = 1, progress = FALSE)
+    denoised <- SingleCellExperiment::altExp(sce, "SpaMI_denoised")
+    expect_identical(rownames(denoised), rownames(SingleCellExperiment::altExp(before, "adt")))
+    expect_true(all(SummarizedExperiment::assay(denoised, "logcounts") >= 0))
+    expect_identical(dim(SingleCellExperiment::reducedDim(sce, "SpaMI")), c(ncol(sce), 64L))
+    expect_identical(SingleCellExperiment::altExp(sce, "adt"), SingleCellExperiment::altExp(before, "adt"))
+    expect_identical(S4Vectors::metadata(sce)$spatialdomains$SpaMI_denoised$impute$modality, "adt")
+    rna <- imputeExpression(before, method = "spami", n_epochs = 5, seed = 1, progress = FALSE)
+    expect_true(all(rownames(SingleCellExperiment::altExp(rna, "SpaMI_denoised")) %in% rownames(before)))
+    expect_error(imputeExpression(before, method = "spami", modality = "protein", n_epochs = 2),
+                 "\"protein\" is not a modality here")
+    atac <- simulateMultiomics(n_spots = 300, n_domains = 3, second = "atac", seed = 2)
+    expect_error(imputeExpression(atac, method = "spami", modality = "atac", n_epochs = 2), "does not map back to peaks")
+    skip_if_not_installed("SeuratObject")
+    seu <- imputeExpression(simulateMultiomics(n_spots = 300, n_domains = 3, seed = 2, class = "Seurat"),
+                            method = "spami", spatial_coords = c("x", "y"), n_epochs = 5, progress = FALSE)
+    expect_true(all(c("SPAMI") %in% SeuratObject::Assays(seu)))
+    expect_true("spami" %in% SeuratObject::Reductions(seu))
+})
+
+test_that("runSpotscape with several learning rates keeps the run of best silhouette and records the scores", {
+    skip_without_spatialdomains()
+    sce <- simulateVisium(n_spots = 300, n_domains = 3, seed = 2)
+    sce <- runSpotscape(sce, learning_rate = c(1e-4, 1e-3), n_domains = 3, n_epochs = 5, n_top_genes = 100,
+                        seed = 1, progress = FALSE)
+    record <- S4Vectors::metadata(sce)$spatialdomains$Spotscape
+    scores <- unlist(record$learning_rate_selection$silhouette_by_learning_rate)
+    expect_setequal(as.numeric(names(scores)), c(1e-4, 1e-3))
+    expect_equal(record$learning_rate_selection$chosen, as.numeric(names(scores)[which.max(scores)]))
+    expect_equal(record$parameters$learning_rate, record$learning_rate_selection$chosen)
+    expect_identical(dim(SingleCellExperiment::reducedDim(sce, "Spotscape")), c(ncol(sce), 64L))
+})

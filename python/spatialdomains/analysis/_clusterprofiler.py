@@ -39,6 +39,10 @@ def enrich(lists: Mapping[str, Sequence[str]], *, universe, ontology: str, key_t
     import rpy2.robjects as ro
     from rpy2.robjects import pandas2ri
 
+    from .._utils import prefer_own_libpython
+
+    prefer_own_libpython()  # R's start put the system's library folders first
+
     with (ro.default_converter + pandas2ri.converter).context():
         run = ro.r(_R_ENRICH)
         if gene_sets is None:

@@ -9,7 +9,10 @@ sample         yes       name of the sample; its output folder (letters, digits,
 input          yes       .h5ad, .rds, .h5mu, or a Space Ranger (Visium, Visium HD) or Xenium output folder;
                          several slices to integrate: ``a.h5ad;b.h5ad``
 bin_size       no        Visium HD inputs: bin size in µm (2, 8 or 16; default 8) or ``cells`` (Space Ranger 4)
-label_key      no        an obs column annotating the spots, which the report compares with the domains
+label_key      no        an obs column annotating the spots, which the report compares with the domains (and,
+                         for several slices, predicts in each slice from the most annotated one)
+condition_key  no        several slices: an obs column giving each slice's condition (control, disease, ...);
+                         the report compares the conditions within each domain
 method         no        staig (default), spotscape, spami, baseline or precomputed (domains already in the input)
 n_domains      no        number of domains (empty: chosen by silhouette)
 species        no        human, mouse, ... or auto (default: read from the gene IDs)
@@ -55,7 +58,7 @@ STATUS_FILE = "status.json"
 INDEX_FILE = "index.html"
 REQUIRED_COLUMNS = ("sample", "input")
 OPTIONAL_COLUMNS = ("method", "n_domains", "species", "gene_sets", "image", "image_scale", "seed", "epochs",
-                    "bin_size", "label_key")
+                    "bin_size", "label_key", "condition_key")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -75,6 +78,7 @@ class SampleSpec:
     epochs: int | None = None
     modalities: dict[str, str] = field(default_factory=dict)
     label_key: str | None = None
+    condition_key: str | None = None
 
     def paths(self) -> list[str]:
         """Every file or folder this sample reads."""
@@ -249,7 +253,7 @@ def run_sample(spec: SampleSpec, output: Output, *, engine: str = "auto", device
                               gene_sets=spec.gene_sets, engine=engine, seed=spec.seed, epochs=spec.epochs,
                               device=device, image=spec.image, image_scale=spec.image_scale, outputs_dir=folder,
                               notebook=folder / NOTEBOOK_FILE, threads=threads, force=True,
-                              label_key=spec.label_key)
+                              label_key=spec.label_key, condition_key=spec.condition_key)
                 provenance = json.loads((folder / "provenance.json").read_text())
                 status = {**base, "status": "ok", "n_domains": provenance.get("n_domains"),
                           "n_spots": provenance.get("n_spots"), "qc": provenance.get("qc", {}),
@@ -379,7 +383,10 @@ def _spec(row: dict, base: Path) -> tuple[SampleSpec, list[str]]:
         problems.append(f"method {method} takes one input, not {len(inputs)}")
     spec = SampleSpec(sample=name, inputs=inputs, method=method, n_domains=n_domains, species=species,
                       gene_sets=gene_sets, image=image, image_scale=image_scale, seed=seed or 0, epochs=epochs,
-                      modalities=modalities, label_key=(row.get("label_key") or "").strip() or None)
+                      modalities=modalities, label_key=(row.get("label_key") or "").strip() or None,
+                      condition_key=(row.get("condition_key") or "").strip() or None)
+    if spec.condition_key and len(inputs) < 2:
+        problems.append(f"condition_key '{spec.condition_key}' compares slices: give several inputs (a.h5ad;b.h5ad)")
     return spec, problems
 
 

@@ -14,7 +14,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from .._utils import logger
+from .._utils import logger, prefer_own_libpython
 from ..errors import InputError, ReportFailed
 from ..slices import slice_names
 from .sections import SECTIONS, SMALL_TABLE_ROWS
@@ -41,7 +41,8 @@ def render_report(inputs, out: str | os.PathLike, *, sample: str | None = None, 
                   image: str | None = None, image_scale: float = 1.0, outputs_dir: str | os.PathLike | None = None,
                   threads: int | None = None, notebook: str | os.PathLike | None = None,
                   show_code: bool = False, timeout: int | None = None, force: bool = False,
-                  progress: bool = False, label_key: str | None = None, model_options: dict | None = None) -> Path:
+                  progress: bool = False, label_key: str | None = None, condition_key: str | None = None,
+                  model_options: dict | None = None) -> Path:
     """Analyse one sample and write its HTML report to ``out`` (see :func:`spatialdomains.report.sample.analyse`).
 
     ``outputs_dir`` also receives the tables, the result .h5ad and the provenance; ``notebook`` the executed
@@ -69,10 +70,10 @@ def render_report(inputs, out: str | os.PathLike, *, sample: str | None = None, 
         "max_pvalue": max_pvalue, "pvalue": pvalue, "seed": seed, "epochs": epochs, "device": device,
         "cluster_method": cluster_method, "image": None if image is None else str(image), "image_scale": image_scale,
         "outputs_dir": None, "threads": threads, "interface": current_interface(), "progress": progress,
-        "label_key": label_key, "model_options": dict(model_options or {}),
+        "label_key": label_key, "condition_key": condition_key, "model_options": dict(model_options or {}),
     }
     start = time.perf_counter()
-    _prefer_own_libpython()
+    prefer_own_libpython()
     marker = {"command": "report", "method": method, "inputs": [str(Path(p).resolve()) for p in paths]}
     with tempfile.TemporaryDirectory(prefix="spatialdomains-report-") as work, contextlib.ExitStack() as staged:
         written = {name: staged.enter_context(target.writing(marker)) for name, target in targets.items()}
@@ -173,23 +174,6 @@ def _local_kernels():
                 shutil.rmtree(os.path.dirname(self.ip), ignore_errors=True)
 
     return LocalKernelManager
-
-
-def _prefer_own_libpython() -> None:
-    """Let the kernel find this Python's own shared library first.
-
-    Once R has started in this process (rpy2, or reticulate inside R), ``LD_LIBRARY_PATH`` lists the system
-    library folders, where another build's libpython may live; a kernel loading it fails on its first extension
-    module. Putting this Python's library folder first is harmless otherwise, so it is done once and left.
-    """
-    import sysconfig
-
-    library = sysconfig.get_config_var("LIBDIR")
-    current = os.environ.get("LD_LIBRARY_PATH")
-    if not current or not sysconfig.get_config_var("Py_ENABLE_SHARED") or not library:
-        return
-    if current.split(os.pathsep)[0] != library:
-        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([library, current])
 
 
 def _plain(text: str) -> str:

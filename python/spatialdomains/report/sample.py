@@ -39,7 +39,14 @@ class SampleResult:
     go_error: str | None = None
     timings: dict = field(default_factory=dict)
     label_key: str | None = None  # an annotation of the spots (e.g. a pathologist's layers) to compare with
+    denoised: ad.AnnData | None = None  # the decoder's values of a few marker genes (Spotscape, SpaMI)
+    transfer: pd.DataFrame | None = None  # each slice's annotation predicted from another slice's
+    condition_key: str | None = None  # the obs column giving each slice's condition
+    conditions: object | None = None  # tl.compare_conditions' result
 
+
+#: Reports draw the denoised values of at most this many marker genes (one per domain).
+DENOISED_GENES = 4
 
 #: Reports compute pseudotime for samples up to this size (its cost grows linearly, but for larger samples it would
 #: add minutes to every report); the report says how to compute it for larger ones.
@@ -52,7 +59,7 @@ def analyse(inputs, *, sample: str = "sample", method: str = "staig", n_domains:
             epochs: int | None = None, device: str = "auto", cluster_method: str = "auto", image: str | None = None,
             image_scale: float = 1.0, outputs_dir: str | None = None, threads: int | None = None,
             interface: str = "python", progress: bool = False, label_key: str | None = None,
-            model_options: dict | None = None) -> SampleResult:
+            condition_key: str | None = None, model_options: dict | None = None) -> SampleResult:
     """Run one sample from its input file(s) to domains, markers and GO terms (see the module docstring).
 
     ``inputs``: one path or several (slices to integrate); ``modalities``: name → path of further omics of the
@@ -62,7 +69,10 @@ def analyse(inputs, *, sample: str = "sample", method: str = "staig", n_domains:
     the notebook runs in a process of its own). ``progress``: each step, and the model's training, is reported
     on the process's own stderr (from the report's notebook: the terminal that asked for the report).
     ``label_key``: an ``obs`` column annotating the spots (e.g. layers drawn by a pathologist); the report
-    cross-tabulates the domains against it, scores their agreement (ARI, NMI) and draws it on the tissue.
+    cross-tabulates the domains against it, scores their agreement (ARI, NMI) and draws it on the tissue; with
+    several slices, each slice's annotation is also predicted from the most annotated other slice (label transfer).
+    ``condition_key``: with several slices, an ``obs`` column giving each slice's condition (e.g. control,
+    disease); the report compares the conditions within each domain (genes and domain shares).
     ``model_options``: further settings of the method (e.g. ``{"library_size_key": "total_counts"}`` for STAIG),
     checked by the method like any other.
     """
@@ -74,12 +84,13 @@ def analyse(inputs, *, sample: str = "sample", method: str = "staig", n_domains:
                         gene_sets=gene_sets, engine=engine, min_log2fc=min_log2fc, max_pvalue=max_pvalue,
                         pvalue=pvalue, seed=seed, epochs=epochs, device=device, cluster_method=cluster_method,
                         image=image, image_scale=image_scale, outputs_dir=outputs_dir, threads=threads,
-                        progress=progress, label_key=label_key, model_options=model_options)
+                        progress=progress, label_key=label_key, condition_key=condition_key,
+                        model_options=model_options)
 
 
 def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, species, key_type, ontology, gene_sets,
              engine, min_log2fc, max_pvalue, pvalue, seed, epochs, device, cluster_method, image, image_scale,
-             outputs_dir, threads, progress, label_key, model_options) -> SampleResult:
+             outputs_dir, threads, progress, label_key, condition_key, model_options) -> SampleResult:
     from .. import analysis, tl
 
     check_options(method, n_domains, cluster_method, pvalue, max_pvalue, epochs)
@@ -91,6 +102,7 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
     with timer("read"):
         data, batch_key = _read_inputs(paths, method, modalities or {})
     _check_label_key(data, label_key, several_slices=batch_key is not None)
+    _check_condition_key(data, condition_key, several_slices=batch_key is not None)
     multiomics = None
     with timer("domains"):
         if method == "precomputed":
@@ -134,6 +146,20 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
     with timer("markers"):
         markers = analysis.markers(adata, domain_key, min_log2fc=min_log2fc, max_pvalue=max_pvalue,
                                    pvalue=pvalue)
+    denoised = None
+    if method in ("spotscape", "spami"):
+        with timer("denoised"):
+            denoised = _denoised_markers(multiomics if multiomics is not None else adata, method, markers)
+    transfer = None
+    if batch_key is not None and label_key is not None:
+        _utils.logger.info("%s: predicting each slice's %s from another slice", sample, label_key)
+        with timer("label transfer"):
+            transfer = _transfer_between_slices(adata, batch_key, label_key, representation, seed)
+    conditions = None
+    if condition_key is not None:
+        _utils.logger.info("%s: comparing the conditions of obs['%s'] within each domain", sample, condition_key)
+        with timer("conditions"):
+            conditions = tl.compare_conditions(adata, condition_key, domain_key=domain_key, sample_key=batch_key)
     go_error = None
     if "symbol" not in adata.var:  # the symbols looked up for the markers serve the QC (mitochondrial genes) too
         symbol_of = markers.drop_duplicates("gene").set_index("gene")["symbol"].astype(str)
@@ -157,8 +183,16 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
 
         record["annotation"] = {"label_key": label_key,
                                 **metrics.evaluate(adata.obs[label_key], adata.obs[domain_key])}
+    if transfer is not None:
+        record["label_transfer"] = _utils.json_safe(transfer.to_dict(orient="records"))
+    if conditions is not None:
+        record["conditions"] = _utils.json_safe(adata.uns["spatialdomains"]["compare_conditions"])
+    if denoised is not None:
+        denoised.var["symbol"] = adata.var["symbol"].reindex(denoised.var_names).fillna(
+            pd.Series(denoised.var_names, index=denoised.var_names)).to_numpy()
     result = SampleResult(adata=adata, markers=markers, go=go, record=record, multiomics=multiomics,
-                          batch_key=batch_key, go_error=go_error, timings=timer.seconds, label_key=label_key)
+                          batch_key=batch_key, go_error=go_error, timings=timer.seconds, label_key=label_key,
+                          denoised=denoised, transfer=transfer, condition_key=condition_key, conditions=conditions)
     if outputs_dir is not None:
         write_outputs(result, outputs_dir, domain_key=domain_key)
     return result
@@ -223,6 +257,93 @@ def _check_label_key(data, label_key: str | None, several_slices: bool) -> None:
             columns = sorted({str(c) for table in tables for c in table.columns})
             raise InputError(f"{option('label_key')}: obs['{label_key}'] does not exist (obs columns: "
                              f"{', '.join(columns)})")
+
+
+def _check_condition_key(data, condition_key: str | None, several_slices: bool) -> None:
+    """Conditions are compared between slices: several slices, each with the column and one value in it, and at
+    least two conditions (checked before any training)."""
+    if condition_key is None:
+        return
+    if not several_slices:
+        raise InputError(f"{option('condition_key')} compares slices: give several inputs (one per slice), each "
+                         f"with obs['{condition_key}'] naming its condition")
+    conditions = {}
+    for name, part in data.items():
+        if condition_key not in part.obs:
+            raise InputError(f"{option('condition_key')}: slice '{name}' has no obs['{condition_key}'] (obs columns: "
+                             f"{', '.join(map(str, part.obs.columns)) or 'none'})")
+        values = part.obs[condition_key].dropna().astype(str).unique()
+        if len(values) != 1:
+            raise InputError(f"{option('condition_key')}: slice '{name}' has {len(values)} conditions in "
+                             f"obs['{condition_key}'] ({', '.join(values[:5]) or 'none'}); each slice needs one")
+        conditions[name] = values[0]
+    if len(set(conditions.values())) < 2:
+        raise InputError(f"{option('condition_key')}: every slice has the condition '{next(iter(conditions.values()))}'"
+                         "; comparing needs at least two conditions")
+
+
+def _denoised_markers(holder, method: str, markers: pd.DataFrame) -> ad.AnnData | None:
+    """The decoder's values of the top marker gene of each domain (up to :data:`DENOISED_GENES`), or None when no
+    marker is among the genes the model decoded."""
+    from .. import tl
+
+    decoded = set(tl.decoded_features(holder, method=method))
+    up = markers[markers["significant"] & (markers["log2fc"] > 0) & markers["gene"].astype(str).isin(decoded)]
+    genes = []
+    for domain in markers["domain"].cat.categories:
+        ranked = up[up["domain"] == domain].sort_values("score", ascending=False)["gene"].astype(str)
+        gene = next((g for g in ranked if g not in genes), None)
+        if gene is not None:
+            genes.append(gene)
+        if len(genes) == DENOISED_GENES:
+            break
+    return tl.impute(holder, method=method, genes=genes) if genes else None
+
+
+def _transfer_between_slices(adata: ad.AnnData, batch_key: str, label_key: str, representation: str,
+                             seed: int) -> pd.DataFrame | None:
+    """Each other slice's ``label_key`` predicted from the slice with the most annotated spots (SLAT's matching
+    rule, :func:`spatialdomains.tl.transfer_labels`), scored where the slice has its own annotation. The predictions
+    go to ``adata.obs['<label_key>_transferred']`` and ``_confidence``; None with fewer than two slices or no
+    annotated slice."""
+    from .. import tl
+
+    slices = adata.obs[batch_key].astype(str)
+    annotated = adata.obs[label_key].notna().groupby(slices.to_numpy(), observed=True).sum()
+    if len(annotated) < 2 or annotated.max() == 0:
+        return None
+    reference_name = str(annotated.idxmax())
+
+    def light(name: str, with_labels: bool) -> ad.AnnData:
+        rows = (slices == name).to_numpy()
+        part = ad.AnnData(obs=adata.obs.loc[rows, [label_key]] if with_labels else adata.obs.loc[rows, []])
+        part.obsm[representation] = np.asarray(adata.obsm[representation])[rows]
+        part.obsm["spatial"] = np.asarray(adata.obsm["spatial"])[rows]
+        return part
+
+    reference = light(reference_name, True)
+    key = f"{label_key}_transferred"
+    predicted = pd.Series(pd.NA, index=adata.obs_names, dtype=object)
+    confidence = pd.Series(np.nan, index=adata.obs_names)
+    rows = []
+    for name in annotated.index.astype(str):
+        if name == reference_name:
+            continue
+        query = tl.transfer_labels(reference, light(name, bool(annotated[name])), label_key=label_key,
+                                   use_rep=representation, random_state=seed)
+        predicted[query.obs_names] = query.obs[key].astype(object).to_numpy()
+        confidence[query.obs_names] = query.obs[f"{key}_confidence"].to_numpy()
+        record = query.uns["spatialdomains"]["transfer_labels"]
+        scores = record["scores"] or {}
+        rows.append({"slice": name, "from slice": reference_name, "spots": int(query.n_obs),
+                     "annotated spots": int(annotated[name]), "ARI": scores.get("ari", np.nan),
+                     "NMI": scores.get("nmi", np.nan), "accuracy": scores.get("accuracy", np.nan),
+                     "median confidence": record["median_confidence"]})
+    labels = adata.obs[label_key]
+    categories = list(labels.cat.categories) if isinstance(labels.dtype, pd.CategoricalDtype) else None
+    adata.obs[key] = pd.Categorical(predicted.where(predicted.notna(), None).to_numpy(), categories=categories)
+    adata.obs[f"{key}_confidence"] = confidence.to_numpy()
+    return pd.DataFrame(rows)
 
 
 def _read_inputs(paths: list, method: str, modalities: dict):

@@ -31,10 +31,13 @@ SECTIONS = [
     ("n-domains", "Choosing the number of domains"),
     ("pseudotime", "Pseudotime"),
     ("markers", "Marker genes"),
+    ("denoised", "Denoised expression"),
     ("deg-tables", "Differential expression tables"),
     ("volcano", "Volcano plots"),
     ("go", "GO enrichment"),
     ("integration", "Multi-slice integration"),
+    ("transfer", "Label transfer between slices"),
+    ("conditions", "Conditions compared"),
     ("attention", "SpaMI attention"),
     ("provenance", "Provenance"),
 ]
@@ -417,18 +420,105 @@ def integration(result: SampleResult, key: str = "domain") -> None:
     """For several slices: composition per slice and the integration scores; a note otherwise."""
     import matplotlib.pyplot as plt
 
-    from .. import metrics
+    from .. import metrics, pl
 
     adata, batch = result.adata, result.batch_key
     composition = pd.crosstab(adata.obs[batch], adata.obs[key], normalize="index")
     figure, ax = plt.subplots(figsize=(7, 0.5 * len(composition) + 1.5))
-    composition.plot.barh(stacked=True, ax=ax, colormap="tab20" if composition.shape[1] > 10 else "tab10")
+    colours = pl.domain_colours(len(adata.obs[key].cat.categories))  # as on the domain maps
+    composition.plot.barh(stacked=True, ax=ax, color=[colours[list(adata.obs[key].cat.categories).index(d)]
+                                                      for d in composition.columns])
     ax.set_xlabel("fraction of spots")
     ax.legend(title=key, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     show(figure, alt="Stacked bars: the share of each domain in every slice")
     scores = metrics.integration(adata.obsm[result.record["representation"]], adata.obs[batch].astype(str),
                                  adata.obs[key])
     table(pd.DataFrame([{k: float(v) for k, v in scores.items()}]), caption="integration scores")
+
+
+def denoised(result: SampleResult) -> None:
+    """The top marker of each domain as measured and as the model's decoder gives it back."""
+    from .. import pl
+
+    imputed = result.denoised
+    record = imputed.uns["spatialdomains"]["impute"]
+    show(pl.denoised(imputed, list(imputed.var_names)),
+         alt="Maps of the tissue: for each gene, the measured values (left) and the denoised values (right) on one "
+             "colour scale")
+    note(f"The top marker gene of {imputed.n_vars} domain{'s' if imputed.n_vars > 1 else ''}, measured (left) and "
+         f"reconstructed by {_method_title(result.record)}'s decoder (right), on one scale ({record['scale']}). The "
+         "decoder smooths each gene over the tissue's graph: the domain pattern stands out where single spots are "
+         "sparse. Denoised values of every gene: sd.tl.impute on the result .h5ad (R: imputeExpression).")
+
+
+def transfer(result: SampleResult, key: str = "domain") -> None:
+    """Each slice's annotation predicted from the most annotated slice, scored against its own annotation."""
+    import matplotlib.pyplot as plt
+
+    from .. import pl
+
+    scores, label_key, adata = result.transfer, result.label_key, result.adata
+    table(scores, caption=f"{label_key} of each slice predicted from slice '{scores['from slice'].iloc[0]}'")
+    predicted = f"{label_key}_transferred"
+    shown = [name for name in scores["slice"]][:3]
+    figure, axes = plt.subplots(len(shown), 2, figsize=(11, 4.8 * len(shown)), squeeze=False)
+    for row, name in zip(axes, shown):
+        part = adata[(adata.obs[result.batch_key].astype(str) == name).to_numpy()]
+        pl.domains(part, label_key, ax=row[0], image=False, title=f"{name}: {label_key} (annotation)")
+        pl.domains(part, predicted, ax=row[1], image=False, title=f"{name}: {label_key} predicted")
+        row[0].get_legend().remove()  # one legend, beside the predictions
+        row[1].get_legend().set_title(label_key)
+    show(figure, alt=f"Maps of each slice: its own {label_key} (left) and the {label_key} predicted from another "
+                     "slice (right)")
+    note(f"Each spot of a slice is matched to its most similar spot of slice '{scores['from slice'].iloc[0]}' in the "
+         f"joint embedding ({result.record['representation']}; SLAT's rule, as the Spotscape paper used: the 20 most "
+         "similar spots, then the one at the nearest relative position) and takes its label. Confidence is the "
+         "share of those 20 that carry the same label. A high ARI means the embedding aligns the slices; "
+         f"the predictions are in obs['{predicted}'] of the result .h5ad.")
+
+
+def conditions(result: SampleResult, key: str = "domain") -> None:
+    """Per domain, the genes that differ between conditions and each domain's share of the spots per condition."""
+    import matplotlib.pyplot as plt
+
+    from .. import pl
+
+    comparison, record = result.conditions, result.record["conditions"]
+    condition = result.condition_key
+    order = [str(d) for d in result.adata.obs[key].cat.categories]
+    shares = comparison.shares.sort_values(["condition", "slice"])
+    by_slice = shares.set_index(shares["slice"].astype(str) + " (" + shares["condition"].astype(str) + ")")
+    by_slice = by_slice[[d for d in order if d in by_slice.columns]]
+    colours = dict(zip(order, pl.domain_colours(len(order))))
+    figure, ax = plt.subplots(figsize=(7, 0.45 * len(by_slice) + 1.8))
+    by_slice.plot.barh(stacked=True, ax=ax, color=[colours[d] for d in by_slice.columns])
+    ax.invert_yaxis()
+    ax.set_xlabel("share of the slice's spots")
+    ax.set_ylabel(f"slice ({condition})")
+    ax.legend(title=key, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    show(figure, alt=f"Stacked bars: each slice's share of every domain, slices grouped by {condition}")
+    reference = record["reference"]
+    table(comparison.composition.rename(columns={"condition": condition, "share": f"share in {condition}",
+                                                 "share_reference": f"share in {reference}", "pvalue": "p-value"}),
+          caption=f"each domain's mean share of a slice's spots, against {reference}")
+    genes = comparison.genes
+    found = genes[genes["padj"] < 0.05].sort_values(["domain", "padj"]) if len(genes) else genes
+    if not record["tests"]:
+        note(f"No domain has at least {record['min_spots']} spots in each condition, so no genes were compared. "
+             "Domains found in one condition only may be real, or a sign that the slices were not integrated (see "
+             "the integration section).")
+        return
+    caution = (" A Wilcoxon test on spots treats the spots as replicates and so overstates confidence; with at least "
+               "two slices per condition the report uses DESeq2 on per-slice pseudobulks instead."
+               if any("wilcoxon" in test for test in record["tests"]) else "")
+    note(f"{condition}: {', '.join(map(str, record['conditions']))}, each against '{reference}' within each domain. "
+         f"Genes compared with: {'; '.join(record['tests'])}.{caution} "
+         f"{record['n_significant']:,} gene × domain differences at adjusted p < 0.05"
+         + (f"; domains left out (too few spots): {', '.join(map(str, record['domains_left_out']))}"
+            if record["domains_left_out"] else "") + ".")
+    if len(found):
+        table(found.head(500), caption="genes that differ between conditions within a domain (adjusted p < 0.05; "
+                                       "the 500 strongest)")
 
 
 def attention(result: SampleResult) -> None:
@@ -505,7 +595,8 @@ def _without_gene_lists(model):
 def applies(anchor: str, result: SampleResult) -> bool:
     """Whether a section has anything to show for this sample: integration needs several slices, the attention
     map a SpaMI run, the curve of candidate numbers of domains a number chosen from the data, pseudotime a model's
-    embedding; the others always apply."""
+    embedding, denoised expression a decoder (Spotscape, SpaMI), label transfer several annotated slices, the
+    conditions a condition column; the others always apply."""
     if anchor == "integration":
         return bool(result.batch_key)
     if anchor == "attention":
@@ -515,6 +606,12 @@ def applies(anchor: str, result: SampleResult) -> bool:
         return any(f"{name}_by_n_domains" in details for name in ("silhouette", "stability"))
     if anchor == "pseudotime":
         return result.record["method"] != "precomputed"
+    if anchor == "denoised":
+        return result.denoised is not None
+    if anchor == "transfer":
+        return result.transfer is not None and len(result.transfer) > 0
+    if anchor == "conditions":
+        return result.conditions is not None
     return True
 
 

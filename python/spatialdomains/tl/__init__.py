@@ -10,7 +10,7 @@ import anndata as ad
 
 from .domains import cluster, leiden, umap
 from .conditions import compare_conditions
-from .impute import evaluate_imputation, impute
+from .impute import decoded_features, evaluate_imputation, impute
 from .pseudotime import pseudotime
 from .transfer import match_slices, transfer_labels
 from .tuning import select_learning_rate
@@ -109,5 +109,5 @@ def find_domains(data, method: str = "staig", n_domains: int | None = None, *, c
 
 
 __all__ = ["staig", "spotscape", "spami", "baseline", "image_features", "find_domains", "cluster", "leiden",
-           "umap", "pseudotime", "match_slices", "transfer_labels", "impute", "evaluate_imputation",
+           "umap", "pseudotime", "match_slices", "transfer_labels", "impute", "decoded_features", "evaluate_imputation",
            "compare_conditions", "select_learning_rate"]

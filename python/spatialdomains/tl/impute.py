@@ -1,139 +1,315 @@
-"""Denoised (imputed) expression from Spotscape's decoder, and the masked-value test of how well it recovers
-held-back counts (the Spotscape paper's appendix: RMSE and median L1 on held-back non-zero entries, against the
-per-gene mean)."""
+"""Denoised (imputed) values from a method's decoder, and the masked-value test of how well they recover held-back
+counts (the Spotscape paper's appendix: RMSE and median L1 on held-back non-zero entries, against the per-gene
+mean).
+
+Spotscape decodes expression (log1p of counts per 10,000 over the genes it used). SpaMI decodes each modality into
+its preprocessed space: RNA principal components, mapped back to its highly variable genes on the log-normalised
+scale, and protein CLR values, one per protein. SpaMI's ATAC reconstruction lives in LSI space, which does not map
+back to peaks (each spot's components are standardised and the first dropped), so it is not offered.
+"""
 from __future__ import annotations
 
+import dataclasses
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from .._record import UNS_KEY, record_step
 from ..errors import InputError, option
 
 #: The methods whose decoders give expression back.
-IMPUTING_METHODS = ("spotscape",)
+IMPUTING_METHODS = ("spotscape", "spami")
 
 
-def impute(adata: ad.AnnData, *, method: str = "spotscape", retrain: bool = False, **options) -> ad.AnnData:
-    """The method's denoised expression as a new AnnData (spots × the genes the method used): ``X`` the decoder
-    output (log-normalised scale, normalised to 10,000 over those genes, clipped at 0; NaN rows for spots the
-    model left out, e.g. without counts; one dense spots × genes array of float32), ``layers['observed']``
-    the observed values on the same scale, ``obs``/``obsm`` as in ``adata``. Marker genes and plots run on it
-    as on any log-normalised data (e.g. ``sd.analysis.markers(imputed)``).
+@dataclass
+class _Denoised:
+    """One modality's decoder output on the rows of the object holding it, and how observed counts are put on the
+    same scale (``scale(counts)``: the modality's counts, all features, in those rows → spots × ``features``)."""
 
-    The method is trained on ``adata`` (its outputs added there as usual) unless it already ran and
-    ``retrain`` is False; ``options`` are its settings and run options.
+    values: object  # spots × features (NaN rows for spots the model left out); an array or a genes-wide layer
+    columns: np.ndarray | None  # the features' columns in ``values`` when it is a layer over all genes, else None
+    features: pd.DataFrame  # var of the features decoded
+    counts: sp.csr_matrix  # the modality's raw counts on the same rows, every feature
+    feature_columns: np.ndarray  # the decoded features' columns in ``counts``
+    scale: Callable[[sp.csr_matrix], object]
+    scale_name: str
+    holder: ad.AnnData  # where obs, obsm and the image come from
+    modality: str
+    spatial_uns: dict  # the image record of the modality, when the holder has none
+
+    def at(self, rows: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """The decoded values at (row, feature index) pairs, without a dense copy of the whole matrix."""
+        columns = features if self.columns is None else self.columns[features]
+        return np.asarray(self.values[rows, columns], dtype=np.float64).ravel()
+
+    def dense(self) -> np.ndarray:
+        values = self.values if self.columns is None else self.values[:, self.columns]
+        return np.array(values.toarray() if sp.issparse(values) else values, dtype=np.float32)
+
+    def only(self, genes) -> "_Denoised":
+        """The same source restricted to the features named, in that order."""
+        asked = [str(gene) for gene in np.atleast_1d(genes)]
+        where = self.features.index.get_indexer(asked)
+        if not asked or (where < 0).any():
+            missing = [gene for gene, w in zip(asked, where) if w < 0]
+            raise InputError(f"{option('genes')}: {', '.join(missing[:5]) or 'none given'} not among the "
+                             f"{len(self.features)} features the model decoded (e.g. "
+                             f"{', '.join(map(str, self.features.index[:3]))})")
+        full_scale = self.scale
+        return dataclasses.replace(
+            self, columns=where if self.columns is None else self.columns[where], features=self.features.iloc[where],
+            feature_columns=self.feature_columns[where], scale=lambda counts: full_scale(counts)[:, where])
+
+
+def impute(data, *, method: str = "spotscape", modality: str | None = None, genes=None, retrain: bool = False,
+           **options) -> ad.AnnData:
+    """The method's denoised values as a new AnnData (spots × the features decoded), for marker genes and plots
+    (e.g. ``sd.analysis.markers(imputed, "domain")``).
+
+    ``X`` is the decoder output, clipped at 0, one dense float32 array, NaN rows for spots the model left out
+    (e.g. without counts); ``layers['observed']`` holds the observed values on the same scale; ``obs``/``obsm``
+    are the input's. Spotscape: its genes on its scale (log1p of counts per 10,000 over those genes). SpaMI
+    (``data`` a MuData or dict of modalities): ``modality`` names the one wanted (default: the RNA one), RNA on
+    the log-normalised scale of its highly variable genes, protein as CLR values.
+
+    The method is trained on ``data`` (its outputs added there as usual) unless it already ran and ``retrain`` is
+    False; ``options`` are its settings and run options. ``genes`` (names) keeps only those features, so a large
+    sample costs spots × len(genes), not spots × all genes. ``uns['spatialdomains']`` holds the training's record and,
+    under ``'impute'``, the source and scale.
     """
     from ..methods.base import RUN_OPTIONS
     from ..pipeline import run_method
 
-    if method not in IMPUTING_METHODS:
-        raise InputError(f"{option('method', method)}: imputation comes from {', '.join(IMPUTING_METHODS)}'s "
-                         "decoder")
+    _check_method(method)
     settings = sorted(set(options) - RUN_OPTIONS)
-    if retrain or not _has_denoised(adata, method):
-        run_method(method, adata, **options)
+    if retrain or not _trained(data, method):
+        if method == "spami" and modality is not None:
+            _choose_modality(_pair_for(data, options), modality)  # a wrong name fails before the training
+        data = run_method(method, data, **options)
     elif settings:
-        raise InputError(f"{method} already ran on this AnnData, so {', '.join(settings)} would not be used: give "
+        raise InputError(f"{method} already ran on this object, so {', '.join(settings)} would not be used: give "
                          f"{option('retrain', True)} to train again with them")
-    record = adata.uns[UNS_KEY][method]
-    genes = np.asarray(record["denoised_genes"], dtype=str)
-    columns = adata.var_names.get_indexer(genes)
-    if (columns < 0).any():
-        raise InputError(f"{int((columns < 0).sum())} genes of the {method} run are no longer in var_names: train "
-                         f"again ({option('retrain', True)})")
-    if "spotscape_denoised" in adata.layers:
-        values = np.array(adata.layers["spotscape_denoised"][:, columns], dtype=np.float32)
-    else:
-        values = np.array(adata.obsm["spotscape_denoised"], dtype=np.float32)
+    source = _denoised_source(data, method, modality)
+    if genes is not None:
+        source = source.only(genes)
+    values = source.dense()
     np.maximum(values, 0.0, out=values, where=np.isfinite(values))  # in place; spots left out stay NaN
-    result = ad.AnnData(values, obs=adata.obs.copy(), var=adata.var.iloc[columns].copy())
-    for key, value in adata.obsm.items():
-        if key != "spotscape_denoised":
+    holder = source.holder
+    result = ad.AnnData(values, obs=holder.obs.copy(), var=source.features.copy())
+    skipped = set(getattr(holder, "mod", {}))  # a MuData's per-modality masks
+    for key, value in holder.obsm.items():
+        if key not in skipped and not key.startswith(("spotscape_denoised", "spami_recon", "spami_denoised")):
             result.obsm[key] = value
-    result.layers["observed"] = _log_normalised(_counts(adata, record)[:, columns])
-    result.uns["spatial"] = adata.uns.get("spatial", {})
-    record_step(result, "impute", {"method": method, "n_genes": len(genes), "scale": "log1p of counts per 10,000 "
-                                   "over the genes used", "source": f"{method} decoder output",
+    result.layers["observed"] = source.scale(source.counts)
+    result.uns["spatial"] = holder.uns.get("spatial", source.spatial_uns)
+    result.uns[UNS_KEY] = {method: holder.uns[UNS_KEY][method]}  # the training's record travels with its output
+    record_step(result, "impute", {"method": method, "modality": source.modality, "n_features": values.shape[1],
+                                   "scale": source.scale_name, "source": f"{method} decoder output",
                                    "n_spots_without_values": int((~np.isfinite(values).all(axis=1)).sum())})
     return result
 
 
-def evaluate_imputation(adata: ad.AnnData, *, method: str = "spotscape", fraction: float = 0.1,
-                        genes=None, random_state: int = 0, **options) -> dict:
-    """Hold back ``fraction`` of the non-zero counts of the genes the method uses (set to 0, seeded), train on
-    the rest, and compare the decoder output with the true log-normalised values at the held-back entries.
+def decoded_features(data, *, method: str = "spotscape", modality: str | None = None) -> pd.Index:
+    """The features whose denoised values ``method`` left in ``data`` (after a run), in its order: what
+    :func:`impute` can return, and what its ``genes`` may name."""
+    _check_method(method)
+    if not _trained(data, method):
+        raise InputError(f"{method} has not run on this object: run sd.tl.impute(data, method='{method}') to train it")
+    return pd.Index(_denoised_source(data, method, modality).features.index)
 
-    Returns (and records in ``adata.uns['spatialdomains']['imputation']``) the RMSE and median L1 distance of the
-    method and of the per-gene mean of the masked data (the floor), over the held-back entries. ``adata`` itself
-    is not trained on; only the record is added. ``genes`` (names) scores only those of the genes used, e.g.
-    the markers you care about; genes without spatial pattern are best predicted by their mean.
+
+def evaluate_imputation(data, *, method: str = "spotscape", modality: str | None = None, fraction: float = 0.1,
+                        genes=None, random_state: int = 0, **options) -> dict:
+    """Hold back ``fraction`` of the non-zero counts of the modality decoded (set to 0, seeded), train on the
+    rest, and compare the decoder output with the true values at the held-back entries, on the method's scale
+    (see :func:`impute`; ``modality`` as there).
+
+    Returns (and records in ``uns['spatialdomains']['imputation']`` of ``data``) the RMSE and median L1 distance
+    of the method and of the per-feature mean of the masked data (the floor), over the held-back entries of the
+    features decoded. ``data`` itself is not trained on; only the record is added. ``genes`` (names) scores only
+    those features, e.g. the markers you care about; features without spatial pattern are best predicted by
+    their mean.
     """
     from ..pipeline import configure, run_method
 
     if not 0 < fraction < 1:
         raise InputError(f"{option('fraction', fraction)}: give a share of the non-zero counts between 0 and 1")
-    if method not in IMPUTING_METHODS:
-        raise InputError(f"{option('method', method)}: imputation comes from {', '.join(IMPUTING_METHODS)}'s "
-                         "decoder")
-    configure(method, adata, random_state=random_state, **options)  # every option checked before any work
-    from ..io import spatial_coordinates
+    _check_method(method)
+    configure(method, data, random_state=random_state, **options)  # every option checked before any work
+    started = time.perf_counter()
+    if method == "spami":
+        pair = _pair_for(data, options)
+        chosen = _choose_modality(pair, modality)
+        counts, row_names = pair.counts[chosen], pair.spot_names
+        feature_names = pair.feature_names[chosen]
+    else:
+        from ..io import spatial_coordinates
 
-    spatial_coordinates(adata)
+        spatial_coordinates(data)
+        layer = options.get("layer")
+        counts = sp.csr_matrix(data.layers[layer] if layer else data.X, dtype=np.float32)
+        row_names, feature_names = data.obs_names, data.var_names
     wanted = None
     if genes is not None:
-        wanted = adata.var_names.get_indexer([str(gene) for gene in np.atleast_1d(genes)])
+        asked = [str(gene) for gene in np.atleast_1d(genes)]
+        wanted = feature_names.get_indexer(asked)
         if (wanted < 0).any():
-            missing = [str(g) for g, w in zip(np.atleast_1d(genes), wanted) if w < 0]
-            raise InputError(f"{option('genes')}: {', '.join(missing[:5])} not in var_names")
-    started = time.perf_counter()
-    layer = options.get("layer")
-    counts = sp.csr_matrix(adata.layers[layer] if layer else adata.X, dtype=np.float32)
+            missing = [g for g, w in zip(asked, wanted) if w < 0]
+            raise InputError(f"{option('genes')}: {', '.join(missing[:5])} not among the features scored")
     rng = np.random.default_rng(random_state)
     held = rng.random(counts.nnz) < fraction
     masked = counts.copy()
     masked.data[held] = 0
     masked.eliminate_zeros()
-    work = ad.AnnData(masked, obs=adata.obs[[]].copy(), var=adata.var[[]].copy())
-    work.obsm["spatial"] = np.asarray(adata.obsm["spatial"])
-    if options.get("batch_key"):
-        work.obs[options["batch_key"]] = adata.obs[options["batch_key"]].to_numpy()
-    options = {key: value for key, value in options.items() if key != "layer"}
-    run_method(method, work, random_state=random_state, **options)
-    record = work.uns[UNS_KEY][method]
-    genes = work.var_names.get_indexer(np.asarray(record["denoised_genes"], dtype=str))
-    in_layers = "spotscape_denoised" in work.layers
-    denoised = work.layers["spotscape_denoised"] if in_layers else work.obsm["spotscape_denoised"]
+    if method == "spami":
+        work = {name: _bare(masked if j == chosen else part, pair.spot_names, pair.feature_names[j], pair.coordinates)
+                for j, (name, part) in enumerate(zip(pair.names, pair.counts))}
+        options = {key: value for key, value in options.items() if key != "layers"}
+        work = run_method(method, work, random_state=random_state, **options)
+        source = _denoised_source(work, method, pair.names[chosen])
+    else:
+        work = _bare(masked, data.obs_names, data.var_names, np.asarray(data.obsm["spatial"]))
+        if options.get("batch_key"):
+            work.obs[options["batch_key"]] = data.obs[options["batch_key"]].to_numpy()
+        options = {key: value for key, value in options.items() if key != "layer"}
+        run_method(method, work, random_state=random_state, **options)
+        source = _denoised_source(work, method, None)
+    to_holder = source.holder.obs_names.get_indexer(row_names)
     rows, cols = _held_entries(counts, held)
-    in_genes = np.full(counts.shape[1], -1)
-    in_genes[genes] = np.arange(len(genes))
+    decoded = np.full(counts.shape[1], -1)
+    decoded[source.feature_columns] = np.arange(len(source.feature_columns))
     if wanted is not None:
-        in_genes[~np.isin(np.arange(counts.shape[1]), wanted)] = -1
-    keep = in_genes[cols] >= 0
-    rows, cols, gene_columns = rows[keep], in_genes[cols[keep]], cols[keep]
-    predicted = np.asarray(denoised[rows, gene_columns if in_layers else cols], dtype=np.float64)  # entries only
+        decoded[~np.isin(np.arange(counts.shape[1]), wanted)] = -1
+    keep = (decoded[cols] >= 0) & (to_holder[rows] >= 0)
+    rows, features = to_holder[rows[keep]], decoded[cols[keep]]
+    predicted = source.at(rows, features)
     finite = np.isfinite(predicted)  # spots the model left out have no prediction
-    rows, cols, predicted = rows[finite], cols[finite], predicted[finite]
-    truth = _log_normalised(counts[:, genes])[rows, cols].A1
-    gene_means = np.asarray(_log_normalised(masked[:, genes]).mean(axis=0)).ravel()[cols]
+    rows, features, predicted = rows[finite], features[finite], predicted[finite]
     if len(rows) == 0:
-        raise InputError(f"no held-back count falls in the genes scored: give more {option('genes')} or a larger "
-                         f"{option('fraction')}")
-    scores = {"n_held_back": int(len(rows)), "fraction": fraction, "method": method,
-              "genes_scored": "all genes used" if wanted is None else int(len(set(cols.tolist()))),
+        raise InputError(f"no held-back count falls in the features scored: give more {option('genes')} or a "
+                         f"larger {option('fraction')}")
+    truth = _entries(source.scale(_rows_to(counts, row_names, source.holder.obs_names)), rows, features)
+    trained_rows = np.flatnonzero(np.isfinite(source.at(np.arange(source.holder.n_obs),
+                                                        np.zeros(source.holder.n_obs, dtype=int))))
+    floor = np.asarray(source.scale(source.counts[trained_rows]).mean(axis=0), dtype=np.float64).ravel()[features]
+    scores = {"n_held_back": int(len(rows)), "fraction": fraction, "method": method, "modality": source.modality,
+              "scale": source.scale_name,
+              "genes_scored": "all features decoded" if wanted is None else int(len(set(features.tolist()))),
               "rmse": _rmse(predicted, truth), "median_l1": float(np.median(np.abs(predicted - truth))),
-              "rmse_gene_mean": _rmse(gene_means, truth),
-              "median_l1_gene_mean": float(np.median(np.abs(gene_means - truth))),
+              "rmse_gene_mean": _rmse(floor, truth),
+              "median_l1_gene_mean": float(np.median(np.abs(floor - truth))),
               "random_state": random_state, "seconds": time.perf_counter() - started}
-    record_step(adata, "imputation", scores)
+    record_step(data, "imputation", scores)
     return scores
 
 
-def _has_denoised(adata: ad.AnnData, method: str) -> bool:
-    return method in adata.uns.get(UNS_KEY, {}) and ("spotscape_denoised" in adata.layers
-                                                     or "spotscape_denoised" in adata.obsm)
+def _check_method(method: str) -> None:
+    if method not in IMPUTING_METHODS:
+        raise InputError(f"{option('method', method)}: denoised values come from the decoders of "
+                         f"{' and '.join(IMPUTING_METHODS)}")
+
+
+def _trained(data, method: str) -> bool:
+    uns = getattr(data, "uns", None)
+    if uns is None or method not in uns.get(UNS_KEY, {}):
+        return False
+    if method == "spami":
+        return any(key.startswith(("spami_recon_", "spami_denoised_")) for key in data.obsm)
+    return "spotscape_denoised" in data.layers or "spotscape_denoised" in data.obsm
+
+
+def _pair_for(data, options: dict):
+    from ..modalities import pair_modalities
+
+    return pair_modalities(data, modality_kinds=options.get("modality_kinds"), layers=options.get("layers"))
+
+
+def _choose_modality(pair, modality: str | None) -> int:
+    """The index of the modality to impute: the one named, else the RNA one, else the first decodable."""
+    if modality is not None:
+        if modality not in pair.names:
+            raise InputError(f"{option('modality', modality)} is not a modality here (modalities: "
+                             f"{', '.join(pair.names)})")
+        chosen = pair.names.index(modality)
+    else:
+        decodable = [j for j, kind in enumerate(pair.kinds) if kind != "atac"]
+        chosen = next((j for j in decodable if pair.kinds[j] == "rna"), decodable[0] if decodable else 0)
+    if pair.kinds[chosen] == "atac":
+        raise InputError(f"modality '{pair.names[chosen]}' holds ATAC peaks, whose SpaMI reconstruction is in LSI "
+                         "space and does not map back to peaks (each spot's components are standardised and the "
+                         f"first dropped): impute {option('modality')} RNA or protein instead")
+    return chosen
+
+
+def _denoised_source(holder, method: str, modality: str | None) -> _Denoised:
+    """Where ``method`` left its decoder output in ``holder`` and how observed counts map to its scale."""
+    record = holder.uns[UNS_KEY][method]
+    if method == "spotscape":
+        names = np.asarray(record["denoised_genes"], dtype=str)
+        columns = holder.var_names.get_indexer(names)
+        if (columns < 0).any():
+            raise InputError(f"{int((columns < 0).sum())} genes of the {method} run are no longer in var_names: "
+                             f"train again ({option('retrain', True)})")
+        in_layers = "spotscape_denoised" in holder.layers
+        return _Denoised(values=holder.layers["spotscape_denoised"] if in_layers else holder.obsm["spotscape_denoised"],
+                         columns=columns if in_layers else None, features=holder.var.iloc[columns],
+                         counts=_counts(holder, record), feature_columns=columns,
+                         scale=lambda counts: _log_normalised(counts[:, columns]),
+                         scale_name="log1p of counts per 10,000 over the genes used", holder=holder,
+                         modality="rna", spatial_uns={})
+    from ..modalities import modality_mapping
+
+    parameters = record.get("parameters", {})
+    pair = _pair_for(holder, parameters)
+    chosen = _choose_modality(pair, modality)
+    name, kind, counts = pair.names[chosen], pair.kinds[chosen], pair.counts[chosen]
+    feature_names = pair.feature_names[chosen]
+    columns = feature_names.get_indexer(np.asarray(record["features"][name], dtype=str))
+    part = modality_mapping(holder)[name]
+    features = part.var.iloc[columns] if part.var_names.equals(feature_names) else pd.DataFrame(
+        index=feature_names[columns])
+    if kind == "rna":
+        detected = np.flatnonzero(np.asarray((counts > 0).sum(axis=0)).ravel() >= int(parameters.get("min_cells", 10)))
+        within = np.searchsorted(detected, columns)
+        scale = lambda matrix: _log_normalised(matrix[:, detected])[:, within]  # noqa: E731
+        key, scale_name = "spami_denoised_rna", "log1p of counts per 10,000 over the genes SpaMI kept"
+    else:
+        from ..pp import clr
+
+        scale = lambda matrix: clr(matrix[:, columns])  # noqa: E731
+        key, scale_name = f"spami_recon_{name}", "CLR of the protein counts (SpaMI's form)"
+    return _Denoised(values=holder.obsm[key], columns=None, features=features,
+                     counts=_rows_to(counts, pair.spot_names, holder.obs_names), feature_columns=columns, scale=scale,
+                     scale_name=scale_name, holder=holder, modality=name, spatial_uns=part.uns.get("spatial", {}))
+
+
+def _bare(counts: sp.csr_matrix, spots, features, coordinates: np.ndarray) -> ad.AnnData:
+    """Counts with their names and coordinates only: what the masked test trains on."""
+    work = ad.AnnData(counts, obs=pd.DataFrame(index=pd.Index(spots, dtype=str)),
+                      var=pd.DataFrame(index=pd.Index(features, dtype=str)))
+    work.obsm["spatial"] = np.asarray(coordinates)
+    return work
+
+
+def _rows_to(counts: sp.csr_matrix, names: pd.Index, target: pd.Index) -> sp.csr_matrix:
+    """``counts`` (rows named ``names``) in the row order of ``target``; rows not in ``names`` are empty."""
+    where = pd.Index(names).get_indexer(target)
+    if np.array_equal(where, np.arange(len(names))):
+        return counts
+    found = np.flatnonzero(where >= 0)
+    selector = sp.csr_matrix((np.ones(len(found), dtype=np.float32), (found, where[found])),
+                             shape=(len(target), counts.shape[0]))
+    return sp.csr_matrix(selector @ counts)
+
+
+def _entries(matrix, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    values = matrix[rows, columns]
+    return np.asarray(values.todense() if sp.issparse(values) else values, dtype=np.float64).ravel()
 
 
 def _counts(adata: ad.AnnData, record: dict) -> sp.csr_matrix:

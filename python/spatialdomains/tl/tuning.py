@@ -18,7 +18,8 @@ LEARNING_RATE_GRID = (1e-5, 5e-5, 1e-4, 5e-4, 1e-3)
 def select_learning_rate(adata: ad.AnnData, method: str = "spotscape", *, n_domains: int | None = None,
                          learning_rates=LEARNING_RATE_GRID, random_state: int = 0, **options) -> ad.AnnData:
     """Train ``method`` once per learning rate, cluster each embedding with k-means into ``n_domains`` (None:
-    the number of best silhouette, per rate) and keep the run whose clustering has the highest silhouette. The
+    the number of best silhouette, per rate; also given to a method that takes it, e.g. Spotscape's prototypes)
+    and keep the run whose clustering has the highest silhouette. The
     kept run's outputs are stored in ``adata`` as a plain run would store them; every rate's silhouette goes to
     ``uns['spatialdomains']['learning_rate_selection']``. Costs one training per rate. ``options``: the
     method's settings and run options (not ``learning_rate``)."""
@@ -37,6 +38,8 @@ def select_learning_rate(adata: ad.AnnData, method: str = "spotscape", *, n_doma
         raise InputError(f"{option('n_domains', n_domains)}: give a whole number from 2 to the number of spots - 1, "
                          "or None to choose it by silhouette")
     chosen_method, _, run = configure(method, adata, random_state=random_state, learning_rate=rates[0], **options)
+    if n_domains is not None and "n_domains" in chosen_method.option_names():
+        options["n_domains"] = int(n_domains)  # the method's own expectation (Spotscape: its prototypes)
     key = chosen_method.embedding_key(run)
     started = time.perf_counter()
     scores, best, best_score = {}, None, -np.inf
