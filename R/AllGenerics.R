@@ -8,7 +8,9 @@
 #' @param x A \code{SingleCellExperiment} (including \code{SpatialExperiment})
 #'   or a \code{Seurat} object with raw counts and spot coordinates.
 #' @param ... Arguments for the method (see the Methods section), and model
-#'   parameters passed to Python: \code{learning_rate}, \code{n_neighbors},
+#'   parameters passed to Python: \code{learning_rate} (several values: one
+#'   training each, the run of best silhouette kept, as in
+#'   \code{\link{runSpotscape}}), \code{n_neighbors},
 #'   \code{n_top_genes}, \code{gene_selection} (\code{"seurat_v3"}, \code{"mvp"},
 #'   \code{"spatial"}), \code{n_resamples}, \code{n_layers}, \code{edge_drop}, \code{positives},
 #'   \code{memory_budget_mb}.

@@ -368,9 +368,9 @@ setGeneric("imputeExpression", function(x, ...) standardGeneric("imputeExpressio
 
 #' @rdname imputeExpression
 #' @export
-setMethod("imputeExpression", "SingleCellExperiment", function(x, method = c("spotscape", "spami"),
-                                                               assay.type = "counts", spatial_coords = NULL,
-                                                               sample_id = "sample_id", altexp = NULL,
+setMethod("imputeExpression", "SingleCellExperiment", function(x, assay.type = "counts", spatial_coords = NULL,
+                                                               sample_id = "sample_id",
+                                                               method = c("spotscape", "spami"), altexp = NULL,
                                                                altexp.assay = "counts", kinds = NULL, modality = NULL,
                                                                seed = 0L, device = "auto",
                                                                progress = interactive(), name = NULL, ...) {

@@ -59,8 +59,8 @@
 ## Two assays of a Seurat object as SpaMI's modalities (the second: assay2, else the only other one).
 .seurat_modalities <- function(x, assay, assay2) {
     assays <- SeuratObject::Assays(x)
-    if (is.null(assay2)) {
-        others <- setdiff(assays, assay)
+    if (is.null(assay2)) {  # the package's own denoised values (imputeExpression) are not a modality
+        others <- setdiff(assays, c(assay, "SPOTSCAPE", "SPAMI"))
         if (length(others) > 1L) {
             stop("the object has several other assays (", paste(others, collapse = ", "), "): name the second ",
                  "modality with assay2 = ", call. = FALSE)

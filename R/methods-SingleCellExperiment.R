@@ -127,15 +127,18 @@ setMethod("runSpaMI", "ANY", function(x, ...) {
     modalities[[main]] <- .modality(SummarizedExperiment::assay(x, assay.type), rownames(x),
                                     paste0("assay '", assay.type, "'"))
     alternatives <- SingleCellExperiment::altExpNames(x)
+    if (is.null(altexp)) {  # the package's own denoised values (imputeExpression) are not a modality
+        alternatives <- alternatives[!grepl("_denoised$", alternatives)]
+    }
     if (is.null(altexp) && length(alternatives) > 1L) {
         stop("x has several altExps (", paste(alternatives, collapse = ", "), "): name the second modality ",
              "with altexp = ", call. = FALSE)
     }
     altexp <- if (is.null(altexp)) alternatives else altexp
     if (length(altexp) == 1L) {
-        if (!altexp %in% alternatives) {
-            stop("altExp '", altexp, "' does not exist (altExps: ", paste(alternatives, collapse = ", "), ")",
-                 call. = FALSE)
+        if (!altexp %in% SingleCellExperiment::altExpNames(x)) {
+            stop("altExp '", altexp, "' does not exist (altExps: ",
+                 paste(SingleCellExperiment::altExpNames(x), collapse = ", "), ")", call. = FALSE)
         }
         if (altexp == main) {
             stop("the altExp has the main experiment's name '", main, "': rename one (mainExpName(x) <- ...)",

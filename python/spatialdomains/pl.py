@@ -270,8 +270,11 @@ def denoised(imputed: ad.AnnData, genes=None, *, n_genes: int = 4, spot_size: fl
     missing = [g for g in names if g not in imputed.var_names]
     if missing or not names:
         raise InputError(f"genes: {', '.join(missing[:5]) or 'none given'} not in the imputed AnnData's var_names")
-    coordinates = _io.spatial_coordinates(imputed)
-    size = spot_size or max(2.0, 25000.0 / max(len(coordinates), 1))
+    if "spatial" not in imputed.obsm:
+        raise InputError("obsm['spatial'] does not exist: the imputed AnnData needs the spots' coordinates")
+    coordinates = np.asarray(imputed.obsm["spatial"], dtype=np.float64)[:, :2]
+    placed = np.isfinite(coordinates).all(axis=1)  # paired omics: spots of one modality only have none
+    size = spot_size or max(2.0, 25000.0 / max(int(placed.sum()), 1))
     figure, axes = plt.subplots(len(names), 2, figsize=(10, 4.3 * len(names)), squeeze=False)
     symbols = imputed.var["symbol"] if "symbol" in imputed.var else pd.Series(imputed.var_names, imputed.var_names)
     for row, gene in zip(axes, names):
@@ -280,7 +283,7 @@ def denoised(imputed: ad.AnnData, genes=None, *, n_genes: int = 4, spot_size: fl
         finite = np.concatenate([p[np.isfinite(p)] for p in panels])
         top = float(np.percentile(finite, 99)) if len(finite) else 1.0
         for ax, values, what in zip(row, panels, ("observed", "denoised")):
-            shown = np.isfinite(values)
+            shown = np.isfinite(values) & placed
             drawn = ax.scatter(coordinates[shown, 0], coordinates[shown, 1], c=values[shown], s=size, vmin=0,
                                vmax=max(top, 1e-6), cmap="magma", linewidths=0, rasterized=True)
             ax.invert_yaxis()

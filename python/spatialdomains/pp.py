@@ -146,11 +146,12 @@ def column_std(x: sp.spmatrix, rows_per_chunk: int = 100_000) -> np.ndarray:
 
 def spotscape_features(counts: sp.spmatrix, *, n_top_genes: int = 5000, target_sum: float = 1e4,
                        gene_selection: str = "seurat_v3",
-                       coordinates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Spotscape's recipe (published order): seurat_v3 HVGs on raw counts (or ``gene_selection``), subset to them, normalise each spot
-    to ``target_sum`` over the HVGs, log1p. No scaling, no PCA.
+                       coordinates: np.ndarray | None = None) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Spotscape's recipe (published order): seurat_v3 HVGs on raw counts (or ``gene_selection``), subset to them,
+    normalise each spot to ``target_sum`` over the HVGs, log1p. No scaling, no PCA.
 
-    Returns (X, genes): dense float32 matrix (spots × HVGs) and the column indices of the selected genes.
+    Returns (X, genes): a sparse float32 matrix (spots × HVGs; zeros stay zero, so the large-data mode never makes
+    it dense) and the column indices of the selected genes.
     """
     counts = sp.csr_matrix(counts, dtype=np.float32)
     genes = highly_variable_genes(counts, n_top_genes, gene_selection, coordinates)
@@ -160,8 +161,9 @@ def spotscape_features(counts: sp.spmatrix, *, n_top_genes: int = 5000, target_s
         raise InputError(f"{int(np.sum(totals <= 0))} spots have no counts in the {len(genes)} highly variable "
                          "genes; filter them out or use more genes (n_top_genes)")
     normalised = sp.diags((target_sum / totals).astype(np.float32)) @ selected
+    normalised = sp.csr_matrix(normalised, dtype=np.float32)
     normalised.data = np.log1p(normalised.data)
-    return normalised.toarray().astype(np.float32, copy=False), genes
+    return normalised, genes
 
 
 #: Fewer genes than this in the intersection of the slices' HVGs cannot carry a shared embedding.

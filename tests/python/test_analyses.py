@@ -298,7 +298,8 @@ def test_spami_imputes_rna_and_protein_and_beats_the_gene_mean_on_marker_genes()
     shares /= shares.sum(axis=1, keepdims=True)
     means = pd.DataFrame(shares).groupby(mdata.obs["ground_truth"].to_numpy(), observed=True).mean()
     markers = mdata["rna"].var_names[np.argsort(-(means.max() / means.min()).to_numpy())[:40]]
-    scores = sd.tl.evaluate_imputation(mdata, method="spami", genes=markers, n_epochs=200, progress=False)
+    modalities = dict(mdata.mod)  # a dict of modalities works as the MuData does (it keeps no record)
+    scores = sd.tl.evaluate_imputation(modalities, method="spami", genes=markers, n_epochs=200, progress=False)
     assert scores["modality"] == "rna" and scores["genes_scored"] == 40
     assert scores["rmse"] < scores["rmse_gene_mean"] and scores["median_l1"] < scores["median_l1_gene_mean"]
 

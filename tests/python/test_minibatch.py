@@ -8,7 +8,8 @@ import spatialdomains as sd
 from spatialdomains.errors import InputError
 from spatialdomains.graph import knn_graph
 from spatialdomains.methods import StaigConfig
-from spatialdomains.models import minibatch, staig
+from spatialdomains.methods import SpotscapeConfig
+from spatialdomains.models import minibatch, spotscape, staig
 
 from conftest import python_environment
 
@@ -79,6 +80,56 @@ def test_the_encoder_on_a_neighbourhood_equals_the_full_graph_encoder(cells, n_l
     assert len(sets[-1]) < x.shape[0]  # a neighbourhood, not the whole graph
 
 
+# --- Spotscape ---------------------------------------------------------------------------------------------------
+
+def _spotscape(x, adjacency, coordinates, training, *, batch_size, bounds=None, epochs=3, **config):
+    settings = SpotscapeConfig(n_epochs=epochs, learning_rate=1e-3, **config)
+    return spotscape.train_spotscape(x, adjacency, settings, slice_bounds=bounds, n_domains=3,
+                                     device=torch.device("cpu"), random_state=5, progress=False, training=training,
+                                     batch=minibatch.BatchSettings(batch_size), coordinates=coordinates)
+
+
+@pytest.mark.parametrize("slices", [1, 2])
+def test_spotscape_one_batch_holding_every_spot_trains_exactly_as_full_batch(slices):
+    """Same seed, same views (dropped edges, masked genes): the neighbourhood code must reproduce full batch's
+    losses, with two slices also the similarity-scale and prototype terms (warm-up at epoch 1)."""
+    from spatialdomains import pp
+
+    adata = sd.datasets.simulate_visium(600, 3, seed=6)
+    x, _ = pp.spotscape_features(adata.X, n_top_genes=300)
+    coordinates = adata.obsm["spatial"]
+    adjacency = knn_graph(coordinates, 6)
+    bounds = None
+    if slices == 2:
+        half = x.shape[0] // 2
+        adjacency = sp.block_diag([adjacency[:half, :half], adjacency[half:, half:]], format="csr")
+        bounds = [(0, half), (half, x.shape[0])]
+    runs = [_spotscape(x, adjacency, coordinates, mode, batch_size=x.shape[0], bounds=bounds, warmup_epochs=1)
+            for mode in ("full", "minibatch")]
+    assert runs[1].record["mode"] == "minibatch" and runs[1].record["steps_per_epoch"] == 1
+    np.testing.assert_allclose(runs[1].record["loss_history"], runs[0].record["loss_history"], rtol=1e-5)
+    # The GCN biases before batch norm have no gradient in exact arithmetic; Adam scales their float noise up
+    # to full steps, which batch norm cancels in training but its running statistics do not in evaluation.
+    np.testing.assert_allclose(runs[1].embedding, runs[0].embedding, atol=2e-2)
+    assert np.corrcoef(runs[1].embedding.ravel(), runs[0].embedding.ravel())[0, 1] > 0.9999
+    np.testing.assert_allclose(runs[1].denoised, runs[0].denoised, atol=5e-2)
+
+
+def test_spotscape_minibatch_learns_domains_and_drops_denoised_values_it_cannot_hold(monkeypatch):
+    adata = sd.datasets.simulate_visium(2000, 4, seed=9)
+    sd.tl.spotscape(adata, training="minibatch", batch_size=256, n_epochs=40, progress=False)
+    training = adata.uns["spatialdomains"]["spotscape"]["training"]
+    assert training["mode"] == "minibatch" and training["steps_per_epoch"] >= 7 and training["denoised_kept"]
+    sd.tl.cluster(adata, use_rep="X_spotscape", n_domains=4, method="kmeans")
+    assert sd.metrics.ari(adata.obs["ground_truth"], adata.obs["domain"]) > 0.5
+    monkeypatch.setattr(spotscape, "DENOISED_LIMIT", 1000)
+    sd.tl.spotscape(adata, training="minibatch", batch_size=256, n_epochs=1, progress=False)
+    assert "spotscape_denoised" not in adata.obsm and "spotscape_denoised" not in adata.layers
+    assert adata.uns["spatialdomains"]["spotscape"]["training"]["denoised_kept"] is False
+    with pytest.raises(InputError, match="large-data mode"):
+        sd.tl.impute(adata)
+
+
 def test_an_epoch_visits_every_spot_once_in_batches_of_whole_patches(cells):
     coordinates = cells[2]
     patches = minibatch.spatial_patches(coordinates, None, 64)
@@ -135,8 +186,8 @@ def test_the_run_records_the_mode_and_refuses_what_does_not_apply(small_sample):
         sd.tl.staig(adata, training="fast")
     with pytest.raises(InputError, match="batch_size=0"):
         sd.tl.staig(adata, training="minibatch", batch_size=0)
-    with pytest.raises(InputError, match="does not apply to Spotscape"):
-        sd.tl.spotscape(adata, training="minibatch")
+    with pytest.raises(InputError, match="does not apply to SpaMI"):
+        sd.tl.spami(sd.datasets.simulate_multiomics(100, 2, seed=1), training="minibatch")
 
 
 def test_gene_adaptive_edge_weights_stay_sparse_on_large_inputs(monkeypatch, cells):

@@ -154,6 +154,8 @@ test_that("imputeExpression(method = 'spami') keeps one modality's reconstructio
     expect_identical(dim(SingleCellExperiment::reducedDim(sce, "SpaMI")), c(ncol(sce), 64L))
     expect_identical(SingleCellExperiment::altExp(sce, "adt"), SingleCellExperiment::altExp(before, "adt"))
     expect_identical(S4Vectors::metadata(sce)$spatialdomains$SpaMI_denoised$impute$modality, "adt")
+    # The denoised altExp is not taken for a second modality by a later run.
+    expect_true("SpaMI_adt" %in% SingleCellExperiment::reducedDimNames(runSpaMI(sce, n_epochs = 2, progress = FALSE)))
     rna <- imputeExpression(before, method = "spami", n_epochs = 5, seed = 1, progress = FALSE)
     expect_true(all(rownames(SingleCellExperiment::altExp(rna, "SpaMI_denoised")) %in% rownames(before)))
     expect_error(imputeExpression(before, method = "spami", modality = "protein", n_epochs = 2),

@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import graph as _graph
 from .. import pp as _pp
+from ..models.minibatch import BatchSettings
 from ..errors import option
 from ._expression import ExpressionInputs, checked_inputs
 from .base import Method, RunConfig, check_settings
@@ -31,7 +32,8 @@ class SpotscapeConfig:
         Expected number of domains; sets the prototype counts (n, 1.5n, 2n). Never taken from labels; when not
         given, chosen by silhouette at the end of the warm-up (and used by :func:`find_domains` too).
     n_epochs, learning_rate, weight_decay
-        Training length (1000), Adam's learning rate (None: 1e-4 for one slice, 5e-4 for several).
+        Training length (None: 1000 epochs in full batch; about 2,000 steps in the large-data mode), Adam's
+        learning rate (None: 1e-4 for one slice, 5e-4 for several).
     n_top_genes, gene_selection
         Genes used (5000, per slice), chosen by ``'seurat_v3'`` (highly variable on raw counts, published),
         ``'mvp'`` (mean–variance plot) or ``'spatial'`` (largest Moran's I on the spots' 6-neighbour graph).
@@ -43,7 +45,8 @@ class SpotscapeConfig:
     batch_norm_momentum
         Momentum of the batch norms (0.1; the published code's 0.99 is available).
     prototypes, warmup_epochs
-        Use the prototypical loss (None: with several slices only), from epoch ``warmup_epochs`` on.
+        Use the prototypical loss (None: with several slices only), from epoch ``warmup_epochs`` on (None: 500 in
+        full batch, as published; half of the epochs in the large-data mode).
     ss_mode
         ``'per_slice'`` (the anchor's own slice against each other slice) or ``'pooled'``.
     layer
@@ -52,7 +55,7 @@ class SpotscapeConfig:
     """
 
     n_domains: int | None = None
-    n_epochs: int = 1000
+    n_epochs: int | None = None
     learning_rate: float | None = None
     weight_decay: float = 1e-4
     dims: tuple[int, ...] = (256, 64)
@@ -69,7 +72,7 @@ class SpotscapeConfig:
     ss_exclude_self: bool = False
     prototypes: bool | None = None
     tau_pcl: float = 0.75
-    warmup_epochs: int = 500
+    warmup_epochs: int | None = None
     granularities: tuple[float, ...] = (1.0, 1.5, 2.0)
     batch_norm_momentum: float = 0.1
     graph: str = "auto"
@@ -82,7 +85,7 @@ class SpotscapeConfig:
     def __post_init__(self) -> None:
         check_settings("Spotscape", self, {
             "n_domains": (self.n_domains is None or self.n_domains >= 2, "at least 2, or None to choose it"),
-            "n_epochs": (self.n_epochs >= 1, "at least 1"),
+            "n_epochs": (self.n_epochs is None or self.n_epochs >= 1, "at least 1"),
             "learning_rate": (self.learning_rate is None or self.learning_rate > 0, "above 0"),
             "dims": (len(self.dims) >= 2 and all(d >= 1 for d in self.dims), "at least two sizes of at least 1"),
             "edge_drop": (len(self.edge_drop) == 2 and all(0 <= p < 1 for p in self.edge_drop), "two rates in [0, 1)"),
@@ -93,7 +96,7 @@ class SpotscapeConfig:
             "sim_k": (self.sim_k >= 1, "at least 1"),
             "ss_mode": (self.ss_mode in ("per_slice", "pooled"), "'per_slice' or 'pooled'"),
             "tau_pcl": (self.tau_pcl > 0, "above 0"),
-            "warmup_epochs": (self.warmup_epochs >= 0, "at least 0"),
+            "warmup_epochs": (self.warmup_epochs is None or self.warmup_epochs >= 0, "at least 0"),
             "granularities": (len(self.granularities) >= 1 and all(g >= 1 for g in self.granularities),
                               "one or more counts of at least 1"),
             "batch_norm_momentum": (0 < self.batch_norm_momentum <= 1, "in (0, 1]"),
@@ -107,6 +110,7 @@ class Spotscape(Method):
     name = "spotscape"
     title = "Spotscape"
     config_class = SpotscapeConfig
+    minibatch = True
 
     def inputs(self, adata, config: SpotscapeConfig, run: RunConfig, timer) -> ExpressionInputs:
         with timer("preprocess"):
@@ -135,24 +139,27 @@ class Spotscape(Method):
 
         return train_spotscape(inputs.features, inputs.adjacency, config, slice_bounds=inputs.layout.bounds,
                                n_domains=config.n_domains, device=device, random_state=run.random_state,
-                               progress=run.progress, checkpoint=run.checkpoint)
+                               progress=run.progress, checkpoint=run.checkpoint, training=run.training,
+                               batch=BatchSettings(run.batch_size), coordinates=inputs.coordinates)
 
     def store(self, adata, inputs: ExpressionInputs, result, config: SpotscapeConfig, run: RunConfig) -> dict:
         """The embedding into ``obsm``; the decoder output (log-normalised scale, over the genes used) into
         ``layers['spotscape_denoised']`` when those are all the AnnData's genes, else ``obsm``; its columns'
         genes are named in the record (``denoised_genes``) either way."""
         adata.obsm[self.embedding_key(run)] = inputs.to_input_rows(result.embedding)
-        denoised = inputs.to_input_rows(result.denoised)
         record = inputs.record(run.batch_key)
         adata.layers.pop(DENOISED_KEY, None)  # an earlier run's values, in whichever place, never linger
         adata.obsm.pop(DENOISED_KEY, None)
+        record["mean_degree"] = float(inputs.adjacency.nnz / inputs.adjacency.shape[0])
+        if result.denoised is None:  # the large-data mode above spots × genes it can hold
+            return record
+        denoised = inputs.to_input_rows(result.denoised)
         if len(inputs.genes) == adata.n_vars:
             adata.layers[DENOISED_KEY] = denoised[:, np.argsort(inputs.genes)]
             record["denoised_genes"] = np.asarray(adata.var_names, dtype=str)
         else:
             adata.obsm[DENOISED_KEY] = denoised
             record["denoised_genes"] = record["genes"]
-        record["mean_degree"] = float(inputs.adjacency.nnz / inputs.adjacency.shape[0])
         return record
 
     def handed_back(self, config: SpotscapeConfig, run: RunConfig) -> list[str]:

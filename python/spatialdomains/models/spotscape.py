@@ -21,9 +21,17 @@ from torch.nn import functional as F
 
 from ..errors import InputError
 from .layers import GCNLayer
+from .minibatch import BatchSettings, Neighbourhoods, PatchBatches, default_epochs, spatial_patches, sparse_times
 from .trainer import Trainer, accumulation_dtype, dense_features, seed_everything
 
 logger = logging.getLogger("spatialdomains")
+
+#: Full-batch training length and prototype warm-up (the method note's defaults).
+FULL_BATCH_EPOCHS = 1000
+FULL_BATCH_WARMUP = 500
+#: The decoder output over every spot and gene is kept up to this many values (1 GB of float32); above, the
+#: large-data mode keeps the embedding only (the record says so), as spots × genes would not fit in memory.
+DENOISED_LIMIT = 250_000_000
 
 
 class SpotscapeNet(nn.Module):
@@ -65,6 +73,21 @@ class SpotscapeNet(nn.Module):
     def decoder_hidden(self, z: torch.Tensor) -> torch.Tensor:
         """The decoder up to its last Linear layer (the reconstruction is ``decoder[-1]`` of this)."""
         return self.decoder[:-1](z)
+
+    def encode_blocks(self, x_rows: sp.csr_matrix, blocks: list[sp.csr_matrix],
+                      masked: torch.Tensor | None = None) -> torch.Tensor:
+        """The encoder on a batch's neighbourhood (large-data mode): ``x_rows`` the sparse features of the
+        outermost nodes, ``blocks[l]`` the view's propagation matrix from layer l's input nodes to its output
+        nodes, ``masked`` the genes this view zeroes. Batch norm uses the statistics of each layer's nodes."""
+        hidden = None
+        for i, (conv, norm, block) in enumerate(zip(self.convs, self.norms, blocks)):
+            if i == 0:
+                weight = conv.weight if masked is None or not masked.numel() else conv.weight.index_fill(0, masked, 0.0)
+                hidden = sparse_times(x_rows, weight)
+            else:
+                hidden = hidden @ conv.weight
+            hidden = F.relu(norm(sparse_times(block, hidden) + conv.bias))
+        return hidden
 
     def _encode_rest(self, first_layer: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.norms[0](first_layer))
@@ -264,15 +287,24 @@ def masked_genes(n_genes: int, rate: float, device: torch.device) -> torch.Tenso
     return torch.nonzero(torch.rand(n_genes, device=device) < rate).flatten()
 
 
+def directed_propagation(n: int, source: np.ndarray, target: np.ndarray) -> sp.csr_matrix:
+    """The GCN's D̃^{-1/2}(A + I)D̃^{-1/2} as a (target × source) CSR matrix for the directed edges source → target,
+    as PyG's ``gcn_norm`` builds it for an edge_index (self loops added; degrees counted at the targets)."""
+    loops = np.arange(n)
+    rows, cols = np.concatenate([target, loops]), np.concatenate([source, loops])
+    inverse_root = (1.0 / np.sqrt(np.bincount(rows, minlength=n))).astype(np.float32)
+    return sp.csr_matrix((inverse_root[rows] * inverse_root[cols], (rows, cols)), shape=(n, n), dtype=np.float32)
+
+
 @dataclass
 class SpotscapeResult:
     embedding: np.ndarray
-    denoised: np.ndarray
+    denoised: np.ndarray | None  # None when the large-data mode left it out (above DENOISED_LIMIT values)
     record: dict
 
 
 def train_spotscape(
-    x: np.ndarray,
+    x,
     adjacency: sp.spmatrix,
     config,
     *,
@@ -282,59 +314,170 @@ def train_spotscape(
     random_state: int = 0,
     progress: bool = True,
     checkpoint: str | Path | None = None,
+    training: str = "full",
+    batch: BatchSettings = BatchSettings(),
+    coordinates: np.ndarray | None = None,
 ) -> SpotscapeResult:
-    """Train Spotscape on log-normalised expression ``x`` (spots × genes) and a symmetric spatial adjacency.
+    """Train Spotscape on log-normalised expression ``x`` (spots × genes, dense or sparse) and a symmetric spatial
+    adjacency.
 
     Several slices: spots sorted by slice, ``slice_bounds`` giving each slice's (start, end) rows and the
     adjacency block-diagonal. ``n_domains`` sets the prototype counts; without it they are chosen by silhouette
     at the end of the warm-up. Labels are never an input.
+
+    ``training='minibatch'`` is the large-data mode (:mod:`.minibatch`; needs ``coordinates``): each step takes
+    ``batch.batch_size`` anchors (whole spatial patches) and computes the encoder on their two-hop neighbourhood,
+    the losses on the anchors (similarity-scale matching between the slices present in the batch); without
+    ``config.n_epochs`` it runs about 2,000 steps, with the prototype warm-up at half of them.
     """
     seed_everything(random_state)
     bounds = slice_bounds or [(0, x.shape[0])]
-    several = len(bounds) > 1
-    use_prototypes = several if config.prototypes is None else config.prototypes
+    n_spots, n_genes = x.shape
+    model = SpotscapeNet(n_genes, config.dims, config.batch_norm_momentum).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    if training == "minibatch":
+        if coordinates is None:
+            raise ValueError("training='minibatch' needs the spots' coordinates (its batches are spatial patches)")
+        epochs = config.n_epochs or default_epochs(n_spots, batch.batch_size, FULL_BATCH_EPOCHS)
+        warmup = config.warmup_epochs if config.warmup_epochs is not None else epochs // 2
+    else:
+        epochs = config.n_epochs or FULL_BATCH_EPOCHS
+        warmup = config.warmup_epochs if config.warmup_epochs is not None else FULL_BATCH_WARMUP
+    losses = _Losses(config, n_domains, several=len(bounds) > 1, warmup=warmup, random_state=random_state)
+    if training == "minibatch":
+        step, embed, mode = _minibatch_training(model, x, adjacency, config, bounds, coordinates, batch, losses,
+                                                device, random_state)
+    else:
+        step, embed, mode = _full_batch_training(model, x, adjacency, config, bounds, losses, device)
+    trainer = Trainer(model, optimizer, epochs=epochs, device=device, progress=progress, description="Spotscape")
+    record = trainer.fit(step)
+    if checkpoint is not None:
+        trainer.save_checkpoint(checkpoint)
+    with torch.no_grad():
+        z, denoised = embed()
+    return SpotscapeResult(embedding=z.cpu().numpy(), denoised=None if denoised is None else denoised.cpu().numpy(),
+                           record={**record.as_dict(), "config": asdict(config), **mode, "epochs": epochs,
+                                   "warmup_epochs": warmup, "n_edges": int(sp.coo_matrix(adjacency).nnz),
+                                   "n_slices": len(bounds), "prototypes": losses.use_prototypes,
+                                   "prototype_counts": losses.counts, "prototype_choice": losses.chosen or None,
+                                   "denoised_kept": denoised is not None})
+
+
+class _Losses:
+    """Spotscape's loss on one step's anchors: 0.1·L_rec + L_SC, with several slices + L_SS, after the warm-up
+    + 0.01·L_PCL (prototype counts from ``n_domains``, or chosen by silhouette when the warm-up ends)."""
+
+    def __init__(self, config, n_domains: int | None, *, several: bool, warmup: int, random_state: int) -> None:
+        self.config, self.several, self.warmup, self.random_state = config, several, warmup, random_state
+        self.use_prototypes = several if config.prototypes is None else config.prototypes
+        self.counts = prototype_counts(n_domains, config.granularities) if n_domains else None
+        self.chosen: dict = {}
+
+    def __call__(self, z1, z2, reconstruction, bounds, epoch: int) -> torch.Tensor:
+        config = self.config
+        loss = config.lambda_rec * reconstruction + config.lambda_sc * similarity_asymmetry(z1, z2)
+        if self.several and len(bounds) > 1:
+            loss = loss + config.lambda_ss * similarity_scale_loss(
+                z1, z2, bounds, config.sim_k, mode=config.ss_mode, exclude_self=config.ss_exclude_self,
+                memory_budget_mb=config.memory_budget_mb)
+        if self.use_prototypes and epoch >= self.warmup:
+            if self.counts is None:
+                self.chosen.update(_prototypes_by_silhouette(z2.detach(), self.random_state))
+                self.counts = prototype_counts(self.chosen["n_domains"], config.granularities)
+            loss = loss + config.lambda_pcl * prototypical_loss(z1, z2, self.counts, config.tau_pcl,
+                                                                seed=self.random_state + epoch)
+        return loss
+
+
+def _full_batch_training(model, x, adjacency, config, bounds, losses, device):
+    """One step per epoch on every spot, as published: (step, embed, what the record says of the mode)."""
     features = dense_features(x, device)
     adjacency = sp.coo_matrix(adjacency)
     # Self loops are not listed: the GCN adds every spot's own loop, so dropping one would change nothing.
     edges = torch.as_tensor(np.vstack([adjacency.row, adjacency.col]), dtype=torch.long, device=device)
     n_genes = features.shape[1]
-    model = SpotscapeNet(n_genes, config.dims, config.batch_norm_momentum).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    trainer = Trainer(model, optimizer, epochs=config.n_epochs, device=device, progress=progress,
-                      description="Spotscape")
     target = ReconstructionTarget(features)
     features_transposed = features.T.contiguous()
-    counts = prototype_counts(n_domains, config.granularities) if n_domains else None
-    chosen: dict = {}
 
     def step(epoch: int) -> torch.Tensor:
-        nonlocal counts
         views = [(drop_directed_edges(edges, drop), masked_genes(n_genes, mask, device))
                  for drop, mask in zip(config.edge_drop, config.feature_mask)]
         z1, z2 = model.encode_views(features, views, features_transposed)
         reconstruction = reconstruction_error(target, [model.decoder_hidden(z) for z in (z1, z2)], model.decoder[-1])
-        loss = config.lambda_rec * reconstruction + config.lambda_sc * similarity_asymmetry(z1, z2)
-        if several:
-            loss = loss + config.lambda_ss * similarity_scale_loss(
-                z1, z2, bounds, config.sim_k, mode=config.ss_mode, exclude_self=config.ss_exclude_self,
-                memory_budget_mb=config.memory_budget_mb)
-        if use_prototypes and epoch >= config.warmup_epochs:
-            if counts is None:
-                chosen.update(_prototypes_by_silhouette(z2.detach(), random_state))
-                counts = prototype_counts(chosen["n_domains"], config.granularities)
-            loss = loss + config.lambda_pcl * prototypical_loss(z1, z2, counts, config.tau_pcl,
-                                                                seed=random_state + epoch)
-        return loss
+        return losses(z1, z2, reconstruction, bounds, epoch)
 
-    record = trainer.fit(step)
-    if checkpoint is not None:
-        trainer.save_checkpoint(checkpoint)
-    with torch.no_grad():
+    def embed():
         z, denoised = model(features, edges)
-    return SpotscapeResult(embedding=z.cpu().numpy(), denoised=denoised.cpu().numpy(),
-                           record={**record.as_dict(), "config": asdict(config), "n_edges": int(adjacency.nnz),
-                                   "n_slices": len(bounds), "prototypes": use_prototypes,
-                                   "prototype_counts": counts, "prototype_choice": chosen or None})
+        return z, denoised
+
+    return step, embed, {"mode": "full"}
+
+
+def _minibatch_training(model, x, adjacency, config, bounds, coordinates, batch, losses, device, random_state):
+    """Batches of spatial patches on their two-hop neighbourhoods (:mod:`.minibatch`): (step, embed, what the
+    record says of the mode). The features stay sparse; only a batch's anchors are made dense, for the
+    reconstruction target."""
+    x = sp.csr_matrix(x, dtype=np.float32)
+    n_spots, n_genes = x.shape
+    codes = np.repeat(np.arange(len(bounds)), [end - start for start, end in bounds])
+    graph = sp.csr_matrix(adjacency, dtype=np.float32)
+    graph = sp.csr_matrix(graph - sp.diags(graph.diagonal()))  # the GCN adds each spot's own loop
+    graph.eliminate_zeros()
+    graph.data[:] = 1.0
+    hoods = Neighbourhoods(graph)
+    patches = spatial_patches(coordinates, codes, batch.patch_size)
+    batches = PatchBatches(patches, batch.batch_size, np.random.default_rng(random_state))
+    directed = graph.tocoo()
+    n_layers = len(model.convs)
+
+    clean = directed_propagation(n_spots, directed.row, directed.col)
+
+    def draw_view(drop: float) -> sp.csr_matrix:
+        """A view's propagation over all spots (drawn once per epoch, as full batch draws it): each directed edge
+        dropped with probability ``drop``."""
+        if drop == 0:
+            return clean
+        keep = torch.rand(directed.nnz).numpy() >= drop
+        return directed_propagation(n_spots, directed.row[keep], directed.col[keep])
+
+    def hops(nodes):
+        sets = [nodes]
+        for _ in range(n_layers):
+            sets.append(hoods.grow(sets[-1]))
+        return sets
+
+    def encode(sets, propagation, masked=None):
+        blocks = [hoods.block(propagation, sets[layer], sets[layer + 1]) for layer in reversed(range(n_layers))]
+        return model.encode_blocks(x[sets[-1]], blocks, masked)
+
+    def step(epoch: int):
+        # The views (dropped edges, masked genes) are drawn once per epoch, in full batch's order.
+        views = [(draw_view(drop), masked_genes(n_genes, mask, device))
+                 for drop, mask in zip(config.edge_drop, config.feature_mask)]
+        for anchors in batches:
+            sets = hops(anchors)
+            z1, z2 = (encode(sets, propagation, masked) for propagation, masked in views)
+            target = ReconstructionTarget(torch.as_tensor(x[anchors].toarray(), device=device))
+            reconstruction = reconstruction_error(target, [model.decoder_hidden(z) for z in (z1, z2)],
+                                                  model.decoder[-1])
+            changes = np.flatnonzero(np.diff(codes[anchors])) + 1
+            starts, stops = np.concatenate([[0], changes]), np.concatenate([changes, [len(anchors)]])
+            yield losses(z1, z2, reconstruction, list(zip(starts.tolist(), stops.tolist())), epoch)
+
+    chunk = max(batch.batch_size, 8192)
+    keep_denoised = n_spots * n_genes <= DENOISED_LIMIT
+
+    def embed():
+        z = torch.cat([encode(hops(np.arange(first, min(first + chunk, n_spots))), clean)
+                       for first in range(0, n_spots, chunk)])
+        if not keep_denoised:
+            logger.info("Spotscape: the denoised expression of %d spots × %d genes (%.1f GB) is not kept in the "
+                        "large-data mode; the embedding is", n_spots, n_genes, n_spots * n_genes * 4 / 2**30)
+            return z, None
+        return z, torch.cat([model.decoder(z[first:first + chunk]) for first in range(0, n_spots, chunk)])
+
+    return step, embed, {"mode": "minibatch", "batch_size": batch.batch_size, "patch_size": batch.patch_size,
+                         "n_patches": int(patches.max() + 1)}
 
 
 def _prototypes_by_silhouette(z: torch.Tensor, random_state: int, candidates=range(4, 16),

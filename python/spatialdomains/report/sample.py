@@ -146,10 +146,13 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
     with timer("markers"):
         markers = analysis.markers(adata, domain_key, min_log2fc=min_log2fc, max_pvalue=max_pvalue,
                                    pvalue=pvalue)
-    denoised = None
+    denoised, denoised_note = None, None
     if method in ("spotscape", "spami"):
         with timer("denoised"):
-            denoised = _denoised_markers(multiomics if multiomics is not None else adata, method, markers)
+            try:
+                denoised = _denoised_markers(multiomics if multiomics is not None else adata, method, markers)
+            except InputError as error:  # the report explains; the domains stand on their own
+                denoised_note = f"Denoised expression could not be shown: {error}"
     transfer = None
     if batch_key is not None and label_key is not None:
         _utils.logger.info("%s: predicting each slice's %s from another slice", sample, label_key)
@@ -178,6 +181,8 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
                      min_log2fc=min_log2fc, max_pvalue=max_pvalue, pvalue=pvalue)
     if pseudotime_note:
         record["pseudotime_note"] = pseudotime_note
+    if denoised_note:
+        record["denoised_note"] = denoised_note
     if label_key is not None:
         from .. import metrics
 
@@ -245,18 +250,26 @@ def qc_numbers(adata: ad.AnnData) -> dict:
 
 
 def _check_label_key(data, label_key: str | None, several_slices: bool) -> None:
-    """The annotation column exists (checked before any training): in every slice, or in any modality of paired
-    omics (a MuData's own obs included)."""
+    """The annotation column exists (checked before any training): in at least one slice (the others get an empty
+    one, to be annotated by label transfer), or in any modality of paired omics (a MuData's own obs included)."""
     from ..modalities import obs_tables
 
     if label_key is None:
         return
-    groups = [[part.obs] for part in data.values()] if several_slices else [obs_tables(data)]
-    for tables in groups:
-        if not any(label_key in table for table in tables):
-            columns = sorted({str(c) for table in tables for c in table.columns})
-            raise InputError(f"{option('label_key')}: obs['{label_key}'] does not exist (obs columns: "
+    if several_slices:  # an annotated slice can annotate the others (label transfer): one is enough
+        if not any(label_key in part.obs for part in data.values()):
+            columns = sorted({str(c) for part in data.values() for c in part.obs.columns})
+            raise InputError(f"{option('label_key')}: no slice has obs['{label_key}'] (obs columns: "
                              f"{', '.join(columns)})")
+        for part in data.values():  # our copies, read from the files: the slices without it are unannotated
+            if label_key not in part.obs:
+                part.obs[label_key] = pd.Categorical([None] * part.n_obs)
+        return
+    tables = obs_tables(data)
+    if not any(label_key in table for table in tables):
+        columns = sorted({str(c) for table in tables for c in table.columns})
+        raise InputError(f"{option('label_key')}: obs['{label_key}'] does not exist (obs columns: "
+                         f"{', '.join(columns)})")
 
 
 def _check_condition_key(data, condition_key: str | None, several_slices: bool) -> None:
@@ -334,7 +347,7 @@ def _transfer_between_slices(adata: ad.AnnData, batch_key: str, label_key: str, 
         predicted[query.obs_names] = query.obs[key].astype(object).to_numpy()
         confidence[query.obs_names] = query.obs[f"{key}_confidence"].to_numpy()
         record = query.uns["spatialdomains"]["transfer_labels"]
-        scores = record["scores"] or {}
+        scores = record.get("scores") or {}  # a slice without its own annotation is not scored
         rows.append({"slice": name, "from slice": reference_name, "spots": int(query.n_obs),
                      "annotated spots": int(annotated[name]), "ARI": scores.get("ari", np.nan),
                      "NMI": scores.get("nmi", np.nan), "accuracy": scores.get("accuracy", np.nan),

@@ -440,15 +440,24 @@ def denoised(result: SampleResult) -> None:
     """The top marker of each domain as measured and as the model's decoder gives it back."""
     from .. import pl
 
+    if result.denoised is None:
+        note(result.record["denoised_note"])
+        return
     imputed = result.denoised
     record = imputed.uns["spatialdomains"]["impute"]
+    name = None
+    if result.batch_key:  # one slice, in its own frame (each slice has its own coordinates)
+        name = str(imputed.obs[result.batch_key].astype(str).iloc[0])
+        imputed = imputed[(imputed.obs[result.batch_key].astype(str) == name).to_numpy()]
     show(pl.denoised(imputed, list(imputed.var_names)),
          alt="Maps of the tissue: for each gene, the measured values (left) and the denoised values (right) on one "
-             "colour scale")
+             "colour scale" + (f" (slice {name})" if name else ""))
     note(f"The top marker gene of {imputed.n_vars} domain{'s' if imputed.n_vars > 1 else ''}, measured (left) and "
          f"reconstructed by {_method_title(result.record)}'s decoder (right), on one scale ({record['scale']}). The "
          "decoder smooths each gene over the tissue's graph: the domain pattern stands out where single spots are "
-         "sparse. Denoised values of every gene: sd.tl.impute on the result .h5ad (R: imputeExpression).")
+         f"sparse.{f' Slice {name} of {result.adata.obs[result.batch_key].nunique()}.' if name else ''} Denoised "
+         "values of every gene: sd.tl.impute (R: imputeExpression), on the result .h5ad for Spotscape, on the "
+         "paired input for SpaMI.")
 
 
 def transfer(result: SampleResult, key: str = "domain") -> None:
@@ -607,7 +616,7 @@ def applies(anchor: str, result: SampleResult) -> bool:
     if anchor == "pseudotime":
         return result.record["method"] != "precomputed"
     if anchor == "denoised":
-        return result.denoised is not None
+        return result.denoised is not None or "denoised_note" in result.record
     if anchor == "transfer":
         return result.transfer is not None and len(result.transfer) > 0
     if anchor == "conditions":

@@ -74,8 +74,9 @@ def impute(data, *, method: str = "spotscape", modality: str | None = None, gene
     ``X`` is the decoder output, clipped at 0, one dense float32 array, NaN rows for spots the model left out
     (e.g. without counts); ``layers['observed']`` holds the observed values on the same scale; ``obs``/``obsm``
     are the input's. Spotscape: its genes on its scale (log1p of counts per 10,000 over those genes). SpaMI
-    (``data`` a MuData or dict of modalities): ``modality`` names the one wanted (default: the RNA one), RNA on
-    the log-normalised scale of its highly variable genes, protein as CLR values.
+    (``data`` a MuData or dict of modalities): ``modality`` names the one wanted (default: the RNA one); RNA
+    comes back for its highly variable genes on SpaMI's scale (log1p of counts per 10,000 over the genes detected
+    in at least ``min_cells`` spots), protein as CLR values.
 
     The method is trained on ``data`` (its outputs added there as usual) unless it already ran and ``retrain`` is
     False; ``options`` are its settings and run options. ``genes`` (names) keeps only those features, so a large
@@ -87,9 +88,10 @@ def impute(data, *, method: str = "spotscape", modality: str | None = None, gene
 
     _check_method(method)
     settings = sorted(set(options) - RUN_OPTIONS)
+    if not retrain:
+        _refuse_values_not_kept(data, method)
     if retrain or not _trained(data, method):
-        if method == "spami" and modality is not None:
-            _choose_modality(_pair_for(data, options), modality)  # a wrong name fails before the training
+        _check_before_training(data, method, modality, genes, options)
         data = run_method(method, data, **options)
     elif settings:
         raise InputError(f"{method} already ran on this object, so {', '.join(settings)} would not be used: give "
@@ -129,7 +131,7 @@ def evaluate_imputation(data, *, method: str = "spotscape", modality: str | None
     rest, and compare the decoder output with the true values at the held-back entries, on the method's scale
     (see :func:`impute`; ``modality`` as there).
 
-    Returns (and records in ``uns['spatialdomains']['imputation']`` of ``data``) the RMSE and median L1 distance
+    Returns (and records in ``uns['spatialdomains']['imputation']`` of ``data``, unless it is a dict) the RMSE and median L1 distance
     of the method and of the per-feature mean of the masked data (the floor), over the held-back entries of the
     features decoded. ``data`` itself is not trained on; only the record is added. ``genes`` (names) scores only
     those features, e.g. the markers you care about; features without spatial pattern are best predicted by
@@ -170,6 +172,7 @@ def evaluate_imputation(data, *, method: str = "spotscape", modality: str | None
         work = {name: _bare(masked if j == chosen else part, pair.spot_names, pair.feature_names[j], pair.coordinates)
                 for j, (name, part) in enumerate(zip(pair.names, pair.counts))}
         options = {key: value for key, value in options.items() if key != "layers"}
+        options["modality_kinds"] = dict(zip(pair.names, pair.kinds))  # the bare copies' kinds, as paired
         work = run_method(method, work, random_state=random_state, **options)
         source = _denoised_source(work, method, pair.names[chosen])
     else:
@@ -204,7 +207,8 @@ def evaluate_imputation(data, *, method: str = "spotscape", modality: str | None
               "rmse_gene_mean": _rmse(floor, truth),
               "median_l1_gene_mean": float(np.median(np.abs(floor - truth))),
               "random_state": random_state, "seconds": time.perf_counter() - started}
-    record_step(data, "imputation", scores)
+    if hasattr(data, "uns"):  # a dict of modalities has no place for the record
+        record_step(data, "imputation", scores)
     return scores
 
 
@@ -212,6 +216,35 @@ def _check_method(method: str) -> None:
     if method not in IMPUTING_METHODS:
         raise InputError(f"{option('method', method)}: denoised values come from the decoders of "
                          f"{' and '.join(IMPUTING_METHODS)}")
+
+
+def _check_before_training(data, method: str, modality: str | None, genes, options: dict) -> None:
+    """What can be checked before a long training: the modality to impute and the genes asked for exist."""
+    if method == "spami":
+        pair = _pair_for(data, options)
+        chosen = _choose_modality(pair, modality)
+        known = pair.feature_names[chosen]
+    else:
+        known = data.var_names if isinstance(data, ad.AnnData) else None
+    if genes is not None and known is not None:
+        missing = [str(g) for g in np.atleast_1d(genes) if str(g) not in known]
+        if missing:
+            raise InputError(f"{option('genes')}: {', '.join(missing[:5])} not among the features "
+                             f"(e.g. {', '.join(map(str, known[:3]))})")
+
+
+def _refuse_values_not_kept(data, method: str) -> None:
+    """Spotscape's large-data mode keeps no spots × genes decoder output above its limit: say so, and how to get
+    it, rather than train again to the same end."""
+    record = getattr(data, "uns", {}).get(UNS_KEY, {}).get(method, {})
+    training = record.get("training") or {}
+    if training.get("denoised_kept") is False:
+        from ..models.spotscape import DENOISED_LIMIT
+
+        raise InputError(f"{method} ran in the large-data mode on {record.get('n_spots_used', 'many')} spots, and "
+                         f"its denoised values of every spot and gene (more than {DENOISED_LIMIT:,}) were not kept: "
+                         f"train again with fewer genes ({option('n_top_genes')}) or, if memory allows, in full batch "
+                         f"({option('retrain', True)}, {option('training', 'full')})")
 
 
 def _trained(data, method: str) -> bool:
@@ -230,20 +263,8 @@ def _pair_for(data, options: dict):
 
 
 def _choose_modality(pair, modality: str | None) -> int:
-    """The index of the modality to impute: the one named, else the RNA one, else the first decodable."""
-    if modality is not None:
-        if modality not in pair.names:
-            raise InputError(f"{option('modality', modality)} is not a modality here (modalities: "
-                             f"{', '.join(pair.names)})")
-        chosen = pair.names.index(modality)
-    else:
-        decodable = [j for j, kind in enumerate(pair.kinds) if kind != "atac"]
-        chosen = next((j for j in decodable if pair.kinds[j] == "rna"), decodable[0] if decodable else 0)
-    if pair.kinds[chosen] == "atac":
-        raise InputError(f"modality '{pair.names[chosen]}' holds ATAC peaks, whose SpaMI reconstruction is in LSI "
-                         "space and does not map back to peaks (each spot's components are standardised and the "
-                         f"first dropped): impute {option('modality')} RNA or protein instead")
-    return chosen
+    """The index in ``pair`` of the modality to impute (see :func:`_choose_name`)."""
+    return pair.names.index(_choose_name(list(pair.names), dict(zip(pair.names, pair.kinds)), modality))
 
 
 def _denoised_source(holder, method: str, modality: str | None) -> _Denoised:
@@ -262,30 +283,75 @@ def _denoised_source(holder, method: str, modality: str | None) -> _Denoised:
                          scale=lambda counts: _log_normalised(counts[:, columns]),
                          scale_name="log1p of counts per 10,000 over the genes used", holder=holder,
                          modality="rna", spatial_uns={})
-    from ..modalities import modality_mapping
+    return _spami_source(holder, record, modality)
+
+
+def _spami_source(holder, record: dict, modality: str | None) -> _Denoised:
+    """SpaMI's reconstruction of one modality, read from the object it trained on (a MuData; or the RNA modality
+    alone with the results, as a report's result .h5ad holds it). The log-normalised scale of RNA is rebuilt on the
+    spots SpaMI used, over the genes detected in at least ``min_cells`` of them, as its preprocessing did."""
+    from .. import io as _io
+    from ..modalities import infer_kind, modality_mapping
 
     parameters = record.get("parameters", {})
-    pair = _pair_for(holder, parameters)
-    chosen = _choose_modality(pair, modality)
-    name, kind, counts = pair.names[chosen], pair.kinds[chosen], pair.counts[chosen]
-    feature_names = pair.feature_names[chosen]
-    columns = feature_names.get_indexer(np.asarray(record["features"][name], dtype=str))
-    part = modality_mapping(holder)[name]
-    features = part.var.iloc[columns] if part.var_names.equals(feature_names) else pd.DataFrame(
-        index=feature_names[columns])
-    if kind == "rna":
-        detected = np.flatnonzero(np.asarray((counts > 0).sum(axis=0)).ravel() >= int(parameters.get("min_cells", 10)))
+    names = [str(name) for name in record["modalities"]]
+    kinds = dict(zip(names, (str(kind) for kind in record["kinds"])))
+    name = _choose_name(names, kinds, modality)
+    mapping = modality_mapping(holder)
+    if name in mapping:
+        part = mapping[name]
+    elif isinstance(holder, ad.AnnData) and infer_kind(name, holder, allow_unknown=True) in (None, kinds[name]):
+        part = holder  # the modality itself, holding the section's results
+    else:
+        raise InputError(f"modality '{name}' of the SpaMI run is not in this object (it holds "
+                         f"{', '.join(mapping)}): pass the MuData SpaMI trained on")
+    key = "spami_denoised_rna" if kinds[name] == "rna" else f"spami_recon_{name}"
+    if key not in holder.obsm:
+        raise InputError(f"obsm['{key}'] is missing: train again ({option('retrain', True)})")
+    columns = part.var_names.get_indexer(np.asarray(record["features"][name], dtype=str))
+    if (columns < 0).any():
+        raise InputError(f"{int((columns < 0).sum())} features of the SpaMI run are no longer in modality "
+                         f"'{name}': train again ({option('retrain', True)})")
+    layer = (parameters.get("layers") or {}).get(name)
+    counts = _rows_to(sp.csr_matrix(_io._expression(part, layer), dtype=np.float32), part.obs_names,
+                      holder.obs_names)
+    used = np.flatnonzero(np.isfinite(np.asarray(holder.obsm[key], dtype=np.float64)).all(axis=1))
+    if kinds[name] == "rna":
+        detected = np.flatnonzero(np.asarray((counts[used] > 0).sum(axis=0)).ravel()
+                                  >= int(parameters.get("min_cells", 10)))
         within = np.searchsorted(detected, columns)
+        if (within >= len(detected)).any() or not np.array_equal(detected[np.minimum(within, len(detected) - 1)],
+                                                                 columns):
+            raise InputError(f"modality '{name}' no longer holds the counts SpaMI trained on: train again "
+                             f"({option('retrain', True)})")
         scale = lambda matrix: _log_normalised(matrix[:, detected])[:, within]  # noqa: E731
-        key, scale_name = "spami_denoised_rna", "log1p of counts per 10,000 over the genes SpaMI kept"
+        scale_name = (f"log1p of counts per 10,000 over the genes detected in at least "
+                      f"{int(parameters.get('min_cells', 10))} spots (SpaMI's RNA scale)")
     else:
         from ..pp import clr
 
         scale = lambda matrix: clr(matrix[:, columns])  # noqa: E731
-        key, scale_name = f"spami_recon_{name}", "CLR of the protein counts (SpaMI's form)"
-    return _Denoised(values=holder.obsm[key], columns=None, features=features,
-                     counts=_rows_to(counts, pair.spot_names, holder.obs_names), feature_columns=columns, scale=scale,
-                     scale_name=scale_name, holder=holder, modality=name, spatial_uns=part.uns.get("spatial", {}))
+        scale_name = "CLR of the protein counts (SpaMI's form)"
+    return _Denoised(values=holder.obsm[key], columns=None, features=part.var.iloc[columns], counts=counts,
+                     feature_columns=columns, scale=scale, scale_name=scale_name, holder=holder, modality=name,
+                     spatial_uns=part.uns.get("spatial", {}))
+
+
+def _choose_name(names: list[str], kinds: dict, modality: str | None) -> str:
+    """The modality to impute: the one named, else the RNA one, else the first decodable; ATAC refused."""
+    if modality is not None:
+        if modality not in names:
+            raise InputError(f"{option('modality', modality)} is not a modality here (modalities: "
+                             f"{', '.join(names)})")
+        name = modality
+    else:
+        decodable = [n for n in names if kinds[n] != "atac"]
+        name = next((n for n in decodable if kinds[n] == "rna"), decodable[0] if decodable else names[0])
+    if kinds[name] == "atac":
+        raise InputError(f"modality '{name}' holds ATAC peaks, whose SpaMI reconstruction is in LSI space and does "
+                         "not map back to peaks (each spot's components are standardised and the first dropped): "
+                         f"impute {option('modality')} RNA or protein instead")
+    return name
 
 
 def _bare(counts: sp.csr_matrix, spots, features, coordinates: np.ndarray) -> ad.AnnData:

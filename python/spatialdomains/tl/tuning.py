@@ -62,7 +62,10 @@ def select_learning_rate(adata: ad.AnnData, method: str = "spotscape", *, n_doma
     for name, value in best.layers.items():
         if name not in adata.layers or name.startswith(chosen_method.name):
             adata.layers[name] = value
-    adata.uns.setdefault(UNS_KEY, {})[chosen_method.name] = best.uns[UNS_KEY][chosen_method.name]
+    records = adata.uns.setdefault(UNS_KEY, {})
+    for step, value in best.uns[UNS_KEY].items():  # the kept run's records (the model's, image features', ...)
+        if step == chosen_method.name or step not in records:
+            records[step] = value
     chosen_rate = max(scores, key=scores.get)
     record_step(adata, "learning_rate_selection", {
         "method": chosen_method.name, "learning_rates": rates, "silhouette_by_learning_rate": scores,
