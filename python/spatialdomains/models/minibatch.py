@@ -105,6 +105,13 @@ class PatchBatches:
             yield np.sort(np.concatenate(batch))
 
 
+def slice_bounds_in(codes: np.ndarray, anchors: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) positions of each slice among a batch's sorted ``anchors`` (``codes``: every spot's slice)."""
+    changes = np.flatnonzero(np.diff(codes[anchors])) + 1
+    starts, stops = np.concatenate([[0], changes]), np.concatenate([changes, [len(anchors)]])
+    return list(zip(starts.tolist(), stops.tolist()))
+
+
 def normalised_adjacency(n: int, pairs: np.ndarray) -> sp.csr_matrix:
     """GCN's D̃^{-1/2}(A + I)D̃^{-1/2} (float32 CSR) of the undirected edges ``pairs`` (m × 2) on ``n`` nodes."""
     with_loops = edge_matrix(n, pairs) + sp.identity(n, dtype=np.float32, format="csr")
@@ -127,6 +134,19 @@ class Neighbourhoods:
         outside = neighbours[self.position[neighbours] < 0]
         self.position[nodes] = -1
         return np.concatenate([nodes, outside])
+
+    def hops(self, nodes: np.ndarray, n_layers: int) -> list[np.ndarray]:
+        """``nodes`` and the node sets each of ``n_layers`` GCN layers reads, innermost first."""
+        sets = [nodes]
+        for _ in range(n_layers):
+            sets.append(self.grow(sets[-1]))
+        return sets
+
+    def encode(self, model, x: sp.csr_matrix, sets: list[np.ndarray], propagation: sp.csr_matrix, mask=None):
+        """``model.encode_blocks`` on the innermost nodes of ``sets`` (from :meth:`hops`): the sparse features of
+        the outermost nodes and each layer's block of the ``propagation`` matrix."""
+        blocks = [self.block(propagation, sets[layer], sets[layer + 1]) for layer in reversed(range(len(sets) - 1))]
+        return model.encode_blocks(x[sets[-1]], blocks, mask)
 
     def block(self, matrix: sp.csr_matrix, rows: np.ndarray, columns: np.ndarray) -> sp.csr_matrix:
         """``matrix[rows][:, columns]`` where every entry of those rows lies in ``columns``."""

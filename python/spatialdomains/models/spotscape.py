@@ -21,7 +21,8 @@ from torch.nn import functional as F
 
 from ..errors import InputError
 from .layers import GCNLayer
-from .minibatch import BatchSettings, Neighbourhoods, PatchBatches, default_epochs, spatial_patches, sparse_times
+from .minibatch import (BatchSettings, Neighbourhoods, PatchBatches, default_epochs, slice_bounds_in, spatial_patches,
+                        sparse_times)
 from .trainer import Trainer, accumulation_dtype, dense_features, seed_everything
 
 logger = logging.getLogger("spatialdomains")
@@ -440,36 +441,24 @@ def _minibatch_training(model, x, adjacency, config, bounds, coordinates, batch,
         keep = torch.rand(directed.nnz).numpy() >= drop
         return directed_propagation(n_spots, directed.row[keep], directed.col[keep])
 
-    def hops(nodes):
-        sets = [nodes]
-        for _ in range(n_layers):
-            sets.append(hoods.grow(sets[-1]))
-        return sets
-
-    def encode(sets, propagation, masked=None):
-        blocks = [hoods.block(propagation, sets[layer], sets[layer + 1]) for layer in reversed(range(n_layers))]
-        return model.encode_blocks(x[sets[-1]], blocks, masked)
-
     def step(epoch: int):
         # The views (dropped edges, masked genes) are drawn once per epoch, in full batch's order.
         views = [(draw_view(drop), masked_genes(n_genes, mask, device))
                  for drop, mask in zip(config.edge_drop, config.feature_mask)]
         for anchors in batches:
-            sets = hops(anchors)
-            z1, z2 = (encode(sets, propagation, masked) for propagation, masked in views)
+            sets = hoods.hops(anchors, n_layers)
+            z1, z2 = (hoods.encode(model, x, sets, propagation, masked) for propagation, masked in views)
             target = ReconstructionTarget(torch.as_tensor(x[anchors].toarray(), device=device))
             reconstruction = reconstruction_error(target, [model.decoder_hidden(z) for z in (z1, z2)],
                                                   model.decoder[-1])
-            changes = np.flatnonzero(np.diff(codes[anchors])) + 1
-            starts, stops = np.concatenate([[0], changes]), np.concatenate([changes, [len(anchors)]])
-            yield losses(z1, z2, reconstruction, list(zip(starts.tolist(), stops.tolist())), epoch)
+            yield losses(z1, z2, reconstruction, slice_bounds_in(codes, anchors), epoch)
 
     chunk = max(batch.batch_size, 8192)
     keep_denoised = n_spots * n_genes <= DENOISED_LIMIT
 
     def embed():
-        z = torch.cat([encode(hops(np.arange(first, min(first + chunk, n_spots))), clean)
-                       for first in range(0, n_spots, chunk)])
+        z = torch.cat([hoods.encode(model, x, hoods.hops(np.arange(first, min(first + chunk, n_spots)), n_layers),
+                                    clean) for first in range(0, n_spots, chunk)])
         if not keep_denoised:
             logger.info("Spotscape: the denoised expression of %d spots × %d genes (%.1f GB) is not kept in the "
                         "large-data mode; the embedding is", n_spots, n_genes, n_spots * n_genes * 4 / 2**30)

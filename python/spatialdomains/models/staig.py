@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from ..errors import InputError
 from ..graph import undirected_edges
 from .layers import GCNLayer
-from .minibatch import (BatchSettings, Neighbourhoods, PatchBatches, default_epochs, edge_matrix,
+from .minibatch import (BatchSettings, Neighbourhoods, PatchBatches, default_epochs, edge_matrix, slice_bounds_in,
                         normalised_adjacency, spatial_patches, sparse_times)
 from .trainer import Trainer, dense_features, seed_everything
 
@@ -426,17 +426,6 @@ def _minibatch_training(model, x, adjacency, pairs, drop, labels, config, slice_
         positives = graph if config.positives == "full" else edge_matrix(n_spots, kept)
         return normalised_adjacency(n_spots, kept), positives
 
-    def hops(nodes):
-        """``nodes`` and the node sets each GCN layer reads, innermost first."""
-        sets = [nodes]
-        for _ in range(n_layers):
-            sets.append(hoods.grow(sets[-1]))
-        return sets
-
-    def encode(sets, propagation, gene_mask=None):
-        blocks = [hoods.block(propagation, sets[layer], sets[layer + 1]) for layer in reversed(range(n_layers))]
-        return model.encode_blocks(x[sets[-1]], blocks, gene_mask)
-
     def local_edges(positives, anchors, targets):
         block = hoods.block(positives, anchors, targets)
         rows = np.repeat(np.arange(len(anchors)), np.diff(block.indptr))
@@ -445,15 +434,14 @@ def _minibatch_training(model, x, adjacency, pairs, drop, labels, config, slice_
     def step(epoch: int):
         views = [draw_view(), draw_view()]
         for anchors in batches:
-            sets = hops(hoods.grow(anchors))  # anchors with their neighbours (the positives), then the GCN's hops
-            h1, h2 = (model.projection(encode(sets, propagation, sample_gene_mask(n_genes, rate, device)))
+            sets = hoods.hops(hoods.grow(anchors), n_layers)  # anchors and their neighbours (the positives), then hops
+            h1, h2 = (model.projection(hoods.encode(model, x, sets, propagation,
+                                                    sample_gene_mask(n_genes, rate, device)))
                       for (propagation, _), rate in zip(views, config.feature_mask))
             edges = tuple(local_edges(positives, anchors, sets[0]) for _, positives in views)
-            changes = np.flatnonzero(np.diff(codes[anchors])) + 1
-            starts, stops = np.concatenate([[0], changes]), np.concatenate([changes, [len(anchors)]])
             yield neighbour_contrastive_loss(
                 h1, h2, edges, config.tau, pseudo_labels=None if labels is None else labels[anchors],
-                slice_bounds=list(zip(starts.tolist(), stops.tolist())), memory_budget_mb=config.memory_budget_mb,
+                slice_bounds=slice_bounds_in(codes, anchors), memory_budget_mb=config.memory_budget_mb,
                 n_anchors=len(anchors))
 
     clean = normalised_adjacency(n_spots, pairs)
@@ -462,7 +450,8 @@ def _minibatch_training(model, x, adjacency, pairs, drop, labels, config, slice_
     def embed(sampled: bool = False):
         """(z, h) on the full graph, or on an edge set sampled as a training view's is."""
         propagation = draw_view()[0] if sampled else clean
-        z = torch.cat([encode(hops(np.arange(first, min(first + chunk, n_spots))), propagation)
+        z = torch.cat([hoods.encode(model, x, hoods.hops(np.arange(first, min(first + chunk, n_spots)), n_layers),
+                                    propagation)
                        for first in range(0, n_spots, chunk)])
         return z, model.projection(z)
 

@@ -302,15 +302,20 @@ def _denoised_markers(holder, method: str, markers: pd.DataFrame) -> ad.AnnData 
 
     decoded = set(tl.decoded_features(holder, method=method))
     up = markers[markers["significant"] & (markers["log2fc"] > 0) & markers["gene"].astype(str).isin(decoded)]
-    genes = []
+    genes, domains = [], []
     for domain in markers["domain"].cat.categories:
         ranked = up[up["domain"] == domain].sort_values("score", ascending=False)["gene"].astype(str)
         gene = next((g for g in ranked if g not in genes), None)
         if gene is not None:
             genes.append(gene)
+            domains.append(str(domain))
         if len(genes) == DENOISED_GENES:
             break
-    return tl.impute(holder, method=method, genes=genes) if genes else None
+    if not genes:
+        return None
+    imputed = tl.impute(holder, method=method, genes=genes)
+    imputed.var["marker_of"] = domains
+    return imputed
 
 
 def _transfer_between_slices(adata: ad.AnnData, batch_key: str, label_key: str, representation: str,

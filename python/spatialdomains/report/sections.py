@@ -449,6 +449,9 @@ def denoised(result: SampleResult) -> None:
     if result.batch_key:  # one slice, in its own frame (each slice has its own coordinates)
         name = str(imputed.obs[result.batch_key].astype(str).iloc[0])
         imputed = imputed[(imputed.obs[result.batch_key].astype(str) == name).to_numpy()]
+    imputed = imputed.copy()
+    imputed.var["symbol"] = [f"{symbol} (domain {domain} marker)" for symbol, domain in
+                             zip(imputed.var["symbol"], imputed.var["marker_of"])]
     show(pl.denoised(imputed, list(imputed.var_names)),
          alt="Maps of the tissue: for each gene, the measured values (left) and the denoised values (right) on one "
              "colour scale" + (f" (slice {name})" if name else ""))
