@@ -473,9 +473,11 @@ def transfer(result: SampleResult, key: str = "domain") -> None:
     table(scores, caption=f"{label_key} of each slice predicted from slice '{scores['from slice'].iloc[0]}'")
     predicted = f"{label_key}_transferred"
     shown = [name for name in scores["slice"]][:3]
-    figure, axes = plt.subplots(len(shown), 2, figsize=(11, 4.8 * len(shown)), squeeze=False)
-    for row, name in zip(axes, shown):
-        part = adata[(adata.obs[result.batch_key].astype(str) == name).to_numpy()]
+    parts = [adata[(adata.obs[result.batch_key].astype(str) == name).to_numpy()] for name in shown]
+    extents = [np.ptp(np.asarray(part.obsm["spatial"], dtype=float)[:, :2], axis=0) for part in parts]
+    aspect = max(min(max(float(h / max(w, 1e-9)) for w, h in extents), 2.0), 0.3)  # rows as tall as the tissue
+    figure, axes = plt.subplots(len(shown), 2, figsize=(11, (4.6 * aspect + 0.9) * len(shown)), squeeze=False)
+    for row, name, part in zip(axes, shown, parts):
         pl.domains(part, label_key, ax=row[0], image=False, title=f"{name}: {label_key} (annotation)")
         pl.domains(part, predicted, ax=row[1], image=False, title=f"{name}: {label_key} predicted")
         row[0].get_legend().remove()  # one legend, beside the predictions
