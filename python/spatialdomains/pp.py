@@ -262,6 +262,12 @@ def log_normalise(counts: sp.spmatrix, target_sum: float = 1e4) -> sp.csr_matrix
     return sp.csr_matrix(normalised)
 
 
+#: SpaMI's RNA PCA runs on the sparse matrix above this many spots (exact, and no dense spots × genes copy: 12 GB
+#: at a million spots × 3,000 genes); up to it, on the dense matrix as published (scikit-learn's randomised
+#: solver). Both give the same components up to the randomised solver's approximation.
+SPARSE_PCA_SPOTS = 50_000
+
+
 def rna_pca_features(counts: sp.spmatrix, *, min_cells: int = 10, n_top_genes: int = 3000, n_pcs: int = 50,
                      random_state: int = 0) -> OmicsFeatures:
     """SpaMI's RNA recipe: drop genes detected in fewer than ``min_cells`` spots, normalise to 1e4 and log1p,
@@ -285,8 +291,10 @@ def rna_pca_features(counts: sp.spmatrix, *, min_cells: int = 10, n_top_genes: i
         logger.info("RNA: %d genes pass the filter, not more than n_top_genes=%d: keeping them all",
                     len(detected), n_top_genes)
         keep = np.arange(len(detected))
-    dense = logged[:, keep].toarray()
-    scores, loadings, mean = principal_components(dense, n_pcs, random_state=random_state)
+    selected = logged[:, keep]
+    if selected.shape[0] <= SPARSE_PCA_SPOTS:
+        selected = selected.toarray()
+    scores, loadings, mean = principal_components(selected, n_pcs, random_state=random_state)
     return OmicsFeatures("rna", scores, detected[keep], loadings, mean)
 
 
@@ -296,18 +304,24 @@ def zscore(x: np.ndarray) -> np.ndarray:
     return (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
 
 
-def principal_components(x: np.ndarray, n_components: int, *, random_state: int = 0
+def principal_components(x, n_components: int, *, random_state: int = 0
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Centred PCA of a dense matrix: (scores, loadings V (features × components), mean), float32.
+    """Centred PCA: (scores, loadings V (features × components), mean), float32.
 
-    Asks for at most min(spots, features) − 1 components (logged when fewer than ``n_components``)."""
+    A dense matrix goes through scikit-learn's default solver; a sparse one is never made dense: it is centred
+    implicitly and solved exactly through the features × features covariance (cost linear in the spots).
+    Asks for at most min(spots, features) − 1 components."""
     from sklearn.decomposition import PCA
 
     n_components = int(min(n_components, min(x.shape) - 1))
     if n_components < 1:
         raise InputError(f"PCA needs at least 2 spots and 2 features, got a {x.shape[0]} × {x.shape[1]} matrix")
-    pca = PCA(n_components=n_components, random_state=random_state)
-    scores = pca.fit_transform(np.asarray(x, dtype=np.float64))
+    if sp.issparse(x):
+        pca = PCA(n_components=n_components, svd_solver="covariance_eigh")
+        scores = pca.fit_transform(sp.csr_matrix(x, dtype=np.float64))
+    else:
+        pca = PCA(n_components=n_components, random_state=random_state)
+        scores = pca.fit_transform(np.asarray(x, dtype=np.float64))
     return (scores.astype(np.float32), pca.components_.T.astype(np.float32),
             pca.mean_.astype(np.float32))
 

@@ -2,6 +2,7 @@ import warnings
 
 import anndata as ad
 import numpy as np
+import pytest
 import scanpy as sc
 import scipy.sparse as sp
 
@@ -51,3 +52,19 @@ def test_column_std_of_a_sparse_matrix_in_chunks_equals_numpy():
     x = sp.random(1000, 40, density=0.2, format="csr", dtype=np.float32, random_state=1)
     np.testing.assert_allclose(pp.column_std(x, rows_per_chunk=97), x.toarray().astype(np.float64).std(axis=0, ddof=1),
                                rtol=1e-9)
+
+
+def test_sparse_pca_is_exact_and_never_dense(monkeypatch):
+    """A sparse matrix is solved through the genes × genes covariance, never made dense; its components equal an
+    exact dense PCA's (up to sign)."""
+    from sklearn.decomposition import PCA
+
+    x = sp.random(800, 120, density=0.1, format="csr", dtype=np.float32, random_state=3)
+    x.data = np.log1p(10 * x.data)
+    exact = PCA(10, svd_solver="full").fit(x.toarray().astype(np.float64))
+    monkeypatch.setattr(sp.csr_matrix, "toarray", lambda self, *a, **k: pytest.fail("made dense"))
+    scores, loadings, mean = pp.principal_components(x, 10)
+    signs = np.sign((loadings * exact.components_.T).sum(axis=0))
+    np.testing.assert_allclose(loadings * signs, exact.components_.T, atol=1e-4)
+    np.testing.assert_allclose(mean, exact.mean_, atol=1e-6)
+    assert scores.shape == (800, 10) and scores.dtype == np.float32
