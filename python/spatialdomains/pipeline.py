@@ -40,7 +40,7 @@ def configure(method: str | Method, data, *, config=None, **options):
                              f"apply to {method.title}, which trains no model")
     if run.training == "minibatch" and not method.minibatch:
         reason = ("its cost per epoch already grows linearly with the spots, so it trains on all of them at once at "
-                  "every size" if method.kind == "omics" else "it has no large-data mode yet")
+                  "every size" if method.trains else "it trains no model")
         raise InputError(f"{option('training', 'minibatch')} does not apply to {method.title}: {reason}; leave "
                          f"{option('training')} unset")
     settings = method.resolve(data, method.configure(data, run.preset, overrides, config))

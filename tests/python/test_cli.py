@@ -184,7 +184,13 @@ def test_run_in_the_large_data_mode_and_its_flags_in_the_words_of_the_command_li
     assert training["mode"] == "minibatch" and training["batch_size"] == 100 and training["steps_per_epoch"] >= 2
     code = cli.main(["run", str(tmp_path / "s.h5ad"), "--batch-size", "0", "--out", str(tmp_path / "p"), "--quiet"])
     assert code == 2 and "--batch-size 0: give a whole number of at least 1" in capsys.readouterr().err
-    code = cli.main(["run", str(tmp_path / "s.h5ad"), "--method", "spotscape", "--training", "minibatch",
+    code = cli.main(["run", str(tmp_path / "s.h5ad"), "--method", "spotscape", "--n-domains", "3", "--epochs", "2",
+                     "--training", "minibatch", "--batch-size", "100", "--cluster-method", "kmeans",
+                     "--out", str(tmp_path / "r"), "--quiet"])
+    assert code == 0
+    training = json.loads((tmp_path / "r" / "provenance.json").read_text())["spotscape"]["training"]
+    assert training["mode"] == "minibatch" and training["batch_size"] == 100 and training["steps_per_epoch"] >= 2
+    code = cli.main(["run", str(tmp_path / "s.h5ad"), "--method", "baseline", "--training", "minibatch",
                      "--out", str(tmp_path / "q"), "--quiet"])
-    assert code == 2 and "--training minibatch does not apply to Spotscape" in capsys.readouterr().err
+    assert code == 2 and "--training minibatch does not apply to Baseline" in capsys.readouterr().err
     assert not (tmp_path / "p").exists() and not (tmp_path / "q").exists()
