@@ -131,38 +131,14 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
     with timer("umap"):
         representation = _representation(adata, method)
         tl.umap(adata, use_rep=representation, random_state=seed)
-    pseudotime_note = None
-    if method != "precomputed" and adata.n_obs <= PSEUDOTIME_MAX_SPOTS:
-        _utils.logger.info("%s: pseudotime over %s", sample, representation)
-        with timer("pseudotime"):
-            try:
-                tl.pseudotime(adata, use_rep=representation, random_state=seed)
-            except InputError as error:  # the report explains; the domains stand on their own
-                pseudotime_note = f"Pseudotime could not be computed: {error}"
-    elif method != "precomputed":
-        pseudotime_note = (f"Pseudotime is left out of reports of more than {PSEUDOTIME_MAX_SPOTS:,} spots; compute it "
-                           f"with sd.tl.pseudotime(adata, use_rep='{representation}') on the result .h5ad.")
+    pseudotime_note = None if method == "precomputed" else _pseudotime(adata, timer, sample, representation, seed)
     _utils.logger.info("%s: ranking marker genes of %d domains", sample, adata.obs[domain_key].nunique())
     with timer("markers"):
         markers = analysis.markers(adata, domain_key, min_log2fc=min_log2fc, max_pvalue=max_pvalue,
                                    pvalue=pvalue)
-    denoised, denoised_note = None, None
-    if method in ("spotscape", "spami"):
-        with timer("denoised"):
-            try:
-                denoised = _denoised_markers(multiomics if multiomics is not None else adata, method, markers)
-            except InputError as error:  # the report explains; the domains stand on their own
-                denoised_note = f"Denoised expression could not be shown: {error}"
-    transfer = None
-    if batch_key is not None and label_key is not None:
-        _utils.logger.info("%s: predicting each slice's %s from another slice", sample, label_key)
-        with timer("label transfer"):
-            transfer = _transfer_between_slices(adata, batch_key, label_key, representation, seed)
-    conditions = None
-    if condition_key is not None:
-        _utils.logger.info("%s: comparing the conditions of obs['%s'] within each domain", sample, condition_key)
-        with timer("conditions"):
-            conditions = tl.compare_conditions(adata, condition_key, domain_key=domain_key, sample_key=batch_key)
+    extra = _beyond_domains(adata, multiomics, markers, timer, sample=sample, method=method, batch_key=batch_key,
+                            label_key=label_key, condition_key=condition_key, domain_key=domain_key,
+                            representation=representation, seed=seed)
     go_error = None
     if "symbol" not in adata.var:  # the symbols looked up for the markers serve the QC (mitochondrial genes) too
         symbol_of = markers.drop_duplicates("gene").set_index("gene")["symbol"].astype(str)
@@ -181,26 +157,70 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
                      min_log2fc=min_log2fc, max_pvalue=max_pvalue, pvalue=pvalue)
     if pseudotime_note:
         record["pseudotime_note"] = pseudotime_note
-    if denoised_note:
-        record["denoised_note"] = denoised_note
+    if extra["denoised_note"]:
+        record["denoised_note"] = extra["denoised_note"]
     if label_key is not None:
         from .. import metrics
 
         record["annotation"] = {"label_key": label_key,
                                 **metrics.evaluate(adata.obs[label_key], adata.obs[domain_key])}
-    if transfer is not None:
-        record["label_transfer"] = _utils.json_safe(transfer.to_dict(orient="records"))
-    if conditions is not None:
+    if extra["transfer"] is not None:
+        record["label_transfer"] = _utils.json_safe(extra["transfer"].to_dict(orient="records"))
+    if extra["conditions"] is not None:
         record["conditions"] = _utils.json_safe(adata.uns["spatialdomains"]["compare_conditions"])
-    if denoised is not None:
-        denoised.var["symbol"] = adata.var["symbol"].reindex(denoised.var_names).fillna(
-            pd.Series(denoised.var_names, index=denoised.var_names)).to_numpy()
+    if extra["denoised"] is not None:
+        extra["denoised"].var["symbol"] = adata.var["symbol"].reindex(extra["denoised"].var_names).fillna(
+            pd.Series(extra["denoised"].var_names, index=extra["denoised"].var_names)).to_numpy()
     result = SampleResult(adata=adata, markers=markers, go=go, record=record, multiomics=multiomics,
                           batch_key=batch_key, go_error=go_error, timings=timer.seconds, label_key=label_key,
-                          denoised=denoised, transfer=transfer, condition_key=condition_key, conditions=conditions)
+                          denoised=extra["denoised"], transfer=extra["transfer"], condition_key=condition_key,
+                          conditions=extra["conditions"])
     if outputs_dir is not None:
         write_outputs(result, outputs_dir, domain_key=domain_key)
     return result
+
+
+def _pseudotime(adata, timer, sample: str, representation: str, seed: int) -> str | None:
+    """Pseudotime over the model's embedding, up to :data:`PSEUDOTIME_MAX_SPOTS` spots; the page's note when it
+    is left out or fails (the domains stand on their own)."""
+    from .. import tl
+
+    if adata.n_obs > PSEUDOTIME_MAX_SPOTS:
+        return (f"Pseudotime is left out of reports of more than {PSEUDOTIME_MAX_SPOTS:,} spots; compute it "
+                f"with sd.tl.pseudotime(adata, use_rep='{representation}') on the result .h5ad.")
+    _utils.logger.info("%s: pseudotime over %s", sample, representation)
+    with timer("pseudotime"):
+        try:
+            tl.pseudotime(adata, use_rep=representation, random_state=seed)
+        except InputError as error:
+            return f"Pseudotime could not be computed: {error}"
+    return None
+
+
+def _beyond_domains(adata, multiomics, markers, timer, *, sample, method, batch_key, label_key, condition_key,
+                    domain_key, representation, seed) -> dict:
+    """The analyses after the markers that apply to this sample: the decoder's denoised markers (Spotscape,
+    SpaMI), label transfer between slices, and the conditions compared within each domain."""
+    from .. import tl
+
+    extra = {"denoised": None, "denoised_note": None, "transfer": None, "conditions": None}
+    if method in ("spotscape", "spami"):
+        with timer("denoised"):
+            try:
+                extra["denoised"] = _denoised_markers(multiomics if multiomics is not None else adata, method,
+                                                      markers)
+            except InputError as error:  # the report explains; the domains stand on their own
+                extra["denoised_note"] = f"Denoised expression could not be shown: {error}"
+    if batch_key is not None and label_key is not None:
+        _utils.logger.info("%s: predicting each slice's %s from another slice", sample, label_key)
+        with timer("label transfer"):
+            extra["transfer"] = _transfer_between_slices(adata, batch_key, label_key, representation, seed)
+    if condition_key is not None:
+        _utils.logger.info("%s: comparing the conditions of obs['%s'] within each domain", sample, condition_key)
+        with timer("conditions"):
+            extra["conditions"] = tl.compare_conditions(adata, condition_key, domain_key=domain_key,
+                                                        sample_key=batch_key)
+    return extra
 
 
 def write_outputs(result: SampleResult, folder: str | os.PathLike, *, domain_key: str = "domain") -> list[str]:
