@@ -62,6 +62,19 @@ def default_epochs(n_spots: int, batch_size: int, full_batch_epochs: int) -> int
     return int(min(full_batch_epochs, max(1, round(DEFAULT_STEPS / steps_per_epoch))))
 
 
+def training_epochs(n_epochs: int | None, training: str, n_spots: int, batch: BatchSettings, full_batch_epochs: int,
+                    coordinates) -> int:
+    """The epochs a model trains: ``n_epochs`` when given, else about :data:`DEFAULT_STEPS` steps in mini-batches
+    (which need the spots' coordinates, as their batches are spatial patches) or ``full_batch_epochs``."""
+    if training == "minibatch" and coordinates is None:
+        raise ValueError("training='minibatch' needs the spots' coordinates (its batches are spatial patches)")
+    if n_epochs:
+        return n_epochs
+    if training == "minibatch":
+        return default_epochs(n_spots, batch.batch_size, full_batch_epochs)
+    return full_batch_epochs
+
+
 def spatial_patches(coordinates: np.ndarray, slice_codes: np.ndarray | None, patch_size: int) -> np.ndarray:
     """Patch number of each spot: each slice's bounding box cut into square tiles that hold ``patch_size`` spots
     on average (numbers are unique across slices)."""

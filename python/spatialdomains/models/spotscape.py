@@ -21,8 +21,8 @@ from torch.nn import functional as F
 
 from ..errors import InputError
 from .layers import GCNLayer
-from .minibatch import (BatchSettings, Neighbourhoods, PatchBatches, default_epochs, slice_bounds_in, spatial_patches,
-                        sparse_times)
+from .minibatch import (BatchSettings, Neighbourhoods, PatchBatches, slice_bounds_in, spatial_patches, sparse_times,
+                        training_epochs)
 from .trainer import Trainer, accumulation_dtype, dense_features, seed_everything
 
 logger = logging.getLogger("spatialdomains")
@@ -336,14 +336,9 @@ def train_spotscape(
     n_spots, n_genes = x.shape
     model = SpotscapeNet(n_genes, config.dims, config.batch_norm_momentum).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    if training == "minibatch":
-        if coordinates is None:
-            raise ValueError("training='minibatch' needs the spots' coordinates (its batches are spatial patches)")
-        epochs = config.n_epochs or default_epochs(n_spots, batch.batch_size, FULL_BATCH_EPOCHS)
-        warmup = config.warmup_epochs if config.warmup_epochs is not None else epochs // 2
-    else:
-        epochs = config.n_epochs or FULL_BATCH_EPOCHS
-        warmup = config.warmup_epochs if config.warmup_epochs is not None else FULL_BATCH_WARMUP
+    epochs = training_epochs(config.n_epochs, training, n_spots, batch, FULL_BATCH_EPOCHS, coordinates)
+    warmup = config.warmup_epochs if config.warmup_epochs is not None else (
+        epochs // 2 if training == "minibatch" else FULL_BATCH_WARMUP)
     losses = _Losses(config, n_domains, several=len(bounds) > 1, warmup=warmup, random_state=random_state)
     if training == "minibatch":
         step, embed, mode = _minibatch_training(model, x, adjacency, config, bounds, coordinates, batch, losses,

@@ -22,8 +22,8 @@ from torch.nn import functional as F
 from ..errors import InputError
 from ..graph import undirected_edges
 from .layers import GCNLayer
-from .minibatch import (BatchSettings, Neighbourhoods, PatchBatches, default_epochs, edge_matrix, slice_bounds_in,
-                        normalised_adjacency, spatial_patches, sparse_times)
+from .minibatch import (BatchSettings, Neighbourhoods, PatchBatches, edge_matrix, normalised_adjacency, slice_bounds_in,
+                        spatial_patches, sparse_times, training_epochs)
 from .trainer import Trainer, dense_features, seed_everything
 
 
@@ -350,14 +350,11 @@ def train_staig(
     n_spots, n_genes = x.shape
     model = StaigNet(n_genes, config.hidden_dim, config.n_layers).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    epochs = training_epochs(config.n_epochs, training, n_spots, batch, FULL_BATCH_EPOCHS, coordinates)
     if training == "minibatch":
-        if coordinates is None:
-            raise ValueError("training='minibatch' needs the spots' coordinates (its batches are spatial patches)")
-        epochs = config.n_epochs or default_epochs(n_spots, batch.batch_size, FULL_BATCH_EPOCHS)
         step, embed, mode = _minibatch_training(model, x, adjacency, pairs, drop, labels, config, slice_bounds,
                                                 coordinates, batch, device, random_state)
     else:
-        epochs = config.n_epochs or FULL_BATCH_EPOCHS
         step, embed, mode = _full_batch_training(model, x, pairs, drop, labels, config, slice_bounds, device)
     trainer = Trainer(model, optimizer, epochs=epochs, device=device, progress=progress, description="STAIG")
     record = trainer.fit(step)
