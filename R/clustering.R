@@ -116,18 +116,14 @@ clusterEmbedding <- function(embedding, n_domains = NULL, coordinates = NULL, re
     list(domain = .domain_factor(labels, usable), unrefined = unrefined, n_domains = n_domains,
          silhouette = if (identical(chosen_by, "silhouette")) scores,
          stability = if (identical(chosen_by, "stability")) scores,
-         record = list(backend = backend, model = if (backend == "mclust") "EEE",
-                       initialisation = if (backend == "mclust") {
-                           if (nrow(x) > .MCLUST_INIT_SPOTS) {
-                               paste("hierarchical, on a random subset of", .MCLUST_INIT_SPOTS, "spots")
-                           } else "hierarchical, on every spot"
-                       },
+         record = c(list(backend = backend, model = if (backend == "mclust") "EEE"),
+                    if (backend == "mclust") .mclust_record(nrow(x)), list(
                        n_domains = n_domains,
                        n_domains_chosen_by = chosen_by, refined = refine,
                        refine_neighbors = if (refine) as.integer(refine_neighbors) else NULL,
                        seed = as.integer(seed),
                        versions = list(mclust = as.character(utils::packageVersion("mclust")),
-                                       spatialdomains = as.character(utils::packageVersion("spatialdomains")))))
+                                       spatialdomains = as.character(utils::packageVersion("spatialdomains"))))))
 }
 
 ## Every candidate fitted; the one of highest mean silhouette kept.
@@ -214,24 +210,42 @@ refineDomains <- function(labels, coordinates, n_neighbors = 15L) {
 ## side, which calls mclust through rpy2, draws the same numbers).
 ## Above .MCLUST_INIT_SPOTS spots the hierarchical initialisation (quadratic in
 ## the spots) runs on a random subset, as in the Python package (and as
-## mclust >= 5.4 does by default); EM then runs on every spot.
+## mclust >= 5.4 does by default); EM then runs on every fitted spot.
+## Above .FIT_SPOTS spots the model is fitted on a random sample of that size
+## and every spot is assigned by mclust's predict (one E-step), so a million
+## cells cost one bounded fit and one linear pass.
 .MCLUST_INIT_SPOTS <- 2000L
+.FIT_SPOTS <- 50000L
 
-.mclust_labels <- function(x, n_domains, seed) {
-    fit <- withr::with_seed(seed, tryCatch(if (nrow(x) > .MCLUST_INIT_SPOTS) {
-                                               Mclust(x, G = n_domains, modelNames = "EEE", verbose = FALSE,
-                                                      initialization = list(subset = sample(
-                                                          seq.int(nrow(x)), size = .MCLUST_INIT_SPOTS)))
-                                           } else Mclust(x, G = n_domains, modelNames = "EEE", verbose = FALSE),
-                                           error = function(e) conditionMessage(e)),
-                            .rng_kind = "Mersenne-Twister", .rng_normal_kind = "Inversion",
-                            .rng_sample_kind = "Rejection")
+.mclust_labels <- function(x, n_domains, seed, fit_spots = .FIT_SPOTS) {
+    fit <- withr::with_seed(seed, {
+        fitted <- if (nrow(x) > fit_spots) x[sort(sample.int(nrow(x), fit_spots)), , drop = FALSE] else x
+        tryCatch(if (nrow(fitted) > .MCLUST_INIT_SPOTS) {
+                     Mclust(fitted, G = n_domains, modelNames = "EEE", verbose = FALSE,
+                            initialization = list(subset = sample(seq.int(nrow(fitted)), size = .MCLUST_INIT_SPOTS)))
+                 } else Mclust(fitted, G = n_domains, modelNames = "EEE", verbose = FALSE),
+                 error = function(e) conditionMessage(e))
+    }, .rng_kind = "Mersenne-Twister", .rng_normal_kind = "Inversion", .rng_sample_kind = "Rejection")
     if (is.null(fit) || is.character(fit)) {
         warning("mclust (EEE, ", n_domains, " domains) found no fit",
                 if (is.character(fit)) paste0(" (", fit, ")"), "; clustering with k-means instead", call. = FALSE)
         return(NULL)
     }
-    match(fit$classification, sort(unique(fit$classification)))
+    classification <- if (nrow(x) > fit_spots) stats::predict(fit, newdata = x)$classification else fit$classification
+    match(classification, sort(unique(classification)))
+}
+
+## What the record says of the spots mclust was fitted on and how it started.
+.mclust_record <- function(n_spots) {
+    fitted <- min(n_spots, .FIT_SPOTS)
+    list(initialisation = if (fitted > .MCLUST_INIT_SPOTS) {
+             paste("hierarchical, on a random subset of", .MCLUST_INIT_SPOTS, "spots")
+         } else "hierarchical, on every spot",
+         fitted_on = if (n_spots > .FIT_SPOTS) {
+             sprintf("a random sample of %s of the %s spots", format(.FIT_SPOTS, big.mark = ","),
+                     format(n_spots, big.mark = ","))
+         } else "every spot",
+         assigned_by = if (n_spots > .FIT_SPOTS) "mclust's predict (one E-step)")
 }
 
 ## Mean silhouette width (Euclidean), computed in blocks of rows so that no

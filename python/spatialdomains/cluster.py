@@ -3,7 +3,8 @@
 Backends: R's ``mclust`` (model EEE, through rpy2; R starts only when mclust is asked for), a Gaussian mixture
 with one shared full covariance (``gmm``: the EEE model in Python), ``kmeans`` and ``leiden`` (resolution
 searched until it yields the requested number of domains). ``auto`` uses mclust when R and mclust are present
-and the Gaussian mixture otherwise, and says so. Labels are integers 0..K-1.
+and the Gaussian mixture otherwise, and says so. Labels are integers 0..K-1. Above :data:`FIT_SPOTS` spots the
+mixtures and Leiden are fitted on a seeded sample and the other spots assigned by the fitted model (linear cost).
 """
 from __future__ import annotations
 
@@ -20,18 +21,26 @@ from .graph import embedding_neighbours, nearest_other_spots
 logger = logging.getLogger("spatialdomains")
 
 #: Above this many spots mclust's hierarchical initialisation (quadratic in the spots) runs on a random subset
-#: of this size and EM then runs on every spot; mclust ≥ 5.4 does the same by default, older versions do not.
+#: of this size and EM then runs on every fitted spot; mclust ≥ 5.4 does the same by default, older versions do not.
 MCLUST_INIT_SPOTS = 2000
+#: Above this many spots the mixtures (mclust, gmm) and Leiden are fitted on a seeded random sample of this size
+#: and every spot is then assigned by the fitted model, so clustering a million cells costs one fit of bounded
+#: size plus one linear pass (EM over every cell took over 12 minutes at 1M). At or below it every spot is fitted,
+#: exactly as published.
+FIT_SPOTS = 50_000
 
-_R_MCLUST = """function(x, G, model, seed, init_spots) {
+_R_MCLUST = """function(x, G, model, seed, init_spots, fit_spots) {
   suppressPackageStartupMessages(library(mclust))  # Mclust looks up mclustBIC on the search path
   set.seed(seed)
-  fit <- tryCatch(if (nrow(x) > init_spots) {
-                      Mclust(x, G = G, modelNames = model, verbose = FALSE,
-                             initialization = list(subset = sample(seq.int(nrow(x)), size = init_spots)))
-                  } else Mclust(x, G = G, modelNames = model, verbose = FALSE),
+  fitted <- if (nrow(x) > fit_spots) x[sort(sample.int(nrow(x), fit_spots)), , drop = FALSE] else x
+  fit <- tryCatch(if (nrow(fitted) > init_spots) {
+                      Mclust(fitted, G = G, modelNames = model, verbose = FALSE,
+                             initialization = list(subset = sample(seq.int(nrow(fitted)), size = init_spots)))
+                  } else Mclust(fitted, G = G, modelNames = model, verbose = FALSE),
                   error = function(e) conditionMessage(e))
-  if (is.null(fit)) "Mclust returned NULL" else if (is.character(fit)) fit else as.integer(fit$classification)
+  if (is.null(fit)) return("Mclust returned NULL")
+  if (is.character(fit)) return(fit)
+  as.integer(if (nrow(fitted) < nrow(x)) predict(fit, newdata = x)$classification else fit$classification)
 }"""
 
 METHODS = ("auto", "mclust", "gmm", "kmeans", "leiden")
@@ -72,19 +81,23 @@ def cluster_embedding(
     if method == "mclust":
         labels = mclust(embedding, n_domains, random_state=random_state)
         if labels is not None:
-            return Clustering(labels, "mclust", n_domains, {"model": "EEE", "seed": random_state,
-                                                            **mclust_initialisation(embedding.shape[0])})
+            return Clustering(labels, "mclust", n_domains, {
+                "model": "EEE", "seed": random_state, **mclust_initialisation(embedding.shape[0]),
+                **fitted_on(embedding.shape[0], "mclust's predict (one E-step)")})
         warnings.warn("mclust EEE found no fit; falling back to 'gmm' (tied-covariance Gaussian mixture)",
                       RuntimeWarning, stacklevel=2)
         method = "gmm"
     if method == "gmm":
         return Clustering(gaussian_mixture(embedding, n_domains, random_state=random_state), "gmm", n_domains,
-                          {"covariance_type": "tied", "seed": random_state})
+                          {"covariance_type": "tied", "seed": random_state,
+                           **fitted_on(embedding.shape[0], "the fitted mixture's most probable component")})
     if method == "kmeans":
         return Clustering(kmeans(embedding, n_domains, random_state=random_state), "kmeans", n_domains,
                           {"n_init": 10, "seed": random_state})
     labels, resolution = leiden(embedding, n_domains, random_state=random_state)
-    return Clustering(labels, "leiden", n_domains, {"resolution": resolution, "seed": random_state})
+    return Clustering(labels, "leiden", n_domains, {
+        "resolution": resolution, "seed": random_state,
+        **fitted_on(embedding.shape[0], "the nearest domain mean in the embedding")})
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -127,7 +140,8 @@ def mclust(embedding: np.ndarray, n_domains: int, *, model: str = "EEE",
 
     embedding = _as_embedding(embedding)
     with (ro.default_converter + numpy2ri.converter).context():
-        classification = ro.r(_R_MCLUST)(embedding, int(n_domains), model, int(random_state), MCLUST_INIT_SPOTS)
+        classification = ro.r(_R_MCLUST)(embedding, int(n_domains), model, int(random_state), MCLUST_INIT_SPOTS,
+                                         FIT_SPOTS)
     classification = np.asarray(classification)
     if classification.dtype.kind in "US":
         logger.warning("mclust %s found no fit: %s", model, classification[0])
@@ -138,18 +152,37 @@ def mclust(embedding: np.ndarray, n_domains: int, *, model: str = "EEE",
 
 def mclust_initialisation(n_spots: int) -> dict:
     """What the record says of mclust's initialisation on ``n_spots`` spots."""
-    if n_spots > MCLUST_INIT_SPOTS:
+    if min(n_spots, FIT_SPOTS) > MCLUST_INIT_SPOTS:
         return {"initialisation": f"hierarchical, on a random subset of {MCLUST_INIT_SPOTS} spots"}
     return {"initialisation": "hierarchical, on every spot"}
 
 
+def fitted_on(n_spots: int, assignment: str) -> dict:
+    """What the record says of the spots a mixture or Leiden was fitted on (see :data:`FIT_SPOTS`)."""
+    if n_spots <= FIT_SPOTS:
+        return {"fitted_on": "every spot"}
+    return {"fitted_on": f"a random sample of {FIT_SPOTS:,} of the {n_spots:,} spots",
+            "assigned_by": assignment}
+
+
+def fitting_sample(n_spots: int, random_state: int) -> np.ndarray | None:
+    """The sorted rows a model is fitted on above :data:`FIT_SPOTS` spots (seeded); None when every spot is."""
+    if n_spots <= FIT_SPOTS:
+        return None
+    return np.sort(np.random.default_rng(random_state).choice(n_spots, FIT_SPOTS, replace=False))
+
+
 def gaussian_mixture(embedding: np.ndarray, n_domains: int, *, random_state: int = MCLUST_SEED) -> np.ndarray:
-    """Gaussian mixture with one shared full covariance (mclust's EEE), k-means initialisation."""
+    """Gaussian mixture with one shared full covariance (mclust's EEE), k-means initialisation; fitted on a
+    sample above :data:`FIT_SPOTS` spots, then every spot takes its most probable component."""
     from sklearn.mixture import GaussianMixture
 
+    embedding = _as_embedding(embedding)
+    rows = fitting_sample(len(embedding), random_state)
     model = GaussianMixture(n_components=n_domains, covariance_type="tied", init_params="kmeans",
                             reg_covar=1e-6, max_iter=500, random_state=random_state)
-    return model.fit_predict(_as_embedding(embedding)).astype(np.int64)
+    model.fit(embedding if rows is None else embedding[rows])
+    return model.predict(embedding).astype(np.int64)
 
 
 def kmeans(embedding: np.ndarray, n_domains: int, *, random_state: int = MCLUST_SEED) -> np.ndarray:
@@ -165,12 +198,21 @@ def leiden(embedding: np.ndarray, n_domains: int, *, n_neighbors: int = 15, rand
     """Leiden on the symmetric kNN graph of the embedding, bisecting the resolution to get ``n_domains``.
 
     Returns the labels and the resolution used; when no resolution gives exactly ``n_domains``, the closest
-    partition is returned with a warning.
+    partition is returned with a warning. Above :data:`FIT_SPOTS` spots the graph is built on a seeded sample and
+    every other spot joins the domain whose mean (in the embedding) is nearest.
     """
+    embedding = _as_embedding(embedding)
+    rows = fitting_sample(len(embedding), random_state)
+    if rows is not None:
+        sampled, resolution = leiden(embedding[rows], n_domains, n_neighbors=n_neighbors,
+                                     random_state=random_state, max_steps=max_steps)
+        means = np.stack([embedding[rows][sampled == code].mean(axis=0) for code in range(sampled.max() + 1)])
+        labels = nearest_mean(embedding, means)
+        labels[rows] = sampled
+        return labels, resolution
     import igraph
     import leidenalg
 
-    embedding = _as_embedding(embedding)
     k = min(n_neighbors, embedding.shape[0] - 1)
     neighbours = nearest_other_spots(embedding, k)
     pairs = np.sort(np.stack([np.repeat(np.arange(len(embedding)), k), neighbours.ravel()], axis=1), axis=1)
@@ -346,6 +388,16 @@ def refine_labels(labels: np.ndarray, coordinates: np.ndarray, n_neighbors: int 
     own_is_top = votes[np.arange(n), encoded] == top
     refined = np.where(own_is_top, encoded, np.argmax(votes == top[:, None], axis=1))
     return codes[refined]
+
+
+def nearest_mean(embedding: np.ndarray, means: np.ndarray, block: int = 65_536) -> np.ndarray:
+    """Index of the nearest row of ``means`` for every row of ``embedding`` (Euclidean), in blocks of rows."""
+    labels = np.empty(len(embedding), dtype=np.int64)
+    squared_means = (means ** 2).sum(axis=1)
+    for start in range(0, len(embedding), block):
+        rows = embedding[start:start + block]
+        labels[start:start + block] = np.argmin(squared_means - 2 * rows @ means.T, axis=1)
+    return labels
 
 
 def _as_embedding(embedding: np.ndarray) -> np.ndarray:

@@ -54,6 +54,39 @@ def test_mclust_initialised_on_a_subset_finds_the_partition_of_the_full_initiali
         "hierarchical, on every spot")
 
 
+@pytest.fixture
+def separated():
+    """Four well-separated groups in 8 dimensions, 1,200 spots."""
+    rng = np.random.default_rng(7)
+    centres = rng.normal(0, 6, size=(4, 8))
+    truth = rng.integers(0, 4, size=1200)
+    return centres[truth] + rng.normal(size=(len(truth), 8)), truth
+
+
+@pytest.mark.parametrize("method", ["gmm", "leiden",
+                                    pytest.param("mclust", marks=pytest.mark.skipif(
+                                        not r_with_mclust(), reason="needs R with the mclust package and rpy2"))])
+def test_fitting_on_a_sample_finds_the_partition_of_fitting_every_spot(separated, method, monkeypatch):
+    """Above FIT_SPOTS spots a model is fitted on a sample and the other spots assigned by it (linear cost); on
+    well-separated data that is the partition a fit on every spot finds, and the record says which ran."""
+    x, truth = separated
+    full = cluster.cluster_embedding(x, 4, method)
+    assert full.details["fitted_on"] == "every spot"
+    monkeypatch.setattr(cluster, "FIT_SPOTS", 400)
+    sampled = cluster.cluster_embedding(x, 4, method)
+    assert sampled.details["fitted_on"] == "a random sample of 400 of the 1,200 spots"
+    assert sampled.details["assigned_by"]
+    assert metrics.ari(full.labels, sampled.labels) == 1.0 and metrics.ari(truth, sampled.labels) > 0.99
+    np.testing.assert_array_equal(sampled.labels, cluster.cluster_embedding(x, 4, method).labels)
+
+
+def test_nearest_mean_in_blocks():
+    rng = np.random.default_rng(0)
+    x, means = rng.normal(size=(1000, 5)), rng.normal(size=(3, 5))
+    expected = np.argmin(((x[:, None, :] - means[None]) ** 2).sum(axis=2), axis=1)
+    np.testing.assert_array_equal(cluster.nearest_mean(x, means, block=64), expected)
+
+
 @pytest.mark.skipif(not r_with_mclust(), reason="needs R with the mclust package and rpy2")
 def test_mclust_without_a_fit_falls_back_with_a_warning():
     degenerate = np.ones((60, 3))
