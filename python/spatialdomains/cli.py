@@ -127,7 +127,8 @@ def _add_run(commands) -> None:
                           ".zarr, or the output folder of Space Ranger (Visium, Visium HD) or Xenium (raw counts); "
                           "several inputs are slices to integrate; for --method spami or baseline an .h5mu file (or "
                           "use --modality)")
-    run.add_argument("--out", required=True, help="output folder (created; must be new or empty, see --force)")
+    run.add_argument("--out", "--output", dest="out", required=True,
+                     help="output folder (created; must be new or empty, see --force)")
     _add_force(run)
     _add_bin_size(run)
     run.add_argument("--method", default="staig", choices=methods.names(),
@@ -170,7 +171,8 @@ def _add_report(commands) -> None:
     report.add_argument("inputs", nargs="+", metavar="INPUT",
                         help=".h5ad, .rds, .h5mu, SpatialData .zarr, or the output folder of Space Ranger (Visium, "
                              "Visium HD) or Xenium; several inputs are slices to integrate")
-    report.add_argument("--out", required=True, help="the HTML file to write (e.g. report.html)")
+    report.add_argument("--out", "--output", dest="out", required=True,
+                        help="the HTML file to write (e.g. report.html)")
     _add_force(report, "an earlier report at --out and earlier results in --outputs-dir")
     _add_bin_size(report)
     report.add_argument("--method", default="staig", choices=[*methods.names(), "precomputed"],
@@ -205,7 +207,7 @@ def _add_batch(commands) -> None:
                     "sample, input (';' between slices), method, n_domains, species, gene_sets, image, image_scale, "
                     "bin_size, label_key, condition_key, modality_NAME, seed, epochs.")
     batch.add_argument("samplesheet", help="CSV (or .tsv) samplesheet")
-    batch.add_argument("--out", required=True, help="output folder")
+    batch.add_argument("--out", "--output", dest="out", required=True, help="output folder")
     batch.add_argument("--jobs", type=int, default=1, help="samples processed at once (default: 1)")
     batch.add_argument("--force", action="store_true", help="redo samples that are already complete")
     batch.add_argument("--sample", help="process only this sample (no index; used by the Snakemake workflow)")
@@ -232,7 +234,8 @@ def _add_demo(commands) -> None:
     demo = commands.add_parser("demo", help="run the whole pipeline on simulated data and score it",
                                description="Simulate a Visium-like sample with planted domains, find its domains "
                                            "and report the ARI against the planted truth.")
-    demo.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
+    demo.add_argument("--out", "--output", dest="out", default="demo-output",
+                      help="output folder (default: demo-output)")
     _add_force(demo)
     demo.add_argument("--n-spots", type=int, default=3000, help="number of simulated spots (default: 3000)")
     _add_model_options(demo, default_domains=5)

@@ -34,8 +34,9 @@ def test_run_end_to_end_on_an_h5ad(sample, tmp_path):
 
 
 def test_run_on_a_space_ranger_folder(sample, tmp_path):
+    """Also: --output is --out (it used to be taken for an abbreviation of --outputs-dir)."""
     write_space_ranger(sample, tmp_path / "outs")
-    code = cli.main(["run", str(tmp_path), "--n-domains", "3", "--out", str(tmp_path / "out"), "--epochs", "5",
+    code = cli.main(["run", str(tmp_path), "--n-domains", "3", "--output", str(tmp_path / "out"), "--epochs", "5",
                      "--cluster-method", "kmeans", "--quiet"])
     assert code == 0 and (tmp_path / "out" / "domains.png").exists()
 
@@ -59,6 +60,8 @@ def test_help_and_usage_errors():
     assert _run().returncode == 2
     assert _run("run", "x.h5ad").returncode == 2  # --out missing
     assert "spatialdomains" in _run("--version").stdout
+    # --output is --out, not an abbreviation of report's --outputs-dir
+    assert cli._parser().parse_args(["report", "x.h5ad", "--output", "r.html"]).out == "r.html"
 
 
 def test_demo_command_small(tmp_path):

@@ -134,3 +134,21 @@ def test_cells_simulator_never_holds_a_dense_cells_by_genes_array():
 def test_cells_simulator_names_bad_settings(arguments, message):
     with pytest.raises(InputError, match=message):
         sd.datasets.simulate_cells(*arguments)
+
+
+def test_paired_cells_add_a_protein_panel_that_tells_the_cell_types_apart():
+    mdata = sd.datasets.simulate_paired_cells(4000, 4, 8, 200, n_proteins=24, seed=5)
+    again = sd.datasets.simulate_paired_cells(4000, 4, 8, 200, n_proteins=24, seed=5)
+    rna, adt = mdata["rna"], mdata["adt"]
+    assert (rna.X != sd.datasets.simulate_cells(4000, 4, 8, 200, seed=5).X).nnz == 0  # the RNA is simulate_cells'
+    assert adt.shape == (4000, 24) and adt.X.format == "csr" and (adt.X != again["adt"].X).nnz == 0
+    assert list(mdata.obs["ground_truth"]) == list(rna.obs["ground_truth"])
+    np.testing.assert_array_equal(mdata.obsm["spatial"], rna.obsm["spatial"])
+    # the proteins alone tell the cell types apart: nearest type mean (log scale) names most cells' type
+    kind = adt.obs["cell_type"].cat.codes.to_numpy()
+    logged = np.log1p(adt.X.toarray() / adt.X.sum(axis=1).A * 1e3)
+    means = np.stack([logged[kind == t].mean(axis=0) for t in range(8)])
+    nearest = ((logged[:, None, :] - means[None]) ** 2).sum(axis=2).argmin(axis=1)
+    assert np.mean(nearest == kind) > 0.8
+    with pytest.raises(InputError, match="n_proteins must be at least n_cell_types"):
+        sd.datasets.simulate_paired_cells(1000, 4, 8, 200, n_proteins=5)

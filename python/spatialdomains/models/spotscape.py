@@ -456,7 +456,8 @@ def _minibatch_training(model, x, adjacency, config, bounds, coordinates, batch,
                                     clean) for first in range(0, n_spots, chunk)])
         if not keep_denoised:
             logger.info("Spotscape: the denoised expression of %d spots × %d genes (%.1f GB) is not kept in the "
-                        "large-data mode; the embedding is", n_spots, n_genes, n_spots * n_genes * 4 / 2**30)
+                        "large-data mode, only the embedding is; sd.tl.impute says how to get it", n_spots, n_genes,
+                        n_spots * n_genes * 4 / 2**30)
             return z, None
         return z, torch.cat([model.decoder(z[first:first + chunk]) for first in range(0, n_spots, chunk)])
 
