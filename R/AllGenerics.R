@@ -155,7 +155,8 @@ setGeneric("clusterDomains", function(x, ...) standardGeneric("clusterDomains"))
 #' @param ... Passed to the model (e.g. \code{n_epochs}, \code{seed},
 #'   \code{assay.type}, \code{spatial_coords}).
 #' @param cluster_method \code{"mclust"} or \code{"kmeans"} (see
-#'   \code{\link{clusterEmbedding}}).
+#'   \code{\link{clusterEmbedding}}); \code{NULL}: the model's published
+#'   clusterer, k-means for Spotscape and mclust otherwise.
 #' @param n_domains Number of domains, or \code{NULL} to choose it: the number
 #'   Spotscape's prototypes chose during training (so both agree), otherwise
 #'   by silhouette.
@@ -172,7 +173,7 @@ setGeneric("clusterDomains", function(x, ...) standardGeneric("clusterDomains"))
 #' sce <- findDomains(sce, n_domains = 3, n_epochs = 20, seed = 1)
 #' table(sce$domain, sce$ground_truth)
 #' @export
-setGeneric("findDomains", function(x, method = "staig", n_domains = NULL, ..., cluster_method = "mclust",
+setGeneric("findDomains", function(x, method = "staig", n_domains = NULL, ..., cluster_method = NULL,
                                    refine = "auto", cluster_seed = NULL, name = "domain",
                                    choose_by = c("silhouette", "stability"))
     standardGeneric("findDomains"))

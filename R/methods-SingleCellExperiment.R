@@ -201,7 +201,7 @@ setMethod("clusterDomains", "ANY", function(x, ...) {
 
 #' @rdname findDomains
 #' @export
-setMethod("findDomains", "ANY", function(x, method = "staig", n_domains = NULL, ..., cluster_method = "mclust",
+setMethod("findDomains", "ANY", function(x, method = "staig", n_domains = NULL, ..., cluster_method = NULL,
                                          refine = "auto", cluster_seed = NULL, name = "domain",
                                          choose_by = c("silhouette", "stability")) {
     method <- match.arg(method, c("staig", "spotscape", "spami"))
@@ -212,6 +212,9 @@ setMethod("findDomains", "ANY", function(x, method = "staig", n_domains = NULL, 
                 spotscape = runSpotscape(x, name = embedding_name, n_domains = n_domains, ...),
                 spami = runSpaMI(x, name = embedding_name, ...),
                 staig = runSTAIG(x, name = embedding_name, ...))
+    if (is.null(cluster_method)) {
+        cluster_method <- if (method == "spotscape") "kmeans" else "mclust"  # each paper's own clusterer
+    }
     if (method == "spami" && identical(refine, "auto")) {
         refine <- FALSE  # SpaMI's protocol clusters the embedding as it is
     }

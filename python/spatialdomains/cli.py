@@ -276,7 +276,8 @@ def _add_model_options(parser: argparse.ArgumentParser, default_domains: int | N
                         help="STAIG: average the embedding over this many sampled edge sets (default: 0, as "
                              "published)")
     parser.add_argument("--cluster-method", default="auto", choices=["auto", "mclust", "gmm", "kmeans", "leiden"],
-                        help="clustering backend (default: mclust when R has it, else gmm)")
+                        help="clustering backend (default: the method's own, k-means for Spotscape and the "
+                             "baseline; otherwise mclust when R has it, else gmm)")
     if tuning:
         parser.add_argument("--preset", choices=["paper", "published", "default", "misar", "p22", "thymus"],
                             help="settings preset: STAIG paper (default) or published; SpaMI default, or the "

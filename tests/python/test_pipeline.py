@@ -266,3 +266,12 @@ def test_the_report_checks_its_options_before_reading_or_training(tmp_path):
         analyse(missing, max_pvalue=5)
     with pytest.raises(InputError, match="epochs does not apply to method 'baseline'"):
         analyse(missing, method="baseline", epochs=10)
+
+
+def test_auto_clustering_is_each_methods_own(sample):
+    """cluster_method='auto' means the paper's clusterer: k-means for Spotscape (an EEE mixture degenerates on its
+    ReLU embedding), mclust for STAIG (or its Python twin, gmm, without R)."""
+    spotscape = sd.find_domains(sample.copy(), "spotscape", 3, **FAST)
+    assert spotscape.uns["spatialdomains"]["cluster"]["backend"] == "kmeans"
+    staig = sd.find_domains(sample.copy(), "staig", 3, **FAST)
+    assert staig.uns["spatialdomains"]["cluster"]["backend"] in ("mclust", "gmm")

@@ -98,7 +98,7 @@ def find_domains(data, method: str = "staig", n_domains: int | None = None, *, c
     embedding rows and domains. ``n_domains=None`` chooses the number: Spotscape with prototypes uses the number
     its training chose, so both agree; otherwise by ``choose_by`` ('silhouette' or 'stability', as in
     :func:`cluster`). ``cluster_method`` and ``refine`` as in :func:`cluster` (the paired-omics methods do not
-    refine on 'auto'; the baseline clusters with k-means).
+    refine on 'auto'; on 'auto' Spotscape clusters with k-means, as published, and so does the baseline).
     ``random_state`` seeds training and clustering alike. ``options``: the method's config fields and run
     options (see :func:`staig`).
     """
