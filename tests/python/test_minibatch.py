@@ -122,12 +122,55 @@ def test_spotscape_minibatch_learns_domains_and_drops_denoised_values_it_cannot_
     assert training["mode"] == "minibatch" and training["steps_per_epoch"] >= 7 and training["denoised_kept"]
     sd.tl.cluster(adata, use_rep="X_spotscape", n_domains=4, method="kmeans")
     assert sd.metrics.ari(adata.obs["ground_truth"], adata.obs["domain"]) > 0.5
-    monkeypatch.setattr(spotscape, "DENOISED_LIMIT", 1000)
+    monkeypatch.setattr(spotscape, "DENOISED_LIMIT", 1000)  # the name spotscape's model reads
     sd.tl.spotscape(adata, training="minibatch", batch_size=256, n_epochs=1, progress=False)
     assert "spotscape_denoised" not in adata.obsm and "spotscape_denoised" not in adata.layers
     assert adata.uns["spatialdomains"]["spotscape"]["training"]["denoised_kept"] is False
-    with pytest.raises(InputError, match="large-data mode"):
+    with pytest.raises(InputError, match="were not kept"):
         sd.tl.impute(adata)
+
+
+def _spami_parts(n_spots=300, seed=0):
+    rng = np.random.default_rng(seed)
+    coordinates = rng.uniform(0, 20, size=(n_spots, 2))
+    neighbours = sd.graph.nearest_other_spots(coordinates, 3)
+    features = [rng.normal(size=(n_spots, 12)).astype(np.float32), rng.normal(size=(n_spots, 5)).astype(np.float32)]
+    return features, sd.graph.adjacency_from_neighbours(neighbours), neighbours, coordinates
+
+
+def test_spami_one_batch_holding_every_spot_trains_exactly_as_full_batch():
+    """Same seed, same corruption (one row permutation per modality and epoch): the four-hop neighbourhood code
+    must reproduce full batch's losses and outputs (dropout off, as its masks are drawn per row)."""
+    from spatialdomains.methods import SpamiConfig
+    from spatialdomains.models import spami
+
+    features, adjacency, neighbours, coordinates = _spami_parts()
+    config = SpamiConfig(n_epochs=5, dropout=0.0)
+    runs = [spami.train_spami(features, adjacency, neighbours, config, device=torch.device("cpu"), progress=False,
+                              training=mode, batch=minibatch.BatchSettings(300, 300), coordinates=coordinates)
+            for mode in ("full", "minibatch")]
+    assert runs[1].record["mode"] == "minibatch" and runs[1].record["steps_per_epoch"] == 1
+    np.testing.assert_allclose(runs[1].record["loss_history"], runs[0].record["loss_history"], rtol=1e-5)
+    np.testing.assert_allclose(runs[1].embedding, runs[0].embedding, atol=1e-4)
+    for mine, theirs in zip(runs[1].reconstructions, runs[0].reconstructions):
+        np.testing.assert_allclose(mine, theirs, atol=1e-4)
+
+
+def test_spami_minibatch_finds_the_domains_and_keeps_no_denoised_genes_it_cannot_hold(monkeypatch):
+    mdata = sd.datasets.simulate_multiomics(1300, 4, seed=3)
+    sd.find_domains(mdata, "spami", 4, training="minibatch", batch_size=256, n_epochs=30, cluster_method="kmeans",
+                    progress=False)
+    training = mdata.uns["spatialdomains"]["spami"]["training"]
+    assert training["mode"] == "minibatch" and training["steps_per_epoch"] >= 5 and training["denoised_kept"]
+    assert sd.metrics.ari(mdata.obs["ground_truth"], mdata.obs["domain"]) > 0.6
+    assert "spami_denoised_rna" in mdata.obsm
+    monkeypatch.setattr(sd.methods.spami, "DENOISED_LIMIT", 1000)
+    sd.tl.spami(mdata, training="minibatch", batch_size=256, n_epochs=1, progress=False)
+    assert "spami_denoised_rna" not in mdata.obsm and "spami_recon_rna" in mdata.obsm
+    assert mdata.uns["spatialdomains"]["spami"]["training"]["denoised_kept"] is False
+    with pytest.raises(InputError, match="were not kept: train again with fewer genes"):
+        sd.tl.impute(mdata, method="spami")
+    assert sd.tl.impute(mdata, method="spami", modality="adt").n_vars == mdata["adt"].n_vars  # proteins are kept
 
 
 def test_an_epoch_visits_every_spot_once_in_batches_of_whole_patches(cells):
@@ -186,8 +229,8 @@ def test_the_run_records_the_mode_and_refuses_what_does_not_apply(small_sample):
         sd.tl.staig(adata, training="fast")
     with pytest.raises(InputError, match="batch_size=0"):
         sd.tl.staig(adata, training="minibatch", batch_size=0)
-    with pytest.raises(InputError, match="does not apply to SpaMI"):
-        sd.tl.spami(sd.datasets.simulate_multiomics(100, 2, seed=1), training="minibatch")
+    with pytest.raises(InputError, match="does not apply to Baseline"):
+        sd.tl.baseline(sd.datasets.simulate_multiomics(100, 2, seed=1), training="minibatch")
 
 
 def test_gene_adaptive_edge_weights_stay_sparse_on_large_inputs(monkeypatch, cells):

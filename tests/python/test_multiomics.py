@@ -142,19 +142,21 @@ def test_readout_and_gcn_operators_match_dense_references():
     mask[np.arange(300), np.arange(300)] = 1
     mask[np.repeat(np.arange(300), 3), neighbours.ravel()] = 1
     dense = torch.as_tensor(mask / mask.sum(axis=1, keepdims=True), dtype=torch.float32)
-    readout = spami.readout_operator(neighbours, torch.device("cpu"))
+    adjacency = sd.graph.adjacency_from_neighbours(neighbours)
+    graph = spami._Graph(adjacency, neighbours)
+    readout = spami.SparseOperator(graph.readout, torch.device("cpu"))
     torch.testing.assert_close(readout @ h, dense @ h)
     h.requires_grad_(True)
     (readout @ h).pow(2).sum().backward()
     expected = dense.T @ (2 * (dense @ h.detach()))
     torch.testing.assert_close(h.grad, expected)
 
-    adjacency = sd.graph.knn_graph(coordinates, 3)
     coo = adjacency.tocoo()
     edges, weights = gcn_norm(torch.as_tensor(np.vstack([coo.row, coo.col]), dtype=torch.long), None, 300,
                               add_self_loops=True)
     reference = torch.zeros(300, 300).index_put_((edges[1], edges[0]), weights, accumulate=True)
-    torch.testing.assert_close(spami.gcn_operator(adjacency, torch.device("cpu")) @ h.detach(), reference @ h.detach())
+    torch.testing.assert_close(spami.SparseOperator(graph.propagation, torch.device("cpu")) @ h.detach(),
+                               reference @ h.detach())
 
 
 def test_dgi_loss_matches_binary_cross_entropy_by_hand():

@@ -13,6 +13,7 @@ from .. import graph as _graph
 from .. import pp as _pp
 from ..errors import InputError
 from .._record import store_rows
+from ..models.minibatch import DENOISED_LIMIT, BatchSettings
 from .base import Method, RunConfig, check_settings
 
 logger = logging.getLogger("spatialdomains")
@@ -43,7 +44,8 @@ class SpamiConfig(OmicsOptions):
     """SpaMI's options; defaults from the method note unless docs/methods.md says otherwise.
 
     n_epochs, learning_rate, weight_decay
-        Training length (1000), Adam's learning rate (1e-3) and weight decay.
+        Training length (None: 1000 epochs in full batch, as published; about 2,000 steps in the large-data mode,
+        above 10,000 spots), Adam's learning rate (1e-3) and weight decay.
     hidden_dim, out_dim, dropout
         Encoder sizes (256 → 64) and input dropout.
     n_neighbors
@@ -60,7 +62,7 @@ class SpamiConfig(OmicsOptions):
     Also :class:`OmicsOptions`.
     """
 
-    n_epochs: int = 1000
+    n_epochs: int | None = None
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     hidden_dim: int = 256
@@ -75,7 +77,7 @@ class SpamiConfig(OmicsOptions):
 
     def __post_init__(self) -> None:
         check_settings("SpaMI", self, {
-            "n_epochs": (self.n_epochs >= 1, "at least 1"),
+            "n_epochs": (self.n_epochs is None or self.n_epochs >= 1, "at least 1"),
             "learning_rate": (self.learning_rate > 0, "above 0"),
             "weight_decay": (self.weight_decay >= 0, "at least 0"),
             "hidden_dim": (self.hidden_dim >= 1, "at least 1"),
@@ -164,6 +166,7 @@ class Spami(_Omics):
     name = "spami"
     title = "SpaMI"
     config_class = SpamiConfig
+    minibatch = True
 
     def preset_names(self) -> tuple[str, ...]:
         return tuple(SPAMI_PRESETS)
@@ -193,19 +196,24 @@ class Spami(_Omics):
         scaled = [_pp.balance_scale(f.x) if config.balance else (f.x, np.zeros(f.x.shape[1], np.float32), 1.0)
                   for f in inputs.features]
         result = train_spami([x for x, _, _ in scaled], inputs.adjacency, inputs.neighbours, config, device=device,
-                             random_state=run.random_state, progress=run.progress, checkpoint=run.checkpoint)
+                             random_state=run.random_state, progress=run.progress, checkpoint=run.checkpoint,
+                             training=run.training, batch=BatchSettings(run.batch_size),
+                             coordinates=inputs.pair.coordinates)
+        rna = [f for f in inputs.features if f.kind == "rna"]
+        result.record["denoised_kept"] = not rna or len(rna[0].x) * rna[0].loadings.shape[0] <= DENOISED_LIMIT
         result.reconstructions = [r * scale + centre for r, (_, centre, scale) in zip(result.reconstructions, scaled)]
         result.record["balance_scales"] = np.asarray([scale for _, _, scale in scaled])
         return result
 
     def store(self, container, inputs: OmicsInputs, result, config: SpamiConfig, run: RunConfig) -> dict:
         key, rows, pair = self.embedding_key(run), inputs.rows, inputs.pair
+        container.obsm.pop("spami_denoised_rna", None)  # an earlier run's values never linger
         store_rows(container, key, result.embedding, rows)
         for name, feature, embedding, reconstruction in zip(pair.names, inputs.features, result.modality_embeddings,
                                                             result.reconstructions):
             store_rows(container, f"{key}_{name}", embedding, rows)
             store_rows(container, f"spami_recon_{name}", reconstruction, rows)
-            if feature.kind == "rna":
+            if feature.kind == "rna" and result.record["denoised_kept"]:
                 store_rows(container, "spami_denoised_rna", reconstruction @ feature.loadings.T + feature.mean, rows)
         store_rows(container, "spami_attention", result.attention, rows)
         _store_coordinates(container, pair, rows)

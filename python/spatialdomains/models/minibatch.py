@@ -34,6 +34,11 @@ FULL_BATCH_LIMIT = 10_000
 DEFAULT_STEPS = 2_000
 
 
+#: Denoised values over every spot and gene are kept up to this many (1 GB of float32); above, the large-data
+#: mode keeps the embedding only (the record says so), as spots × genes would not fit in memory.
+DENOISED_LIMIT = 250_000_000
+
+
 @dataclass(frozen=True)
 class BatchSettings:
     """How the large-data mode cuts an epoch: ``batch_size`` anchors per step, patches of ``patch_size`` spots."""

@@ -7,6 +7,11 @@ readout g_i = σ(normalise(mean over spot i and its k nearest)) and a bilinear d
 ("balance") DGI term; attention α = softmax_m(uᵀ tanh(W h_m)); GCN decoders from the fused embedding; the cosine
 correspondence between the omics. Both graphs are sparse (the readout is a sparse mean over k + 1 spots), so
 nothing is N×N. Written for M modalities; one modality trains the same model without the correspondence term.
+
+The large-data mode (``training='minibatch'``, :mod:`.minibatch`) takes every loss on a batch of anchors: the
+encoders run on the anchors' four-hop neighbourhood (two GCN layers for the embeddings the decoders read, two
+more for the decoders), the corrupted features are one row permutation over all spots per epoch, as in full
+batch, and the readout, reconstruction and correspondence terms are the full-batch ones restricted to the anchors.
 """
 from __future__ import annotations
 
@@ -21,7 +26,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import InputError
+from .minibatch import BatchSettings, Neighbourhoods, PatchBatches, spatial_patches, training_epochs
 from .trainer import Trainer, seed_everything
+
+#: Epochs of the published full-batch training when the config gives none (the method note: 1,000).
+FULL_BATCH_EPOCHS = 1000
 
 
 class SparseOperator:
@@ -45,23 +54,6 @@ class _SparseProduct(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return None, None, ctx.transposed @ grad
-
-
-def gcn_operator(adjacency: sp.spmatrix, device: torch.device) -> SparseOperator:
-    """D̃^{-1/2}(A + I)D̃^{-1/2} of a symmetric binary adjacency (computed once)."""
-    a = sp.csr_matrix(adjacency, dtype=np.float64)
-    a = ((a + a.T) > 0).astype(np.float64) + sp.identity(a.shape[0], format="csr")
-    scale = 1.0 / np.sqrt(np.asarray(a.sum(axis=1)).ravel())
-    return SparseOperator(sp.diags(scale) @ a @ sp.diags(scale), device)
-
-
-def readout_operator(neighbours: np.ndarray, device: torch.device) -> SparseOperator:
-    """Row i averages spot i and its k nearest spots (``neighbours``: N × k): the published dense readout
-    mask, row-normalised, without its N×N storage."""
-    n, k = neighbours.shape
-    rows = np.repeat(np.arange(n), k + 1)
-    cols = np.hstack([np.arange(n)[:, None], neighbours]).ravel()
-    return SparseOperator(sp.csr_matrix((np.full(len(rows), 1.0 / (k + 1)), (rows, cols)), shape=(n, n)), device)
 
 
 def _torch_csr(matrix: sp.spmatrix, device: torch.device) -> torch.Tensor:
@@ -114,8 +106,10 @@ class GraphBlock(nn.Module):
         self.dropout = Dropout(dropout)
         self.first, self.second = GraphConv(in_dim, hidden_dim), GraphConv(hidden_dim, out_dim)
 
-    def forward(self, x: torch.Tensor, operator: SparseOperator) -> torch.Tensor:
-        return self.second(F.relu(self.first(self.dropout(x), operator)), operator)
+    def forward(self, x: torch.Tensor, operator: SparseOperator, inner: SparseOperator | None = None) -> torch.Tensor:
+        """On the full graph (``operator``), or on a batch: ``operator`` then ``inner``, the blocks of the graph
+        from each layer's input rows to its output rows."""
+        return self.second(F.relu(self.first(self.dropout(x), operator)), operator if inner is None else inner)
 
 
 class ModalityAttention(nn.Module):
@@ -218,48 +212,143 @@ def train_spami(
     random_state: int = 0,
     progress: bool = True,
     checkpoint: str | Path | None = None,
+    training: str = "full",
+    batch: BatchSettings = BatchSettings(),
+    coordinates: np.ndarray | None = None,
 ) -> SpamiResult:
     """Train SpaMI on preprocessed per-omics ``features`` (spots × d_m each, same spots), the symmetric kNN
-    ``adjacency`` and the directed ``neighbours`` (N × k) of the readout."""
+    ``adjacency`` and the directed ``neighbours`` (N × k) of the readout. ``training='minibatch'`` is the
+    large-data mode (needs ``coordinates``; without ``config.n_epochs`` about 2,000 steps)."""
     n_modalities = len(features)
     for name, weights in (("dgi_weights", config.dgi_weights), ("reconstruction_weights",
                                                                 config.reconstruction_weights)):
         if len(weights) < n_modalities:
             raise InputError(f"{name} has {len(weights)} weights for {n_modalities} modalities")
     seed_everything(random_state)
-    xs = [torch.as_tensor(x, dtype=torch.float32, device=device) for x in features]
-    operator = gcn_operator(adjacency, device)
-    readout = readout_operator(neighbours, device)
-    model = SpamiNet([x.shape[1] for x in xs], config).to(device)
+    n_spots = features[0].shape[0]
+    model = SpamiNet([x.shape[1] for x in features], config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    trainer = Trainer(model, optimizer, epochs=config.n_epochs, device=device, progress=progress,
-                      description="SpaMI")
-    n_spots = xs[0].shape[0]
-
-    def step(epoch: int) -> torch.Tensor:
-        embeddings, loss = [], torch.zeros((), device=device)
-        for m, (x, encoder) in enumerate(zip(xs, model.encoders)):
-            corrupted_x = x[torch.randperm(n_spots, device=device)]
-            clean, corrupted = encoder(x, operator), encoder(corrupted_x, operator)
-            loss = loss + config.dgi_weights[m] * dgi_loss(model.discriminators[m], clean, corrupted,
-                                                           summary(clean, readout), summary(corrupted, readout))
-            embeddings.append(clean)
-        fused, _ = model.attention(embeddings)
-        for m, (x, decoder) in enumerate(zip(xs, model.decoders)):
-            loss = loss + config.reconstruction_weights[m] * F.mse_loss(decoder(fused, operator), x)
-        if n_modalities > 1:
-            loss = loss + config.correspondence_weight * correspondence_loss(embeddings)
-        return loss
-
+    epochs = training_epochs(config.n_epochs, training, n_spots, batch, FULL_BATCH_EPOCHS, coordinates)
+    graph = _Graph(adjacency, neighbours)
+    if training == "minibatch":
+        step, mode = _minibatch_step(model, features, graph, config, coordinates, batch, device, random_state)
+    else:
+        step, mode = _full_batch_step(model, features, graph, config, device)
+    trainer = Trainer(model, optimizer, epochs=epochs, device=device, progress=progress, description="SpaMI")
     record = trainer.fit(step)
     if checkpoint is not None:
         trainer.save_checkpoint(checkpoint)
     with torch.no_grad():
-        embeddings, fused, attention, reconstructions = model(xs, operator)
+        embeddings, fused, attention, reconstructions = _embed_in_chunks(model, features, graph, device,
+                                                                         chunk=max(batch.batch_size, 8192))
     return SpamiResult(
-        embedding=fused.cpu().numpy(),
-        modality_embeddings=[h.cpu().numpy() for h in embeddings],
-        attention=attention.cpu().numpy(),
-        reconstructions=[r.cpu().numpy() for r in reconstructions],
-        record={**record.as_dict(), "config": asdict(config), "n_edges": int(sp.csr_matrix(adjacency).nnz // 2)},
+        embedding=fused, modality_embeddings=embeddings, attention=attention, reconstructions=reconstructions,
+        record={**record.as_dict(), "config": asdict(config), **mode,
+                "n_edges": int(sp.csr_matrix(adjacency).nnz // 2)},
     )
+
+
+class _Graph:
+    """SpaMI's two sparse operators over all spots (GCN propagation and the readout mean), and their blocks."""
+
+    def __init__(self, adjacency: sp.spmatrix, neighbours: np.ndarray) -> None:
+        a = sp.csr_matrix(adjacency, dtype=np.float64)
+        a = ((a + a.T) > 0).astype(np.float64) + sp.identity(a.shape[0], format="csr")
+        scale = 1.0 / np.sqrt(np.asarray(a.sum(axis=1)).ravel())
+        self.propagation = sp.csr_matrix(sp.diags(scale) @ a @ sp.diags(scale), dtype=np.float32)
+        n, k = neighbours.shape
+        rows = np.repeat(np.arange(n), k + 1)
+        cols = np.hstack([np.arange(n)[:, None], neighbours]).ravel()
+        self.readout = sp.csr_matrix((np.full(len(rows), 1.0 / (k + 1), dtype=np.float32), (rows, cols)),
+                                     shape=(n, n))
+        self.hoods = Neighbourhoods(self.propagation)
+
+    def blocks(self, sets: list[np.ndarray], device) -> list[SparseOperator]:
+        """The propagation blocks from ``sets[i + 1]`` to ``sets[i]``, outermost first."""
+        return [SparseOperator(self.hoods.block(self.propagation, sets[i], sets[i + 1]), device)
+                for i in reversed(range(len(sets) - 1))]
+
+
+def _losses(model: SpamiNet, inputs: list[torch.Tensor], corrupt, encode_blocks: list[SparseOperator],
+            decode_blocks: list[SparseOperator], readout: SparseOperator, targets: list[torch.Tensor],
+            config) -> torch.Tensor:
+    """SpaMI's loss on the anchors. Inputs are rows of the encoders' input nodes, ``corrupt(m)`` the corrupted
+    rows of modality m (drawn in the published order, just before its encoder runs); the encoders output the nodes
+    the decoders read (the first rows of which are the readout's nodes, the first of those the anchors)."""
+    n_anchors, n_read = readout.matrix.shape
+    embeddings, loss = [], torch.zeros((), device=targets[0].device)
+    for m, (x, encoder) in enumerate(zip(inputs, model.encoders)):
+        x_corrupted = corrupt(m)
+        clean, corrupted = encoder(x, *encode_blocks), encoder(x_corrupted, *encode_blocks)
+        loss = loss + config.dgi_weights[m] * dgi_loss(
+            model.discriminators[m], clean[:n_anchors], corrupted[:n_anchors],
+            summary(clean[:n_read], readout), summary(corrupted[:n_read], readout))
+        embeddings.append(clean)
+    fused, _ = model.attention(embeddings)
+    for m, (target, decoder) in enumerate(zip(targets, model.decoders)):
+        loss = loss + config.reconstruction_weights[m] * F.mse_loss(decoder(fused, *decode_blocks), target)
+    if len(inputs) > 1:
+        loss = loss + config.correspondence_weight * correspondence_loss([h[:n_anchors] for h in embeddings])
+    return loss
+
+
+def _full_batch_step(model, features, graph: _Graph, config, device):
+    """One step per epoch on every spot, as published."""
+    xs = [torch.as_tensor(x, dtype=torch.float32, device=device) for x in features]
+    operator, readout = SparseOperator(graph.propagation, device), SparseOperator(graph.readout, device)
+    n_spots = xs[0].shape[0]
+
+    def step(epoch: int) -> torch.Tensor:
+        return _losses(model, xs, lambda m: xs[m][torch.randperm(n_spots, device=device)], [operator], [operator],
+                       readout, xs, config)
+
+    return step, {"mode": "full"}
+
+
+def _minibatch_step(model, features, graph: _Graph, config, coordinates, batch: BatchSettings, device,
+                    random_state: int):
+    """Batches of spatial patches on their four-hop neighbourhoods (:mod:`.minibatch`)."""
+    n_spots = features[0].shape[0]
+    features = [np.asarray(x, dtype=np.float32) for x in features]
+    patches = spatial_patches(coordinates, None, batch.patch_size)
+    batches = PatchBatches(patches, batch.batch_size, np.random.default_rng(random_state))
+    hoods = graph.hoods
+
+    def rows(x: np.ndarray, nodes: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(x[nodes], device=device)
+
+    def step(epoch: int):
+        # one permutation over all spots per modality and epoch, drawn as full batch draws it
+        permutations = [torch.randperm(n_spots).numpy() for _ in features]
+        for anchors in batches:
+            sets = hoods.hops(anchors, 4)  # decoders: anchors ← 1 hop ← 2 hops; encoders: 2 hops ← 3 ← 4
+            readout = SparseOperator(hoods.block(graph.readout, anchors, sets[1]), device)
+            yield _losses(model, [rows(x, sets[4]) for x in features],
+                          lambda m: rows(features[m], permutations[m][sets[4]]), graph.blocks(sets[2:], device),
+                          graph.blocks(sets[:3], device), readout, [rows(x, anchors) for x in features], config)
+
+    return step, {"mode": "minibatch", "batch_size": batch.batch_size, "patch_size": batch.patch_size,
+                  "n_patches": int(patches.max() + 1)}
+
+
+def _embed_in_chunks(model: SpamiNet, features, graph: _Graph, device, chunk: int):
+    """Per-omics embeddings, fused embedding, attention and reconstructions of every spot, ``chunk`` spots at a
+    time on their neighbourhoods (exactly the full-graph values), as NumPy arrays."""
+    n_spots = features[0].shape[0]
+    hoods = graph.hoods
+    parts = []
+    for first in range(0, n_spots, chunk):
+        sets = hoods.hops(np.arange(first, min(first + chunk, n_spots)), 2)
+        blocks = graph.blocks(sets, device)
+        parts.append([encoder(torch.as_tensor(np.asarray(x[sets[2]], dtype=np.float32), device=device), *blocks)
+                      for encoder, x in zip(model.encoders, features)])
+    embeddings = [torch.cat([part[m] for part in parts]) for m in range(len(features))]
+    fused, attention = model.attention(embeddings)
+    reconstructions = []
+    for decoder in model.decoders:
+        out = []
+        for first in range(0, n_spots, chunk):
+            sets = hoods.hops(np.arange(first, min(first + chunk, n_spots)), 2)
+            out.append(decoder(fused[torch.as_tensor(sets[2], device=device)], *graph.blocks(sets, device)))
+        reconstructions.append(torch.cat(out).cpu().numpy())
+    return ([h.cpu().numpy() for h in embeddings], fused.cpu().numpy(), attention.cpu().numpy(), reconstructions)

@@ -21,8 +21,8 @@ from torch.nn import functional as F
 
 from ..errors import InputError
 from .layers import GCNLayer
-from .minibatch import (BatchSettings, Neighbourhoods, PatchBatches, slice_bounds_in, spatial_patches, sparse_times,
-                        training_epochs)
+from .minibatch import (DENOISED_LIMIT, BatchSettings, Neighbourhoods, PatchBatches, slice_bounds_in, spatial_patches,
+                        sparse_times, training_epochs)
 from .trainer import Trainer, accumulation_dtype, dense_features, seed_everything
 
 logger = logging.getLogger("spatialdomains")
@@ -30,11 +30,6 @@ logger = logging.getLogger("spatialdomains")
 #: Full-batch training length and prototype warm-up (the method note's defaults).
 FULL_BATCH_EPOCHS = 1000
 FULL_BATCH_WARMUP = 500
-#: The decoder output over every spot and gene is kept up to this many values (1 GB of float32); above, the
-#: large-data mode keeps the embedding only (the record says so), as spots × genes would not fit in memory.
-DENOISED_LIMIT = 250_000_000
-
-
 class SpotscapeNet(nn.Module):
     """Encoder (GCN → BatchNorm → ReLU, per layer) and decoder (Linear → BatchNorm → ReLU → Linear)."""
 

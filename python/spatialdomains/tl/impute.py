@@ -89,7 +89,7 @@ def impute(data, *, method: str = "spotscape", modality: str | None = None, gene
     _check_method(method)
     settings = sorted(set(options) - RUN_OPTIONS)
     if not retrain:
-        _refuse_values_not_kept(data, method)
+        _refuse_values_not_kept(data, method, modality)
     if retrain or not _trained(data, method):
         _check_before_training(data, method, modality, genes, options)
         data = run_method(method, data, **options)
@@ -233,18 +233,27 @@ def _check_before_training(data, method: str, modality: str | None, genes, optio
                              f"(e.g. {', '.join(map(str, known[:3]))})")
 
 
-def _refuse_values_not_kept(data, method: str) -> None:
-    """Spotscape's large-data mode keeps no spots × genes decoder output above its limit: say so, and how to get
-    it, rather than train again to the same end."""
+def _refuse_values_not_kept(data, method: str, modality: str | None) -> None:
+    """Above a limit of spots × genes the denoised genes are not kept (Spotscape's large-data mode; SpaMI's RNA
+    back-projection, whose other modalities are kept): say so, and how to get them, rather than train again to
+    the same end."""
     record = getattr(data, "uns", {}).get(UNS_KEY, {}).get(method, {})
     training = record.get("training") or {}
-    if training.get("denoised_kept") is False:
-        from ..models.spotscape import DENOISED_LIMIT
+    if training.get("denoised_kept") is not False:
+        return
+    from ..models.minibatch import DENOISED_LIMIT
 
-        raise InputError(f"{method} ran in the large-data mode on {record.get('n_spots_used', 'many')} spots, and "
-                         f"its denoised values of every spot and gene (more than {DENOISED_LIMIT:,}) were not kept: "
-                         f"train again with fewer genes ({option('n_top_genes')}) or, if memory allows, in full batch "
-                         f"({option('retrain', True)}, {option('training', 'full')})")
+    if method == "spami":
+        names = [str(name) for name in record["modalities"]]
+        kinds = dict(zip(names, (str(kind) for kind in record["kinds"])))
+        if kinds[_choose_name(names, kinds, modality)] != "rna":
+            return
+        fix = f"train again with fewer genes ({option('retrain', True)}, {option('n_top_genes')})"
+    else:
+        fix = (f"train again with fewer genes ({option('n_top_genes')}) or, if memory allows, in full batch "
+               f"({option('retrain', True)}, {option('training', 'full')})")
+    raise InputError(f"{method} ran on {record.get('n_spots_used', 'many')} spots, and its denoised values of every "
+                     f"spot and gene (more than {DENOISED_LIMIT:,}) were not kept: {fix}")
 
 
 def _trained(data, method: str) -> bool:
