@@ -85,7 +85,9 @@ setMethod("runSpotscape", "ANY", function(x, ...) {
 #'   (\code{"rna"}, \code{"adt"} or \code{"atac"}) when its name does not.
 #' @param spatial_coords Where the spot coordinates are (as in
 #'   \code{\link{runSTAIG}}).
-#' @param n_epochs Training length (\code{NULL}: 1000).
+#' @param n_epochs Training length (\code{NULL}: 1000 epochs in full batch;
+#'   above 10,000 spots, about 2,000 mini-batch steps; see \code{training}
+#'   in \code{\link{runSTAIG}}).
 #' @param seed,device,progress As in \code{\link{runSTAIG}}.
 #' @param name Name of the fused reducedDim (SCE) or reduction (Seurat); the
 #'   per-omics embeddings and attention columns are named after it.
