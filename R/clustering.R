@@ -27,7 +27,8 @@
 #' @param refine_neighbors Number of nearest spots that vote in the refinement.
 #' @param seed Seed of the random number generator while mclust or k-means
 #'   runs (mclust draws a random subset of spots to initialise large data
-#'   sets). The
+#'   sets, and above 50,000 spots fits a random sample of 50,000 and assigns
+#'   every spot with \code{predict}, so a million cells cluster in minutes). The
 #'   generator is set for this call only; the session's stream is restored.
 #' @param slices Optional slice label per spot (several slices clustered
 #'   together): refinement then looks for neighbours within each spot's own
@@ -237,15 +238,18 @@ refineDomains <- function(labels, coordinates, n_neighbors = 15L) {
 
 ## What the record says of the spots mclust was fitted on and how it started.
 .mclust_record <- function(n_spots) {
-    fitted <- min(n_spots, .FIT_SPOTS)
-    list(initialisation = if (fitted > .MCLUST_INIT_SPOTS) {
-             paste("hierarchical, on a random subset of", .MCLUST_INIT_SPOTS, "spots")
-         } else "hierarchical, on every spot",
-         fitted_on = if (n_spots > .FIT_SPOTS) {
-             sprintf("a random sample of %s of the %s spots", format(.FIT_SPOTS, big.mark = ","),
-                     format(n_spots, big.mark = ","))
-         } else "every spot",
-         assigned_by = if (n_spots > .FIT_SPOTS) "mclust's predict (one E-step)")
+    sampled <- n_spots > .FIT_SPOTS
+    record <- list(initialisation = if (min(n_spots, .FIT_SPOTS) > .MCLUST_INIT_SPOTS) {
+                       paste("hierarchical, on a random subset of", .MCLUST_INIT_SPOTS, "spots")
+                   } else "hierarchical, on every spot",
+                   fitted_on = if (sampled) {
+                       sprintf("a random sample of %s of the %s spots", format(.FIT_SPOTS, big.mark = ","),
+                               format(n_spots, big.mark = ","))
+                   } else "every spot")
+    if (sampled) {
+        record$assigned_by <- "mclust's predict (one E-step)"
+    }
+    record
 }
 
 ## Mean silhouette width (Euclidean), computed in blocks of rows so that no

@@ -45,7 +45,7 @@ def measure(method: str, n_cells: int, epochs: int, cluster: bool, seed: int) ->
         started = time.perf_counter()
         adata = mudata.read_h5mu(path) if method in PAIRED else ad.read_h5ad(path)
         read_seconds = time.perf_counter() - started
-    options = {"n_epochs": epochs, "random_state": seed, "progress": False}
+    options = {"random_state": seed, "progress": False, **({} if method == "baseline" else {"n_epochs": epochs})}
     started = time.perf_counter()
     if cluster:
         sd.tl.find_domains(adata, method, NICHES, **options)

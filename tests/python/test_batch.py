@@ -218,21 +218,21 @@ def test_samplesheet_problems_are_listed_together(tmp_path):
 
 @pytest.mark.skipif(shutil.which("snakemake") is None and not Path(sys.executable).with_name("snakemake").exists(),
                     reason="snakemake is not installed (pip install 'spatialdomains[workflow]')")
-def test_snakemake_workflow_runs_the_same_batch_locally(batch_run, tmp_path):
-    sheet = tmp_path / "two.csv"
-    folder = batch_run["folder"]
-    sheet.write_text("sample,input,method,n_domains,epochs\n"  # one sample: the batch test covers both methods
-                     f"A,{folder / 'A.h5ad'},staig,{N_DOMAINS},300\n")
+def test_snakemake_workflow_runs_the_same_per_sample_step_as_the_batch_command(tmp_path):
+    """A small sample through the Snakemake workflow and through the batch command: the same domains."""
+    sd.io.write_h5ad(sd.datasets.simulate_visium(300, 3, seed=13), tmp_path / "S.h5ad")
+    sheet = tmp_path / "one.csv"
+    sheet.write_text(f"sample,input,method,n_domains,epochs\nS,{tmp_path / 'S.h5ad'},staig,3,30\n")
     snakemake = shutil.which("snakemake") or str(Path(sys.executable).with_name("snakemake"))
     out = tmp_path / "reports"
     run = subprocess.run([snakemake, "-s", str(sd.report.render.workflow_path()), "--cores", "2", "--config",
                           f"samplesheet={sheet}", f"out={out}", "engine=fallback"],
                          capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert batch.read_status(out / "A")["status"] == "ok"
-    assert (out / "A" / batch.REPORT_FILE).is_file()
+    assert batch.read_status(out / "S")["status"] == "ok"
+    assert (out / "S" / batch.REPORT_FILE).is_file()
     assert "1 of 1 samples reported" in (out / batch.INDEX_FILE).read_text()
-    # Same per-sample step as the batch command: the same domains for the same sample and seed.
-    ours = pd.read_csv(out / "A" / "domains.csv", index_col="barcode")["domain"]
-    theirs = pd.read_csv(batch_run["out"] / "A" / "domains.csv", index_col="barcode")["domain"]
+    assert main(["batch", str(sheet), "--out", str(tmp_path / "direct"), "--engine", "fallback", "--quiet"]) == 0
+    ours = pd.read_csv(out / "S" / "domains.csv", index_col="barcode")["domain"]
+    theirs = pd.read_csv(tmp_path / "direct" / "S" / "domains.csv", index_col="barcode")["domain"]
     assert sd.metrics.evaluate(theirs, ours)["ari"] > 0.95

@@ -168,8 +168,10 @@ def test_spami_minibatch_finds_the_domains_and_keeps_no_denoised_genes_it_cannot
     sd.tl.spami(mdata, training="minibatch", batch_size=256, n_epochs=1, progress=False)
     assert "spami_denoised_rna" not in mdata.obsm and "spami_recon_rna" in mdata.obsm
     assert mdata.uns["spatialdomains"]["spami"]["training"]["denoised_kept"] is False
-    with pytest.raises(InputError, match="were not kept: train again with fewer genes"):
+    with pytest.raises(InputError, match="were not kept: train again with at most [0-9,]+ genes"):
         sd.tl.impute(mdata, method="spami")
+    with pytest.raises(InputError, match="were not kept"):
+        sd.tl.decoded_features(mdata, method="spami")
     assert sd.tl.impute(mdata, method="spami", modality="adt").n_vars == mdata["adt"].n_vars  # proteins are kept
 
 
@@ -216,6 +218,19 @@ def test_auto_chooses_full_batch_up_to_the_limit_and_minibatches_above():
     assert minibatch.default_epochs(1_000_000, 2048, 400) == 4
     assert minibatch.default_epochs(50_000, 2048, 400) == 80
     assert minibatch.default_epochs(3000, 2048, 400) == 400
+
+
+def test_epochs_meant_for_full_batch_are_flagged_in_minibatches(caplog):
+    """A preset's epochs (e.g. SpaMI's thymus, 600) are full-batch epochs: at a million cells in mini-batches they
+    would be 293,400 steps, so the run says so (and still does what was asked)."""
+    coordinates = np.zeros((2, 2))
+    settings = minibatch.BatchSettings()
+    assert minibatch.training_epochs(600, "minibatch", 1_000_000, settings, 1000, coordinates) == 600
+    assert "n_epochs=600 in mini-batches of 2048 is 293,400 optimiser steps" in caplog.text
+    caplog.clear()
+    assert minibatch.training_epochs(600, "full", 1_000_000, settings, 1000, coordinates) == 600
+    assert minibatch.training_epochs(4, "minibatch", 1_000_000, settings, 1000, coordinates) == 4
+    assert "optimiser steps" not in caplog.text
 
 
 def test_the_run_records_the_mode_and_refuses_what_does_not_apply(small_sample):

@@ -14,6 +14,7 @@ with the number of spots and nothing of size spots × spots or dense spots × ge
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Iterator
@@ -24,6 +25,8 @@ import torch
 
 from ..errors import InputError, option
 
+logger = logging.getLogger("spatialdomains")
+
 TRAINING_MODES = ("auto", "full", "minibatch")
 #: ``training='auto'`` trains on mini-batches above this many spots: full batch costs O(spots²) per epoch
 #: (STAIG on 2 CPU cores: about 0.8 s per epoch at 10,000 spots, 25.7 s at 50,000), mini-batches
@@ -32,10 +35,9 @@ FULL_BATCH_LIMIT = 10_000
 #: Optimiser steps the large-data mode aims at when the number of epochs is not given (STAIG's full batch
 #: takes 400 steps on a Visium section; mini-batches of fewer negatives take more).
 DEFAULT_STEPS = 2_000
-
-
-#: Denoised values over every spot and gene are kept up to this many (1 GB of float32); above, the large-data
-#: mode keeps the embedding only (the record says so), as spots × genes would not fit in memory.
+#: Denoised values over every spot and gene are kept up to this many (1 GB of float32); above, only the embedding
+#: and the model's own outputs are (Spotscape's large-data mode, SpaMI's RNA back-projection to genes; the record
+#: says so), as spots × genes would not fit in memory.
 DENOISED_LIMIT = 250_000_000
 
 
@@ -74,6 +76,11 @@ def training_epochs(n_epochs: int | None, training: str, n_spots: int, batch: Ba
     if training == "minibatch" and coordinates is None:
         raise ValueError("training='minibatch' needs the spots' coordinates (its batches are spatial patches)")
     if n_epochs:
+        steps = n_epochs * max(1, math.ceil(n_spots / batch.batch_size))
+        if training == "minibatch" and steps > 10 * DEFAULT_STEPS:
+            logger.warning("%s in mini-batches of %d is %s optimiser steps (without it, about %s); a preset's "
+                           "epochs are meant for full batch", option("n_epochs", n_epochs), batch.batch_size,
+                           f"{steps:,}", f"{DEFAULT_STEPS:,}")
         return n_epochs
     if training == "minibatch":
         return default_epochs(n_spots, batch.batch_size, full_batch_epochs)

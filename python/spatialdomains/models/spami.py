@@ -239,8 +239,15 @@ def train_spami(
     if checkpoint is not None:
         trainer.save_checkpoint(checkpoint)
     with torch.no_grad():
-        embeddings, fused, attention, reconstructions = _embed_in_chunks(model, features, graph, device,
-                                                                         chunk=max(batch.batch_size, 8192))
+        if training == "minibatch":
+            embeddings, fused, attention, reconstructions = _embed_in_chunks(model, features, graph, device,
+                                                                             chunk=max(batch.batch_size, 8192))
+        else:  # the published pass over every spot at once
+            xs = [torch.as_tensor(x, dtype=torch.float32, device=device) for x in features]
+            outputs = model(xs, SparseOperator(graph.propagation, device))
+            embeddings, fused, attention, reconstructions = (
+                [h.cpu().numpy() for h in outputs[0]], outputs[1].cpu().numpy(), outputs[2].cpu().numpy(),
+                [r.cpu().numpy() for r in outputs[3]])
     return SpamiResult(
         embedding=fused, modality_embeddings=embeddings, attention=attention, reconstructions=reconstructions,
         record={**record.as_dict(), "config": asdict(config), **mode,
@@ -273,8 +280,9 @@ def _losses(model: SpamiNet, inputs: list[torch.Tensor], corrupt, encode_blocks:
             decode_blocks: list[SparseOperator], readout: SparseOperator, targets: list[torch.Tensor],
             config) -> torch.Tensor:
     """SpaMI's loss on the anchors. Inputs are rows of the encoders' input nodes, ``corrupt(m)`` the corrupted
-    rows of modality m (drawn in the published order, just before its encoder runs); the encoders output the nodes
-    the decoders read (the first rows of which are the readout's nodes, the first of those the anchors)."""
+    rows of modality m (called just before its encoder runs, which in full batch keeps the published order of
+    random draws); the encoders output the nodes the decoders read (the first rows of which are the readout's
+    nodes, the first of those the anchors)."""
     n_anchors, n_read = readout.matrix.shape
     embeddings, loss = [], torch.zeros((), device=targets[0].device)
     for m, (x, encoder) in enumerate(zip(inputs, model.encoders)):
@@ -333,22 +341,16 @@ def _minibatch_step(model, features, graph: _Graph, config, coordinates, batch: 
 
 def _embed_in_chunks(model: SpamiNet, features, graph: _Graph, device, chunk: int):
     """Per-omics embeddings, fused embedding, attention and reconstructions of every spot, ``chunk`` spots at a
-    time on their neighbourhoods (exactly the full-graph values), as NumPy arrays."""
+    time on their neighbourhoods (the full-graph values, summed in another order), as NumPy arrays."""
     n_spots = features[0].shape[0]
-    hoods = graph.hoods
-    parts = []
+    chunks = []
     for first in range(0, n_spots, chunk):
-        sets = hoods.hops(np.arange(first, min(first + chunk, n_spots)), 2)
-        blocks = graph.blocks(sets, device)
-        parts.append([encoder(torch.as_tensor(np.asarray(x[sets[2]], dtype=np.float32), device=device), *blocks)
-                      for encoder, x in zip(model.encoders, features)])
+        sets = graph.hoods.hops(np.arange(first, min(first + chunk, n_spots)), 2)
+        chunks.append((sets, graph.blocks(sets, device)))
+    parts = [[encoder(torch.as_tensor(np.asarray(x[sets[2]], dtype=np.float32), device=device), *blocks)
+              for encoder, x in zip(model.encoders, features)] for sets, blocks in chunks]
     embeddings = [torch.cat([part[m] for part in parts]) for m in range(len(features))]
     fused, attention = model.attention(embeddings)
-    reconstructions = []
-    for decoder in model.decoders:
-        out = []
-        for first in range(0, n_spots, chunk):
-            sets = hoods.hops(np.arange(first, min(first + chunk, n_spots)), 2)
-            out.append(decoder(fused[torch.as_tensor(sets[2], device=device)], *graph.blocks(sets, device)))
-        reconstructions.append(torch.cat(out).cpu().numpy())
+    reconstructions = [torch.cat([decoder(fused[torch.as_tensor(sets[2], device=device)], *blocks)
+                                  for sets, blocks in chunks]).cpu().numpy() for decoder in model.decoders]
     return ([h.cpu().numpy() for h in embeddings], fused.cpu().numpy(), attention.cpu().numpy(), reconstructions)

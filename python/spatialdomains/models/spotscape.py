@@ -30,6 +30,8 @@ logger = logging.getLogger("spatialdomains")
 #: Full-batch training length and prototype warm-up (the method note's defaults).
 FULL_BATCH_EPOCHS = 1000
 FULL_BATCH_WARMUP = 500
+
+
 class SpotscapeNet(nn.Module):
     """Encoder (GCN → BatchNorm → ReLU, per layer) and decoder (Linear → BatchNorm → ReLU → Linear)."""
 

@@ -120,6 +120,7 @@ def decoded_features(data, *, method: str = "spotscape", modality: str | None = 
     """The features whose denoised values ``method`` left in ``data`` (after a run), in its order: what
     :func:`impute` can return, and what its ``genes`` may name."""
     _check_method(method)
+    _refuse_values_not_kept(data, method, modality)
     if not _trained(data, method):
         raise InputError(f"{method} has not run on this object: run sd.tl.impute(data, method='{method}') to train it")
     return pd.Index(_denoised_source(data, method, modality).features.index)
@@ -248,7 +249,9 @@ def _refuse_values_not_kept(data, method: str, modality: str | None) -> None:
         kinds = dict(zip(names, (str(kind) for kind in record["kinds"])))
         if kinds[_choose_name(names, kinds, modality)] != "rna":
             return
-        fix = f"train again with fewer genes ({option('retrain', True)}, {option('n_top_genes')})"
+        most = DENOISED_LIMIT // max(int(record.get("n_spots_used", 1)), 1)
+        fix = (f"train again with at most {most:,} genes ({option('retrain', True)}, "
+               f"{option('n_top_genes', min(most, 3000))}); the other modalities' values are kept")
     else:
         fix = (f"train again with fewer genes ({option('n_top_genes')}) or, if memory allows, in full batch "
                f"({option('retrain', True)}, {option('training', 'full')})")
