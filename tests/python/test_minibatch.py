@@ -116,10 +116,10 @@ def test_spotscape_one_batch_holding_every_spot_trains_exactly_as_full_batch(sli
 
 
 def test_spotscape_minibatch_learns_domains_and_drops_denoised_values_it_cannot_hold(monkeypatch):
-    adata = sd.datasets.simulate_visium(2000, 4, seed=9)
+    adata = sd.datasets.simulate_visium(1200, 4, seed=9)
     sd.tl.spotscape(adata, training="minibatch", batch_size=256, n_epochs=40, progress=False)
     training = adata.uns["spatialdomains"]["spotscape"]["training"]
-    assert training["mode"] == "minibatch" and training["steps_per_epoch"] >= 7 and training["denoised_kept"]
+    assert training["mode"] == "minibatch" and training["steps_per_epoch"] >= 4 and training["denoised_kept"]
     sd.tl.cluster(adata, use_rep="X_spotscape", n_domains=4, method="kmeans")
     assert sd.metrics.ari(adata.obs["ground_truth"], adata.obs["domain"]) > 0.5
     monkeypatch.setattr(spotscape, "DENOISED_LIMIT", 1000)  # the name spotscape's model reads
