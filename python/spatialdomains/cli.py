@@ -485,6 +485,9 @@ def _run_multiomics(args: argparse.Namespace) -> int:
     else:
         path = args.inputs[0]
         data = io.read_h5mu(path) if str(path).lower().endswith(".h5mu") else io.read(path)
+    parts = list(data.values()) if isinstance(data, dict) else [data, *getattr(data, "mod", {}).values()]
+    if args.label_key is not None and not any(args.label_key in part.obs for part in parts):
+        raise InputError(f"--label-key: no obs['{args.label_key}'] in the input or any of its modalities")
     result = find_domains(data, method, args.n_domains, cluster_method=args.cluster_method, refine=_refine(args),
                           choose_by=_choose_by(args),
                           **_run_options(args), **{k: v for k, v in params.items() if v is not None})

@@ -146,6 +146,12 @@ def test_spami_arguments_are_checked(tmp_path, capsys):
     assert "one section" in capsys.readouterr().err
     assert cli.main(["run", "x.h5ad", "--method", "staig", "--modality", "rna=x.h5ad", "--out", str(tmp_path)]) == 2
     assert "--modality" in capsys.readouterr().err
+    paired = sd.datasets.simulate_multiomics(100, 2, seed=1)
+    paired.write(tmp_path / "paired.h5mu")
+    out = tmp_path / "out"
+    assert cli.main(["run", str(tmp_path / "paired.h5mu"), "--method", "spami", "--label-key", "Y", "--epochs",
+                     "100000", "--out", str(out)]) == 2  # before training (100,000 epochs would not end)
+    assert "--label-key: no obs['Y']" in capsys.readouterr().err and not out.exists()
 
 
 def test_run_staig_with_an_image_file_and_scale(tmp_path, capsys):
