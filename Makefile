@@ -43,14 +43,14 @@ test-python: setup
 	$(BIN)/python -m pytest tests/python -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 # R CMD build + check of the R package against this venv's Python; any ERROR or WARNING fails. The build runs the
-# vignette and the check runs its code again; the check does not rebuild it a second time.
+# vignette's code (an error in it fails the build); the check does not run it a second time (--ignore-vignettes).
 # Skipped with a note when R is absent (the Python side still runs).
 test-r: setup
 	@if ! command -v R >/dev/null 2>&1; then echo "NOTE: R not found; R package check skipped"; exit 0; fi; \
 	set -e; rm -rf $(R_CHECK_DIR); mkdir -p $(R_CHECK_DIR); \
 	export RETICULATE_PYTHON="$(CURDIR)/$(BIN)/python" SPATIALDOMAINS_REQUIRE_PYTHON=1 \
 	       SPATIALDOMAINS_SHARED="$(SHARED)" _R_CHECK_FORCE_SUGGESTS_=false; \
-	cd $(R_CHECK_DIR) && R CMD build "$(CURDIR)" && R CMD check --no-manual --no-build-vignettes spatialdomains_*.tar.gz; \
+	cd $(R_CHECK_DIR) && R CMD build "$(CURDIR)" && R CMD check --no-manual --ignore-vignettes spatialdomains_*.tar.gz; \
 	cat spatialdomains.Rcheck/tests/testthat.Rout | grep -E "ARI|FAIL|SKIP" || true; \
 	if grep -q "WARNING" spatialdomains.Rcheck/00check.log; then echo "R CMD check gave warnings"; exit 1; fi
 

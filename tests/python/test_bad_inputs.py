@@ -502,10 +502,21 @@ def test_a_signal_stops_a_batch_promptly_and_writes_the_index(base, tmp_path, si
     assert sorted(p.name for p in out.iterdir()) == ["index.html"]  # no partial sample folder
 
 
-def test_a_batch_redoes_a_sample_whose_input_or_parameters_changed(base, tmp_path, capsys):
+def test_a_batch_redoes_a_sample_whose_input_or_parameters_changed(base, tmp_path, capsys, monkeypatch):
+    """What is redone and what is skipped; the report step itself is stood in for (test_batch runs real ones)."""
+    from spatialdomains.report import render
+
     source = h5ad(tmp_path, base, _labelled, name="A.h5ad")
     sheet = tmp_path / "samples.csv"
     out = tmp_path / "out"
+    reported = []
+
+    def report(inputs, page, **options):
+        reported.append(options["species"])
+        page.write_text("<html></html>")
+        (Path(options["outputs_dir"]) / "provenance.json").write_text(json.dumps({"n_domains": 3}))
+
+    monkeypatch.setattr(render, "render_report", report)
 
     def batch(rows: str) -> str:
         sheet.write_text("sample,input,method,species\n" + rows)
@@ -520,6 +531,7 @@ def test_a_batch_redoes_a_sample_whose_input_or_parameters_changed(base, tmp_pat
     os.utime(source, ns=(time.time_ns(), time.time_ns() + 10**9))  # the input was replaced
     assert "A: ok" in batch(f"A,{source},precomputed,auto\n")
     assert "A: skipped" in batch(f"A,{source},precomputed,auto\n")
+    assert reported == ["human", "auto", "auto"]
 
 
 def test_ctrl_c_during_a_run_leaves_no_output(base, tmp_path):

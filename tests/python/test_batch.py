@@ -32,9 +32,9 @@ def batch_run(tmp_path_factory):
     (folder / "broken.h5ad").write_text("this is not an h5ad file")
     sheet = folder / "samples.csv"
     sheet.write_text("sample,input,method,n_domains,epochs\n"
-                     f"A,A.h5ad,staig,{N_DOMAINS},300\n"
-                     f"B,B.h5ad,spotscape,{N_DOMAINS},150\n"
-                     f"C,broken.h5ad,staig,{N_DOMAINS},300\n")
+                     f"A,A.h5ad,staig,{N_DOMAINS},100\n"
+                     f"B,B.h5ad,spotscape,{N_DOMAINS},50\n"
+                     f"C,broken.h5ad,staig,{N_DOMAINS},100\n")
     out = folder / "out"
     code = main(["batch", str(sheet), "--out", str(out), "--engine", "fallback", "--quiet"])
     return {"folder": folder, "sheet": sheet, "out": out, "code": code}

@@ -36,3 +36,26 @@ test_that("R-side and Python-side mclust give identical domains on one embedding
         expect_identical(as.character(in_r$unrefined), in_python$unrefined)
     }
 })
+
+test_that("above the sample size, R and Python fit mclust on the same sample and assign every spot alike", {
+    skip_without_spatialdomains()
+    skip_if_not(reticulate::py_module_available("rpy2"), "needs rpy2 in the Python for Python-side mclust")
+    set.seed(3)
+    centres <- matrix(c(0, 0, 1.5, 0, 0, 1.5), ncol = 2, byrow = TRUE)  # overlapping: the sample shifts the fit
+    x <- centres[rep(1:3, length.out = 1200), ] + matrix(stats::rnorm(2400), ncol = 2)
+    fit_spots <- 300L
+    sampled <- spatialdomains:::.mclust_labels(x, 3L, seed = 7L, fit_spots = fit_spots)
+    every <- spatialdomains:::.mclust_labels(x, 3L, seed = 7L, fit_spots = nrow(x))
+    expect_false(identical(sampled, every))  # so agreeing below means Python fitted the same sample
+    file <- tempfile()
+    writeBin(as.vector(x), file, endian = "little")
+    output <- run_python(c(
+        "import sys, numpy as np",
+        "from spatialdomains import cluster",
+        "cluster.FIT_SPOTS = int(sys.argv[2])",
+        "x = np.fromfile(sys.argv[1], dtype='<f8').reshape(2, -1).T",
+        "print('LABELS', ' '.join(str(label + 1) for label in cluster.mclust(x, 3, random_state=7)))"),
+        file, fit_spots)
+    in_python <- as.integer(strsplit(sub("^LABELS ", "", grep("^LABELS ", output, value = TRUE)), " ")[[1]])
+    expect_identical(sampled, in_python)
+})

@@ -1,7 +1,9 @@
 """Domains from an embedding (clustering, refinement, SpaMI's published Leiden protocol) and the UMAP."""
 from __future__ import annotations
 
+import functools
 import time
+import warnings
 
 import anndata as ad
 import numpy as np
@@ -144,11 +146,28 @@ def leiden(
 UMAP_MAX_SPOTS = 50_000
 
 
+@functools.cache
+def _keep_umap_compiled() -> None:
+    """Have numba keep umap-learn's compiled functions on disk, as it does for pynndescent's (``cache=True``).
+
+    umap-learn compiles them anew in every process, which costs about 10 s, most of a small sample's report and
+    paid again by each report of a batch; with this only the first process on a machine pays it."""
+    import umap.layouts
+    import umap.umap_
+    from numba.core.registry import CPUDispatcher
+
+    for module in (umap.umap_, umap.layouts):
+        for function in vars(module).values():
+            if isinstance(function, CPUDispatcher):
+                function.enable_caching()
+
+
 def umap(adata: ad.AnnData, *, use_rep: str = "X_staig", n_neighbors: int = 15, min_dist: float = 0.5,
          random_state: int = 0, key_added: str = "X_umap", max_spots: int = UMAP_MAX_SPOTS) -> ad.AnnData:
     """2-d UMAP of ``obsm[use_rep]`` into ``obsm[key_added]``, seeded. Spots without an embedding get NaN, and
     so do all but a random ``max_spots`` of them when there are more (recorded in
     ``uns['spatialdomains']['umap']``)."""
+    from sklearn.neighbors import NearestNeighbors
     from umap import UMAP
 
     if use_rep not in adata.obsm:
@@ -160,10 +179,18 @@ def umap(adata: ad.AnnData, *, use_rep: str = "X_staig", n_neighbors: int = 15, 
     available = len(rows)
     if available > max_spots:
         rows = np.sort(np.random.default_rng(random_state).choice(rows, int(max_spots), replace=False))
+    _keep_umap_compiled()
+    sample = embedding[rows]
+    n_neighbors = min(n_neighbors, len(rows) - 1)
+    # The exact neighbours come from scikit-learn: umap-learn's own search compiles for about 15 s in each new
+    # process, which is most of a small sample's report. Each spot is its own first neighbour, as umap-learn expects.
+    distances, indices = NearestNeighbors(n_neighbors=n_neighbors).fit(sample).kneighbors(sample)
     # A seeded UMAP runs on one thread; saying so keeps umap-learn from warning that it changed n_jobs
-    reducer = UMAP(n_neighbors=min(n_neighbors, len(rows) - 1), min_dist=min_dist, random_state=random_state,
-                   n_jobs=1 if random_state is not None else -1)
-    values = reducer.fit_transform(embedding[rows])
+    reducer = UMAP(n_neighbors=n_neighbors, min_dist=min_dist, random_state=random_state,
+                   n_jobs=1 if random_state is not None else -1, precomputed_knn=(indices, distances, None))
+    with warnings.catch_warnings():  # that UMAP.transform needs umap-learn's own index: it is not used here
+        warnings.filterwarnings("ignore", message="precomputed_knn", category=UserWarning)
+        values = reducer.fit_transform(sample)
     full = np.full((adata.n_obs, values.shape[1]), np.nan, dtype=np.float32)
     full[rows] = values
     adata.obsm[key_added] = full
