@@ -71,7 +71,7 @@ def measure_report(method: str, n_cells: int, seed: int) -> dict:
             **{f"{step}_s": float(seconds) for step, seconds in record.get("timings", {}).items()},
             **{f"report_{step}_s": float(seconds) for step, seconds in provenance["timings_seconds"].items()},
             "cluster_s": float(clustering.get("timings", {}).get("cluster", float("nan"))),
-            "clusterer": clustering.get("method"), "epochs": record.get("training", {}).get("epochs_run", 0),
+            "clusterer": clustering.get("backend"), "epochs": record.get("training", {}).get("epochs_run", 0),
             "mode": record.get("training", {}).get("mode", "none"),
             "ari": float(sd.metrics.ari(truth, domains.reindex(truth.index).to_numpy()))}
 
