@@ -24,7 +24,8 @@ def pytest_configure(config):
     if workers:
         import torch
 
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // int(workers)))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores // int(workers)))
 
 
 def shared_file(relative: str) -> Path:

@@ -107,3 +107,13 @@ def test_umap_of_a_large_sample_places_a_seeded_random_subset_and_plots_it(tmp_p
     plt.close(figure)
     with pytest.raises(InputError, match="max_spots=1"):
         sd.tl.umap(adata, use_rep="X_model", max_spots=1)
+
+
+def test_umap_keeps_working_where_numba_has_nowhere_to_keep_compiled_code(monkeypatch):
+    """A read-only install and home: numba finds no cache folder, and the UMAP compiles in-process as before."""
+    from numba.core import caching
+
+    from spatialdomains.tl import domains
+
+    monkeypatch.setattr(caching.CacheImpl, "_locator_classes", [])
+    domains._keep_umap_compiled.__wrapped__()

@@ -159,7 +159,10 @@ def _keep_umap_compiled() -> None:
     for module in (umap.umap_, umap.layouts):
         for function in vars(module).values():
             if isinstance(function, CPUDispatcher):
-                function.enable_caching()
+                try:
+                    function.enable_caching()
+                except RuntimeError:  # nowhere writable to keep it (numba names none): compiled per process
+                    return
 
 
 def umap(adata: ad.AnnData, *, use_rep: str = "X_staig", n_neighbors: int = 15, min_dist: float = 0.5,
