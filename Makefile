@@ -50,8 +50,11 @@ test-r: setup
 	set -e; rm -rf $(R_CHECK_DIR); mkdir -p $(R_CHECK_DIR); \
 	export RETICULATE_PYTHON="$(CURDIR)/$(BIN)/python" SPATIALDOMAINS_REQUIRE_PYTHON=1 \
 	       SPATIALDOMAINS_SHARED="$(SHARED)" _R_CHECK_FORCE_SUGGESTS_=false; \
-	cd $(R_CHECK_DIR) && R CMD build "$(CURDIR)" && R CMD check --no-manual --ignore-vignettes spatialdomains_*.tar.gz; \
+	cd $(R_CHECK_DIR); \
+	R CMD build "$(CURDIR)"; \
+	R CMD check --no-manual --ignore-vignettes spatialdomains_*.tar.gz; \
 	cat spatialdomains.Rcheck/tests/testthat.Rout | grep -E "ARI|FAIL|SKIP" || true; \
+	test -f spatialdomains.Rcheck/00check.log; \
 	if grep -q "WARNING" spatialdomains.Rcheck/00check.log; then echo "R CMD check gave warnings"; exit 1; fi
 
 # Training to accuracy floors on the shared real data (about an hour on 2 cores): the benchmark scripts with

@@ -60,7 +60,9 @@ def measure_report(method: str, n_cells: int, seed: int) -> dict:
                    "--n-domains", str(NICHES), "--seed", str(seed), "--engine", "fallback",
                    "--out", str(Path(scratch) / "report.html"), "--outputs-dir", str(out)]
         started = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True, text=True)
+        finished = subprocess.run(command, capture_output=True, text=True)
+        if finished.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{finished.stderr[-3000:]}")
         wall = time.perf_counter() - started
         provenance = json.loads((out / "provenance.json").read_text())
         domains = pd.read_csv(out / "domains.csv", index_col=0)["domain"].astype(str)

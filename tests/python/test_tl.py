@@ -116,4 +116,9 @@ def test_umap_keeps_working_where_numba_has_nowhere_to_keep_compiled_code(monkey
     from spatialdomains.tl import domains
 
     monkeypatch.setattr(caching.CacheImpl, "_locator_classes", [])
+    monkeypatch.delenv("NUMBA_CACHE_LOCATOR_CLASSES", raising=False)
     domains._keep_umap_compiled.__wrapped__()
+    adata = ad.AnnData(obs=pd.DataFrame(index=[f"s{i}" for i in range(40)]))
+    adata.obsm["X_e"] = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    sd.tl.umap(adata, use_rep="X_e")
+    assert np.isfinite(adata.obsm["X_umap"]).all()

@@ -156,13 +156,19 @@ def _keep_umap_compiled() -> None:
     import umap.umap_
     from numba.core.registry import CPUDispatcher
 
-    for module in (umap.umap_, umap.layouts):
-        for function in vars(module).values():
-            if isinstance(function, CPUDispatcher):
-                try:
-                    function.enable_caching()
-                except RuntimeError:  # nowhere writable to keep it (numba names none): compiled per process
-                    return
+    dispatchers = [function for module in (umap.umap_, umap.layouts) for function in vars(module).values()
+                   if isinstance(function, CPUDispatcher)]
+    # numba files compiled code by function and argument types, not by its options: a function compiled twice
+    # (umap-learn's serial and parallel layout epoch) would share one entry, and a seeded run could load the
+    # parallel one. Those stay compiled per process.
+    twice = {id(f.py_func) for f in dispatchers if sum(g.py_func is f.py_func for g in dispatchers) > 1}
+    for function in dispatchers:
+        if id(function.py_func) in twice:
+            continue
+        try:
+            function.enable_caching()
+        except RuntimeError:  # nowhere writable to keep it (numba names none): compiled per process
+            return
 
 
 def umap(adata: ad.AnnData, *, use_rep: str = "X_staig", n_neighbors: int = 15, min_dist: float = 0.5,
@@ -180,6 +186,8 @@ def umap(adata: ad.AnnData, *, use_rep: str = "X_staig", n_neighbors: int = 15, 
     embedding = np.asarray(adata.obsm[use_rep], dtype=np.float32)
     rows = np.flatnonzero(np.all(np.isfinite(embedding), axis=1))
     available = len(rows)
+    if available < 3:
+        raise InputError(f"obsm['{use_rep}'] has {available} spots with a finite embedding: a UMAP needs at least 3")
     if available > max_spots:
         rows = np.sort(np.random.default_rng(random_state).choice(rows, int(max_spots), replace=False))
     _keep_umap_compiled()
@@ -192,7 +200,7 @@ def umap(adata: ad.AnnData, *, use_rep: str = "X_staig", n_neighbors: int = 15, 
     reducer = UMAP(n_neighbors=n_neighbors, min_dist=min_dist, random_state=random_state,
                    n_jobs=1 if random_state is not None else -1, precomputed_knn=(indices, distances, None))
     with warnings.catch_warnings():  # that UMAP.transform needs umap-learn's own index: it is not used here
-        warnings.filterwarnings("ignore", message="precomputed_knn", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]", category=UserWarning)
         values = reducer.fit_transform(sample)
     full = np.full((adata.n_obs, values.shape[1]), np.nan, dtype=np.float32)
     full[rows] = values
