@@ -43,6 +43,11 @@ def simulate(method: str, n_cells: int, seed: int):
     return simulated, time.perf_counter() - started
 
 
+def sample_file(folder: str, method: str) -> Path:
+    """Where the simulated sample is written: a .h5mu for the paired methods, else a .h5ad."""
+    return Path(folder) / ("cells.h5mu" if method in PAIRED else "cells.h5ad")
+
+
 def measure_report(method: str, n_cells: int, seed: int) -> dict:
     """The command line's report of a simulated sample, end to end, in its own process."""
     import pandas as pd
@@ -52,7 +57,7 @@ def measure_report(method: str, n_cells: int, seed: int) -> dict:
     simulated, simulate_seconds = simulate(method, n_cells, seed)
     truth = simulated.obs["ground_truth"].astype(str)
     with tempfile.TemporaryDirectory() as scratch:
-        path = Path(scratch) / ("cells.h5mu" if method in PAIRED else "cells.h5ad")
+        path = sample_file(scratch, method)
         simulated.write(path)
         del simulated
         out = Path(scratch) / "out"
@@ -86,7 +91,7 @@ def measure(method: str, n_cells: int, epochs: int, cluster: bool, seed: int) ->
 
     simulated, simulate_seconds = simulate(method, n_cells, seed)
     with tempfile.TemporaryDirectory() as scratch:
-        path = Path(scratch) / ("cells.h5mu" if method in PAIRED else "cells.h5ad")
+        path = sample_file(scratch, method)
         simulated.write(path)
         del simulated
         started = time.perf_counter()

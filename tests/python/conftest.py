@@ -24,8 +24,9 @@ def pytest_configure(config):
     if workers:
         import torch
 
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        torch.set_num_threads(max(1, cores // int(workers)))
+        from spatialdomains.models.trainer import allowed_cores
+
+        torch.set_num_threads(max(1, allowed_cores() // int(workers)))
 
 
 def shared_file(relative: str) -> Path:

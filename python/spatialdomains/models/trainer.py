@@ -61,6 +61,11 @@ class ThreadPlan:
         return {"torch": self.torch, "blas": self.blas, "reason": self.reason}
 
 
+def allowed_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def free_cores(sample_seconds: float = 0.25) -> int:
     """CPU cores this process may use that other work is not keeping busy, from a short sample of CPU use.
 
@@ -69,7 +74,7 @@ def free_cores(sample_seconds: float = 0.25) -> int:
     """
     import psutil
 
-    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    allowed = allowed_cores()
     total = psutil.cpu_count() or allowed
     busy = round(psutil.cpu_percent(interval=sample_seconds) / 100 * total)
     return max(1, min(allowed, total - busy))

@@ -1,6 +1,7 @@
 """Domains from an embedding (clustering, refinement, SpaMI's published Leiden protocol) and the UMAP."""
 from __future__ import annotations
 
+import collections
 import functools
 import time
 import warnings
@@ -161,9 +162,9 @@ def _keep_umap_compiled() -> None:
     # numba files compiled code by function and argument types, not by its options: a function compiled twice
     # (umap-learn's serial and parallel layout epoch) would share one entry, and a seeded run could load the
     # parallel one. Those stay compiled per process.
-    twice = {id(f.py_func) for f in dispatchers if sum(g.py_func is f.py_func for g in dispatchers) > 1}
+    compilations = collections.Counter(function.py_func for function in dispatchers)
     for function in dispatchers:
-        if id(function.py_func) in twice:
+        if compilations[function.py_func] > 1:
             continue
         try:
             function.enable_caching()
@@ -193,7 +194,7 @@ def umap(adata: ad.AnnData, *, use_rep: str = "X_staig", n_neighbors: int = 15, 
     _keep_umap_compiled()
     sample = embedding[rows]
     n_neighbors = min(n_neighbors, len(rows) - 1)
-    # The exact neighbours come from scikit-learn: umap-learn's own search compiles for about 15 s in each new
+    # The exact neighbours come from scikit-learn: umap-learn's own search compiles for about 10 s in each new
     # process, which is most of a small sample's report. Each spot is its own first neighbour, as umap-learn expects.
     distances, indices = NearestNeighbors(n_neighbors=n_neighbors).fit(sample).kneighbors(sample)
     # A seeded UMAP runs on one thread; saying so keeps umap-learn from warning that it changed n_jobs
