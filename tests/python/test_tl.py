@@ -111,6 +111,7 @@ def test_umap_of_a_large_sample_places_a_seeded_random_subset_and_plots_it(tmp_p
 
 def test_umap_keeps_working_where_numba_has_nowhere_to_keep_compiled_code(monkeypatch):
     """A read-only install and home: numba finds no cache folder, and the UMAP compiles in-process as before."""
+    import umap  # noqa: F401  (its own cache=True functions are set up at import, before the install turns read-only)
     from numba.core import caching
 
     from spatialdomains.tl import domains
@@ -122,3 +123,29 @@ def test_umap_keeps_working_where_numba_has_nowhere_to_keep_compiled_code(monkey
     adata.obsm["X_e"] = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
     sd.tl.umap(adata, use_rep="X_e")
     assert np.isfinite(adata.obsm["X_umap"]).all()
+
+
+def test_a_full_disk_while_numba_keeps_compiled_code_does_not_fail_the_run(tmp_path, monkeypatch):
+    """numba's own disk cache raises when its write fails; the UMAP's keeps the code compiled in-process."""
+    import errno
+    import importlib.util
+
+    from numba.core import caching
+
+    from spatialdomains.tl import domains
+
+    def full_disk(self, key, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(caching.IndexDataCacheFile, "save", full_disk)
+    source = tmp_path / "compiled_twice.py"
+    source.write_text("import numba\n\n@numba.njit\ndef plain(x):\n    return x + 1\n\n"
+                      "@numba.njit\ndef kept(x):\n    return x + 1\n")
+    spec = importlib.util.spec_from_file_location("compiled_twice", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.plain.enable_caching()
+    with pytest.raises(OSError):
+        module.plain(1)
+    domains._cache_on_disk(module.kept)
+    assert module.kept(1) == 2

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import logging
 import time
 import warnings
 
@@ -15,6 +16,8 @@ from .. import io as _io
 from .. import slices as _slices
 from ..errors import InputError, option
 from .._record import domain_column, record_step
+
+logger = logging.getLogger("spatialdomains")
 
 
 def check_cluster_options(method: str, refine, n_domains, choose_by: str = "silhouette") -> None:
@@ -167,9 +170,29 @@ def _keep_umap_compiled() -> None:
         if compilations[function.py_func] > 1:
             continue
         try:
-            function.enable_caching()
+            _cache_on_disk(function)
         except RuntimeError:  # nowhere writable to keep it (numba names none): compiled per process
             return
+
+
+def _cache_on_disk(function) -> None:
+    """numba's ``enable_caching``, except that a failed write (a disk that fills) leaves the code compiled in
+    this process only, rather than failing the run that compiled it."""
+    function._cache = _best_effort_cache()(function.py_func)
+
+
+@functools.cache
+def _best_effort_cache() -> type:
+    from numba.core.caching import FunctionCache
+
+    class BestEffortCache(FunctionCache):
+        def save_overload(self, sig, data):
+            try:
+                super().save_overload(sig, data)
+            except OSError as error:
+                logger.debug("numba could not keep %s compiled on disk (%s)", self._name, error)
+
+    return BestEffortCache
 
 
 def umap(adata: ad.AnnData, *, use_rep: str = "X_staig", n_neighbors: int = 15, min_dist: float = 0.5,
