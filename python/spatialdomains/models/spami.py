@@ -26,7 +26,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import InputError
-from .minibatch import BatchSettings, Neighbourhoods, PatchBatches, spatial_patches, training_epochs
+from .minibatch import (BatchSettings, Neighbourhoods, PatchBatches, normalised_adjacency, spatial_patches,
+                        training_epochs)
 from .trainer import Trainer, seed_everything
 
 #: Epochs of the published full-batch training when the config gives none (the method note: 1,000).
@@ -259,10 +260,9 @@ class _Graph:
     """SpaMI's two sparse operators over all spots (GCN propagation and the readout mean), and their blocks."""
 
     def __init__(self, adjacency: sp.spmatrix, neighbours: np.ndarray) -> None:
-        a = sp.csr_matrix(adjacency, dtype=np.float64)
-        a = ((a + a.T) > 0).astype(np.float64) + sp.identity(a.shape[0], format="csr")
-        scale = 1.0 / np.sqrt(np.asarray(a.sum(axis=1)).ravel())
-        self.propagation = sp.csr_matrix(sp.diags(scale) @ a @ sp.diags(scale), dtype=np.float32)
+        a = sp.csr_matrix(adjacency)
+        edges = sp.triu((a + a.T) > 0, k=1).tocoo()
+        self.propagation = normalised_adjacency(a.shape[0], np.column_stack([edges.row, edges.col]))
         n, k = neighbours.shape
         rows = np.repeat(np.arange(n), k + 1)
         cols = np.hstack([np.arange(n)[:, None], neighbours]).ravel()
