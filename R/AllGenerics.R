@@ -21,7 +21,7 @@
 #'   \code{Misc(x, "spatialdomains")}). Nothing else in \code{x} changes.
 #' @section Methods:
 #' All methods take \code{n_epochs}, \code{tau}, \code{preset}
-#' (\code{"paper"} or \code{"published"}), \code{seed}, \code{device}
+#' (\code{"paper"}, \code{"published"}, or \code{"cells"} for cell-resolution data), \code{seed}, \code{device}
 #' (\code{"auto"}, \code{"cpu"}, \code{"cuda"}), \code{n_threads} (CPU threads; default: one
 #' per core that other work leaves free, with R's BLAS kept to one thread
 #' during the call), \code{training} (\code{"auto"}: full batch up to 10,000
@@ -91,7 +91,8 @@ setGeneric("runSpotscape", function(x, ...) standardGeneric("runSpotscape"))
 #'   \code{learning_rate}, \code{n_neighbors} (3), \code{out_dim} (64),
 #'   \code{dgi_weights}, \code{reconstruction_weights},
 #'   \code{correspondence_weight}, \code{n_pcs}, \code{n_top_genes},
-#'   \code{min_cells}, \code{balance}, \code{preset} (\code{"default"}, or SpaMI's
+#'   \code{min_cells}, \code{balance}, \code{preset} (\code{"default"},
+#'   \code{"cells"} for cell-resolution data (6 neighbours), or SpaMI's
 #'   published settings \code{"misar"}, \code{"p22"}, \code{"thymus"}).
 #' @return \code{x} with the fused embedding (SCE: \code{reducedDim(x, name)};
 #'   Seurat: reduction \code{tolower(name)}), each modality's embedding

@@ -35,7 +35,10 @@
 #' the provenance there; it must be new or empty, or hold an earlier report's
 #' tables, replaced with \code{force = TRUE}), \code{label_key} (a column
 #' annotating the spots, e.g. a pathologist's layers: the report compares the
-#' domains with it), \code{show_code} and \code{force}.
+#' domains with it), \code{preset} (the method's settings preset, e.g.
+#' \code{"cells"} for STAIG on Xenium, MERFISH or CosMx cells), \code{refine}
+#' (\code{"auto"}, \code{TRUE} or \code{FALSE}: majority vote over each spot's 15
+#' nearest; \code{"auto"} is the method's choice), \code{show_code} and \code{force}.
 #' \describe{
 #'   \item{SingleCellExperiment}{\code{assay.type} (default \code{"counts"}),
 #'     \code{spatial_coords} (as in \code{\link{runSTAIG}}), \code{dimred} (the
@@ -100,7 +103,7 @@ setMethod("domainReport", "ANY", function(x, file, ...) {
 .render_report <- function(pieces, file, domains = "domain", method = NULL, n_domains = NULL, species = "auto",
                            gene_sets = NULL, engine = "auto", pvalue = "adjusted", max_pvalue = 0.05,
                            sample = NULL, seed = 0L, epochs = NULL, outputs_dir = NULL, show_code = FALSE,
-                           force = FALSE, label_key = NULL) {
+                           force = FALSE, label_key = NULL, preset = NULL, refine = "auto") {
     if (!is.character(file) || length(file) != 1L || !nzchar(file)) {
         stop("'file' must be the path of the HTML file to write", call. = FALSE)
     }
@@ -129,6 +132,7 @@ setMethod("domainReport", "ANY", function(x, file, ...) {
     }
     options <- list(n_domains = n_domains, species = species, gene_sets = gene_sets, engine = engine,
                     pvalue = pvalue, max_pvalue = max_pvalue, sample = sample, seed = seed, epochs = epochs,
+                    refine = refine, model_options = if (!is.null(preset)) list(preset = preset),
                     show_code = isTRUE(show_code), force = isTRUE(force),
                     outputs_dir = if (!is.null(outputs_dir)) normalizePath(outputs_dir, mustWork = FALSE))
     file <- normalizePath(file, mustWork = FALSE)

@@ -194,7 +194,7 @@ def _add_report(commands) -> None:
                                                 "control, disease); the report compares them within each domain")
     report.add_argument("--notebook", help="also keep the executed notebook here")
     report.add_argument("--show-code", action="store_true", help="show the code in the page (hidden by default)")
-    _add_model_options(report, tuning=False)
+    _add_model_options(report)
     report.set_defaults(handler=_report)
 
 
@@ -261,9 +261,8 @@ def _add_force(parser: argparse.ArgumentParser, what: str = "the results of an e
                         help=f"replace {what} as a whole (never a folder or file spatialdomains did not write)")
 
 
-def _add_model_options(parser: argparse.ArgumentParser, default_domains: int | None = None, *,
-                       tuning: bool = True) -> None:
-    """Options shared by the commands that find domains; ``tuning`` adds the STAIG preset, tau and refinement."""
+def _add_model_options(parser: argparse.ArgumentParser, default_domains: int | None = None) -> None:
+    """Options shared by the commands that find domains."""
     parser.add_argument("--n-domains", type=int, default=default_domains,
                         help="number of domains (default: %s)" % (default_domains or "chosen by silhouette"))
     parser.add_argument("--epochs", type=int, help="training epochs (default: the model's or the preset's)")
@@ -278,15 +277,15 @@ def _add_model_options(parser: argparse.ArgumentParser, default_domains: int | N
     parser.add_argument("--cluster-method", default="auto", choices=["auto", "mclust", "gmm", "kmeans", "leiden"],
                         help="clustering backend (default: the method's own, k-means for Spotscape and the "
                              "baseline; otherwise mclust when R has it, else gmm)")
-    if tuning:
-        parser.add_argument("--preset", choices=["paper", "published", "default", "misar", "p22", "thymus"],
-                            help="settings preset: STAIG paper (default) or published; SpaMI default, or the "
-                                 "published settings for misar (RNA+ATAC), p22 (spatial ATAC-RNA) or thymus "
-                                 "(RNA+protein)")
-        parser.add_argument("--tau", type=float,
-                            help="STAIG: temperature of the contrastive loss (default: the preset's)")
-        parser.add_argument("--refine", default="auto", choices=["auto", "yes", "no"],
-                            help="majority-vote refinement over 15 nearest spots (default: auto, for lattices)")
+    parser.add_argument("--preset", choices=["paper", "published", "cells", "default", "misar", "p22", "thymus"],
+                        help="settings preset: STAIG paper (default), published, or cells (Xenium, MERFISH, "
+                             "CosMx: 8 neighbours, two GCN layers); SpaMI default, cells (6 neighbours), or the "
+                             "published settings for misar (RNA+ATAC), p22 (spatial ATAC-RNA) or thymus "
+                             "(RNA+protein)")
+    parser.add_argument("--tau", type=float,
+                        help="STAIG: temperature of the contrastive loss (default: the preset's)")
+    parser.add_argument("--refine", default="auto", choices=["auto", "yes", "no"],
+                        help="majority-vote refinement over 15 nearest spots (default: auto, for lattices)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
     parser.add_argument("--threads", type=int,
@@ -335,7 +334,8 @@ def _report(args: argparse.Namespace) -> int:
                          key_type=args.key_type, ontology=args.ontology, gene_sets=args.gene_sets,
                          engine=args.engine, min_log2fc=args.min_log2fc, max_pvalue=args.max_pvalue,
                          pvalue=args.pvalue, seed=args.seed, epochs=args.epochs, device=args.device,
-                         threads=args.threads, cluster_method=args.cluster_method, image=args.image,
+                         threads=args.threads, cluster_method=args.cluster_method, refine=_refine(args),
+                         image=args.image,
                          image_scale=args.image_scale,
                          outputs_dir=args.outputs_dir, notebook=args.notebook, show_code=args.show_code,
                          force=args.force, progress=not args.quiet, label_key=args.label_key,

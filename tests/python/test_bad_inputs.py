@@ -512,26 +512,28 @@ def test_a_batch_redoes_a_sample_whose_input_or_parameters_changed(base, tmp_pat
     reported = []
 
     def report(inputs, page, **options):
-        reported.append(options["species"])
+        reported.append((options["species"], options["refine"], options["model_options"]))
         page.write_text("<html></html>")
         (Path(options["outputs_dir"]) / "provenance.json").write_text(json.dumps({"n_domains": 3}))
 
     monkeypatch.setattr(render, "render_report", report)
 
     def batch(rows: str) -> str:
-        sheet.write_text("sample,input,method,species\n" + rows)
+        sheet.write_text("sample,input,method,species,preset,refine\n" + rows)
         assert cli.main(["batch", str(sheet), "--out", str(out), "--engine", "fallback", "--quiet"]) == 0
         return capsys.readouterr().out
 
-    assert "A: ok" in batch(f"A,{source},precomputed,human\n")
+    assert "A: ok" in batch(f"A,{source},precomputed,human,,\n")
     status = json.loads((out / "A" / "status.json").read_text())
     assert status["fingerprint"]["inputs"][source]["size"] == Path(source).stat().st_size
-    assert "A: skipped" in batch(f"A,{source},precomputed,human\n")
-    assert "A: ok" in batch(f"A,{source},precomputed,auto\n")  # a parameter changed: redone
+    assert "A: skipped" in batch(f"A,{source},precomputed,human,,\n")
+    assert "A: ok" in batch(f"A,{source},precomputed,auto,,\n")  # a parameter changed: redone
     os.utime(source, ns=(time.time_ns(), time.time_ns() + 10**9))  # the input was replaced
-    assert "A: ok" in batch(f"A,{source},precomputed,auto\n")
-    assert "A: skipped" in batch(f"A,{source},precomputed,auto\n")
-    assert reported == ["human", "auto", "auto"]
+    assert "A: ok" in batch(f"A,{source},precomputed,auto,,\n")
+    assert "A: skipped" in batch(f"A,{source},precomputed,auto,,\n")
+    assert "A: ok" in batch(f"A,{source},staig,auto,cells,yes\n")  # the preset and refinement reach the report
+    assert reported == [("human", "auto", None), ("auto", "auto", None), ("auto", "auto", None),
+                        ("auto", True, {"preset": "cells"})]
 
 
 def test_ctrl_c_during_a_run_leaves_no_output(base, tmp_path):

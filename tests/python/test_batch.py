@@ -201,17 +201,21 @@ def test_second_run_skips_complete_samples(batch_run, capsys):
 def test_samplesheet_problems_are_listed_together(tmp_path):
     (tmp_path / "ok.h5ad").write_text("")
     sheet = tmp_path / "bad.csv"
-    sheet.write_text("sample,input,method,n_domains,colour\n"
-                     "A,missing.h5ad,staig,3,red\n"
-                     "A,ok.h5ad,magic,one,blue\n"
-                     "bad name,ok.h5ad,spami,1,green\n")
+    sheet.write_text("sample,input,method,n_domains,colour,preset,refine\n"
+                     "A,missing.h5ad,staig,3,red,cells,yes\n"
+                     "A,ok.h5ad,magic,one,blue,,\n"
+                     "bad name,ok.h5ad,spami,1,green,,maybe\n"
+                     "D,ok.h5ad,spotscape,3,green,cells,no\n")
     with pytest.raises(InputError) as error:
         batch.read_samplesheet(sheet)
     message = str(error.value)
     for expected in ("unknown column 'colour'", "input '", "missing.h5ad' does not exist", "appears twice",
                      "method 'magic'", "n_domains 'one' is not a whole number", "sample name 'bad name'",
-                     "n_domains must be at least 2", "method spami needs a second omics"):
+                     "n_domains must be at least 2", "method spami needs a second omics",
+                     "refine 'maybe' is not one of auto, yes, no",
+                     "preset 'cells' does not apply to method spotscape (its presets: default)"):
         assert expected in message, expected
+    assert "method staig" not in message  # STAIG's preset cells, refined: valid
     assert main(["batch", str(sheet), "--out", str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o").exists()  # validated before any work
 

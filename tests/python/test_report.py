@@ -34,15 +34,24 @@ def test_report_command_precomputed_domains_and_errors(tmp_path, capsys):
 
 
 def test_report_command_shows_each_step_and_no_kernel_transport_warning(tmp_path, capfd):
+    """Also: the report takes the run command's preset and refinement (a lattice, refined on 'auto', here not)."""
     adata = sd.datasets.simulate_visium(300, 3, seed=3)
     sd.io.write_h5ad(adata, tmp_path / "sample.h5ad")
     assert main(["report", str(tmp_path / "sample.h5ad"), "--out", str(tmp_path / "r.html"), "--n-domains", "3",
-                 "--epochs", "3", "--engine", "fallback"]) == 0
+                 "--epochs", "3", "--engine", "fallback", "--preset", "cells", "--refine", "no",
+                 "--outputs-dir", str(tmp_path / "tables")]) == 0
     printed = capfd.readouterr().err  # the kernel's own stderr, inherited from this process
     for step in ("sample: reading sample.h5ad", "STAIG: training on", "STAIG: 3/3 epochs", "ranking marker genes",
                  "GO enrichment"):
         assert step in printed, printed
     assert "without encryption" not in printed and "IProgress" not in printed and "Traceback" not in printed
+    model = json.loads((tmp_path / "tables" / "provenance.json").read_text())["model"]
+    assert model["staig"]["preset"] == "cells"
+    assert (model["staig"]["parameters"]["n_neighbors"], model["staig"]["parameters"]["n_layers"]) == (8, 2)
+    assert model["cluster"]["refined"] is False
+    assert "domain_unrefined" not in pd.read_csv(tmp_path / "tables" / "domains.csv").columns
+    page = (tmp_path / "r.html").read_text()  # the summary's run table says what ran
+    assert "<td>settings preset</td><td>cells</td>" in page and "<td>refinement</td><td>none</td>" in page
 
 
 def test_multi_slice_report_shows_integration_transfer_conditions_and_denoised_markers(tmp_path):
@@ -87,6 +96,8 @@ def test_multi_slice_report_shows_integration_transfer_conditions_and_denoised_m
     provenance = json.loads((tmp_path / "tables" / "provenance.json").read_text())
     (scores,) = provenance["label_transfer"]
     assert scores["slice"] == "slice22" and scores["from slice"] == "slice21" and scores["annotated spots"] == 0
+    refined = "majority vote of the 15 nearest spots" if provenance["model"]["cluster"]["refined"] else "none"
+    assert f"<td>refinement</td><td>{refined}</td>" in page
     truth = tissue.obs["ground_truth"][1::2]
     assert sd.metrics.ari(truth, predicted[result.obs["slice"] == "slice22"].to_numpy()) > 0.3
     assert provenance["conditions"]["reference"] == "control" and provenance["conditions"]["tests"] == ["wilcoxon (spots)"]

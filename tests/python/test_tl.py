@@ -77,6 +77,11 @@ def test_presets(sample):
     assert run.preset == "published"
     assert configure("staig", sample, preset="published", tau=5)[1].tau == 5
     assert configure("staig", sample)[1].tau == 10.0
+    cells = configure("staig", sample, preset="cells")[1]
+    assert (cells.n_neighbors, cells.n_layers, cells.tau) == (8, 2, 10.0)
+    assert configure("staig", sample, preset="cells", n_layers=1)[1].n_layers == 1
+    with pytest.raises(InputError, match="preset"):
+        configure("spotscape", sample, preset="cells")
 
 
 def test_domain_plot(sample, tmp_path):

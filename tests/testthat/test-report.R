@@ -31,6 +31,19 @@ test_that("domainReport writes the report of a SingleCellExperiment's stored dom
     expect_error(domainReport(sce, file, engine = "fallback", n_domains = 1), "n_domains = 1")
 })
 
+test_that("domainReport passes the method's preset and the refinement to the report", {
+    skip_without_spatialdomains()
+    sce <- small_sample()
+    tables <- tempfile("tables")
+    domainReport(sce, tempfile(fileext = ".html"), method = "staig", n_domains = 3, epochs = 2L, preset = "cells",
+                 refine = FALSE, engine = "fallback", outputs_dir = tables)
+    model <- jsonlite::read_json(file.path(tables, "provenance.json"))$model
+    expect_identical(model$staig$preset, "cells")
+    expect_identical(c(model$staig$parameters$n_neighbors, model$staig$parameters$n_layers), c(8L, 2L))
+    expect_false(model$cluster$refined)  # a Visium lattice, refined on "auto"
+    expect_error(domainReport(sce, tempfile(fileext = ".html"), method = "staig", refine = "maybe"), "refine")
+})
+
 test_that("domainReport works for Seurat objects and explains a missing domain column", {
     skip_without_spatialdomains()
     skip_if_not_installed("SeuratObject")

@@ -150,9 +150,12 @@ class _Omics(Method):
 
 #: SpaMI's published per-dataset settings (the method note, section 6): loss weights w0..w4 as DGI, reconstruction
 #: and correspondence weights, learning rate, epochs, neighbours; thymus also its 21 RNA PCs and protein filter.
-#: 'default' is the model default, used for the simulations.
+#: 'default' is the model default, used for the simulations. 'cells' (Xenium-like cells with a protein panel):
+#: the p22 config's 6 neighbours, so that the two-layer encoders read about 30 cells around each cell, the scale at
+#: which tissue niches show in the mix of cell types (3 neighbours: about 10).
 SPAMI_PRESETS = {
     "default": {},
+    "cells": {"n_neighbors": 6},
     "misar": {"dgi_weights": (1.0, 1.0), "reconstruction_weights": (10.0, 15.0), "correspondence_weight": 3.0,
               "learning_rate": 1e-2, "n_epochs": 800, "n_neighbors": 3},
     "p22": {"dgi_weights": (1.0, 1.0), "reconstruction_weights": (10.0, 15.0), "correspondence_weight": 5.0,
@@ -173,7 +176,8 @@ class Spami(_Omics):
 
     def presets(self, data, overrides: dict) -> dict[str, dict]:
         """SpaMI's published settings per dataset type: 'misar' (MISAR-seq RNA + ATAC), 'p22' (spatial ATAC–RNA-seq),
-        'thymus' (Stereo-CITE-seq RNA + protein); 'default' otherwise. Options given override them."""
+        'thymus' (Stereo-CITE-seq RNA + protein); 'cells' for data at cell resolution; 'default' otherwise.
+        Options given override them."""
         return SPAMI_PRESETS
 
     def inputs(self, data, config: SpamiConfig, run: RunConfig, timer) -> OmicsInputs:

@@ -125,16 +125,24 @@ def image_option_names() -> set[str]:
                                                                  "key_added"}
 
 
+#: Cells rather than spots (Xenium, MERFISH, CosMx): the published MERFISH config's k = 8 and two GCN layers,
+#: so that each cell's embedding reads the two rings of cells around it (about 30), the scale at which tissue
+#: niches show in the mix of cell types; one layer over 5 neighbours reads about 6 cells.
+CELL_RESOLUTION = {"n_neighbors": 8, "n_layers": 2}
+
 #: ``paper``: the paper's settings. ``published``: the published code's configs for DLPFC 151673, without and
-#: with the H&E image (``IMAGE_PRESETS``, used when image features are used).
+#: with the H&E image (``IMAGE_PRESETS``, used when image features are used). ``cells``: the paper's settings
+#: with :data:`CELL_RESOLUTION`.
 PRESETS: dict[str, dict] = {
     "paper": {},
     "published": {"tau": 34.0, "n_epochs": 340, "feature_mask": (0.2, 0.2), "edge_drop": "gene_adaptive"},
+    "cells": CELL_RESOLUTION,
 }
 IMAGE_PRESETS: dict[str, dict] = {
     "paper": {"edge_drop": "image"},
     "published": {"tau": 35.0, "n_epochs": 300, "feature_mask": (0.1, 0.2), "edge_drop": "image",
                   "n_pseudo_labels": 80},
+    "cells": {"edge_drop": "image", **CELL_RESOLUTION},
 }
 
 

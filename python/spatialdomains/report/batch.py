@@ -20,6 +20,8 @@ gene_sets      no        a GMT file to use instead of GO (any species)
 image          no        a tissue image to draw the domains on; ``image_scale`` its pixels per coordinate unit
 modality_NAME  no        further omics of the same section for spami/baseline, e.g. ``modality_adt``
 seed, epochs   no        random seed (default 0) and training epochs (default: the method's)
+preset         no        the method's settings preset, e.g. ``cells`` for STAIG on Xenium, MERFISH or CosMx cells
+refine         no        majority vote over each spot's 15 nearest: auto (default: the method's choice), yes, no
 =============  ========  =====================================================================================
 
 Relative paths are read from the samplesheet's folder. Each sample's ``status.json`` records its inputs (size and
@@ -58,7 +60,9 @@ STATUS_FILE = "status.json"
 INDEX_FILE = "index.html"
 REQUIRED_COLUMNS = ("sample", "input")
 OPTIONAL_COLUMNS = ("method", "n_domains", "species", "gene_sets", "image", "image_scale", "seed", "epochs",
-                    "bin_size", "label_key", "condition_key")
+                    "bin_size", "label_key", "condition_key", "preset", "refine")
+#: The refine column's words and what they mean to :func:`render_report`.
+REFINE_VALUES = {"auto": "auto", "yes": True, "no": False}
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -79,6 +83,8 @@ class SampleSpec:
     modalities: dict[str, str] = field(default_factory=dict)
     label_key: str | None = None
     condition_key: str | None = None
+    preset: str | None = None
+    refine: str = "auto"
 
     def paths(self) -> list[str]:
         """Every file or folder this sample reads."""
@@ -253,7 +259,9 @@ def run_sample(spec: SampleSpec, output: Output, *, engine: str = "auto", device
                               gene_sets=spec.gene_sets, engine=engine, seed=spec.seed, epochs=spec.epochs,
                               device=device, image=spec.image, image_scale=spec.image_scale, outputs_dir=folder,
                               notebook=folder / NOTEBOOK_FILE, threads=threads, force=True,
-                              label_key=spec.label_key, condition_key=spec.condition_key)
+                              label_key=spec.label_key, condition_key=spec.condition_key,
+                              refine=REFINE_VALUES[spec.refine],
+                              model_options={"preset": spec.preset} if spec.preset else None)
                 provenance = json.loads((folder / "provenance.json").read_text())
                 status = {**base, "status": "ok", "n_domains": provenance.get("n_domains"),
                           "n_spots": provenance.get("n_spots"), "qc": provenance.get("qc", {}),
@@ -379,12 +387,24 @@ def _spec(row: dict, base: Path) -> tuple[SampleSpec, list[str]]:
         problems.append(f"modality columns apply to methods spami and baseline, not {method}")
     if method == "spami" and not modalities and not (len(inputs) == 1 and inputs[0].lower().endswith(".h5mu")):
         problems.append("method spami needs a second omics: a modality_NAME column or an .h5mu input")
+    preset = (row.get("preset") or "").strip() or None
+    if preset is not None and method in REPORT_METHODS:
+        from .. import methods
+
+        names = () if method == "precomputed" else methods.get(method).preset_names()
+        if preset not in names:
+            problems.append(f"preset '{preset}' does not apply to method {method}"
+                            + (f" (its presets: {', '.join(names)})" if names else ", which trains no model"))
+    refine = (row.get("refine") or "auto").strip().lower()
+    if refine not in REFINE_VALUES:
+        problems.append(f"refine '{refine}' is not one of {', '.join(REFINE_VALUES)}")
     if len(inputs) > 1 and method in ("spami", "baseline", "precomputed"):
         problems.append(f"method {method} takes one input, not {len(inputs)}")
     spec = SampleSpec(sample=name, inputs=inputs, method=method, n_domains=n_domains, species=species,
                       gene_sets=gene_sets, image=image, image_scale=image_scale, seed=seed or 0, epochs=epochs,
                       modalities=modalities, label_key=(row.get("label_key") or "").strip() or None,
-                      condition_key=(row.get("condition_key") or "").strip() or None)
+                      condition_key=(row.get("condition_key") or "").strip() or None, preset=preset,
+                      refine=refine)
     if spec.condition_key and len(inputs) < 2:
         problems.append(f"condition_key '{spec.condition_key}' compares slices: give several inputs (a.h5ad;b.h5ad)")
     return spec, problems

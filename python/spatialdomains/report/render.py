@@ -38,8 +38,9 @@ def render_report(inputs, out: str | os.PathLike, *, sample: str | None = None, 
                   key_type: str = "auto", ontology: str = "BP", gene_sets: str | None = None, engine: str = "auto",
                   min_log2fc: float = 0.25, max_pvalue: float = 0.05, pvalue: str = "adjusted", seed: int = 0,
                   epochs: int | None = None, device: str = "auto", cluster_method: str = "auto",
-                  image: str | None = None, image_scale: float = 1.0, outputs_dir: str | os.PathLike | None = None,
-                  threads: int | None = None, notebook: str | os.PathLike | None = None,
+                  refine: str | bool = "auto", image: str | None = None, image_scale: float = 1.0,
+                  outputs_dir: str | os.PathLike | None = None, threads: int | None = None,
+                  notebook: str | os.PathLike | None = None,
                   show_code: bool = False, timeout: int | None = None, force: bool = False,
                   progress: bool = False, label_key: str | None = None, condition_key: str | None = None,
                   model_options: dict | None = None) -> Path:
@@ -57,7 +58,7 @@ def render_report(inputs, out: str | os.PathLike, *, sample: str | None = None, 
     from .sample import check_options
 
     paths = [str(inputs)] if isinstance(inputs, (str, os.PathLike)) else [str(p) for p in inputs]
-    check_options(method, n_domains, cluster_method, pvalue, max_pvalue, epochs)
+    check_options(method, n_domains, cluster_method, pvalue, max_pvalue, epochs, refine)
     targets = _report_outputs(out, outputs_dir, notebook, force,
                               inputs=[*paths, *(modalities or {}).values(), image, gene_sets])
     for target in targets.values():
@@ -68,7 +69,8 @@ def render_report(inputs, out: str | os.PathLike, *, sample: str | None = None, 
         "species": species, "key_type": key_type, "ontology": ontology,
         "gene_sets": None if gene_sets is None else str(gene_sets), "engine": engine, "min_log2fc": min_log2fc,
         "max_pvalue": max_pvalue, "pvalue": pvalue, "seed": seed, "epochs": epochs, "device": device,
-        "cluster_method": cluster_method, "image": None if image is None else str(image), "image_scale": image_scale,
+        "cluster_method": cluster_method, "refine": refine, "image": None if image is None else str(image),
+        "image_scale": image_scale,
         "outputs_dir": None, "threads": threads, "interface": current_interface(), "progress": progress,
         "label_key": label_key, "condition_key": condition_key, "model_options": dict(model_options or {}),
     }

@@ -56,7 +56,8 @@ def analyse(inputs, *, sample: str = "sample", method: str = "staig", n_domains:
             modalities: dict | None = None, domain_key: str = "domain", species: str = "auto",
             key_type: str = "auto", ontology: str = "BP", gene_sets: str | None = None, engine: str = "auto",
             min_log2fc: float = 0.25, max_pvalue: float = 0.05, pvalue: str = "adjusted", seed: int = 0,
-            epochs: int | None = None, device: str = "auto", cluster_method: str = "auto", image: str | None = None,
+            epochs: int | None = None, device: str = "auto", cluster_method: str = "auto",
+            refine: str | bool = "auto", image: str | None = None,
             image_scale: float = 1.0, outputs_dir: str | None = None, threads: int | None = None,
             interface: str = "python", progress: bool = False, label_key: str | None = None,
             condition_key: str | None = None, model_options: dict | None = None) -> SampleResult:
@@ -73,8 +74,10 @@ def analyse(inputs, *, sample: str = "sample", method: str = "staig", n_domains:
     several slices, each slice's annotation is also predicted from the most annotated other slice (label transfer).
     ``condition_key``: with several slices, an ``obs`` column giving each slice's condition (e.g. control,
     disease); the report compares the conditions within each domain (genes and domain shares).
-    ``model_options``: further settings of the method (e.g. ``{"library_size_key": "total_counts"}`` for STAIG),
-    checked by the method like any other.
+    ``refine``: majority vote of each spot's 15 nearest (``'auto'``: the method's choice; see
+    :func:`spatialdomains.tl.find_domains`). ``model_options``: further settings of the method (e.g.
+    ``{"library_size_key": "total_counts"}`` for STAIG, ``{"preset": "cells"}``), checked by the method like any
+    other.
     """
     from ..errors import interface as speaking
 
@@ -83,17 +86,18 @@ def analyse(inputs, *, sample: str = "sample", method: str = "staig", n_domains:
                         domain_key=domain_key, species=species, key_type=key_type, ontology=ontology,
                         gene_sets=gene_sets, engine=engine, min_log2fc=min_log2fc, max_pvalue=max_pvalue,
                         pvalue=pvalue, seed=seed, epochs=epochs, device=device, cluster_method=cluster_method,
+                        refine=refine,
                         image=image, image_scale=image_scale, outputs_dir=outputs_dir, threads=threads,
                         progress=progress, label_key=label_key, condition_key=condition_key,
                         model_options=model_options)
 
 
 def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, species, key_type, ontology, gene_sets,
-             engine, min_log2fc, max_pvalue, pvalue, seed, epochs, device, cluster_method, image, image_scale,
+             engine, min_log2fc, max_pvalue, pvalue, seed, epochs, device, cluster_method, refine, image, image_scale,
              outputs_dir, threads, progress, label_key, condition_key, model_options) -> SampleResult:
     from .. import analysis, tl
 
-    check_options(method, n_domains, cluster_method, pvalue, max_pvalue, epochs)
+    check_options(method, n_domains, cluster_method, pvalue, max_pvalue, epochs, refine)
     timer = _utils.Timer()
     paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     if not paths:
@@ -116,6 +120,7 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
             if threads:
                 params["n_threads"] = int(threads)
             result = tl.find_domains(data, method, n_domains, batch_key=batch_key, cluster_method=cluster_method,
+                                     refine=refine,
                                      random_state=seed, device=device, progress=progress, key_added=domain_key,
                                      **params)
             if hasattr(result, "mod"):
@@ -474,7 +479,7 @@ def _record(adata, *, sample, method, paths, modalities, seed, go, go_error, tim
 
 
 def check_options(method: str, n_domains: int | None, cluster_method: str, pvalue: str, max_pvalue: float,
-                  epochs: int | None) -> None:
+                  epochs: int | None, refine: str | bool = "auto") -> None:
     """The report's own options, checked before any work (also before the report's notebook starts)."""
     from .. import methods
     from ..analysis.markers import PVALUES
@@ -482,7 +487,7 @@ def check_options(method: str, n_domains: int | None, cluster_method: str, pvalu
 
     if method not in REPORT_METHODS:
         raise InputError(f"{option('method')} must be one of {', '.join(REPORT_METHODS)}, not '{method}'")
-    check_cluster_options(cluster_method, "auto", n_domains)
+    check_cluster_options(cluster_method, refine, n_domains)
     if epochs is not None and (isinstance(epochs, bool) or int(epochs) != epochs or epochs < 1):
         raise InputError(f"{option('epochs', epochs)}: training needs at least 1 epoch")
     if pvalue not in PVALUES:

@@ -156,7 +156,13 @@ def summary(result: SampleResult, key: str = "domain", n_markers: int = 5) -> No
                      "top markers": ", ".join(top["symbol"].astype(str)) or "none significant", "top GO term": term})
     table(pd.DataFrame(rows), caption="domains")
     steps = {**record.get("timings_seconds", {})}
-    run = {"method": _method_title(record), "seed": record["seed"],
+    model = record.get("model", {})
+    clustering = model.get("cluster", {})
+    trained = {} if record["method"] == "precomputed" else {
+        "settings preset": model.get(record["method"], {}).get("preset") or "none",
+        "refinement": (f"majority vote of the {clustering['refine_neighbors']} nearest spots"
+                       if clustering.get("refined") else "none")}
+    run = {"method": _method_title(record), **trained, "seed": record["seed"],
            "clustering": record.get("clustering_engine") or "given in the input",
            "GO engine": record["enrichment"]["engine"] or "not run",
            "spatialdomains": record.get("versions", {}).get("spatialdomains"),
