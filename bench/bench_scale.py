@@ -3,7 +3,7 @@ baseline, ``simulate_paired_cells``: the same RNA plus 30 proteins) from 10,000 
 in its own process so that its peak RSS is its own.
 
     python bench/bench_scale.py [--methods staig spotscape spami] [--sizes 10000 50000 200000 1000000] [--epochs 2]
-                                [--cluster | --report] [--json results.json]
+                                [--cluster | --report [--flags "--preset cells"]] [--json results.json]
 
 For each method and size: seconds to simulate and to read the sample back from .h5ad, the run's own step times
 (preprocessing, graph, training), seconds per epoch (``--epochs`` short epochs: the large-data mode where
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -48,8 +49,9 @@ def sample_file(folder: str, method: str) -> Path:
     return Path(folder) / ("cells.h5mu" if method in PAIRED else "cells.h5ad")
 
 
-def measure_report(method: str, n_cells: int, seed: int) -> dict:
-    """The command line's report of a simulated sample, end to end, in its own process."""
+def measure_report(method: str, n_cells: int, seed: int, flags: str = "") -> dict:
+    """The command line's report of a simulated sample, end to end, in its own process, with further ``flags``
+    (e.g. ``--preset cells``); with refinement the ARI of the unrefined domains is kept too."""
     import pandas as pd
 
     import spatialdomains as sd
@@ -62,7 +64,7 @@ def measure_report(method: str, n_cells: int, seed: int) -> dict:
         del simulated
         out = Path(scratch) / "out"
         command = [sys.executable, "-m", "spatialdomains.cli", "report", str(path), "--method", method,
-                   "--n-domains", str(NICHES), "--seed", str(seed), "--engine", "fallback",
+                   "--n-domains", str(NICHES), "--seed", str(seed), "--engine", "fallback", *shlex.split(flags),
                    "--out", str(Path(scratch) / "report.html"), "--outputs-dir", str(out)]
         started = time.perf_counter()
         finished = subprocess.run(command, capture_output=True, text=True)
@@ -70,17 +72,20 @@ def measure_report(method: str, n_cells: int, seed: int) -> dict:
             raise RuntimeError(f"{' '.join(command)} failed:\n{finished.stderr[-3000:]}")
         wall = time.perf_counter() - started
         provenance = json.loads((out / "provenance.json").read_text())
-        domains = pd.read_csv(out / "domains.csv", index_col=0)["domain"].astype(str)
+        domains = pd.read_csv(out / "domains.csv", index_col=0).astype(str).reindex(truth.index)
     model = provenance["model"]
     record, clustering = model.get(method, {}), model.get("cluster", {})
-    return {"method": method, "n_cells": n_cells, "n_genes": GENES, "seed": seed, "simulate_s": simulate_seconds,
+    return {"method": method, "n_cells": n_cells, "n_genes": GENES, "seed": seed, "flags": flags,
+            "simulate_s": simulate_seconds,
             "wall_s": wall, "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
             **{f"{step}_s": float(seconds) for step, seconds in record.get("timings", {}).items()},
             **{f"report_{step}_s": float(seconds) for step, seconds in provenance["timings_seconds"].items()},
             "cluster_s": float(clustering.get("timings", {}).get("cluster", float("nan"))),
             "clusterer": clustering.get("backend"), "epochs": record.get("training", {}).get("epochs_run", 0),
             "mode": record.get("training", {}).get("mode", "none"),
-            "ari": float(sd.metrics.ari(truth, domains.reindex(truth.index).to_numpy()))}
+            "refined": "domain_unrefined" in domains, "ari": float(sd.metrics.ari(truth, domains["domain"])),
+            **({"ari_unrefined": float(sd.metrics.ari(truth, domains["domain_unrefined"]))}
+               if "domain_unrefined" in domains else {})}
 
 
 def measure(method: str, n_cells: int, epochs: int, cluster: bool, seed: int) -> dict:
@@ -128,6 +133,8 @@ def main() -> int:
     what.add_argument("--cluster", action="store_true", help="also cluster and score against the niches")
     what.add_argument("--report", action="store_true",
                       help="report each sample end to end with the command line (default epochs; --epochs unused)")
+    parser.add_argument("--flags", default="", help="with --report: further flags of the report command, e.g. "
+                                                    "'--preset cells' or '--refine yes'")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write every measurement to this file")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
@@ -135,7 +142,7 @@ def main() -> int:
     if args.child:
         method, n_cells, epochs, what = args.child
         if what == "report":
-            print(json.dumps(measure_report(method, int(n_cells), args.seed)))
+            print(json.dumps(measure_report(method, int(n_cells), args.seed, args.flags)))
         else:
             print(json.dumps(measure(method, int(n_cells), int(epochs), what == "cluster", args.seed)))
         return 0
@@ -144,7 +151,7 @@ def main() -> int:
     for method in args.methods:
         for n_cells in args.sizes:
             result = run_child(__file__, ["--child", method, str(n_cells), str(args.epochs), what,
-                                          "--seed", str(args.seed)])
+                                          "--seed", str(args.seed), f"--flags={args.flags}"])
             print(json.dumps(result), flush=True)
             results.append(result)
     if args.report:
@@ -160,12 +167,13 @@ def print_report_table(results: list[dict]) -> None:
     steps = ("preprocess", "graph", "train", "cluster")
     print(f"\n{'method':9} {'cells':>9} {'mode':9} {'epochs':>6} {'wall min':>8} {'peak GB':>7} "
           + " ".join(f"{step + ' s':>12}" for step in steps)
-          + f" {'umap s':>6} {'markers s':>9} {'clusterer':>9} {'ARI':>5}")
+          + f" {'umap s':>6} {'markers s':>9} {'clusterer':>9} {'ARI':>5} {'unrefined':>9}")
     for r in results:
-        print(f"{r['method']:9} {r['n_cells']:>9} {r['mode']:9} {r['epochs']:>6} {r['wall_s'] / 60:8.1f} "
+        label = f"{r['method']} {r.get('flags', '')}".strip()
+        print(f"{label:9} {r['n_cells']:>9} {r['mode']:9} {r['epochs']:>6} {r['wall_s'] / 60:8.1f} "
               f"{r['peak_rss_mb'] / 1024:7.2f} " + " ".join(f"{r.get(step + '_s', float('nan')):12.1f}" for step in steps)
               + f" {r.get('report_umap_s', float('nan')):6.1f} {r.get('report_markers_s', float('nan')):9.1f}"
-              f" {str(r['clusterer']):>9} {r['ari']:5.3f}")
+              f" {str(r['clusterer']):>9} {r['ari']:5.3f} {r.get('ari_unrefined', float('nan')):9.3f}")
 
 
 def print_training_table(results: list[dict], methods: list[str], cluster: bool) -> None:
