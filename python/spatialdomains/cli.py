@@ -327,8 +327,12 @@ def _report(args: argparse.Namespace) -> int:
     from .report import render_report
 
     _resolved_inputs(args)
-    if args.method == "precomputed" and args.library_size_key:
-        raise InputError(f"{_flag_list(['library_size_key'])} to --method precomputed, which trains no model")
+    if args.method == "precomputed":  # the domains are given: a flag that shapes how they are found does nothing
+        given = [flag for flag in MODEL_FLAGS if getattr(args, flag, None) is not None]
+        given += ["refine"] if args.refine != "auto" else []
+        if given:
+            raise InputError(f"{_flag_list(given)} to --method precomputed, which reports the domains given in "
+                             "the input; leave them out, or name a method to find the domains")
     path = render_report(args.inputs, args.out, sample=args.sample, method=args.method, n_domains=args.n_domains,
                          modalities=_pairs(args.modality, "--modality"), species=args.species,
                          key_type=args.key_type, ontology=args.ontology, gene_sets=args.gene_sets,
