@@ -205,7 +205,8 @@ def test_samplesheet_problems_are_listed_together(tmp_path):
                      "A,missing.h5ad,staig,3,red,cells,yes\n"
                      "A,ok.h5ad,magic,one,blue,,\n"
                      "bad name,ok.h5ad,spami,1,green,,maybe\n"
-                     "D,ok.h5ad,spotscape,3,green,cells,no\n")
+                     "D,ok.h5ad,spotscape,3,green,cells,no\n"
+                     "E,ok.h5ad,precomputed,,green,,yes\n")
     with pytest.raises(InputError) as error:
         batch.read_samplesheet(sheet)
     message = str(error.value)
@@ -213,7 +214,8 @@ def test_samplesheet_problems_are_listed_together(tmp_path):
                      "method 'magic'", "n_domains 'one' is not a whole number", "sample name 'bad name'",
                      "n_domains must be at least 2", "method spami needs a second omics",
                      "refine 'maybe' is not one of auto, yes, no",
-                     "preset 'cells' does not apply to method spotscape (its presets: default)"):
+                     "preset 'cells' does not apply to method spotscape (its presets: default)",
+                     "refine 'yes' does not apply to method precomputed"):
         assert expected in message, expected
     assert "method staig" not in message  # STAIG's preset cells, refined: valid
     assert main(["batch", str(sheet), "--out", str(tmp_path / "o")]) == 2

@@ -25,6 +25,9 @@ def test_report_command_precomputed_domains_and_errors(tmp_path, capsys):
                  "--engine", "fallback", "--outputs-dir", str(tmp_path / "tables"), "--quiet"]) == 0
     assert page.is_file() and (tmp_path / "tables" / "markers.csv").is_file()
     assert oct(page.stat().st_mode & 0o044) == oct(0o044)  # readable by others, like any report
+    with pytest.raises(InputError, match="refine=True does not apply to method 'precomputed'"):
+        sd.report.render_report(tmp_path / "labelled.h5ad", tmp_path / "y.html", method="precomputed", refine=True)
+    assert not (tmp_path / "y.html").exists()
     adata.obs = adata.obs.drop(columns="domain")
     sd.io.write_h5ad(adata, tmp_path / "unlabelled.h5ad")
     assert main(["report", str(tmp_path / "unlabelled.h5ad"), "--out", str(tmp_path / "x.html"),

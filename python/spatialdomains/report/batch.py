@@ -398,6 +398,9 @@ def _spec(row: dict, base: Path) -> tuple[SampleSpec, list[str]]:
     refine = (row.get("refine") or "auto").strip().lower()
     if refine not in REFINE_VALUES:
         problems.append(f"refine '{refine}' is not one of {', '.join(REFINE_VALUES)}")
+    elif refine != "auto" and method == "precomputed":
+        problems.append(f"refine '{refine}' does not apply to method precomputed, which reports the domains given "
+                        "in the input")
     if len(inputs) > 1 and method in ("spami", "baseline", "precomputed"):
         problems.append(f"method {method} takes one input, not {len(inputs)}")
     spec = SampleSpec(sample=name, inputs=inputs, method=method, n_domains=n_domains, species=species,

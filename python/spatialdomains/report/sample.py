@@ -488,6 +488,9 @@ def check_options(method: str, n_domains: int | None, cluster_method: str, pvalu
     if method not in REPORT_METHODS:
         raise InputError(f"{option('method')} must be one of {', '.join(REPORT_METHODS)}, not '{method}'")
     check_cluster_options(cluster_method, refine, n_domains)
+    if method == "precomputed" and refine != "auto":
+        raise InputError(f"{option('refine', refine)} does not apply to method 'precomputed', which reports the "
+                         "domains given in the input")
     if epochs is not None and (isinstance(epochs, bool) or int(epochs) != epochs or epochs < 1):
         raise InputError(f"{option('epochs', epochs)}: training needs at least 1 epoch")
     if pvalue not in PVALUES:
