@@ -1,10 +1,11 @@
 """Niches at cell resolution: how each method's settings presets find them, with and without refinement.
 
-    python bench/bench_niches.py simulated [--methods staig spami] [--presets paper cells] [--size 50000]
+    python bench/bench_niches.py simulated [--methods staig spami] [--presets paper cells] [--size 50000] [--seeds 0]
     python bench/bench_niches.py starmap [--presets paper cells] [--seeds 0 1 2]
 
 ``simulated``: Xenium-like cells (``sd.datasets.simulate_cells``; for SpaMI ``simulate_paired_cells``, the same
-RNA plus 30 proteins), seed 0, the large-data mode with its default steps. For each method and preset (a preset a
+RNA plus 30 proteins; the data are always seed 0's, ``--seeds`` seed the training), the large-data mode
+with its default steps. For each method and preset (a preset a
 method does not have is skipped), the embedding is clustered into the 6 planted niches with mclust and k-means,
 and each partition is scored (ARI) as it is and after the majority vote over each cell's 15 nearest cells.
 ``starmap``: STAIG on each of the three STARmap mPFC sections (cells, 4 cortical layers), mclust, ARI against
@@ -25,7 +26,7 @@ NICHES, CELL_TYPES, GENES, PROTEINS = 6, 12, 500, 30
 STARMAP = SHARED / "data" / "starmap_mpfc" / "starmap_mpfc.h5ad"
 
 
-def simulated(method: str, preset: str, n_cells: int) -> dict:
+def simulated(method: str, preset: str, n_cells: int, seed: int) -> dict:
     import spatialdomains as sd
     from spatialdomains.cluster import refine_labels
 
@@ -34,8 +35,8 @@ def simulated(method: str, preset: str, n_cells: int) -> dict:
     else:
         data = sd.datasets.simulate_cells(n_cells, NICHES, CELL_TYPES, GENES, seed=0)
     started = time.perf_counter()
-    getattr(sd.tl, method)(data, preset=preset, random_state=0, progress=False)
-    result = {"method": method, "preset": preset, "n_cells": n_cells,
+    getattr(sd.tl, method)(data, preset=preset, random_state=seed, progress=False)
+    result = {"method": method, "preset": preset, "n_cells": n_cells, "seed": seed,
               "train_s": round(time.perf_counter() - started, 1)}
     truth = data.obs["ground_truth"].astype(str).to_numpy()
     coordinates = data.obsm["spatial"] if "spatial" in data.obsm else data.mod["rna"].obsm["spatial"]
@@ -84,20 +85,24 @@ def main() -> int:
     parser.add_argument("--methods", nargs="+", default=["staig", "spami"])
     parser.add_argument("--presets", nargs="+", default=["paper", "default", "cells"])
     parser.add_argument("--size", type=int, default=50_000)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--seeds", nargs="+", type=int, default=None,
+                        help="training seeds (default: 0 for simulated, 0 1 2 for starmap)")
     args = parser.parse_args()
     from spatialdomains import methods
 
     if args.dataset == "starmap":
+        args.seeds = args.seeds or [0, 1, 2]
         for preset in args.presets:
             if preset in methods.get("staig").preset_names():
                 for result in starmap(preset, args.seeds):
                     print(json.dumps(result), flush=True)
         return 0
+    args.seeds = args.seeds or [0]
     for method in args.methods:
         for preset in args.presets:
             if preset in methods.get(method).preset_names():
-                print(json.dumps(simulated(method, preset, args.size)), flush=True)
+                for seed in args.seeds:
+                    print(json.dumps(simulated(method, preset, args.size, seed)), flush=True)
     return 0
 
 

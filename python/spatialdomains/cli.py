@@ -205,7 +205,7 @@ def _add_batch(commands) -> None:
                     "(and its tables) for every sample and OUT/index.html. A failed sample does not stop the others; "
                     "the exit code is 1 when any failed. Complete samples are skipped unless --force. Columns: "
                     "sample, input (';' between slices), method, n_domains, species, gene_sets, image, image_scale, "
-                    "bin_size, label_key, condition_key, modality_NAME, seed, epochs.")
+                    "bin_size, label_key, condition_key, modality_NAME, seed, epochs, preset, refine.")
     batch.add_argument("samplesheet", help="CSV (or .tsv) samplesheet")
     batch.add_argument("--out", "--output", dest="out", required=True, help="output folder")
     batch.add_argument("--jobs", type=int, default=1, help="samples processed at once (default: 1)")
@@ -432,7 +432,8 @@ def _model_options(args: argparse.Namespace, method) -> dict:
     if wrong:
         raise InputError(f"{_flag_list(wrong)} to --method {method.name}")
     if "preset" in given and given["preset"] not in method.preset_names():
-        raise InputError(f"--preset {given['preset']} does not apply to --method {method.name}")
+        raise InputError(f"--preset {given['preset']} does not apply to --method {method.name} (its presets: "
+                         f"{', '.join(method.preset_names())})")
     return {MODEL_FLAGS[flag]: value for flag, value in given.items()}
 
 
@@ -685,7 +686,9 @@ def _choose_by(args) -> str:
 
 
 def _refine(args: argparse.Namespace):
-    return {"auto": "auto", "yes": True, "no": False}[args.refine]
+    from .report.batch import REFINE_VALUES
+
+    return REFINE_VALUES[args.refine]
 
 
 def _folder_name(name: str) -> str:

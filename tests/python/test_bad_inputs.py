@@ -535,6 +535,11 @@ def test_a_batch_redoes_a_sample_whose_input_or_parameters_changed(base, tmp_pat
     os.utime(source, ns=(time.time_ns(), time.time_ns() + 10**9))  # the input was replaced
     assert "A: ok" in batch(f"A,{source},precomputed,auto,,\n")
     assert "A: skipped" in batch(f"A,{source},precomputed,auto,,\n")
+    status = json.loads((out / "A" / "status.json").read_text())
+    for added in ("preset", "refine"):  # a status from before these columns: their defaults, nothing redone
+        del status["fingerprint"]["parameters"][added]
+    (out / "A" / "status.json").write_text(json.dumps(status))
+    assert "A: skipped" in batch(f"A,{source},precomputed,auto,,\n")
     assert "A: ok" in batch(f"A,{source},staig,auto,cells,yes\n")  # the preset and refinement reach the report
     assert reported == [("human", "auto", None), ("auto", "auto", None), ("auto", "auto", None),
                         ("auto", True, {"preset": "cells"})]

@@ -41,7 +41,10 @@ test_that("domainReport passes the method's preset and the refinement to the rep
     expect_identical(model$staig$preset, "cells")
     expect_identical(c(model$staig$parameters$n_neighbors, model$staig$parameters$n_layers), c(8L, 2L))
     expect_false(model$cluster$refined)  # a Visium lattice, refined on "auto"
-    expect_error(domainReport(sce, tempfile(fileext = ".html"), method = "staig", refine = "maybe"), "refine")
+    expect_error(domainReport(sce, tempfile(fileext = ".html"), method = "staig", refine = "maybe"),
+                 'refine = "maybe": give "auto", TRUE or FALSE', fixed = TRUE)
+    expect_error(domainReport(sce, tempfile(fileext = ".html"), method = "spotscape", preset = "cells"),
+                 'preset = "cells" does not apply to method \'spotscape\'', fixed = TRUE)
 })
 
 test_that("domainReport works for Seurat objects and explains a missing domain column", {

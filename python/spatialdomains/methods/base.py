@@ -24,9 +24,9 @@ class RunConfig:
     ``deterministic`` asks torch for deterministic kernels during this run only; ``device`` is ``'auto'``
     (CUDA, then MPS, then CPU) or a torch device name; ``checkpoint`` a path for the trained model;
     ``batch_key`` the ``obs`` column naming each spot's slice; ``key_added`` the ``obsm`` key of the embedding
-    (default ``'X_<method>'``); ``preset`` a named bundle of the method's settings (STAIG: ``'paper'`` or
-    ``'published'``), which the options given override; ``n_threads`` the CPU threads (None: one per core that
-    other work leaves free when the run starts, fewer for small samples; the record says what ran);
+    (default ``'X_<method>'``); ``preset`` a named bundle of the method's settings (STAIG: ``'paper'``,
+    ``'published'`` or ``'cells'``), which the options given override; ``n_threads`` the CPU threads (None: one
+    per core that other work leaves free when the run starts, fewer for small samples; the record says what ran);
     ``training`` ``'auto'`` (full batch up to :data:`~spatialdomains.models.minibatch.FULL_BATCH_LIMIT` spots,
     mini-batches above), ``'full'`` or ``'minibatch'`` (the large-data mode, whose epochs grow linearly with the
     spots), with ``batch_size`` anchors per mini-batch step.

@@ -151,8 +151,8 @@ class _Omics(Method):
 #: SpaMI's published per-dataset settings (the method note, section 6): loss weights w0..w4 as DGI, reconstruction
 #: and correspondence weights, learning rate, epochs, neighbours; thymus also its 21 RNA PCs and protein filter.
 #: 'default' is the model default, used for the simulations. 'cells' (Xenium-like cells with a protein panel):
-#: the p22 config's 6 neighbours, so that the two-layer encoders read about 30 cells around each cell, the scale at
-#: which tissue niches show in the mix of cell types (3 neighbours: about 10).
+#: the p22 config's 6 neighbours, so that the two-layer encoders read about 21 cells around each cell, nearer the
+#: scale at which tissue niches show in the mix of cell types (3 neighbours: about 10).
 SPAMI_PRESETS = {
     "default": {},
     "cells": {"n_neighbors": 6},

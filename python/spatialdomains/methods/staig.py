@@ -126,8 +126,8 @@ def image_option_names() -> set[str]:
 
 
 #: Cells rather than spots (Xenium, MERFISH, CosMx): the published MERFISH config's k = 8 and two GCN layers,
-#: so that each cell's embedding reads the two rings of cells around it (about 30), the scale at which tissue
-#: niches show in the mix of cell types; one layer over 5 neighbours reads about 6 cells.
+#: so that each cell's embedding reads the two rings of cells around it (about 28 cells), the scale at which tissue
+#: niches show in the mix of cell types; one layer over 5 neighbours reads about 7 cells.
 CELL_RESOLUTION = {"n_neighbors": 8, "n_layers": 2}
 
 #: ``paper``: the paper's settings. ``published``: the published code's configs for DLPFC 151673, without and
@@ -136,7 +136,7 @@ CELL_RESOLUTION = {"n_neighbors": 8, "n_layers": 2}
 PRESETS: dict[str, dict] = {
     "paper": {},
     "published": {"tau": 34.0, "n_epochs": 340, "feature_mask": (0.2, 0.2), "edge_drop": "gene_adaptive"},
-    "cells": CELL_RESOLUTION,
+    "cells": dict(CELL_RESOLUTION),
 }
 IMAGE_PRESETS: dict[str, dict] = {
     "paper": {"edge_drop": "image"},

@@ -61,7 +61,7 @@ INDEX_FILE = "index.html"
 REQUIRED_COLUMNS = ("sample", "input")
 OPTIONAL_COLUMNS = ("method", "n_domains", "species", "gene_sets", "image", "image_scale", "seed", "epochs",
                     "bin_size", "label_key", "condition_key", "preset", "refine")
-#: The refine column's words and what they mean to :func:`render_report`.
+#: The words of the refine column (and the command line's --refine) and what they mean to :func:`render_report`.
 REFINE_VALUES = {"auto": "auto", "yes": True, "no": False}
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -94,6 +94,10 @@ class SampleSpec:
         """What decides the sample's results: its parameters and the size and modification time of its inputs."""
         return {"parameters": {**dataclasses.asdict(self), "engine": engine},
                 "inputs": {path: _file_state(Path(path)) for path in self.paths()}}
+
+
+_SPEC_DEFAULTS = {spec_field.name: spec_field.default for spec_field in dataclasses.fields(SampleSpec)
+                  if spec_field.default is not dataclasses.MISSING}
 
 
 def read_samplesheet(path: str | os.PathLike) -> list[SampleSpec]:
@@ -213,7 +217,8 @@ def _changes(folder: Path, status: dict, fingerprint: dict) -> list[str] | None:
                if before.get("inputs", {}).get(path) != state]
     changes += [f"input {Path(path).name} no longer used" for path in before.get("inputs", {})
                 if path not in fingerprint["inputs"]]
-    old = before.get("parameters", {})
+    # A parameter that an older version did not record had its default then: no reason to redo the sample.
+    old = {**_SPEC_DEFAULTS, **before.get("parameters", {})}
     changes += [f"{name} {old.get(name)!r} → {value!r}" for name, value in fingerprint["parameters"].items()
                 if name not in ("inputs", "modalities") and old.get(name) != value]
     return changes

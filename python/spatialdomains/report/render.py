@@ -58,7 +58,7 @@ def render_report(inputs, out: str | os.PathLike, *, sample: str | None = None, 
     from .sample import check_options
 
     paths = [str(inputs)] if isinstance(inputs, (str, os.PathLike)) else [str(p) for p in inputs]
-    check_options(method, n_domains, cluster_method, pvalue, max_pvalue, epochs, refine)
+    check_options(method, n_domains, cluster_method, pvalue, max_pvalue, epochs, refine, model_options)
     targets = _report_outputs(out, outputs_dir, notebook, force,
                               inputs=[*paths, *(modalities or {}).values(), image, gene_sets])
     for target in targets.values():

@@ -97,7 +97,7 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
              outputs_dir, threads, progress, label_key, condition_key, model_options) -> SampleResult:
     from .. import analysis, tl
 
-    check_options(method, n_domains, cluster_method, pvalue, max_pvalue, epochs, refine)
+    check_options(method, n_domains, cluster_method, pvalue, max_pvalue, epochs, refine, model_options)
     timer = _utils.Timer()
     paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     if not paths:
@@ -479,7 +479,7 @@ def _record(adata, *, sample, method, paths, modalities, seed, go, go_error, tim
 
 
 def check_options(method: str, n_domains: int | None, cluster_method: str, pvalue: str, max_pvalue: float,
-                  epochs: int | None, refine: str | bool = "auto") -> None:
+                  epochs: int | None, refine: str | bool = "auto", model_options: dict | None = None) -> None:
     """The report's own options, checked before any work (also before the report's notebook starts)."""
     from .. import methods
     from ..analysis.markers import PVALUES
@@ -488,9 +488,15 @@ def check_options(method: str, n_domains: int | None, cluster_method: str, pvalu
     if method not in REPORT_METHODS:
         raise InputError(f"{option('method')} must be one of {', '.join(REPORT_METHODS)}, not '{method}'")
     check_cluster_options(cluster_method, refine, n_domains)
-    if method == "precomputed" and refine != "auto":
-        raise InputError(f"{option('refine', refine)} does not apply to method 'precomputed', which reports the "
-                         "domains given in the input")
+    if method == "precomputed" and (refine != "auto" or model_options):
+        given = [option("refine", refine)] * (refine != "auto")
+        given += [option(name, value) for name, value in (model_options or {}).items()]
+        raise InputError(f"{', '.join(given)}: method 'precomputed' reports the domains given in the input; leave "
+                         f"{'it' if len(given) == 1 else 'them'} out, or name a method to find the domains")
+    preset = (model_options or {}).get("preset")
+    if preset is not None and method != "precomputed" and preset not in methods.get(method).preset_names():
+        raise InputError(f"{option('preset', preset)} does not apply to method '{method}'; its presets: "
+                         f"{', '.join(methods.get(method).preset_names())}")
     if epochs is not None and (isinstance(epochs, bool) or int(epochs) != epochs or epochs < 1):
         raise InputError(f"{option('epochs', epochs)}: training needs at least 1 epoch")
     if pvalue not in PVALUES:

@@ -128,7 +128,7 @@ def summary(result: SampleResult, key: str = "domain", n_markers: int = 5) -> No
     and top GO term; with an annotation, how the domains agree with it."""
     from IPython.display import HTML, display
 
-    from .. import pl
+    from .. import methods, pl
 
     record, adata = result.record, result.adata
     domains = adata.obs[key]
@@ -159,9 +159,10 @@ def summary(result: SampleResult, key: str = "domain", n_markers: int = 5) -> No
     model = record.get("model", {})
     clustering = model.get("cluster", {})
     trained = {} if record["method"] == "precomputed" else {
-        "settings preset": model.get(record["method"], {}).get("preset") or "none",
         "refinement": (f"majority vote of the {clustering['refine_neighbors']} nearest spots"
                        if clustering.get("refined") else "none")}
+    if record["method"] != "precomputed" and len(methods.get(record["method"]).preset_names()) > 1:
+        trained = {"settings preset": model.get(record["method"], {}).get("preset"), **trained}
     run = {"method": _method_title(record), **trained, "seed": record["seed"],
            "clustering": record.get("clustering_engine") or "given in the input",
            "GO engine": record["enrichment"]["engine"] or "not run",

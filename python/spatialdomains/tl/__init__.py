@@ -28,7 +28,7 @@ def staig(adata, *, config=None, **options) -> ad.AnnData:
 
     ``options``: the fields of :class:`~spatialdomains.methods.StaigConfig` (e.g. ``n_epochs``, ``tau``,
     ``use_image``, ``image_options``), the run options of :class:`~spatialdomains.methods.RunConfig`
-    (``preset='paper'`` or ``'published'``, ``random_state``, ``device``, ``deterministic``, ``progress``,
+    (``preset='paper'``, ``'published'`` or ``'cells'``, ``random_state``, ``device``, ``deterministic``, ``progress``,
     ``checkpoint``, ``batch_key``, ``key_added``); ``config`` a whole ``StaigConfig`` that they override.
     Spots without counts get NaN rows.
     """

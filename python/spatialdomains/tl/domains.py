@@ -14,7 +14,7 @@ from .. import cluster as _cluster
 from .. import graph as _graph
 from .. import io as _io
 from .. import slices as _slices
-from ..errors import InputError, option
+from ..errors import InputError, current_interface, option
 from .._record import domain_column, record_step
 
 logger = logging.getLogger("spatialdomains")
@@ -26,8 +26,10 @@ def check_cluster_options(method: str, refine, n_domains, choose_by: str = "silh
         raise InputError(f"{option('choose_by', choose_by)}: choose one of {', '.join(_cluster.CHOOSE_BY)}")
     if method not in _cluster.METHODS:
         raise InputError(f"cluster_method must be one of {', '.join(_cluster.METHODS)}, got '{method}'")
-    if refine not in ("auto", True, False):
-        raise InputError(f"refine must be 'auto', True or False, got {refine!r}")
+    if isinstance(refine, (list, tuple, np.ndarray)) or refine not in ("auto", True, False):
+        choices = {"r": '"auto", TRUE or FALSE', "cli": "auto, yes or no"}.get(current_interface(),
+                                                                               "'auto', True or False")
+        raise InputError(f"{option('refine', refine)}: give {choices}")
     if n_domains is not None and (isinstance(n_domains, bool) or int(n_domains) != n_domains or n_domains < 2):
         raise InputError(f"{option('n_domains', n_domains)}: the number of domains must be a whole number of at "
                          "least 2; leave it unset to choose it from the data")
@@ -186,11 +188,17 @@ def _best_effort_cache() -> type:
     from numba.core.caching import FunctionCache
 
     class BestEffortCache(FunctionCache):
+        told = False
+
         def save_overload(self, sig, data):
             try:
                 super().save_overload(sig, data)
             except OSError as error:
-                logger.debug("numba could not keep %s compiled on disk (%s)", self._name, error)
+                if not BestEffortCache.told:  # once per process: each failed function would say the same
+                    BestEffortCache.told = True
+                    logger.info("numba could not keep umap-learn's compiled code on disk (%s), so each new process "
+                                "compiles it again (about 10 s); free space there or set NUMBA_CACHE_DIR to a "
+                                "folder with room", error)
 
     return BestEffortCache
 
