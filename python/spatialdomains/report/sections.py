@@ -158,11 +158,12 @@ def summary(result: SampleResult, key: str = "domain", n_markers: int = 5) -> No
     steps = {**record.get("timings_seconds", {})}
     model = record.get("model", {})
     clustering = model.get("cluster", {})
-    trained = {} if record["method"] == "precomputed" else {
-        "refinement": (f"majority vote of the {clustering['refine_neighbors']} nearest spots"
-                       if clustering.get("refined") else "none")}
-    if record["method"] != "precomputed" and len(methods.get(record["method"]).preset_names()) > 1:
-        trained = {"settings preset": model.get(record["method"], {}).get("preset"), **trained}
+    trained = {}
+    if record["method"] != "precomputed":
+        if len(methods.get(record["method"]).preset_names()) > 1:  # a choice was made: say which
+            trained["settings preset"] = model.get(record["method"], {}).get("preset")
+        trained["refinement"] = (f"majority vote of the {clustering['refine_neighbors']} nearest spots"
+                                 if clustering.get("refined") else "none")
     run = {"method": _method_title(record), **trained, "seed": record["seed"],
            "clustering": record.get("clustering_engine") or "given in the input",
            "GO engine": record["enrichment"]["engine"] or "not run",
