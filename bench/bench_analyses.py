@@ -204,9 +204,9 @@ def main() -> int:
 
 
 def sd_imputing_methods() -> tuple[str, ...]:
-    from spatialdomains.tl.impute import IMPUTING_METHODS
+    from spatialdomains import methods
 
-    return IMPUTING_METHODS
+    return tuple(name for name, known in methods.capabilities().items() if known["decodes"])
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from ._tissue_image import attach_image
 from .errors import BackendUnavailable, InputError, option
 
 logger = logging.getLogger("spatialdomains")
@@ -190,8 +191,6 @@ def _has_positions(element) -> bool:
 def _attach_image(sdata, adata: ad.AnnData, image: str | bool, coordinate_system: str, path: Path) -> None:
     """The image as the hires image, at its pixels per coordinate unit, when its transformation is a scale."""
     from spatialdata.transformations import get_transformation
-
-    from .io import attach_image
 
     names = list(sdata.images)
     if not names:

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 
 from ._utils import json_safe, step_messages
 from .errors import InputError, interface
-from .io import attach_image
+from ._tissue_image import attach_image
 
 SLICE_COLUMN = "slice"
 

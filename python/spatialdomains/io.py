@@ -23,15 +23,35 @@ from . import _tenx
 from ._rds import read_rds, write_rds  # noqa: F401  (public: sd.io.read_rds, sd.io.write_rds)
 from ._spatialdata import read_spatialdata, write_spatialdata  # noqa: F401  (public: sd.io.read_spatialdata, ...)
 from ._tenx import read_visium, read_visium_hd, read_xenium  # noqa: F401  (public: sd.io.read_visium, ...)
+from ._tissue_image import attach_image, read_image  # noqa: F401  (public: sd.io.read_image, sd.io.attach_image)
 from ._utils import atomic_path, json_safe
 from .errors import InputError, option
 
 logger = logging.getLogger("spatialdomains")
 
 def read(path: str | Path, *, bin_size: int | str | None = None) -> ad.AnnData:
-    """Read a sample, choosing the reader from the path: an ``.h5ad`` or ``.rds`` file, a SpatialData ``.zarr``
-    store (its one table), or the output folder of Space Ranger (Visium), Space Ranger for Visium HD
-    (``bin_size``: 2, 8 or 16 µm, default 8; or ``"cells"``) or Xenium Onboard Analysis."""
+    """Read a sample, choosing the reader from the path.
+
+    Reads an ``.h5ad`` or ``.rds`` file, a SpatialData ``.zarr`` store (its one table), or the output folder
+    of Space Ranger (Visium), Space Ranger for Visium HD, or Xenium Onboard Analysis.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The file or folder to read.
+    bin_size : int or str or None, optional
+        For Visium HD: 2, 8 or 16 µm (default 8), or ``"cells"``.
+
+    Returns
+    -------
+    anndata.AnnData
+        The sample.
+
+    Raises
+    ------
+    InputError
+        When the path does not exist or is not a file or folder this package reads.
+    """
     path = input_path(path, bin_size)
     if path.suffix.lower() == ".zarr":
         return read_spatialdata(path)
@@ -66,8 +86,27 @@ def read(path: str | Path, *, bin_size: int | str | None = None) -> ad.AnnData:
 
 
 def input_path(path: str | Path, bin_size: int | str | None = None) -> Path:
-    """The file or folder :func:`read` reads for ``path``: with ``bin_size``, the bin folder (or
-    ``segmented_outputs``) of a Visium HD output. Checks that it exists, before any work."""
+    """The file or folder :func:`read` reads for ``path``.
+
+    Checks that it exists, before any work.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The input as given.
+    bin_size : int or str or None, optional
+        For a Visium HD output: selects its bin folder (or ``segmented_outputs``).
+
+    Returns
+    -------
+    pathlib.Path
+        The path to read.
+
+    Raises
+    ------
+    InputError
+        When the path does not exist, or ``bin_size`` is given for a folder that is not Visium HD.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"input '{path}' does not exist: give an .h5ad file, an .rds file, a SpatialData .zarr or "
@@ -83,7 +122,18 @@ def input_path(path: str | Path, bin_size: int | str | None = None) -> Path:
 
 
 def read_h5ad(path: str | Path) -> ad.AnnData:
-    """Read an AnnData file into memory (the file itself is only read)."""
+    """Read an AnnData file into memory (the file itself is only read).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The ``.h5ad`` file.
+
+    Returns
+    -------
+    anndata.AnnData
+        The data.
+    """
     try:
         return ad.read_h5ad(Path(path))
     except OSError as error:  # h5py's message alone does not say which file or what to do
@@ -92,7 +142,18 @@ def read_h5ad(path: str | Path) -> ad.AnnData:
 
 
 def read_h5mu(path: str | Path):
-    """Read a MuData file (paired omics on the same spots, ``.h5mu``) into memory."""
+    """Read a MuData file (paired omics on the same spots, ``.h5mu``) into memory.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The ``.h5mu`` file.
+
+    Returns
+    -------
+    mudata.MuData
+        The data, with at least one modality and one spot.
+    """
     import mudata
 
     path = Path(path)
@@ -132,10 +193,33 @@ def check_input(
     n_neighbors: int = 5,
     min_genes: int = 10,
 ) -> CheckedInput:
-    """Validate expression and coordinates, returning float32 counts, coordinates and the spots kept.
+    """Validate expression and coordinates; return float32 counts, coordinates and the spots kept.
 
-    Errors name the field and the fix. Spots with zero total counts cannot be normalised; they are left out
+    Errors name the field and the fix. Spots with zero total counts cannot be normalised. They are left out
     (a documented filter, logged) and receive no embedding or domain. The AnnData is not modified.
+
+    Parameters
+    ----------
+    adata : anndata.AnnData
+        Expression in ``X`` (or ``layers[layer]``) and coordinates in ``obsm['spatial']``.
+    layer : str or None, optional
+        The layer that holds the expression; None uses ``X``.
+    require_counts : bool, optional
+        Refuse non-integer values, which look normalised.
+    n_neighbors : int, optional
+        The spatial graph's neighbours: more spots with counts than this are needed.
+    min_genes : int, optional
+        The fewest genes with any counts in the kept spots.
+
+    Returns
+    -------
+    CheckedInput
+        The counts and coordinates of the kept spots, the mask of those spots, and the gene names.
+
+    Raises
+    ------
+    InputError
+        When the input cannot be used, with the reason and the fix.
     """
     if not isinstance(adata, ad.AnnData):
         raise InputError(f"expected an AnnData object, got {type(adata).__name__}")
@@ -186,13 +270,30 @@ def check_input(
 
 
 def spatial_coordinates(adata: ad.AnnData, key: str = "spatial", rows: np.ndarray | None = None) -> np.ndarray:
-    """Return ``obsm[key]`` as an (n_spots, 2) float array after checking it exists and is finite.
+    """Return ``obsm[key]`` as an (n_spots, 2) float array, after checking it exists and is finite.
 
-    ``rows`` (a boolean mask): only those spots are returned and checked (e.g. the spots that have an embedding,
-    when paired omics left some spots out).
-
-    A third column is accepted only when it is constant (z = 0, say): the spatial graphs are 2-D, so a varying
+    A third column is accepted only when it is constant (z = 0, say). The spatial graphs are 2-D, so a varying
     z is refused rather than silently dropped.
+
+    Parameters
+    ----------
+    adata : anndata.AnnData
+        Holds the coordinates.
+    key : str, optional
+        The ``obsm`` key of the coordinates.
+    rows : numpy.ndarray or None, optional
+        A boolean mask: only those spots are returned and checked (e.g. the spots that have an embedding,
+        when paired omics left some spots out).
+
+    Returns
+    -------
+    numpy.ndarray
+        The (x, y) of each spot (of each spot in ``rows``).
+
+    Raises
+    ------
+    InputError
+        When the coordinates are missing, not numeric, not 2-D, or not finite.
     """
     if key not in adata.obsm:
         raise InputError(
@@ -230,9 +331,21 @@ def spatial_coordinates(adata: ad.AnnData, key: str = "spatial", rows: np.ndarra
 
 
 def coordinate_unit_um(adata: ad.AnnData) -> float | None:
-    """Micrometres per ``obsm['spatial']`` unit, when the input says: the reader's record, else the scale factors
-    (``microns_per_pixel``, or a Visium spot's 55 µm over ``spot_diameter_fullres``); None when unknown or when
-    the slices disagree."""
+    """Micrometres per ``obsm['spatial']`` unit, when the input says.
+
+    Taken from the reader's record, else the scale factors (``microns_per_pixel``, or a Visium spot's 55 µm
+    over ``spot_diameter_fullres``).
+
+    Parameters
+    ----------
+    adata : anndata.AnnData
+        Holds ``uns['spatial']``.
+
+    Returns
+    -------
+    float or None
+        The unit in µm; None when unknown or when the slices disagree.
+    """
     units = set()
     for library in (adata.uns.get("spatial") or {}).values():
         if not isinstance(library, dict):
@@ -246,8 +359,20 @@ def coordinate_unit_um(adata: ad.AnnData) -> float | None:
 
 
 def platform(adata: ad.AnnData) -> str | None:
-    """The 10x platform the AnnData was read from ('Visium', 'Visium HD', 'Xenium'), when it says; Space Ranger
-    data read by scanpy counts as 'Visium'."""
+    """The 10x platform the AnnData was read from, when it says.
+
+    Space Ranger data read by scanpy counts as 'Visium'.
+
+    Parameters
+    ----------
+    adata : anndata.AnnData
+        Holds ``uns['spatial']``.
+
+    Returns
+    -------
+    str or None
+        'Visium', 'Visium HD' or 'Xenium'; None when unknown.
+    """
     for library in (adata.uns.get("spatial") or {}).values():
         metadata = library.get("metadata") or {} if isinstance(library, dict) else {}
         if metadata.get("platform"):
@@ -258,8 +383,23 @@ def platform(adata: ad.AnnData) -> str | None:
 
 
 def spatial_scale(adata: ad.AnnData, coordinates: np.ndarray, slice_codes: np.ndarray | None = None) -> dict:
-    """What the record says about the coordinates: platform, µm per unit, lattice or irregular, and the median
-    spacing between neighbours in coordinate units and, where the unit is known, in µm."""
+    """What the record says about the coordinates.
+
+    Parameters
+    ----------
+    adata : anndata.AnnData
+        Holds ``uns['spatial']``.
+    coordinates : numpy.ndarray
+        The spots' (x, y).
+    slice_codes : numpy.ndarray or None, optional
+        Each spot's slice, so that neighbours are sought within a slice.
+
+    Returns
+    -------
+    dict
+        The platform, µm per unit, lattice or irregular, and the median spacing between neighbours in
+        coordinate units and, where the unit is known, in µm. Unknown values are left out.
+    """
     from .graph import spacing
 
     unit = coordinate_unit_um(adata)
@@ -272,7 +412,19 @@ def spatial_scale(adata: ad.AnnData, coordinates: np.ndarray, slice_codes: np.nd
 def check_positions(coordinates: np.ndarray, where: str = "") -> None:
     """Refuse coordinates a spatial graph cannot use: all spots at one place, or most spots sharing positions.
 
-    ``where`` names the slice in the message. Checked per slice: different slices may reuse the same positions.
+    Checked per slice: different slices may reuse the same positions.
+
+    Parameters
+    ----------
+    coordinates : numpy.ndarray
+        The (x, y) of one slice's spots.
+    where : str, optional
+        Names the slice in the message.
+
+    Raises
+    ------
+    InputError
+        When the positions cannot give each spot its own neighbours.
     """
     n_spots = len(coordinates)
     if n_spots < 2:
@@ -312,7 +464,20 @@ def _check_unique_names(names: pd.Index, field: str, fix: str) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 def write_h5ad(adata: ad.AnnData, path: str | Path) -> Path:
-    """Write ``adata`` to ``path`` atomically (compressed)."""
+    """Write ``adata`` to ``path`` atomically (compressed).
+
+    Parameters
+    ----------
+    adata : anndata.AnnData
+        The data to write.
+    path : str or pathlib.Path
+        The ``.h5ad`` file to write.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+    """
     path = Path(path)
     with atomic_path(path) as tmp, _hdf5_writing():
         adata.write_h5ad(tmp, compression="gzip")
@@ -320,7 +485,20 @@ def write_h5ad(adata: ad.AnnData, path: str | Path) -> Path:
 
 
 def write_h5mu(mdata, path: str | Path) -> Path:
-    """Write a MuData to ``path`` atomically."""
+    """Write a MuData to ``path`` atomically.
+
+    Parameters
+    ----------
+    mdata : mudata.MuData
+        The data to write.
+    path : str or pathlib.Path
+        The ``.h5mu`` file to write.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+    """
     import mudata
 
     path = Path(path)
@@ -340,7 +518,22 @@ def _hdf5_writing():
 
 
 def write_csv(table: pd.DataFrame, path: str | Path, **kwargs) -> Path:
-    """Write a table as CSV atomically."""
+    """Write a table as CSV atomically.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The table to write.
+    path : str or pathlib.Path
+        The file to write.
+    **kwargs
+        Passed to :meth:`pandas.DataFrame.to_csv` (e.g. ``index=False``).
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+    """
     path = Path(path)
     with atomic_path(path) as tmp:
         table.to_csv(tmp, **kwargs)
@@ -348,7 +541,20 @@ def write_csv(table: pd.DataFrame, path: str | Path, **kwargs) -> Path:
 
 
 def write_json(record: dict, path: str | Path) -> Path:
-    """Write a JSON record atomically (NumPy values converted)."""
+    """Write a JSON record atomically (NumPy values converted).
+
+    Parameters
+    ----------
+    record : dict
+        The record to write.
+    path : str or pathlib.Path
+        The file to write.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+    """
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(json_safe(record), indent=2, sort_keys=True) + "\n")
@@ -364,9 +570,24 @@ CLUSTERS_FILE = "clusters.csv"
 def write_clusters(adata: ad.AnnData, path: str | Path, key: str = "domain", *, viewer: str = "auto") -> Path:
     """Write ``obs[key]`` as a CSV that Loupe Browser or Xenium Explorer imports as cell groups.
 
-    ``viewer``: 'loupe' (header ``Barcode,<key>``), 'xenium' (header ``cell_id,group``) or 'auto' (Xenium
-    Explorer for Xenium input, else Loupe). One row per barcode that has a value (spots left out of the
-    analysis have none and are not listed).
+    One row per barcode that has a value. Spots left out of the analysis have none and are not listed.
+
+    Parameters
+    ----------
+    adata : anndata.AnnData
+        Holds the groups.
+    path : str or pathlib.Path
+        The CSV file to write.
+    key : str, optional
+        The ``obs`` column of the groups.
+    viewer : str, optional
+        'loupe' (header ``Barcode,<key>``), 'xenium' (header ``cell_id,group``) or 'auto' (Xenium Explorer
+        for Xenium input, else Loupe).
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
     """
     if key not in adata.obs:
         raise InputError(f"obs['{key}'] does not exist (obs columns: {', '.join(adata.obs)}): find the domains "
@@ -381,31 +602,3 @@ def write_clusters(adata: ad.AnnData, path: str | Path, key: str = "domain", *, 
     labels = values[present].astype(str)
     table = pd.DataFrame({id_column: adata.obs_names[present], group_column or key: labels.to_numpy()})
     return write_csv(table, path, index=False)
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read a PNG/JPEG/TIFF tissue image as an RGB uint8 array (whole-slide sizes allowed)."""
-    from PIL import Image
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"image: '{path}' does not exist")
-    Image.MAX_IMAGE_PIXELS = None  # H&E slides are legitimately larger than PIL's decompression-bomb guard
-    try:
-        with Image.open(path) as opened:
-            return np.asarray(opened.convert("RGB"))
-    except OSError as error:
-        raise InputError(f"could not read image '{path}': {error}") from error
-
-
-def attach_image(adata: ad.AnnData, image, scale: float, *, fiducial_diameter: float | None = None) -> None:
-    """Store ``image`` (array or file) as the 'hires' image of the AnnData's first ``uns['spatial']`` library
-    (created as 'image' when there is none), at ``scale`` image pixels per ``obsm['spatial']`` unit."""
-    pixels = read_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
-    libraries = adata.uns.get("spatial", {})
-    library = next(iter(libraries), "image")
-    entry = dict(libraries.get(library, {}))
-    factors = {**entry.get("scalefactors", {}), "tissue_hires_scalef": float(scale)}
-    if fiducial_diameter is not None:
-        factors["fiducial_diameter_fullres"] = float(fiducial_diameter)
-    adata.uns["spatial"] = {library: {**entry, "images": {"hires": pixels}, "scalefactors": factors}}

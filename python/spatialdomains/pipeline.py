@@ -148,7 +148,7 @@ def find_domains(data, method: str = "staig", n_domains: int | None = None, *, c
                  refine: str | bool = "auto", choose_by: str = "silhouette", key_added: str = "domain", **options):
     """Train ``method``, then cluster its embedding into domains; see :func:`spatialdomains.tl.find_domains`."""
     from .models.trainer import ThreadPlan, cpu_threads
-    from .tl.domains import check_cluster_options, check_domains_fit, cluster
+    from .domains import check_cluster_options, check_domains_fit, cluster
 
     started = time.perf_counter()
     check_cluster_options(cluster_method, refine, n_domains, choose_by)

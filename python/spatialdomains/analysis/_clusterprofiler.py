@@ -10,7 +10,6 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from .annotation import GeneSets
-from .enrichment import RESULT_COLUMNS
 
 _R_ENRICH = """
 function(genes, universe, ont, keytype, orgdb, term2gene, term2name, min_size, max_size, padj) {
@@ -58,6 +57,6 @@ def enrich(lists: Mapping[str, Sequence[str]], *, universe, ontology: str, key_t
         for domain, genes in lists.items():
             table = run(ro.StrVector(list(genes)), ro.StrVector(list(universe or [])), ontology, key_type or "",
                         org, term2gene, term2name, min_size, max_size, p_adjust_method)
-            tables[domain] = (table.reset_index(drop=True) if isinstance(table, pd.DataFrame)
-                              else pd.DataFrame(columns=RESULT_COLUMNS))
+            if isinstance(table, pd.DataFrame):  # R's NULL (nothing tested) leaves the domain out
+                tables[domain] = table.reset_index(drop=True)
     return tables, source

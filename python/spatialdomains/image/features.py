@@ -14,7 +14,7 @@ import torch
 
 from .._utils import Progress, Timer
 from ..errors import InputError
-from ..io import read_image
+from .._tissue_image import read_image
 from ..pp import zscore
 from . import byol as _byol
 from .filters import BORDER_MODES, FilterSettings, filter_patches

@@ -59,9 +59,16 @@ RUN_OPTIONS = frozenset(field.name for field in dataclasses.fields(RunConfig))
 class Method:
     """One method's declaration; subclasses fill in the class attributes and the steps.
 
-    ``kind`` is ``'expression'`` (one AnnData, or several slices) or ``'omics'`` (paired omics on one section).
-    ``auto_refine`` is what ``refine='auto'`` means for its domains (``'auto'``: refine regular lattices;
-    ``False``: never). ``cluster_auto`` replaces ``cluster_method='auto'`` when set.
+    What a method can do is declared here, once, and every door reads it from the registry
+    (:func:`spatialdomains.methods.capabilities`): the command line's choices, the report, the samplesheet,
+    imputation and the R package.
+
+    ``kind`` is ``'expression'`` (one AnnData, or several slices) or ``'omics'`` (paired omics on one section,
+    needing at least ``min_modalities`` of them in a report). ``auto_refine`` is what ``refine='auto'`` means for
+    its domains (``'auto'``: refine regular lattices; ``False``: never). ``cluster_auto`` replaces
+    ``cluster_method='auto'`` when set. ``decodes``: a decoder gives expression back (:meth:`denoised`), for
+    :func:`spatialdomains.tl.impute` and the report's denoised markers. ``attention``: the per-spot weight of each
+    modality is in ``obsm['<name>_attention']`` (drawn by :func:`spatialdomains.pl.attention`).
     """
 
     name: ClassVar[str]
@@ -73,6 +80,17 @@ class Method:
     trains: ClassVar[bool] = True
     auto_refine: ClassVar[str | bool] = "auto"
     cluster_auto: ClassVar[str | None] = None
+    decodes: ClassVar[bool] = False
+    attention: ClassVar[bool] = False
+    min_modalities: ClassVar[int] = 1
+
+    def capabilities(self) -> dict:
+        """What the method can do, as plain values (for the command line's help and the R package)."""
+        return {"name": self.name, "title": self.title, "kind": self.kind, "trains": self.trains,
+                "minibatch": self.minibatch, "presets": list(self.preset_names()),
+                "default_preset": self.default_preset(), "options": sorted(self.option_names()),
+                "cluster_auto": self.cluster_auto, "auto_refine": self.auto_refine, "decodes": self.decodes,
+                "attention": self.attention, "min_modalities": self.min_modalities}
 
     @property
     def default_key(self) -> str:
@@ -144,6 +162,21 @@ class Method:
     def chosen_n_domains(self, record: dict) -> int | None:
         """A number of domains the training chose itself (used by the clustering when none was given)."""
         return None
+
+    # --- decoder (methods with ``decodes = True``) -----------------------------------------------------------
+    def has_denoised(self, holder) -> bool:
+        """Whether ``holder`` holds this method's decoder output (it ran there and kept it)."""
+        return False
+
+    def denoised(self, holder, modality: str | None):
+        """The decoder output in ``holder`` (a :class:`~spatialdomains.methods._decoded.Denoised`), for the
+        modality named (None: the method's choice)."""
+        raise NotImplementedError(f"{self.title} has no decoder")
+
+    def denoised_not_kept(self, record: dict, modality: str | None) -> str | None:
+        """How to get the denoised values that a large run did not keep (None: those asked for were kept)."""
+        return (f"train again with fewer genes ({option('n_top_genes')}) or, if memory allows, in full batch "
+                f"({option('retrain', True)}, {option('training', 'full')})")
 
 
 def _as_tuple(value):

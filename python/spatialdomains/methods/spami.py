@@ -11,9 +11,10 @@ import scipy.sparse as sp
 
 from .. import graph as _graph
 from .. import pp as _pp
-from ..errors import InputError
-from .._record import store_rows
+from .._record import UNS_KEY, store_rows
+from ..errors import InputError, option
 from ..models.minibatch import DENOISED_LIMIT, BatchSettings
+from ._decoded import Denoised, log_normalised, rows_to
 from .base import Method, RunConfig, check_settings
 
 logger = logging.getLogger("spatialdomains")
@@ -170,6 +171,9 @@ class Spami(_Omics):
     title = "SpaMI"
     config_class = SpamiConfig
     minibatch = True
+    decodes = True
+    attention = True
+    min_modalities = 2
 
     def preset_names(self) -> tuple[str, ...]:
         return tuple(SPAMI_PRESETS)
@@ -226,6 +230,86 @@ class Spami(_Omics):
                              for name, names, f in zip(pair.names, pair.feature_names, inputs.features)},
                 "input_dims": np.asarray([f.x.shape[1] for f in inputs.features]),
                 "n_edges": int(inputs.adjacency.nnz // 2)}
+
+    # --- decoder: each modality in its preprocessed space (RNA mapped back to its genes, protein as CLR) ---------
+    def has_denoised(self, holder) -> bool:
+        return any(key.startswith(("spami_recon_", "spami_denoised_")) for key in holder.obsm)
+
+    def choose_modality(self, names: list[str], kinds: dict, modality: str | None) -> str:
+        """The modality to impute: the one named, else the RNA one, else the first decodable; ATAC refused (its
+        reconstruction is in LSI space, which does not map back to peaks)."""
+        if modality is not None:
+            if modality not in names:
+                raise InputError(f"{option('modality', modality)} is not a modality here (modalities: "
+                                 f"{', '.join(names)})")
+            name = modality
+        else:
+            decodable = [n for n in names if kinds[n] != "atac"]
+            name = next((n for n in decodable if kinds[n] == "rna"), decodable[0] if decodable else names[0])
+        if kinds[name] == "atac":
+            raise InputError(f"modality '{name}' holds ATAC peaks, whose SpaMI reconstruction is in LSI space and "
+                             "does not map back to peaks (each spot's components are standardised and the first "
+                             f"dropped): impute {option('modality')} RNA or protein instead")
+        return name
+
+    def denoised_not_kept(self, record: dict, modality: str | None) -> str | None:
+        names = [str(name) for name in record["modalities"]]
+        kinds = dict(zip(names, (str(kind) for kind in record["kinds"])))
+        if kinds[self.choose_modality(names, kinds, modality)] != "rna":
+            return None  # only the RNA back-projection is left out of large runs
+        most = DENOISED_LIMIT // max(int(record.get("n_spots_used", 1)), 1)
+        return (f"train again with at most {most:,} genes ({option('retrain', True)}, "
+                f"{option('n_top_genes', min(most, 3000))}); the other modalities' values are kept")
+
+    def denoised(self, holder, modality: str | None) -> Denoised:
+        """SpaMI's reconstruction of one modality, read from the object it trained on (a MuData; or the RNA
+        modality alone with the results, as a report's result .h5ad holds it). The log-normalised scale of RNA is
+        rebuilt on the spots SpaMI used, over the genes detected in at least ``min_cells`` of them, as its
+        preprocessing did."""
+        from .. import io as _io
+        from ..modalities import infer_kind, modality_mapping
+
+        record = holder.uns[UNS_KEY][self.name]
+        parameters = record.get("parameters", {})
+        names = [str(name) for name in record["modalities"]]
+        kinds = dict(zip(names, (str(kind) for kind in record["kinds"])))
+        name = self.choose_modality(names, kinds, modality)
+        mapping = modality_mapping(holder)
+        if name in mapping:
+            part = mapping[name]
+        elif isinstance(holder, ad.AnnData) and infer_kind(name, holder, allow_unknown=True) in (None, kinds[name]):
+            part = holder  # the modality itself, holding the section's results
+        else:
+            raise InputError(f"modality '{name}' of the SpaMI run is not in this object (it holds "
+                             f"{', '.join(mapping)}): pass the MuData SpaMI trained on")
+        key = "spami_denoised_rna" if kinds[name] == "rna" else f"spami_recon_{name}"
+        if key not in holder.obsm:
+            raise InputError(f"obsm['{key}'] is missing: train again ({option('retrain', True)})")
+        columns = part.var_names.get_indexer(np.asarray(record["features"][name], dtype=str))
+        if (columns < 0).any():
+            raise InputError(f"{int((columns < 0).sum())} features of the SpaMI run are no longer in modality "
+                             f"'{name}': train again ({option('retrain', True)})")
+        layer = (parameters.get("layers") or {}).get(name)
+        counts = rows_to(sp.csr_matrix(_io._expression(part, layer), dtype=np.float32), part.obs_names,
+                         holder.obs_names)
+        used = np.flatnonzero(np.isfinite(np.asarray(holder.obsm[key], dtype=np.float64)).all(axis=1))
+        if kinds[name] == "rna":
+            detected = np.flatnonzero(np.asarray((counts[used] > 0).sum(axis=0)).ravel()
+                                      >= int(parameters.get("min_cells", 10)))
+            within = np.searchsorted(detected, columns)
+            if (within >= len(detected)).any() or not np.array_equal(
+                    detected[np.minimum(within, len(detected) - 1)], columns):
+                raise InputError(f"modality '{name}' no longer holds the counts SpaMI trained on: train again "
+                                 f"({option('retrain', True)})")
+            scale = lambda matrix: log_normalised(matrix[:, detected])[:, within]  # noqa: E731
+            scale_name = (f"log1p of counts per 10,000 over the genes detected in at least "
+                          f"{int(parameters.get('min_cells', 10))} spots (SpaMI's RNA scale)")
+        else:
+            scale = lambda matrix: _pp.clr(matrix[:, columns])  # noqa: E731
+            scale_name = "CLR of the protein counts (SpaMI's form)"
+        return Denoised(values=holder.obsm[key], columns=None, features=part.var.iloc[columns], counts=counts,
+                        feature_columns=columns, scale=scale, scale_name=scale_name, holder=holder, modality=name,
+                        spatial_uns=part.uns.get("spatial", {}))
 
 
 class Baseline(_Omics):

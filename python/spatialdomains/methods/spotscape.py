@@ -10,8 +10,10 @@ import numpy as np
 
 from .. import graph as _graph
 from .. import pp as _pp
+from .._record import UNS_KEY
+from ..errors import InputError, option
 from ..models.minibatch import BatchSettings
-from ..errors import option
+from ._decoded import Denoised, log_normalised, raw_counts
 from ._expression import ExpressionInputs, checked_inputs
 from .base import Method, RunConfig, check_settings
 
@@ -114,6 +116,7 @@ class Spotscape(Method):
     # Spotscape's published clusterer; its ReLU embedding (many exact zeros) makes an EEE mixture degenerate:
     # on a million simulated cells mclust gave ARI 0.12 where k-means gave 0.93 on the same embedding
     cluster_auto = "kmeans"
+    decodes = True
 
     def inputs(self, adata, config: SpotscapeConfig, run: RunConfig, timer) -> ExpressionInputs:
         with timer("preprocess"):
@@ -172,6 +175,25 @@ class Spotscape(Method):
     def chosen_n_domains(self, record: dict) -> int | None:
         choice = record.get("training", {}).get("prototype_choice")
         return None if not choice else int(choice["n_domains"])
+
+    def has_denoised(self, holder) -> bool:
+        return DENOISED_KEY in getattr(holder, "layers", {}) or DENOISED_KEY in holder.obsm
+
+    def denoised(self, holder, modality: str | None) -> Denoised:
+        """The decoder's log-normalised expression over the genes Spotscape used."""
+        record = holder.uns[UNS_KEY][self.name]
+        names = np.asarray(record["denoised_genes"], dtype=str)
+        columns = holder.var_names.get_indexer(names)
+        if (columns < 0).any():
+            raise InputError(f"{int((columns < 0).sum())} genes of the {self.name} run are no longer in var_names: "
+                             f"train again ({option('retrain', True)})")
+        in_layers = DENOISED_KEY in holder.layers
+        return Denoised(values=holder.layers[DENOISED_KEY] if in_layers else holder.obsm[DENOISED_KEY],
+                        columns=columns if in_layers else None, features=holder.var.iloc[columns],
+                        counts=raw_counts(holder, record.get("parameters", {}).get("layer")),
+                        feature_columns=columns, scale=lambda counts: log_normalised(counts[:, columns]),
+                        scale_name="log1p of counts per 10,000 over the genes used", holder=holder,
+                        modality="rna", spatial_uns={})
 
 
 def _batches(batch_size: int, n_slices: int) -> BatchSettings:

@@ -1,4 +1,5 @@
-"""Domains from an embedding (clustering, refinement, SpaMI's published Leiden protocol) and the UMAP."""
+"""SpaMI's published Leiden protocol and the UMAP; clustering an embedding into domains is
+:func:`spatialdomains.domains.cluster` (re-exported as ``sd.tl.cluster``)."""
 from __future__ import annotations
 
 import collections
@@ -11,105 +12,10 @@ import anndata as ad
 import numpy as np
 
 from .. import cluster as _cluster
-from .. import graph as _graph
-from .. import io as _io
-from .. import slices as _slices
-from ..errors import InputError, current_interface, option
 from .._record import domain_column, record_step
+from ..errors import InputError, option
 
 logger = logging.getLogger("spatialdomains")
-
-
-def check_cluster_options(method: str, refine, n_domains, choose_by: str = "silhouette") -> None:
-    """The clustering options, checked before any training."""
-    if choose_by not in _cluster.CHOOSE_BY:
-        raise InputError(f"{option('choose_by', choose_by)}: choose one of {', '.join(_cluster.CHOOSE_BY)}")
-    if method not in _cluster.METHODS:
-        raise InputError(f"cluster_method must be one of {', '.join(_cluster.METHODS)}, got '{method}'")
-    if isinstance(refine, (list, tuple, np.ndarray)) or refine not in ("auto", True, False):
-        choices = {"r": '"auto", TRUE or FALSE', "cli": "auto, yes or no"}.get(current_interface(),
-                                                                               "'auto', True or False")
-        raise InputError(f"{option('refine', refine)}: give {choices}")
-    if n_domains is not None and (isinstance(n_domains, bool) or int(n_domains) != n_domains or n_domains < 2):
-        raise InputError(f"{option('n_domains', n_domains)}: the number of domains must be a whole number of at "
-                         "least 2; leave it unset to choose it from the data")
-
-
-def check_domains_fit(n_domains: int | None, n_spots: int) -> None:
-    """A number of domains the spots can hold (checked before training, when the number of spots is known)."""
-    if n_domains is not None and n_domains >= n_spots:
-        raise InputError(f"{option('n_domains', n_domains)}: the data have {n_spots} spots, so at most "
-                         f"{n_spots - 1} domains; choose fewer")
-
-
-def cluster(
-    adata: ad.AnnData,
-    *,
-    use_rep: str = "X_staig",
-    n_domains: int | None = None,
-    method: str = "auto",
-    refine: str | bool = "auto",
-    batch_key: str | None = None,
-    n_domains_range: tuple[int, int] = (2, 15),
-    choose_by: str = "silhouette",
-    refine_neighbors: int = 15,
-    random_state: int = _cluster.MCLUST_SEED,
-    key_added: str = "domain",
-) -> ad.AnnData:
-    """Cluster ``obsm[use_rep]`` into domains, stored as a categorical ``obs[key_added]`` ('1'..'K').
-
-    ``method``: 'auto' (mclust EEE when R has it, else the tied Gaussian mixture), 'mclust', 'gmm', 'kmeans'
-    or 'leiden'. ``n_domains=None`` picks the number in ``n_domains_range`` by ``choose_by``: 'silhouette' (the
-    highest, as STAIG) or 'stability' (the most detailed partition that k-means reproduces on subsamples; see
-    :func:`spatialdomains.cluster.stability`); the score of every candidate goes to the record, and
-    :func:`spatialdomains.pl.n_domains_scores` draws them.
-    ``refine``: majority vote over the ``refine_neighbors`` nearest spots; 'auto' refines regular lattices
-    (Visium, ST) only. When refined, the raw clustering is kept in ``obs[key_added + '_unrefined']``.
-    With several slices (``batch_key``), all spots are clustered together, so a domain means the same in every
-    slice, and refinement looks for neighbours within each spot's own slice. ``random_state`` seeds the
-    clustering (2023 by default, the published STAIG protocol's mclust seed; :func:`find_domains` passes its own).
-    """
-    check_cluster_options(method, refine, n_domains, choose_by)
-    if use_rep not in adata.obsm:
-        raise InputError(f"obsm['{use_rep}'] does not exist: run a model first (e.g. sd.tl.staig(adata)) "
-                         "or name an existing embedding with use_rep")
-    embedding = np.asarray(adata.obsm[use_rep], dtype=np.float64)
-    has_embedding = np.all(np.isfinite(embedding), axis=1)
-    coordinates = _io.spatial_coordinates(adata, rows=has_embedding)
-    labels_of_slices = (np.zeros(int(has_embedding.sum()), dtype=int) if batch_key is None else
-                        _slices.batch_labels(adata, batch_key).to_numpy()[has_embedding])
-    layout = _slices.slice_layout(labels_of_slices)
-    started = time.perf_counter()
-    if n_domains is None:
-        low, high = n_domains_range
-        result, _ = _cluster.choose_n_domains(embedding[has_embedding], range(low, high + 1), method,
-                                              random_state=random_state, choose_by=choose_by)
-        chosen_by = choose_by
-    else:
-        result = _cluster.cluster_embedding(embedding[has_embedding], int(n_domains), method,
-                                            random_state=random_state)
-        chosen_by = "user"
-    slice_rows = [np.flatnonzero(layout.codes == q) for q in range(layout.n_slices)]
-    if refine == "auto":
-        refine = all(_graph.is_lattice(coordinates[rows]) for rows in slice_rows)
-    labels = result.labels + 1
-    if refine:
-        adata.obs[f"{key_added}_unrefined"] = domain_column(labels, has_embedding)
-        refined = labels.copy()
-        for rows in slice_rows:
-            refined[rows] = _cluster.refine_labels(labels[rows], coordinates[rows], refine_neighbors)
-        labels = refined
-    elif f"{key_added}_unrefined" in adata.obs:  # left from an earlier, refined run: no longer true
-        del adata.obs[f"{key_added}_unrefined"]
-    adata.obs[key_added] = domain_column(labels, has_embedding)
-    record_step(adata, "cluster", {
-        "use_rep": use_rep, "backend": result.backend, "n_domains": result.n_domains,
-        "n_domains_chosen_by": chosen_by, "details": result.details, "refined": bool(refine),
-        "refine_neighbors": refine_neighbors if refine else None, "batch_key": batch_key,
-        "random_state": random_state, "key_added": key_added,
-        "timings": {"cluster": time.perf_counter() - started},
-    })
-    return adata
 
 
 def leiden(
@@ -122,10 +28,33 @@ def leiden(
     random_state: int = 0,
     key_added: str = "domain",
 ):
-    """Domains by SpaMI's published protocol, for reproducing its numbers: PCA of ``obsm[use_rep]`` to ``n_pcs``,
-    a 50-neighbour graph, Leiden at a hand-tuned ``resolution`` (0.4 for the simulations; MISAR-seq 1.0, P22
-    1.18, thymus 0.55 with ``n_pcs=None`` for MISAR). The number of domains is not fixed; for a given number use
-    :func:`cluster`. Works on an AnnData or a MuData; stores ``obs[key_added]`` and a record.
+    """Domains by SpaMI's published protocol, for reproducing its numbers.
+
+    PCA of ``obsm[use_rep]`` to ``n_pcs`` components, a graph of ``n_neighbors`` (50) neighbours, then Leiden
+    at a hand-tuned ``resolution``. The number of domains is not fixed; for a given number use
+    :func:`cluster`.
+
+    Parameters
+    ----------
+    adata : anndata.AnnData or mudata.MuData
+        Holds the embedding; receives the domains.
+    use_rep : str, optional
+        The ``obsm`` key of the embedding.
+    resolution : float, optional
+        Leiden's resolution: 0.4 for the simulations; MISAR-seq 1.0, P22 1.18, thymus 0.55.
+    n_pcs : int or None, optional
+        PCA components; None skips the PCA (as published for MISAR).
+    n_neighbors : int, optional
+        Neighbours of the graph.
+    random_state : int, optional
+        Seed of the PCA and Leiden.
+    key_added : str, optional
+        The ``obs`` column that receives the domains.
+
+    Returns
+    -------
+    anndata.AnnData or mudata.MuData
+        ``adata``, with ``obs[key_added]`` and a record.
     """
     if use_rep not in adata.obsm:
         raise InputError(f"obsm['{use_rep}'] does not exist: run a model first (e.g. sd.tl.spami(mdata))")
@@ -205,9 +134,33 @@ def _best_effort_cache() -> type:
 
 def umap(adata: ad.AnnData, *, use_rep: str = "X_staig", n_neighbors: int = 15, min_dist: float = 0.5,
          random_state: int = 0, key_added: str = "X_umap", max_spots: int = UMAP_MAX_SPOTS) -> ad.AnnData:
-    """2-d UMAP of ``obsm[use_rep]`` into ``obsm[key_added]``, seeded. Spots without an embedding get NaN, and
-    so do all but a random ``max_spots`` of them when there are more (recorded in
-    ``uns['spatialdomains']['umap']``)."""
+    """2-d UMAP of ``obsm[use_rep]`` into ``obsm[key_added]``, seeded.
+
+    Spots without an embedding get NaN. So do all but a random ``max_spots`` of them when there are more
+    (recorded in ``uns['spatialdomains']['umap']``).
+
+    Parameters
+    ----------
+    adata : anndata.AnnData
+        Holds the embedding; receives the UMAP.
+    use_rep : str, optional
+        The ``obsm`` key of the embedding.
+    n_neighbors : int, optional
+        Neighbours of the UMAP graph (at most the spots placed, less one).
+    min_dist : float, optional
+        UMAP's minimum distance between placed points.
+    random_state : int, optional
+        Seed of the sample and the layout.
+    key_added : str, optional
+        The ``obsm`` key that receives the UMAP.
+    max_spots : int, optional
+        The most spots placed; above it, a seeded random sample of this size.
+
+    Returns
+    -------
+    anndata.AnnData
+        ``adata``, with the UMAP and its record.
+    """
     from sklearn.neighbors import NearestNeighbors
     from umap import UMAP
 
