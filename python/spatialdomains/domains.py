@@ -23,10 +23,10 @@ def check_cluster_options(method: str, refine, n_domains, choose_by: str = "silh
     if choose_by not in _cluster.CHOOSE_BY:
         raise InputError(f"{option('choose_by', choose_by)}: choose one of {', '.join(_cluster.CHOOSE_BY)}")
     if method not in _cluster.METHODS:
-        raise InputError(f"cluster_method must be one of {', '.join(_cluster.METHODS)}, got '{method}'")
+        raise InputError(f"{option('cluster_method', method)} is not one of {', '.join(_cluster.METHODS)}")
     if isinstance(refine, (list, tuple, np.ndarray)) or refine not in ("auto", True, False):
-        choices = {"r": '"auto", TRUE or FALSE', "cli": "auto, yes or no"}.get(current_interface(),
-                                                                               "'auto', True or False")
+        words = {"r": '"auto", TRUE or FALSE', "cli": "auto, yes or no", "samplesheet": "auto, yes or no"}
+        choices = words.get(current_interface(), "'auto', True or False")
         raise InputError(f"{option('refine', refine)}: give {choices}")
     if n_domains is not None and (isinstance(n_domains, bool) or int(n_domains) != n_domains or n_domains < 2):
         raise InputError(f"{option('n_domains', n_domains)}: the number of domains must be a whole number of at "
@@ -56,16 +56,42 @@ def cluster(
 ) -> ad.AnnData:
     """Cluster ``obsm[use_rep]`` into domains, stored as a categorical ``obs[key_added]`` ('1'..'K').
 
-    ``method``: 'auto' (mclust EEE when R has it, else the tied Gaussian mixture), 'mclust', 'gmm', 'kmeans'
-    or 'leiden'. ``n_domains=None`` picks the number in ``n_domains_range`` by ``choose_by``: 'silhouette' (the
-    highest, as STAIG) or 'stability' (the most detailed partition that k-means reproduces on subsamples; see
-    :func:`spatialdomains.cluster.stability`); the score of every candidate goes to the record, and
-    :func:`spatialdomains.pl.n_domains_scores` draws them.
-    ``refine``: majority vote over the ``refine_neighbors`` nearest spots; 'auto' refines regular lattices
-    (Visium, ST) only. When refined, the raw clustering is kept in ``obs[key_added + '_unrefined']``.
-    With several slices (``batch_key``), all spots are clustered together, so a domain means the same in every
-    slice, and refinement looks for neighbours within each spot's own slice. ``random_state`` seeds the
-    clustering (2023 by default, the published STAIG protocol's mclust seed; :func:`find_domains` passes its own).
+    With several slices (``batch_key``) all spots are clustered together, so a domain means the same in every
+    slice, and refinement looks for neighbours within each spot's own slice. The score of every candidate number
+    goes to the record (``uns['spatialdomains']['cluster']``); :func:`spatialdomains.pl.n_domains_scores` draws them.
+
+    Parameters
+    ----------
+    adata : anndata.AnnData
+        Holds the embedding and the coordinates; receives the domains.
+    use_rep : str, optional
+        The ``obsm`` key of the embedding.
+    n_domains : int or None, optional
+        The number of domains; None chooses it in ``n_domains_range`` by ``choose_by``.
+    method : str, optional
+        'auto' (mclust EEE when R has it, else the tied Gaussian mixture), 'mclust', 'gmm', 'kmeans' or 'leiden'.
+    refine : {'auto', True, False}, optional
+        Majority vote over the ``refine_neighbors`` nearest spots; 'auto' refines regular lattices (Visium, ST)
+        only. When refined, the raw clustering is kept in ``obs[key_added + '_unrefined']``.
+    batch_key : str or None, optional
+        The ``obs`` column naming each spot's slice.
+    n_domains_range : tuple of int, optional
+        The smallest and largest number tried when ``n_domains`` is None.
+    choose_by : {'silhouette', 'stability'}, optional
+        'silhouette': the highest, as STAIG; 'stability': the most detailed partition that k-means reproduces on
+        subsamples (see :func:`spatialdomains.cluster.stability`).
+    refine_neighbors : int, optional
+        The spots each vote is taken over.
+    random_state : int, optional
+        Seeds the clustering (2023 by default, the published STAIG protocol's mclust seed;
+        :func:`spatialdomains.tl.find_domains` passes its own).
+    key_added : str, optional
+        The ``obs`` column that receives the domains.
+
+    Returns
+    -------
+    anndata.AnnData
+        ``adata``, with the domains and the record added.
     """
     check_cluster_options(method, refine, n_domains, choose_by)
     if use_rep not in adata.obsm:

@@ -23,7 +23,34 @@ def domains(
     ax=None,
     save: str | Path | None = None,
 ):
-    """Draw ``obs[key]`` on the tissue: over the H&E image when one is stored, on the coordinates otherwise."""
+    """Draw ``obs[key]`` on the tissue.
+
+    Over the H&E image when one is stored, on the coordinates otherwise.
+
+    Parameters
+    ----------
+    adata : anndata.AnnData
+        Holds the labels and the coordinates.
+    key : str, optional
+        The ``obs`` column to draw.
+    library_id : str or None, optional
+        The ``uns['spatial']`` entry whose image is drawn; by default the first.
+    image : bool, optional
+        Draw over the stored H&E image, when there is one.
+    spot_size : float or None, optional
+        Marker size; by default one that suits the number of spots.
+    title : str or None, optional
+        The title; by default ``key``.
+    ax : matplotlib.axes.Axes or None, optional
+        The axis to draw on; by default a new figure.
+    save : str or pathlib.Path or None, optional
+        A file to write the figure to, atomically; its suffix sets the format.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure, for further editing.
+    """
     import matplotlib.pyplot as plt
 
     if key not in adata.obs:
@@ -48,7 +75,32 @@ def domains(
 
 def pseudotime(adata: ad.AnnData, key: str = "pseudotime", *, library_id: str | None = None, image: bool = True,
                spot_size: float | None = None, title: str | None = None, ax=None, save: str | Path | None = None):
-    """Draw ``obs[key]`` (from :func:`spatialdomains.tl.pseudotime`) on the tissue, the root marked with a star."""
+    """Draw ``obs[key]`` (from :func:`spatialdomains.tl.pseudotime`) on the tissue, the root marked with a star.
+
+    Parameters
+    ----------
+    adata : anndata.AnnData
+        Holds the pseudotime and the coordinates.
+    key : str, optional
+        The ``obs`` column of the pseudotime.
+    library_id : str or None, optional
+        The ``uns['spatial']`` entry whose image is drawn; by default the first.
+    image : bool, optional
+        Draw over the stored H&E image, when there is one.
+    spot_size : float or None, optional
+        Marker size; by default one that suits the number of spots.
+    title : str or None, optional
+        The title; by default ``key``.
+    ax : matplotlib.axes.Axes or None, optional
+        The axis to draw on; by default a new figure.
+    save : str or pathlib.Path or None, optional
+        A file to write the figure to, atomically; its suffix sets the format.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure, for further editing.
+    """
     if key not in adata.obs:
         raise InputError(f"obs['{key}'] does not exist: run sd.tl.pseudotime(adata) first")
     figure, ax, points, background = _tissue_axes(adata, library_id, image, ax)
@@ -72,8 +124,28 @@ def pseudotime(adata: ad.AnnData, key: str = "pseudotime", *, library_id: str | 
 
 def pseudotime_by_domain(adata: ad.AnnData, key: str = "pseudotime", groupby: str = "domain", *, ax=None,
                          save: str | Path | None = None):
-    """Box plots of ``obs[key]`` per ``obs[groupby]`` category, ordered by median: the order of the domains along
-    the trajectory."""
+    """Box plots of ``obs[key]`` per ``obs[groupby]`` category, ordered by median.
+
+    The order shows the domains along the trajectory.
+
+    Parameters
+    ----------
+    adata : anndata.AnnData
+        Holds the pseudotime and the groups.
+    key : str, optional
+        The ``obs`` column of the pseudotime.
+    groupby : str, optional
+        The ``obs`` column of the groups.
+    ax : matplotlib.axes.Axes or None, optional
+        The axis to draw on; by default a new figure.
+    save : str or pathlib.Path or None, optional
+        A file to write the figure to, atomically; its suffix sets the format.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure, for further editing.
+    """
     import matplotlib.pyplot as plt
 
     if key not in adata.obs:
@@ -97,8 +169,33 @@ def pseudotime_by_domain(adata: ad.AnnData, key: str = "pseudotime", groupby: st
 
 def matches(reference: ad.AnnData, query: ad.AnnData, key: str = "domain_transferred", *, label_key: str | None = None,
             n_lines: int = 150, random_state: int = 0, save: str | Path | None = None):
-    """The reference (left, by ``label_key``) and the query (right, by its transferred ``obs[key]``) side by side,
-    with lines joining a random ``n_lines`` of the matched pairs (from :func:`spatialdomains.tl.transfer_labels`)."""
+    """The reference and the query side by side, with lines joining some matched pairs.
+
+    The reference (left) is coloured by ``label_key`` and the query (right) by its transferred
+    ``obs[key]``, from :func:`spatialdomains.tl.transfer_labels`.
+
+    Parameters
+    ----------
+    reference : anndata.AnnData
+        The labelled slice.
+    query : anndata.AnnData
+        The slice that received the labels.
+    key : str, optional
+        The query's ``obs`` column of transferred labels (the ``key_added`` of the transfer).
+    label_key : str or None, optional
+        The reference's ``obs`` column of labels; by default the one the transfer used.
+    n_lines : int, optional
+        How many matched pairs, drawn at random, are joined by a line.
+    random_state : int, optional
+        Seed of that draw.
+    save : str or pathlib.Path or None, optional
+        A file to write the figure to, atomically; its suffix sets the format.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure, for further editing.
+    """
     import matplotlib.pyplot as plt
 
     partner_key = f"{key}_reference_spot"
@@ -167,7 +264,26 @@ def _frame_tissue(ax, points: np.ndarray, background, title: str) -> None:
 
 def tissue(adata: ad.AnnData, *, library_id: str | None = None, title: str = "tissue image", ax=None,
            save: str | Path | None = None):
-    """The stored tissue image alone, cropped to the spots (as :func:`domains` draws it), or None without one."""
+    """The stored tissue image alone, cropped to the spots (as :func:`domains` draws it).
+
+    Parameters
+    ----------
+    adata : anndata.AnnData
+        Holds the image and the coordinates.
+    library_id : str or None, optional
+        The ``uns['spatial']`` entry whose image is drawn; by default the first.
+    title : str, optional
+        The title.
+    ax : matplotlib.axes.Axes or None, optional
+        The axis to draw on; by default a new figure.
+    save : str or pathlib.Path or None, optional
+        A file to write the figure to, atomically; its suffix sets the format.
+
+    Returns
+    -------
+    matplotlib.figure.Figure or None
+        The figure, for further editing; None when no image is stored.
+    """
     import matplotlib.pyplot as plt
 
     background = _tissue_image(adata, library_id)
@@ -198,7 +314,24 @@ def embedding(
     *,
     save: str | Path | None = None,
 ):
-    """Scatter the 2-d ``obsm[basis]`` (e.g. a UMAP), one panel per ``obs`` column in ``color``."""
+    """Scatter the 2-d ``obsm[basis]`` (e.g. a UMAP), one panel per ``obs`` column in ``color``.
+
+    Parameters
+    ----------
+    adata : anndata.AnnData
+        Holds the embedding and the labels.
+    basis : str, optional
+        The ``obsm`` key of the 2-d embedding.
+    color : str or list of str, optional
+        The ``obs`` column (or columns) that colour the points.
+    save : str or pathlib.Path or None, optional
+        A file to write the figure to, atomically; its suffix sets the format.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure, for further editing.
+    """
     import matplotlib.pyplot as plt
 
     if basis not in adata.obsm:
@@ -233,13 +366,31 @@ def attention(
     spot_size: float | None = None,
     save: str | Path | None = None,
 ):
-    """SpaMI's per-spot modality weights on the tissue: one panel per modality, its weight from 0 to 1 (which
-    omics drives each spot). ``data`` is the MuData or AnnData returned by ``sd.tl.spami``."""
+    """SpaMI's per-spot modality weights on the tissue: which omics drives each spot.
+
+    One panel per modality, its weight from 0 to 1.
+
+    Parameters
+    ----------
+    data : mudata.MuData or anndata.AnnData
+        The object returned by ``sd.tl.spami``.
+    key : str, optional
+        The ``obsm`` key of the weights.
+    spot_size : float or None, optional
+        Marker size; by default one that suits the number of spots.
+    save : str or pathlib.Path or None, optional
+        A file to write the figure to, atomically; its suffix sets the format.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure, for further editing.
+    """
     import matplotlib.pyplot as plt
 
     if key not in data.obsm:
         raise InputError(f"obsm['{key}'] does not exist: run sd.tl.spami first")
-    record = data.uns.get("spatialdomains", {}).get("spami", {})
+    record = data.uns.get("spatialdomains", {}).get(key.removesuffix("_attention"), {})  # the method that wrote it
     weights = np.asarray(data.obsm[key], dtype=float)
     names = [str(m) for m in record.get("modalities", [f"modality {j + 1}" for j in range(weights.shape[1])])]
     coordinates = _io.spatial_coordinates(data)
@@ -259,9 +410,28 @@ def attention(
 
 def denoised(imputed: ad.AnnData, genes=None, *, n_genes: int = 4, spot_size: float | None = None,
              save: str | Path | None = None):
-    """Observed (left) and denoised (right) values of a few genes on the tissue, from :func:`spatialdomains.tl.impute`;
-    each gene's two panels share one colour scale (0 to the 99th percentile of either). ``genes``: names (default:
-    the first ``n_genes``)."""
+    """Observed (left) and denoised (right) values of a few genes on the tissue.
+
+    Each gene's two panels share one colour scale, from 0 to the 99th percentile of either.
+
+    Parameters
+    ----------
+    imputed : anndata.AnnData
+        The AnnData returned by :func:`spatialdomains.tl.impute`.
+    genes : str or list of str or None, optional
+        The genes, by name; by default the first ``n_genes``.
+    n_genes : int, optional
+        How many genes to draw when ``genes`` is None.
+    spot_size : float or None, optional
+        Marker size; by default one that suits the number of spots.
+    save : str or pathlib.Path or None, optional
+        A file to write the figure to, atomically; its suffix sets the format.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure, for further editing.
+    """
     import matplotlib.pyplot as plt
 
     if "observed" not in imputed.layers:
@@ -317,8 +487,25 @@ def _tissue_image(adata: ad.AnnData, library_id: str | None):
 
 
 def n_domains_scores(adata: ad.AnnData, *, ax=None, save: str | Path | None = None):
-    """The score of each candidate number of domains (silhouette or stability) from the last
-    :func:`spatialdomains.tl.cluster` that chose the number itself, the chosen number marked."""
+    """The score of each candidate number of domains, the chosen number marked.
+
+    The scores (silhouette or stability) come from the last :func:`spatialdomains.tl.cluster` that chose the
+    number itself.
+
+    Parameters
+    ----------
+    adata : anndata.AnnData
+        Holds the clustering's record.
+    ax : matplotlib.axes.Axes or None, optional
+        The axis to draw on; by default a new figure.
+    save : str or pathlib.Path or None, optional
+        A file to write the figure to, atomically; its suffix sets the format.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure, for further editing.
+    """
     import matplotlib.pyplot as plt
 
     record = adata.uns.get("spatialdomains", {}).get("cluster", {})
@@ -343,7 +530,22 @@ def n_domains_scores(adata: ad.AnnData, *, ax=None, save: str | Path | None = No
 
 
 def domain_sizes(adata: ad.AnnData, key: str = "domain", *, save: str | Path | None = None):
-    """Bar chart of the number of spots in each domain (and, with several slices, per slice)."""
+    """Bar chart of the number of spots in each domain.
+
+    Parameters
+    ----------
+    adata : anndata.AnnData
+        Holds the domains.
+    key : str, optional
+        The ``obs`` column of the domains.
+    save : str or pathlib.Path or None, optional
+        A file to write the figure to, atomically; its suffix sets the format.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure, for further editing.
+    """
     import matplotlib.pyplot as plt
 
     values = _categorical(adata, key)
@@ -360,8 +562,22 @@ def domain_sizes(adata: ad.AnnData, key: str = "domain", *, save: str | Path | N
 
 
 def qc(adata: ad.AnnData, *, save: str | Path | None = None):
-    """Quality control: histograms of counts, detected genes (and mitochondrial percentage, when the gene names
-    show it) per spot, and the same values on the tissue."""
+    """Quality control: per-spot histograms, and the same values on the tissue.
+
+    The values are counts, detected genes and, when the gene names show it, the mitochondrial percentage.
+
+    Parameters
+    ----------
+    adata : anndata.AnnData
+        Raw counts and coordinates.
+    save : str or pathlib.Path or None, optional
+        A file to write the figure to, atomically; its suffix sets the format.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure, for further editing.
+    """
     import matplotlib.pyplot as plt
 
     from .pp import qc_metrics
@@ -398,7 +614,27 @@ def marker_dotplot(adata: ad.AnnData, table, *, key: str = "domain", n_genes: in
                    save: str | Path | None = None):
     """Dot plot of each domain's top markers: colour = mean log expression (scaled per gene), size = % expressing.
 
-    ``table`` is a marker table from :func:`spatialdomains.analysis.markers`; genes are labelled by symbol.
+    Genes are labelled by symbol.
+
+    Parameters
+    ----------
+    adata : anndata.AnnData
+        Holds the expression and the domains.
+    table : pandas.DataFrame
+        A marker table from :func:`spatialdomains.analysis.markers`.
+    key : str, optional
+        The ``obs`` column of the domains.
+    n_genes : int, optional
+        How many top markers of each domain.
+    layer : str or None, optional
+        The layer of expression; None uses ``X``.
+    save : str or pathlib.Path or None, optional
+        A file to write the figure to, atomically; its suffix sets the format.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure, for further editing.
     """
     import matplotlib.pyplot as plt
 
@@ -427,7 +663,28 @@ def marker_dotplot(adata: ad.AnnData, table, *, key: str = "domain", n_genes: in
 
 def marker_heatmap(adata: ad.AnnData, table, *, key: str = "domain", n_genes: int = 5, layer: str | None = None,
                    save: str | Path | None = None):
-    """Heatmap of each domain's top markers' mean log expression, z-scored per gene across domains."""
+    """Heatmap of each domain's top markers' mean log expression, z-scored per gene across domains.
+
+    Parameters
+    ----------
+    adata : anndata.AnnData
+        Holds the expression and the domains.
+    table : pandas.DataFrame
+        A marker table from :func:`spatialdomains.analysis.markers`.
+    key : str, optional
+        The ``obs`` column of the domains.
+    n_genes : int, optional
+        How many top markers of each domain.
+    layer : str or None, optional
+        The layer of expression; None uses ``X``.
+    save : str or pathlib.Path or None, optional
+        A file to write the figure to, atomically; its suffix sets the format.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure, for further editing.
+    """
     import matplotlib.pyplot as plt
 
     from .analysis.markers import expression_summary, top_markers
@@ -457,8 +714,28 @@ def volcano(table, *, min_log2fc: float = 0.25, max_pvalue: float = 0.05, pvalue
             n_labels: int = 5, columns: int = 4, save: str | Path | None = None):
     """One volcano plot per domain (log2 fold change × −log10 p), thresholds drawn, top genes named.
 
-    ``pvalue``: the p on the y axis and behind ``max_pvalue``, ``'adjusted'`` (``padj``) or ``'raw'`` (``pvalue``),
-    as given to :func:`spatialdomains.analysis.markers`.
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A marker table from :func:`spatialdomains.analysis.markers`.
+    min_log2fc : float, optional
+        The fold-change threshold drawn.
+    max_pvalue : float, optional
+        The p-value threshold drawn.
+    pvalue : str, optional
+        The p on the y axis and behind ``max_pvalue``: ``'adjusted'`` (``padj``) or ``'raw'``
+        (``pvalue``), as given to :func:`spatialdomains.analysis.markers`.
+    n_labels : int, optional
+        How many of the top up-regulated genes are named in each plot.
+    columns : int, optional
+        Plots per row.
+    save : str or pathlib.Path or None, optional
+        A file to write the figure to, atomically; its suffix sets the format.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure, for further editing.
     """
     import matplotlib.pyplot as plt
 
@@ -544,12 +821,32 @@ def _label_points(ax, xs: np.ndarray, ys: np.ndarray, labels: list[str], fontsiz
 
 def go_dotplot(result, domain=None, *, n_terms: int = 10, title: str | None = None, ax=None,
                colour_range: tuple[float, float] | None = None, save: str | Path | None = None):
-    """clusterProfiler-style dot plot of enriched terms: GeneRatio on x, term on y (full names, wrapped), colour
-    −log10 p.adjust, size Count.
+    """clusterProfiler-style dot plot of enriched terms.
 
-    ``result`` is the table from :func:`spatialdomains.analysis.enrich_go`; ``domain`` selects its rows.
-    ``colour_range``: the −log10 p.adjust range of the colour scale, to share one scale across domains (default:
-    this plot's own).
+    GeneRatio on x, term on y (full names, wrapped), colour −log10 p.adjust, size Count.
+
+    Parameters
+    ----------
+    result : pandas.DataFrame
+        The table from :func:`spatialdomains.analysis.enrich_go`.
+    domain : str or None, optional
+        The domain whose rows are drawn (compared as text); None draws the first rows of the whole table.
+    n_terms : int, optional
+        How many terms to draw.
+    title : str or None, optional
+        The title; by default the domain.
+    ax : matplotlib.axes.Axes or None, optional
+        The axis to draw on; by default a new figure.
+    colour_range : tuple of float or None, optional
+        The −log10 p.adjust range of the colour scale, to share one scale across domains; by default this
+        plot's own.
+    save : str or pathlib.Path or None, optional
+        A file to write the figure to, atomically; its suffix sets the format.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure, for further editing.
     """
     import textwrap
 
@@ -595,7 +892,18 @@ def _categorical(adata: ad.AnnData, key: str):
 
 
 def domain_colours(n: int) -> list[str]:
-    """The colours (hex) the figures give to ``n`` domains, in category order."""
+    """The colours the figures give to ``n`` domains, in category order.
+
+    Parameters
+    ----------
+    n : int
+        The number of domains.
+
+    Returns
+    -------
+    list of str
+        Hex colours.
+    """
     from matplotlib.colors import to_hex
 
     palette = _palette(n)

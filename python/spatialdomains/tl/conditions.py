@@ -39,11 +39,35 @@ class ConditionComparison:
 def compare_conditions(adata: ad.AnnData, condition_key: str, *, domain_key: str = "domain",
                        sample_key: str = "slice", reference: str | None = None, layer: str | None = None,
                        min_spots: int = 10) -> ConditionComparison:
-    """Per domain, each condition of ``obs[condition_key]`` against ``reference`` (default: the first category,
-    or the first value met), on raw
-    counts (``X`` or ``layers[layer]``); slices are ``obs[sample_key]`` (each slice has one condition). Domains
-    with fewer than ``min_spots`` spots on either side are left out (named in the record), and so are spots
-    without a condition, slice or domain."""
+    """Per domain, compare each condition with a reference condition: genes and domain shares.
+
+    Counts are raw. Domains with fewer than ``min_spots`` spots on either side are left out (the record names
+    them), and so are spots without a condition, slice or domain.
+
+    Parameters
+    ----------
+    adata : anndata.AnnData
+        Raw counts in ``X`` (or ``layers[layer]``), with conditions, slices and domains in ``obs``.
+    condition_key : str
+        The ``obs`` column that holds each spot's condition.
+    domain_key : str, optional
+        The ``obs`` column that holds the domains.
+    sample_key : str, optional
+        The ``obs`` column that names the slices. Each slice has one condition.
+    reference : str or None, optional
+        The condition the others are compared with. None takes the first category, or the first value met.
+    layer : str or None, optional
+        The layer that holds the raw counts; None uses ``X``.
+    min_spots : int, optional
+        The fewest spots of a domain on each side for it to be tested.
+
+    Returns
+    -------
+    ConditionComparison
+        The gene table (``genes``), each domain's share per condition (``composition``) and each slice's
+        share of every domain (``shares``). The run is recorded in
+        ``uns['spatialdomains']['compare_conditions']``.
+    """
     started = time.perf_counter()
     for key, what in ((condition_key, "condition_key"), (domain_key, "domain_key"), (sample_key, "sample_key")):
         if key not in adata.obs:

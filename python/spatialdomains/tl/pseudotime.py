@@ -36,16 +36,39 @@ def pseudotime(
     random_state: int = 0,
     key_added: str = "pseudotime",
 ) -> ad.AnnData:
-    """Diffusion pseudotime of each spot over ``obsm[use_rep]``, into ``obs[key_added]`` (0 at the root, 1 at the
-    far end; NaN for spots without an embedding or not connected to the root).
+    """Diffusion pseudotime of each spot over ``obsm[use_rep]``, into ``obs[key_added]``.
 
-    ``use_rep``: any embedding (``X_spotscape``, ``X_staig``, STAIG's encoder output ``X_staig_encoder``, ...).
+    Pseudotime is 0 at the root and 1 at the far end. Spots without an embedding, or not connected to the
+    root, get NaN. The root is ``root_spot``, or the most outlying spot of ``root_domain``, or, with neither,
+    SpaceFlow's rule: the most outlying spot of all, so the direction is the data's (give a root to fix it).
+    The record (``uns['spatialdomains']['pseudotime']``) names the root and how it was chosen.
 
-    The root: ``root_spot`` (a spot's name), or the most outlying spot of ``root_domain`` (a category of
-    ``obs[domain_key]``, e.g. white matter to order cortical layers from it), or, with neither, SpaceFlow's rule
-    (the most outlying spot of all, so the direction is the data's; give a root to fix it). ``n_neighbors`` (20, as
-    SpaceFlow) builds the kNN graph of the embedding; ``n_dcs`` diffusion components (10, scanpy's default) set the
-    distances. The record (``uns['spatialdomains']['pseudotime']``) names the root and how it was chosen.
+    Parameters
+    ----------
+    adata : anndata.AnnData
+        Holds the embedding; receives the pseudotime.
+    use_rep : str, optional
+        Any embedding (``X_spotscape``, ``X_staig``, STAIG's encoder output ``X_staig_encoder``, ...).
+    root_domain : str or None, optional
+        A category of ``obs[domain_key]`` whose most outlying spot is the root (e.g. white matter, to order
+        cortical layers from it).
+    root_spot : str or None, optional
+        The name of the root spot. Give this or ``root_domain``, not both.
+    domain_key : str, optional
+        The ``obs`` column of domains that ``root_domain`` names.
+    n_neighbors : int, optional
+        Neighbours of the embedding's kNN graph (20, as SpaceFlow).
+    n_dcs : int, optional
+        Diffusion components that set the distances (10, scanpy's default).
+    random_state : int, optional
+        Seed of the graph, the diffusion map and the root sample.
+    key_added : str, optional
+        The ``obs`` column that receives the pseudotime.
+
+    Returns
+    -------
+    anndata.AnnData
+        ``adata``, with the pseudotime and its record.
     """
     import scanpy as sc
 
@@ -109,13 +132,30 @@ def pseudotime(
 
 
 def diffusion_pseudotime(components: np.ndarray, eigenvalues: np.ndarray, root: int, graph) -> np.ndarray:
-    """Diffusion pseudotime (Haghverdi et al. 2016): the distance from ``root`` over the diffusion components,
-    each weighted by λ/(1 − λ), the stationary one (the first) left out; scaled to [0, 1]. Spots outside the
-    root's connected component get inf.
+    """Diffusion pseudotime (Haghverdi et al. 2016) from ``root``, scaled to [0, 1].
 
-    scanpy's ``dpt`` also drops every component whose eigenvalue is 0.9994 or more (against float32 rounding).
-    On large, smooth tissue those are the informative components (on 2,000 spots along a line its pseudotime has
-    Spearman 0.12 with the position, this one 1.0), so here the eigenvalues are used in float64, all kept."""
+    It is the distance from the root over the diffusion components, each weighted by λ/(1 − λ), with the
+    stationary one (the first) left out. scanpy's ``dpt`` also drops every component whose eigenvalue is 0.9994
+    or more (against float32 rounding). On large, smooth tissue those are the informative components (on 2,000
+    spots along a line its pseudotime has Spearman 0.12 with the position, this one 1.0), so here the
+    eigenvalues are used in float64, all kept.
+
+    Parameters
+    ----------
+    components : numpy.ndarray
+        The diffusion map, spots × components, the stationary one first.
+    eigenvalues : numpy.ndarray
+        The eigenvalue of each component, in the same order.
+    root : int
+        The row of the root spot.
+    graph : scipy.sparse.spmatrix
+        The neighbour graph the diffusion map came from, to find the root's connected component.
+
+    Returns
+    -------
+    numpy.ndarray
+        Each spot's pseudotime. Spots outside the root's connected component get inf.
+    """
     from scipy.sparse.csgraph import connected_components
 
     values = np.asarray(eigenvalues, dtype=np.float64)[1:]

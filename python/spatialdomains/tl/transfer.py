@@ -32,9 +32,30 @@ def match_slices(reference: ad.AnnData, query: ad.AnnData, *, use_rep: str = "X_
                  spatial_smoothing: bool = True, random_state: int = 0) -> pd.DataFrame:
     """For each query spot with an embedding, its matched reference spot.
 
-    Returns a table indexed by query spot: ``reference_spot``, ``similarity`` (cosine similarity of the pair in
-    the embedding), ``candidates`` (row numbers of the reference spots considered, best first, as a list) and
-    ``search`` ('exact' or 'approximate'). See the module text for the rule.
+    See the module text for the rule.
+
+    Parameters
+    ----------
+    reference : anndata.AnnData
+        The slice whose spots are matched to.
+    query : anndata.AnnData
+        The slice whose spots are matched. Its embedding must share one space with the reference's.
+    use_rep : str, optional
+        The ``obsm`` key of the joint embedding.
+    n_candidates : int, optional
+        How many of the most cosine-similar reference spots each query spot considers.
+    spatial_smoothing : bool, optional
+        Pick the candidate nearest in space (coordinates scaled to [0, 1] per axis). Turn it off for slices
+        rotated or mirrored against each other; then the most similar candidate is taken.
+    random_state : int, optional
+        Seed of the approximate nearest-neighbour search, used for large slices.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per query spot (indexed by its name): ``reference_spot``, ``similarity`` (cosine similarity of
+        the pair in the embedding), ``candidates`` (row numbers of the reference spots considered, best first,
+        as a list) and ``search`` ('exact' or 'approximate').
     """
     reference_rows, reference_vectors = _embedded(reference, use_rep, "reference")
     query_rows, query_vectors = _embedded(query, use_rep, "query")
@@ -65,15 +86,40 @@ def match_slices(reference: ad.AnnData, query: ad.AnnData, *, use_rep: str = "X_
 def transfer_labels(reference: ad.AnnData, query: ad.AnnData, *, label_key: str = "domain",
                     use_rep: str = "X_staig", n_candidates: int = 20, spatial_smoothing: bool = True,
                     truth_key: str | None = None, random_state: int = 0, key_added: str | None = None) -> ad.AnnData:
-    """Label each query spot with ``reference.obs[label_key]`` of its matched reference spot (:func:`match_slices`).
+    """Label each query spot with ``reference.obs[label_key]`` of its matched reference spot.
 
-    Writes ``query.obs[key_added]`` (default ``'<label_key>_transferred'``), ``query.obs[key_added +
-    '_confidence']`` (the share of the ``n_candidates`` most similar reference spots that carry the label given:
-    1 when all agree) and ``query.obs[key_added + '_reference_spot']``. A query spot matched to an unlabelled
-    reference spot gets no label. When the query holds its own labels
-    (``truth_key``, by default ``label_key`` when the query has that column; after a joint clustering the query's
-    ``domain`` is the model's own, so name an annotation) the transfer is scored: ARI, NMI and accuracy go to the
-    record (``query.uns['spatialdomains']['transfer_labels']``) and the log.
+    The match is that of :func:`match_slices`. A query spot matched to an unlabelled reference spot gets no
+    label. When the query holds its own labels, the transfer is scored: ARI, NMI and accuracy go to the record
+    (``query.uns['spatialdomains']['transfer_labels']``) and to the log.
+
+    Parameters
+    ----------
+    reference : anndata.AnnData
+        The labelled slice.
+    query : anndata.AnnData
+        The slice to label, embedded jointly with the reference. Its ``obs`` receives the results.
+    label_key : str, optional
+        The reference's ``obs`` column of labels.
+    use_rep : str, optional
+        The ``obsm`` key of the joint embedding.
+    n_candidates : int, optional
+        As in :func:`match_slices`.
+    spatial_smoothing : bool, optional
+        As in :func:`match_slices`.
+    truth_key : str or None, optional
+        The query's own labels, to score the transfer. By default ``label_key``, when the query has that
+        column. After a joint clustering the query's ``domain`` is the model's own, so name an annotation.
+    random_state : int, optional
+        As in :func:`match_slices`.
+    key_added : str or None, optional
+        The ``obs`` column of the labels; by default ``'<label_key>_transferred'``.
+
+    Returns
+    -------
+    anndata.AnnData
+        ``query``, with ``obs[key_added]``, ``obs[key_added + '_confidence']`` (the share of the
+        ``n_candidates`` most similar reference spots that carry the label given: 1 when all agree) and
+        ``obs[key_added + '_reference_spot']``.
     """
     started = time.perf_counter()
     if label_key not in reference.obs:

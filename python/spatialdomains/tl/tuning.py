@@ -17,12 +17,33 @@ LEARNING_RATE_GRID = (1e-5, 5e-5, 1e-4, 5e-4, 1e-3)
 
 def select_learning_rate(adata: ad.AnnData, method: str = "spotscape", *, n_domains: int | None = None,
                          learning_rates=LEARNING_RATE_GRID, random_state: int = 0, **options) -> ad.AnnData:
-    """Train ``method`` once per learning rate, cluster each embedding with k-means into ``n_domains`` (None:
-    the number of best silhouette, per rate; also given to a method that takes it, e.g. Spotscape's prototypes)
-    and keep the run whose clustering has the highest silhouette. The
-    kept run's outputs are stored in ``adata`` as a plain run would store them; every rate's silhouette goes to
-    ``uns['spatialdomains']['learning_rate_selection']``. Costs one training per rate. ``options``: the
-    method's settings and run options (not ``learning_rate``)."""
+    """Train ``method`` once per learning rate and keep the run whose clustering has the best silhouette.
+
+    Each embedding is clustered with k-means into ``n_domains``. The kept run's outputs are stored in ``adata``
+    as a plain run would store them. Every rate's silhouette goes to
+    ``uns['spatialdomains']['learning_rate_selection']``. This costs one training per rate.
+
+    Parameters
+    ----------
+    adata : anndata.AnnData
+        One slice, or several named by ``batch_key``.
+    method : str, optional
+        The method to train.
+    n_domains : int or None, optional
+        The number of k-means clusters. None takes the number of best silhouette, per rate. It is also given
+        to a method that takes it (e.g. Spotscape's prototypes).
+    learning_rates : sequence of float, optional
+        The candidate rates; by default the Spotscape paper's grid.
+    random_state : int, optional
+        Seed of every training and clustering.
+    **options
+        The method's settings and run options, but not ``learning_rate``.
+
+    Returns
+    -------
+    anndata.AnnData
+        ``adata``, with the kept run's outputs and the selection's record.
+    """
     from ..pipeline import configure, run_method
 
     if not isinstance(adata, ad.AnnData):
