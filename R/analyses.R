@@ -338,9 +338,10 @@ setMethod("compareConditions", "ANY", function(x, ...) {
 #'   \code{\link{runSpaMI}}: e.g. \code{n_epochs}); for Seurat objects also
 #'   \code{assay}, \code{assay2} (SpaMI's second modality) and
 #'   \code{spatial_coords}.
-#' @param method \code{"spotscape"} (one modality, one or several slices) or
-#'   \code{"spami"} (paired omics of one section: the main experiment and an
-#'   \code{altExp}, or two Seurat assays).
+#' @param method A method with a decoder: \code{"spotscape"} (one modality,
+#'   one or several slices) or \code{"spami"} (paired omics of one section: the
+#'   main experiment and an \code{altExp}, or two Seurat assays), or another
+#'   registered in Python.
 #' @param assay.type,spatial_coords,sample_id Where the counts, coordinates and
 #'   slices are, as in \code{\link{runSTAIG}}.
 #' @param altexp,altexp.assay,kinds SpaMI's second modality, as in
@@ -370,21 +371,22 @@ setGeneric("imputeExpression", function(x, ...) standardGeneric("imputeExpressio
 #' @export
 setMethod("imputeExpression", "SingleCellExperiment", function(x, assay.type = "counts", spatial_coords = NULL,
                                                                sample_id = "sample_id",
-                                                               method = c("spotscape", "spami"), altexp = NULL,
+                                                               method = "spotscape", altexp = NULL,
                                                                altexp.assay = "counts", kinds = NULL, modality = NULL,
                                                                seed = 0L, device = "auto",
                                                                progress = interactive(), name = NULL, ...) {
-    method <- match.arg(method)
-    title <- c(spotscape = "Spotscape", spami = "SpaMI")[[method]]
+    info <- .method_info(method, decodes = TRUE)
+    title <- info$title
     name <- if (is.null(name)) paste0(title, "_denoised") else name
     coordinates <- .sce_coordinates(x, spatial_coords)
-    if (method == "spami") {
+    if (info$kind == "omics") {
         out <- .impute_multiomics(.sce_modalities(x, altexp, assay.type, altexp.assay), coordinates, colnames(x),
-                                  kinds, modality, list(...), seed, device, progress)
+                                  kinds, modality, list(...), seed, device, progress, method)
     } else {
         columns <- as.data.frame(SummarizedExperiment::colData(x))
         out <- .impute(.sparse_counts(SummarizedExperiment::assay(x, assay.type), assay.type), coordinates,
-                       colnames(x), rownames(x), .slices(columns, sample_id), list(...), seed, device, progress)
+                       colnames(x), rownames(x), .slices(columns, sample_id), list(...), seed, device, progress,
+                       method)
     }
     denoised <- SingleCellExperiment::SingleCellExperiment(assays = list(logcounts = out$denoised))
     SingleCellExperiment::altExp(x, name) <- denoised
@@ -402,16 +404,17 @@ setMethod("imputeExpression", "ANY", function(x, ...) {
     .unsupported(x)
 })
 
-.impute <- function(counts, coordinates, spot_names, gene_names, slices, params, seed, device, progress) {
+.impute <- function(counts, coordinates, spot_names, gene_names, slices, params, seed, device, progress, method) {
     out <- .bridge()$impute(counts, coordinates, .spot_names(spot_names), .gene_names(gene_names), slices = slices,
                             params = .count_params(params), random_state = .count_argument(seed, "seed"),
-                            device = device, progress = isTRUE(progress), console = .console)
+                            device = device, progress = isTRUE(progress), console = .console, method = method)
     out$denoised <- as.matrix(out$denoised)
     dimnames(out$denoised) <- list(unlist(out$genes), spot_names)
     out
 }
 
-.impute_multiomics <- function(modalities, coordinates, spot_names, kinds, modality, params, seed, device, progress) {
+.impute_multiomics <- function(modalities, coordinates, spot_names, kinds, modality, params, seed, device, progress,
+                               method) {
     if (!is.null(modality) && (!is.character(modality) || length(modality) != 1L)) {
         stop("'modality' must be one modality's name, e.g. \"ADT\"", call. = FALSE)
     }
@@ -419,23 +422,23 @@ setMethod("imputeExpression", "ANY", function(x, ...) {
     out <- .bridge()$impute_multiomics(modalities, coordinates, .spot_names(spot_names), kinds = .kinds(kinds),
                                        modality = modality, params = .count_params(params),
                                        random_state = .count_argument(seed, "seed"), device = device,
-                                       progress = isTRUE(progress), console = .console)
+                                       progress = isTRUE(progress), console = .console, method = method)
     out$denoised <- as.matrix(out$denoised)
     dimnames(out$denoised) <- list(unlist(out$features), spot_names)
     out
 }
 
-.impute_seurat <- function(x, method = c("spotscape", "spami"), assay = NULL, assay2 = NULL, kinds = NULL,
+.impute_seurat <- function(x, method = "spotscape", assay = NULL, assay2 = NULL, kinds = NULL,
                            modality = NULL, spatial_coords = NULL, sample_id = NULL, seed = 0L, device = "auto",
                            progress = interactive(), name = NULL, ...) {
     .require_seurat_object()
-    method <- match.arg(method)
+    info <- .method_info(method, decodes = TRUE)
     name <- if (is.null(name)) toupper(method) else name
     assay <- if (is.null(assay)) SeuratObject::DefaultAssay(x) else assay
-    if (method == "spami") {
+    if (info$kind == "omics") {
         cells <- colnames(x)
         out <- .impute_multiomics(.seurat_modalities(x, assay, assay2), .seurat_coordinates(x, spatial_coords),
-                                  cells, kinds, modality, list(...), seed, device, progress)
+                                  cells, kinds, modality, list(...), seed, device, progress, method)
     } else {
         counts <- .seurat_counts(x, assay)
         cells <- colnames(counts)
@@ -446,7 +449,7 @@ setMethod("imputeExpression", "ANY", function(x, ...) {
         }
         out <- .impute(.sparse_counts(counts, paste0(assay, " counts")),
                        .seurat_coordinates(x, spatial_coords, cells, assay), cells, rownames(counts),
-                       .seurat_slices(x, sample_id, cells, assay), list(...), seed, device, progress)
+                       .seurat_slices(x, sample_id, cells, assay), list(...), seed, device, progress, method)
     }
     x[[name]] <- SeuratObject::CreateAssayObject(data = methods::as(out$denoised, "CsparseMatrix"))
     x[[method]] <- SeuratObject::CreateDimReducObject(

@@ -13,9 +13,7 @@
                    spot_names = .spot_names(cells), gene_names = .gene_names(rownames(counts)),
                    library_size = .library_size(library_size, x[[]][cells, , drop = FALSE]),
                    slices = .seurat_slices(x, sample_id, cells, assay))
-    if (isTRUE(use_image) && method != "staig") {
-        stop("use_image applies to runSTAIG only", call. = FALSE)
-    }
+    .check_use_image(method, use_image)
     images <- .image_request(use_image, image_options, function() .seurat_images(x, assay))
     pieces$images <- images$images
     out <- .embed(method, pieces, c(list(...), images$params), seed, device, progress)
@@ -32,25 +30,26 @@
     x
 }
 
-.run_spami_seurat <- function(x, assay = NULL, assay2 = NULL, kinds = NULL, spatial_coords = NULL,
-                              n_epochs = NULL, seed = 0L, device = "auto", progress = interactive(), name = "spami",
-                              ...) {
+.run_omics_seurat <- function(method, x, assay = NULL, assay2 = NULL, kinds = NULL, spatial_coords = NULL,
+                              seed = 0L, device = "auto", progress = interactive(), name = method, ...) {
     .require_seurat_object()
     assay <- if (is.null(assay)) SeuratObject::DefaultAssay(x) else assay
     modalities <- .seurat_modalities(x, assay, assay2)
     out <- .embed_multiomics(modalities, .seurat_coordinates(x, spatial_coords), .spot_names(colnames(x)), kinds,
-                             list(n_epochs = n_epochs, ...), seed, device, progress)
-    embeddings <- c(list(out$embedding), out$modality_embeddings[out$modalities])
-    names(embeddings) <- c(name, paste0(name, "_", tolower(out$modalities)))
+                             list(...), seed, device, progress, method = method)
+    embeddings <- c(list(out$embedding), out$modality_embeddings)
+    names(embeddings) <- c(name, paste0(name, "_", tolower(names(out$modality_embeddings))))
     for (reduction in names(embeddings)) {
         key <- paste0(gsub("[^[:alnum:]]", "", toupper(reduction)), "_")
         x[[reduction]] <- SeuratObject::CreateDimReducObject(
             embeddings = .named_embedding(embeddings[[reduction]], colnames(x), sub("_$", "", key)), key = key,
             assay = assay)
     }
-    for (j in seq_along(out$modalities)) {
-        x <- SeuratObject::AddMetaData(x, stats::setNames(out$attention[, j], colnames(x)),
-                                       col.name = paste0(name, "_attention_", out$modalities[[j]]))
+    if (!is.null(out$attention)) {
+        for (j in seq_along(out$modalities)) {
+            x <- SeuratObject::AddMetaData(x, stats::setNames(out$attention[, j], colnames(x)),
+                                           col.name = paste0(name, "_attention_", out$modalities[[j]]))
+        }
     }
     methods::slot(x, "misc") <- .add_record(methods::slot(x, "misc"), name, out$record)
     x

@@ -27,13 +27,14 @@
 #'   object with one image per slice is integrated by image.
 #' @export
 setMethod("runSTAIG", "SingleCellExperiment", function(x, assay.type = "counts", spatial_coords = NULL,
-                                                       library_size = NULL, n_epochs = NULL, tau = NULL, preset = "paper",
+                                                       library_size = NULL, n_epochs = NULL, tau = NULL, preset = NULL,
                                                        use_image = FALSE, image_options = NULL,
                                                        seed = 0L, device = "auto", progress = interactive(),
                                                        name = "STAIG", sample_id = "sample_id", ...) {
-    .run_sce("staig", x, assay.type, spatial_coords, library_size,
-             list(n_epochs = n_epochs, tau = tau, preset = preset, ...), seed, device, progress, name, sample_id,
-             images = .image_request(use_image, image_options, function() .spe_images(x)))
+    .run_expression_sce("staig", x, assay.type = assay.type, spatial_coords = spatial_coords,
+                        library_size = library_size, use_image = use_image, image_options = image_options,
+                        seed = seed, device = device, progress = progress, name = name, sample_id = sample_id,
+                        n_epochs = n_epochs, tau = tau, preset = preset, ...)
 })
 
 #' @rdname runSTAIG
@@ -62,9 +63,9 @@ setMethod("runSpotscape", "SingleCellExperiment", function(x, assay.type = "coun
                                                            n_epochs = NULL, learning_rate = NULL, n_domains = NULL,
                                                            seed = 0L, device = "auto", progress = interactive(),
                                                            name = "Spotscape", sample_id = "sample_id", ...) {
-    .run_sce("spotscape", x, assay.type, spatial_coords, NULL,
-             list(n_epochs = n_epochs, learning_rate = learning_rate, n_domains = n_domains, ...), seed, device,
-             progress, name, sample_id)
+    .run_expression_sce("spotscape", x, assay.type = assay.type, spatial_coords = spatial_coords, seed = seed,
+                        device = device, progress = progress, name = name, sample_id = sample_id,
+                        n_epochs = n_epochs, learning_rate = learning_rate, n_domains = n_domains, ...)
 })
 
 #' @rdname runSpotscape
@@ -96,27 +97,38 @@ setMethod("runSpaMI", "SingleCellExperiment", function(x, altexp = NULL, assay.t
                                                        altexp.assay = "counts", kinds = NULL, spatial_coords = NULL,
                                                        n_epochs = NULL, seed = 0L, device = "auto",
                                                        progress = interactive(), name = "SpaMI", ...) {
+    .run_omics_sce("spami", x, altexp = altexp, assay.type = assay.type, altexp.assay = altexp.assay, kinds = kinds,
+                   spatial_coords = spatial_coords, seed = seed, device = device, progress = progress, name = name,
+                   n_epochs = n_epochs, ...)
+})
+
+## A paired-omics method on the main experiment and one altExp: the fused embedding as reducedDim 'name', one per
+## modality as '<name>_<modality>', the attention (when the method has it) as colData columns, the record.
+.run_omics_sce <- function(method, x, altexp = NULL, assay.type = "counts", altexp.assay = "counts", kinds = NULL,
+                           spatial_coords = NULL, seed = 0L, device = "auto", progress = interactive(), name, ...) {
     modalities <- .sce_modalities(x, altexp, assay.type, altexp.assay)
     out <- .embed_multiomics(modalities, .sce_coordinates(x, spatial_coords), .spot_names(colnames(x)), kinds,
-                             list(n_epochs = n_epochs, ...), seed, device, progress)
+                             list(...), seed, device, progress, method = method)
     SingleCellExperiment::reducedDim(x, name) <- .named_embedding(out$embedding, colnames(x), name)
-    for (modality in out$modalities) {
+    for (modality in names(out$modality_embeddings)) {
         piece <- paste0(name, "_", modality)
         SingleCellExperiment::reducedDim(x, piece) <- .named_embedding(out$modality_embeddings[[modality]],
                                                                         colnames(x), piece)
     }
-    for (j in seq_along(out$modalities)) {
-        SummarizedExperiment::colData(x)[[paste0(name, "_attention_", out$modalities[[j]])]] <- out$attention[, j]
+    if (!is.null(out$attention)) {
+        for (j in seq_along(out$modalities)) {
+            SummarizedExperiment::colData(x)[[paste0(name, "_attention_", out$modalities[[j]])]] <- out$attention[, j]
+        }
     }
     S4Vectors::metadata(x) <- .add_record(S4Vectors::metadata(x), name, out$record)
     x
-})
+}
 
 #' @rdname runSpaMI
 #' @export
 setMethod("runSpaMI", "ANY", function(x, ...) {
     if (is(x, "Seurat")) {
-        return(.run_spami_seurat(x, ...))
+        return(.run_omics_seurat("spami", x, ...))
     }
     .unsupported(x)
 })
@@ -206,19 +218,16 @@ setMethod("clusterDomains", "ANY", function(x, ...) {
 setMethod("findDomains", "ANY", function(x, method = "staig", n_domains = NULL, ..., cluster_method = NULL,
                                          refine = "auto", cluster_seed = NULL, name = "domain",
                                          choose_by = c("silhouette", "stability")) {
-    method <- match.arg(method, c("staig", "spotscape", "spami"))
+    info <- .method_info(method)
     choose_by <- match.arg(choose_by)
-    embedding_name <- if (is(x, "Seurat")) method else
-        c(staig = "STAIG", spotscape = "Spotscape", spami = "SpaMI")[[method]]
-    x <- switch(method,
-                spotscape = runSpotscape(x, name = embedding_name, n_domains = n_domains, ...),
-                spami = runSpaMI(x, name = embedding_name, ...),
-                staig = runSTAIG(x, name = embedding_name, ...))
-    if (is.null(cluster_method)) {
-        cluster_method <- if (method == "spotscape") "kmeans" else "mclust"  # each paper's own clusterer
+    embedding_name <- if (is(x, "Seurat")) info$name else info$title
+    trained_with <- if ("n_domains" %in% unlist(info$options)) list(n_domains = n_domains)  # e.g. prototypes
+    x <- do.call(.run_model, c(list(x, info, embedding_name), trained_with, list(...)))
+    if (is.null(cluster_method)) {  # each method's published clusterer
+        cluster_method <- if (is.null(info$cluster_auto)) "mclust" else info$cluster_auto
     }
-    if (method == "spami" && identical(refine, "auto")) {
-        refine <- FALSE  # SpaMI's protocol clusters the embedding as it is
+    if (identical(refine, "auto") && isFALSE(info$auto_refine)) {
+        refine <- FALSE  # e.g. SpaMI's protocol clusters the embedding as it is
     }
     passed <- list(...)
     if (is.null(cluster_seed)) {
@@ -233,6 +242,28 @@ setMethod("findDomains", "ANY", function(x, method = "staig", n_domains = NULL, 
                               list(n_domains = n_domains, refine = refine, seed = cluster_seed, name = name,
                                    method = cluster_method, choose_by = choose_by)))
 })
+
+## Any registered method on an SCE or Seurat object, by what it is: expression (one or several slices) or paired
+## omics. A method added in Python is run here with no R edit.
+.run_model <- function(x, info, name, ...) {
+    if (is(x, "Seurat")) {
+        run <- if (info$kind == "omics") .run_omics_seurat else .run_seurat
+    } else if (is(x, "SingleCellExperiment")) {
+        run <- if (info$kind == "omics") .run_omics_sce else .run_expression_sce
+    } else {
+        .unsupported(x)
+    }
+    run(info$name, x, name = name, ...)
+}
+
+## An expression method on an SCE: its images when it uses them (use_image), then the shared bridge call.
+.run_expression_sce <- function(method, x, assay.type = "counts", spatial_coords = NULL, library_size = NULL,
+                                use_image = FALSE, image_options = NULL, seed = 0L, device = "auto",
+                                progress = interactive(), name, sample_id = "sample_id", ...) {
+    .check_use_image(method, use_image)
+    .run_sce(method, x, assay.type, spatial_coords, library_size, list(...), seed, device, progress, name, sample_id,
+             images = .image_request(use_image, image_options, function() .spe_images(x)))
+}
 
 ## Trains 'method' on the SCE's counts and positions; stores the embedding as
 ## reducedDim 'name' and its record in the metadata.

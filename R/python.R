@@ -117,13 +117,14 @@ spatialdomainsAvailable <- function() {
 ## Inside R, torch's matrix products run on the BLAS that R loaded; R's
 ## reference BLAS made a large product ~30x and training ~9x slower (docs/methods.md).
 ## SpaMI on named modalities (each: counts features x spots, feature names).
-.embed_multiomics <- function(modalities, coordinates, spot_names, kinds, params, seed, device, progress) {
+.embed_multiomics <- function(modalities, coordinates, spot_names, kinds, params, seed, device, progress,
+                              method = "spami") {
     bridge <- .bridge()
     .warn_if_reference_blas()
     out <- bridge$embed_multiomics(modalities, coordinates, spot_names, kinds = .kinds(kinds),
                                    params = .count_params(params),
                                    random_state = .count_argument(seed, "seed"), device = device,
-                                   progress = isTRUE(progress), console = .console)
+                                   progress = isTRUE(progress), console = .console, method = method)
     out$modalities <- unlist(out$modalities)
     out$record$r_session <- list(R = as.character(getRversion()),
                                  spatialdomains = as.character(utils::packageVersion("spatialdomains")),
@@ -135,12 +136,38 @@ spatialdomainsAvailable <- function() {
 ## A model's settings without the NULLs, whole-number settings checked as counts.
 .count_params <- function(params) {
     params <- Filter(Negate(is.null), params)
-    for (count in intersect(names(params), c("n_epochs", "n_neighbors", "out_dim", "n_pcs", "n_top_genes",
+    for (count in intersect(names(params), c("n_epochs", "epochs", "n_neighbors", "out_dim", "n_pcs", "n_top_genes",
                                               "min_cells", "min_spots", "n_domains", "n_layers", "batch_size",
-                                              "n_resamples"))) {
+                                              "n_resamples", "threads"))) {
         params[[count]] <- .count_argument(params[[count]], count)
     }
     params
+}
+
+## What each registered method can do, from the Python registry (bridge.method_info): R offers its methods
+## from this, so a method added in Python needs no R edit. With 'method', that method's entry (an error naming
+## the choices, in R's words, when it is not one); 'decodes' keeps the methods with a decoder.
+.method_info <- function(method = NULL, decodes = FALSE, what = "method") {
+    info <- .bridge()$method_info()$methods  # asked each time: a method registered meanwhile is offered at once
+    if (isTRUE(decodes)) {
+        info <- Filter(function(one) isTRUE(one$decodes), info)
+    }
+    if (is.null(method)) {
+        return(info)
+    }
+    if (!is.character(method) || length(method) != 1L || !method %in% names(info)) {
+        stop(what, " must be one of ", paste0("\"", names(info), "\"", collapse = ", "), call. = FALSE)
+    }
+    info[[method]]
+}
+
+## use_image only for methods that read the tissue image.
+.check_use_image <- function(method, use_image) {
+    if (isTRUE(use_image) && !"use_image" %in% unlist(.method_info(method)$options)) {
+        stop("use_image applies to the methods that read the tissue image (",
+             paste(names(Filter(function(one) "use_image" %in% unlist(one$options), .method_info())), collapse = ", "),
+             "), not ", method, call. = FALSE)
+    }
 }
 
 ## SpaMI's modality kinds (a named character vector) as a list for Python.

@@ -24,7 +24,7 @@
 #' @section Methods:
 #' All methods take \code{domains} (the column holding the domains, default
 #' \code{"domain"}), \code{method} (\code{NULL}: report those domains;
-#' \code{"staig"}, \code{"spotscape"} or \code{"baseline"}: find them),
+#' any registered method, e.g. \code{"staig"} or \code{"spotscape"}: find them),
 #' \code{n_domains}, \code{species} (\code{"auto"}, \code{"human"},
 #' \code{"mouse"}, ...), \code{gene_sets} (a GMT file instead of GO),
 #' \code{engine} (\code{"auto"}, \code{"clusterProfiler"}, \code{"fallback"}),
@@ -38,7 +38,10 @@
 #' domains with it), \code{preset} (the method's settings preset, e.g.
 #' \code{"cells"} for STAIG on Xenium, MERFISH or CosMx cells), \code{refine}
 #' (\code{"auto"}, \code{TRUE} or \code{FALSE}: majority vote over each spot's 15
-#' nearest; \code{"auto"} is the method's choice), \code{show_code} and \code{force}.
+#' nearest; \code{"auto"} is the method's choice), \code{show_code} and \code{force};
+#' every other report option (\code{cluster_method}, \code{min_log2fc},
+#' \code{ontology}, \code{condition_key}, ...) and the method's own settings
+#' (e.g. \code{tau}) by name, checked together before any work.
 #' \describe{
 #'   \item{SingleCellExperiment}{\code{assay.type} (default \code{"counts"}),
 #'     \code{spatial_coords} (as in \code{\link{runSTAIG}}), \code{dimred} (the
@@ -99,11 +102,10 @@ setMethod("domainReport", "ANY", function(x, file, ...) {
     .render_report(pieces, file, ...)
 }
 
-## Shared by all classes: choose what to report, then let Python render it.
-.render_report <- function(pieces, file, domains = "domain", method = NULL, n_domains = NULL, species = "auto",
-                           gene_sets = NULL, engine = "auto", pvalue = "adjusted", max_pvalue = 0.05,
-                           sample = NULL, seed = 0L, epochs = NULL, outputs_dir = NULL, show_code = FALSE,
-                           force = FALSE, label_key = NULL, preset = NULL, refine = "auto") {
+## Shared by all classes: choose what to report, then let Python render it. Every report option and method
+## setting in '...' goes to Python by name, where one request checks them all (in R's words) before any work.
+.render_report <- function(pieces, file, domains = "domain", method = NULL, label_key = NULL, gene_sets = NULL,
+                           outputs_dir = NULL, show_code = FALSE, force = FALSE, ...) {
     if (!is.character(file) || length(file) != 1L || !nzchar(file)) {
         stop("'file' must be the path of the HTML file to write", call. = FALSE)
     }
@@ -114,13 +116,7 @@ setMethod("domainReport", "ANY", function(x, file, ...) {
                  "with domains = ..., or give method = \"staig\" to find them in the report", call. = FALSE)
         }
         labels <- as.character(pieces$columns[[domains]])
-        method <- "precomputed"
-    } else if (!method %in% c("staig", "spotscape", "baseline")) {
-        stop("'method' must be NULL (report the stored domains), \"staig\", \"spotscape\" or \"baseline\"",
-             call. = FALSE)
-    }
-    if (!is.null(gene_sets)) {
-        gene_sets <- normalizePath(gene_sets, mustWork = TRUE)
+        method <- .bridge()$method_info()$precomputed
     }
     annotation <- NULL
     if (!is.null(label_key)) {
@@ -130,11 +126,13 @@ setMethod("domainReport", "ANY", function(x, file, ...) {
         }
         annotation <- as.character(pieces$columns[[label_key]])
     }
-    options <- list(n_domains = n_domains, species = species, gene_sets = gene_sets, engine = engine,
-                    pvalue = pvalue, max_pvalue = max_pvalue, sample = sample, seed = seed, epochs = epochs,
-                    refine = refine, model_options = if (!is.null(preset)) list(preset = preset),
-                    show_code = isTRUE(show_code), force = isTRUE(force),
-                    outputs_dir = if (!is.null(outputs_dir)) normalizePath(outputs_dir, mustWork = FALSE))
+    options <- c(.count_params(list(...)),
+                 list(gene_sets = if (!is.null(gene_sets)) normalizePath(gene_sets, mustWork = FALSE),
+                      show_code = isTRUE(show_code), force = isTRUE(force),
+                      outputs_dir = if (!is.null(outputs_dir)) normalizePath(outputs_dir, mustWork = FALSE)))
+    if (!is.null(options$seed)) {
+        options$seed <- .count_argument(options$seed, "seed")
+    }
     file <- normalizePath(file, mustWork = FALSE)
     path <- .bridge()$report(pieces$counts, pieces$coordinates, pieces$spot_names, pieces$gene_names, file,
                              domains = labels, embedding = pieces$embedding, embedding_name = pieces$embedding_name,

@@ -217,9 +217,10 @@ def stability(embedding, candidates, *, random_state: int = 0) -> dict:
 
 @_r_entry
 def impute(counts, coordinates, spot_names, gene_names, *, slices=None, params: dict | None = None,
-           random_state: int = 0, device: str = "auto", progress: bool = False) -> dict:
-    """Spotscape trained on one sample (or slices) and its denoised expression (:func:`spatialdomains.tl.impute`):
-    ``denoised`` genes × spots (log-normalised scale), ``genes``, ``embedding`` (spots × 64) and ``record``."""
+           random_state: int = 0, device: str = "auto", progress: bool = False, method: str = "spotscape") -> dict:
+    """``method`` (a decoder of expression, Spotscape by default) trained on one sample (or slices) and its denoised
+    expression (:func:`spatialdomains.tl.impute`): ``denoised`` genes × spots (log-normalised scale), ``genes``,
+    ``embedding`` (spots × dims) and ``record``."""
     from .tl import impute as denoise
 
     adata = _anndata(counts, coordinates, spot_names, gene_names, None)
@@ -227,11 +228,11 @@ def impute(counts, coordinates, spot_names, gene_names, *, slices=None, params: 
     if slices is not None:
         adata.obs[SLICE_COLUMN] = _labels(slices, adata.n_obs, "slices").astype(str)
         options["batch_key"] = SLICE_COLUMN
-    imputed = denoise(adata, method="spotscape", random_state=int(random_state), device=device, progress=progress,
+    imputed = denoise(adata, method=method, random_state=int(random_state), device=device, progress=progress,
                       **options)
     return {"denoised": np.asarray(imputed.X, dtype=np.float64).T, "genes": [str(g) for g in imputed.var_names],
-            "embedding": np.asarray(adata.obsm["X_spotscape"], dtype=np.float64),
-            "record": json_safe(adata.uns["spatialdomains"]["spotscape"])}
+            "embedding": np.asarray(adata.obsm[f"X_{method}"], dtype=np.float64),
+            "record": json_safe(adata.uns["spatialdomains"][method])}
 
 
 @_r_entry
@@ -308,8 +309,10 @@ def embed_multiomics(
     random_state: int = 0,
     device: str = "auto",
     progress: bool = False,
+    method: str = "spami",
 ) -> dict:
-    """Train SpaMI on paired omics of one section and return its outputs as plain pieces.
+    """Train ``method`` (SpaMI, or another paired-omics method) on paired omics of one section and return its
+    outputs as plain pieces.
 
     ``modalities`` maps each modality's name to ``{"counts": features × spots, "feature_names": [...]}`` (the R
     orientation), all on the same spots (``spot_names``) at ``coordinates``; ``kinds`` says what a modality
@@ -319,16 +322,22 @@ def embed_multiomics(
     """
     from .pipeline import run_method
 
-    result = run_method("spami", _modalities_data(modalities, coordinates, spot_names), modality_kinds=kinds,
+    from . import methods
+
+    if method not in methods.names("omics"):
+        raise InputError(f"method must be one of {', '.join(methods.names('omics'))}, got '{method}'")
+    result = run_method(method, _modalities_data(modalities, coordinates, spot_names), modality_kinds=kinds,
                         random_state=int(random_state), device=device, progress=progress, **dict(params or {}))
-    record = result.uns["spatialdomains"]["spami"]
+    record = result.uns["spatialdomains"][method]
     names = [str(name) for name in record["modalities"]]
     rows = result.obs_names.get_indexer(pd.Index([str(s) for s in np.atleast_1d(spot_names)]))
+    key = f"X_{method}"
+    attention = result.obsm.get(f"{method}_attention")
     return {
-        "embedding": np.asarray(result.obsm["X_spami"], dtype=np.float64)[rows],
-        "modality_embeddings": {name: np.asarray(result.obsm[f"X_spami_{name}"], dtype=np.float64)[rows]
-                                for name in names},
-        "attention": np.asarray(result.obsm["spami_attention"], dtype=np.float64)[rows],
+        "embedding": np.asarray(result.obsm[key], dtype=np.float64)[rows],
+        "modality_embeddings": {name: np.asarray(result.obsm[f"{key}_{name}"], dtype=np.float64)[rows]
+                                for name in names if f"{key}_{name}" in result.obsm},
+        "attention": None if attention is None else np.asarray(attention, dtype=np.float64)[rows],
         "modalities": names,
         "record": json_safe(record),
     }
@@ -349,21 +358,21 @@ def _modalities_data(modalities, coordinates, spot_names) -> dict:
 @_r_entry
 def impute_multiomics(modalities: dict, coordinates, spot_names, *, kinds: dict | None = None,
                       modality: str | None = None, params: dict | None = None, random_state: int = 0,
-                      device: str = "auto", progress: bool = False) -> dict:
+                      device: str = "auto", progress: bool = False, method: str = "spami") -> dict:
     """SpaMI trained on paired omics (pieces as in :func:`embed_multiomics`) and one modality's denoised values
     (:func:`spatialdomains.tl.impute`): ``denoised`` features × spots (NaN for spots left out), ``features``,
     ``modality``, ``scale``, ``embedding`` and ``record``."""
     from .tl import impute as denoise
 
-    imputed = denoise(_modalities_data(modalities, coordinates, spot_names), method="spami", modality=modality,
+    imputed = denoise(_modalities_data(modalities, coordinates, spot_names), method=method, modality=modality,
                       modality_kinds=kinds, random_state=int(random_state), device=device, progress=progress,
                       **dict(params or {}))
     rows = imputed.obs_names.get_indexer(pd.Index([str(s) for s in np.atleast_1d(spot_names)]))
     records = imputed.uns["spatialdomains"]
     return {"denoised": np.asarray(imputed.X, dtype=np.float64)[rows].T, "features": list(map(str, imputed.var_names)),
             "modality": records["impute"]["modality"], "scale": records["impute"]["scale"],
-            "embedding": np.asarray(imputed.obsm["X_spami"], dtype=np.float64)[rows],
-            "record": json_safe({**records["spami"], "impute": records["impute"]})}
+            "embedding": np.asarray(imputed.obsm[f"X_{method}"], dtype=np.float64)[rows],
+            "record": json_safe({**records[method], "impute": records["impute"]})}
 
 
 def simulate_multiomics(n_spots: int = 1300, n_domains: int = 5, second: str = "adt", seed: int = 0) -> dict:
@@ -412,15 +421,17 @@ def report(counts, coordinates, spot_names, gene_names, file: str, *, domains=No
     ``domains`` (one label per spot, NA allowed) are reported as they are with ``method='precomputed'``;
     otherwise ``method`` finds them. ``embedding`` (spots × dims) is the representation behind the UMAP, stored
     as ``obsm['X_<embedding_name>']``; ``image`` an RGB array drawn under the spots at ``image_scale``;
-    ``annotation`` (one label per spot) the column ``label_key`` that the domains are compared with. The
-    report's notebook runs in its own Python process, which may use clusterProfiler through rpy2 (unlike this
-    one, inside R).
+    ``annotation`` (one label per spot) the column ``label_key`` that the domains are compared with.
+    ``options``: the report's options and the method's settings by name, as :meth:`ReportRequest.build` takes
+    them (checked before any work, in R's words), and ``outputs_dir``, ``show_code``, ``force``. The report's
+    notebook runs in its own Python process, which may use clusterProfiler through rpy2 (unlike this one, inside
+    R).
     """
     import tempfile
     from pathlib import Path
 
     from .io import write_h5ad
-    from .report import render_report
+    from .report import ReportRequest, render_report
 
     adata = _anndata(counts, coordinates, spot_names, gene_names, None)
     if domains is not None:
@@ -440,14 +451,26 @@ def report(counts, coordinates, spot_names, gene_names, file: str, *, domains=No
     options = {k: v for k, v in dict(options or {}).items() if v is not None}
     if annotation is not None:
         options["label_key"] = label_key
-    for count in ("n_domains", "seed", "epochs"):
-        if count in options:
-            options[count] = int(options[count])
+    rendering = {name: options.pop(name) for name in ("outputs_dir", "notebook", "show_code", "force", "timeout")
+                 if name in options}
     with tempfile.TemporaryDirectory(prefix="spatialdomains-r-report-") as work:
         source = Path(work) / f"{options.pop('sample', None) or 'sample'}.h5ad"
+        source.touch()  # the request checks that its input exists, before the sample is written there
+        request = ReportRequest.build([str(source)], method=method, sample=source.stem, **options)
         write_h5ad(adata, source)
-        path = render_report(str(source), file, method=method, sample=source.stem, **options)
+        path = render_report(out=file, request=request, **rendering)
     return str(path)
+
+
+@_r_entry
+def method_info() -> dict:
+    """Every registered method and what it can do (:func:`spatialdomains.methods.capabilities`), and the report's
+    extra choice ('precomputed'): R offers its methods from this, so a method registered in Python needs no R
+    edit."""
+    from . import methods
+    from .report.request import PRECOMPUTED
+
+    return {"methods": json_safe(methods.capabilities()), "precomputed": PRECOMPUTED}
 
 
 def _anndata(counts, coordinates, spot_names, gene_names, library_size) -> ad.AnnData:

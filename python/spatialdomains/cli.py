@@ -19,26 +19,15 @@ from pathlib import Path
 
 logger = logging.getLogger("spatialdomains")
 
-OUTPUT_FILES = {
-    "result": "result.h5ad",
-    "domains": "domains.csv",
-    "embedding": "embedding.csv",
-    "plot": "domains.png",
-    "provenance": "provenance.json",
-}
-#: Written besides the others when the input was an .rds file: the input's class with the results added.
-RDS_RESULT = "result.rds"
-#: With several slices: the folder of the combined result, and its UMAP coloured by slice and by domain.
+#: With several slices: the folder of the combined result.
 JOINT_FOLDER = "joint"
-UMAP_PLOT = "umap.png"
-#: Flags that set a method's option: flag attribute → option name (checked against the method's config).
+#: Flags that set a method's setting: flag attribute → setting name (checked against the method's config).
 MODEL_FLAGS = {"layer": "layer", "library_size_key": "library_size_key", "graph": "graph", "tau": "tau",
                "epochs": "n_epochs", "preset": "preset", "n_top_genes": "n_top_genes",
-               "gene_selection": "gene_selection", "n_resamples": "n_resamples"}
+               "gene_selection": "gene_selection", "n_resamples": "n_resamples", "training": "training",
+               "batch_size": "batch_size"}
 #: The image flags, which become STAIG's use_image and image_options.
 IMAGE_FLAGS = ("image", "image_scale", "backbone", "backbone_weights")
-MULTIOMICS_RESULT = "result.h5mu"
-ATTENTION_PLOT = "attention.png"
 
 
 def main(argv: list[str] | None = None, *, program: bool = False) -> int:
@@ -162,7 +151,7 @@ def _add_run(commands) -> None:
 
 
 def _add_report(commands) -> None:
-    from . import methods
+    from .report.request import report_methods
 
     report = commands.add_parser(
         "report", help="analyse one sample and write its HTML report",
@@ -175,7 +164,7 @@ def _add_report(commands) -> None:
                         help="the HTML file to write (e.g. report.html)")
     _add_force(report, "an earlier report at --out and earlier results in --outputs-dir")
     _add_bin_size(report)
-    report.add_argument("--method", default="staig", choices=[*methods.names(), "precomputed"],
+    report.add_argument("--method", default="staig", choices=report_methods(),
                         help="model (default: staig); precomputed reports the domains already in obs['domain']")
     report.add_argument("--sample", help="sample name shown in the report (default: the input's file name)")
     report.add_argument("--modality", action="append", default=[], metavar="NAME=PATH",
@@ -184,8 +173,9 @@ def _add_report(commands) -> None:
     report.add_argument("--image", help="tissue image to draw the domains on")
     report.add_argument("--image-scale", type=float, default=1.0,
                         help="pixels of --image per coordinate unit (default: 1)")
-    report.add_argument("--outputs-dir", help="also write markers.csv, go_enrichment.csv, domains.csv, result.h5ad "
-                                              "and provenance.json here")
+    report.add_argument("--outputs-dir", help="also write the sample's files here, as run writes them (domains.csv, "
+                                              "embedding.csv, result.h5ad, provenance.json, ...), and markers.csv "
+                                              "and go_enrichment.csv")
     report.add_argument("--library-size-key",
                         help="STAIG: obs column with true per-spot totals when the input holds a subset of the genes")
     report.add_argument("--label-key", help="obs column annotating the spots (e.g. a pathologist's layers): the "
@@ -263,6 +253,8 @@ def _add_force(parser: argparse.ArgumentParser, what: str = "the results of an e
 
 def _add_model_options(parser: argparse.ArgumentParser, default_domains: int | None = None) -> None:
     """Options shared by the commands that find domains."""
+    from . import methods
+
     parser.add_argument("--n-domains", type=int, default=default_domains,
                         help="number of domains (default: %s)" % (default_domains or "chosen by silhouette"))
     parser.add_argument("--epochs", type=int, help="training epochs (default: the model's or the preset's)")
@@ -277,11 +269,11 @@ def _add_model_options(parser: argparse.ArgumentParser, default_domains: int | N
     parser.add_argument("--cluster-method", default="auto", choices=["auto", "mclust", "gmm", "kmeans", "leiden"],
                         help="clustering backend (default: the method's own, k-means for Spotscape and the "
                              "baseline; otherwise mclust when R has it, else gmm)")
-    parser.add_argument("--preset", choices=["paper", "published", "cells", "default", "misar", "p22", "thymus"],
-                        help="settings preset: STAIG paper (default), published, or cells (Xenium, MERFISH, "
-                             "CosMx: 8 neighbours, two GCN layers); SpaMI default, cells (6 neighbours), or the "
-                             "published settings for misar (RNA+ATAC), p22 (spatial ATAC-RNA) or thymus "
-                             "(RNA+protein)")
+    parser.add_argument("--preset", choices=methods.all_presets(),
+                        help="the method's settings preset (default: its own): "
+                             + "; ".join(f"{m['title']} {', '.join(m['presets'])} (default {m['default_preset']})"
+                                         for m in methods.capabilities().values() if len(m["presets"]) > 1)
+                             + " (docs/methods.md says what each sets)")
     parser.add_argument("--tau", type=float,
                         help="STAIG: temperature of the contrastive loss (default: the preset's)")
     parser.add_argument("--refine", default="auto", choices=["auto", "yes", "no"],
@@ -291,11 +283,11 @@ def _add_model_options(parser: argparse.ArgumentParser, default_domains: int | N
     parser.add_argument("--threads", type=int,
                         help="CPU threads (default: one per core that other work leaves free, fewer for small "
                              "samples)")
-    parser.add_argument("--training", default="auto", choices=["auto", "full", "minibatch"],
+    parser.add_argument("--training", choices=["auto", "full", "minibatch"],
                         help="STAIG: full batch, or mini-batches whose cost grows linearly with the spots "
                              "(default: auto, mini-batches above 10,000 spots)")
-    parser.add_argument("--batch-size", type=int, default=2048,
-                        help="STAIG: spots per mini-batch step (default: 2048)")
+    parser.add_argument("--batch-size", type=int,
+                        help="spots per mini-batch step of the large-data mode (default: 2048)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or information messages")
 
 
@@ -317,35 +309,22 @@ def _add_enrichment_options(parser: argparse.ArgumentParser) -> None:
 
 def _run_options(args: argparse.Namespace) -> dict:
     """The run options (:class:`~spatialdomains.methods.base.RunConfig`) the model flags set."""
-    return {"random_state": args.seed, "device": args.device, "n_threads": args.threads,
-            "progress": not args.quiet, "training": args.training, "batch_size": args.batch_size}
+    return {"random_state": args.seed, "device": args.device, "n_threads": args.threads, "progress": not args.quiet}
 
 
 def _report(args: argparse.Namespace) -> int:
-    from . import methods
-    from .errors import InputError
+    """One sample's report: the flags become one report request (checked before any work)."""
     from .report import render_report
+    from .report.request import request_fields
 
     _resolved_inputs(args)
-    if args.method == "precomputed":  # the domains are given: a flag that shapes how they are found does nothing
-        given = [flag for flag in MODEL_FLAGS if getattr(args, flag, None) is not None]
-        given += ["refine"] if args.refine != "auto" else []
-        if given:
-            raise InputError(f"{_flag_list(given)} to --method precomputed, which reports the domains given in "
-                             "the input; leave them out, or name a method to find the domains")
-    path = render_report(args.inputs, args.out, sample=args.sample, method=args.method, n_domains=args.n_domains,
-                         modalities=_pairs(args.modality, "--modality"), species=args.species,
-                         key_type=args.key_type, ontology=args.ontology, gene_sets=args.gene_sets,
-                         engine=args.engine, min_log2fc=args.min_log2fc, max_pvalue=args.max_pvalue,
-                         pvalue=args.pvalue, seed=args.seed, epochs=args.epochs, device=args.device,
-                         threads=args.threads, cluster_method=args.cluster_method, refine=_refine(args),
-                         image=args.image,
-                         image_scale=args.image_scale,
-                         outputs_dir=args.outputs_dir, notebook=args.notebook, show_code=args.show_code,
-                         force=args.force, progress=not args.quiet, label_key=args.label_key,
-                         condition_key=args.condition_key,
-                         model_options=_model_options(args, methods.get(args.method))
-                         if args.method != "precomputed" else None)
+    fields = {field.name for field in request_fields()}
+    options = {name: value for name, value in vars(args).items() if name in fields and value is not None}
+    options.update({MODEL_FLAGS[flag]: getattr(args, flag) for flag in MODEL_FLAGS if getattr(args, flag, None)
+                    is not None})
+    options.update(refine=_refine(args), modalities=_pairs(args.modality, "--modality"), progress=not args.quiet)
+    path = render_report(args.inputs, args.out, outputs_dir=args.outputs_dir, notebook=args.notebook,
+                         show_code=args.show_code, force=args.force, **options)
     print(f"wrote {path}")
     return 0
 
@@ -354,7 +333,7 @@ def _batch(args: argparse.Namespace) -> int:
     from .report import batch
 
     if args.index_only:
-        specs = batch.read_samplesheet(args.samplesheet)
+        specs = batch.read_samplesheet(args.samplesheet, engine=args.engine)
         index = batch.write_index(Path(args.out), [s.sample for s in specs])
         not_ok = [s.sample for s in specs if batch.read_status(Path(args.out) / s.sample).get("status") != "ok"]
         print(f"wrote {index}" + (f"; not ok: {', '.join(not_ok)}" if not_ok else ""))
@@ -423,18 +402,16 @@ def _marker(args: argparse.Namespace, method: str) -> dict:
 
 
 def _model_options(args: argparse.Namespace, method) -> dict:
-    """The method's options from the flags given; a flag the method does not read is an error naming it."""
+    """The method's settings from the flags given; a flag the method does not read is an error naming it."""
+    from . import methods
     from .errors import InputError
+    from .report.request import RUN_SETTINGS
 
-    given = {flag: getattr(args, flag) for flag in MODEL_FLAGS if getattr(args, flag, None) is not None}
-    known = method.option_names() | {"preset"}
-    wrong = [flag for flag in given if MODEL_FLAGS[flag] not in known]
-    if wrong:
-        raise InputError(f"{_flag_list(wrong)} to --method {method.name}")
-    if "preset" in given and given["preset"] not in method.preset_names():
-        raise InputError(f"--preset {given['preset']} does not apply to --method {method.name} (its presets: "
-                         f"{', '.join(method.preset_names())})")
-    return {MODEL_FLAGS[flag]: value for flag, value in given.items()}
+    given = {MODEL_FLAGS[flag]: getattr(args, flag) for flag in MODEL_FLAGS if getattr(args, flag, None) is not None}
+    problems = methods.setting_problems(method, given, extra=RUN_SETTINGS)
+    if problems:
+        raise InputError("; ".join(problems))
+    return given
 
 
 def _flag_list(flags: list[str]) -> str:
@@ -468,10 +445,9 @@ def _image_params(args: argparse.Namespace, method) -> dict:
 
 def _run_multiomics(args: argparse.Namespace) -> int:
     """Paired omics on one section: read the modalities, find the domains, write the outputs."""
-    import matplotlib.pyplot as plt
-
-    from . import io, methods, pl
+    from . import io, methods
     from .errors import InputError
+    from .results import write_sample
     from .tl import find_domains
 
     method = args.method
@@ -501,10 +477,7 @@ def _run_multiomics(args: argparse.Namespace) -> int:
         result.obs[args.label_key] = _label_column(result, args.label_key)
         record["scores"] = _scores(result, args.label_key, "")
     with output.writing(_marker(args, method)) as folder:
-        written = _write_sample(result, folder, method, record)
-        if method == "spami":
-            plt.close(pl.attention(result, save=folder / ATTENTION_PLOT))
-            written.append(ATTENTION_PLOT)
+        written = write_sample(folder, result, record, method=method)
     print(f"wrote {', '.join(written)} to {args.out}")
     return 0
 
@@ -549,6 +522,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _find_and_write(adata, args: argparse.Namespace, output, *, label_key: str | None, **method_params) -> int:
+    from .results import write_sample
     from .tl import find_domains
 
     _check_label_key(adata, label_key)
@@ -560,17 +534,16 @@ def _find_and_write(adata, args: argparse.Namespace, output, *, label_key: str |
     if label_key is not None:
         record["scores"] = _scores(adata, label_key, "")
     with output.writing(_marker(args, method)) as folder:
-        written = _write_sample(adata, folder, method, record)
+        written = write_sample(folder, adata, record, method=method)
     print(f"wrote {', '.join(written)} to {args.out}")
     return 0
 
 
 def _integrate_and_write(samples: list, args: argparse.Namespace, output, **method_params) -> int:
     """Several slices: integrate, then one folder per slice and ``joint/`` for the combined result."""
-    import matplotlib.pyplot as plt
-
-    from . import io, metrics, pl
+    from . import metrics
     from . import tl as tools
+    from .results import write_joint, write_sample
     from .slices import DEFAULT_BATCH_KEY, slice_names, split
 
     method, label_key = args.method, args.label_key
@@ -600,65 +573,14 @@ def _integrate_and_write(samples: list, args: argparse.Namespace, output, **meth
     tools.umap(combined, use_rep=f"X_{method}", random_state=args.seed)
     with output.writing(_marker(args, method)) as out:
         for name, sample in per_slice.items():
-            _write_sample(sample, out / _folder_name(name), method, slice_records[name])
-        joint = out / JOINT_FOLDER
-        joint.mkdir(parents=True, exist_ok=True)
-        plt.close(pl.embedding(combined, "X_umap", [batch_key, "domain"], save=joint / UMAP_PLOT))
-        _write_table(combined, joint, method, with_coordinates=False)
-        io.write_json(record, joint / OUTPUT_FILES["provenance"])
-        io.write_h5ad(combined, joint / OUTPUT_FILES["result"])
+            write_sample(out / _folder_name(name), sample, slice_records[name], method=method)
+        write_joint(out / JOINT_FOLDER, combined, record, method=method, slice_key=batch_key)
     scores = record["integration"]
     print(f"integration: iLISI {scores['ilisi']:.2f}  BatchKL {scores['batch_kl']:.3f}  graph connectivity "
           f"{scores['graph_connectivity']:.3f}  batch silhouette {scores['batch_silhouette']:.3f}")
     print(f"wrote {len(per_slice)} slice folders ({', '.join(_folder_name(n) for n in per_slice)}) and "
           f"{JOINT_FOLDER}/ to {args.out}")
     return 0
-
-
-def _write_sample(adata, out: Path, method: str, record: dict) -> list[str]:
-    """The per-sample outputs: domains CSV, embedding CSV, domain plot, provenance, result .h5ad (and .rds)."""
-    import matplotlib.pyplot as plt
-
-    from . import io, methods, pl
-
-    out.mkdir(parents=True, exist_ok=True)
-    _write_table(adata, out, method, with_coordinates=True)
-    written = []
-    if io.platform(adata) is not None:  # 10x data: the domains as Loupe Browser or Xenium Explorer imports them
-        io.write_clusters(adata, out / io.CLUSTERS_FILE)
-        written.append(io.CLUSTERS_FILE)
-    figure = pl.domains(adata, "domain", save=out / OUTPUT_FILES["plot"],
-                        title=f"{adata.obs['domain'].cat.categories.size} domains ({methods.get(method).title})")
-    plt.close(figure)
-    io.write_json(record, out / OUTPUT_FILES["provenance"])
-    written = [name for key, name in OUTPUT_FILES.items() if key != "result"] + written
-    if hasattr(adata, "mod"):  # a MuData (paired omics)
-        io.write_h5mu(adata, out / MULTIOMICS_RESULT)
-        written.append(MULTIOMICS_RESULT)
-    else:
-        io.write_h5ad(adata, out / OUTPUT_FILES["result"])
-        written.append(OUTPUT_FILES["result"])
-    if "rds" in adata.uns:  # an .rds input gets its results back as the same R class too
-        io.write_rds(adata, out / RDS_RESULT)
-        written.append(RDS_RESULT)
-    return written
-
-
-def _write_table(adata, out: Path, method: str, *, with_coordinates: bool) -> None:
-    import numpy as np
-    import pandas as pd
-
-    from . import io, methods
-
-    columns = [c for c in ("domain", "domain_unrefined") if c in adata.obs]
-    table = adata.obs[columns].copy()
-    if with_coordinates:
-        table[["x", "y"]] = np.asarray(adata.obsm["spatial"], dtype=np.float64)[:, :2]  # NaN where left out
-    io.write_csv(table, out / OUTPUT_FILES["domains"], index_label="barcode")
-    values = adata.obsm[f"X_{method}"]
-    prefix = methods.get(method).title
-    embedding = pd.DataFrame(values, index=adata.obs_names, columns=[f"{prefix}_{i + 1}" for i in range(values.shape[1])])
-    io.write_csv(embedding, out / OUTPUT_FILES["embedding"], index_label="barcode")
 
 
 def _scores(adata, label_key: str, what: str) -> dict:

@@ -13,16 +13,19 @@ from typing import Iterator
 _INTERFACE = contextvars.ContextVar("spatialdomains_interface", default="python")
 _UNSET = object()
 #: Options whose command-line flag is not the option's name with dashes.
-_FLAGS = {"n_epochs": "--epochs", "random_state": "--seed", "use_image": "--image"}
+_FLAGS = {"n_epochs": "--epochs", "random_state": "--seed", "use_image": "--image", "inputs": "INPUT",
+          "modalities": "--modality"}
 #: Options the command line sets through other flags: how to write them there, whatever the value.
 _CLI_SPELLING = {"image_options": "--image FILE --image-scale S (and --backbone, --backbone-weights)"}
+#: Options whose samplesheet column is not the Python name.
+_COLUMNS = {"n_epochs": "epochs", "random_state": "seed", "inputs": "input", "modalities": "modality_NAME"}
 #: Options whose R argument is not the Python name.
 _R_ARGUMENTS = {"random_state": "seed", "out": "file", "layer": "assay", "library_size_key": "library_size"}
 
 
 @contextlib.contextmanager
 def interface(name: str) -> Iterator[None]:
-    """Messages raised inside the block speak the words of ``name``: 'python', 'cli' or 'r'."""
+    """Messages raised inside the block speak the words of ``name``: 'python', 'cli', 'r' or 'samplesheet'."""
     token = _INTERFACE.set(name)
     try:
         yield
@@ -31,7 +34,7 @@ def interface(name: str) -> Iterator[None]:
 
 
 def current_interface() -> str:
-    """The interface whose words messages use now ('python', 'cli' or 'r')."""
+    """The interface whose words messages use now ('python', 'cli', 'r' or 'samplesheet')."""
     return _INTERFACE.get()
 
 
@@ -47,6 +50,11 @@ def option(name: str, value=_UNSET) -> str:
         if value is False or value is None:
             return f"without {flag}"
         return f"{flag} {value}"
+    if where == "samplesheet":
+        column = _COLUMNS.get(name, name)
+        if value is _UNSET:
+            return column
+        return f"{column} '{({True: 'yes', False: 'no'}.get(value, value) if isinstance(value, bool) else value)}'"
     if where == "r":
         name = _R_ARGUMENTS.get(name, name)
         return name if value is _UNSET else f"{name} = {_r_value(value)}"

@@ -515,10 +515,10 @@ def test_a_batch_redoes_a_sample_whose_input_or_parameters_changed(base, tmp_pat
     out = tmp_path / "out"
     reported = []
 
-    def report(inputs, page, **options):
-        reported.append((options["species"], options["refine"], options["model_options"]))
-        page.write_text("<html></html>")
-        (Path(options["outputs_dir"]) / "provenance.json").write_text(json.dumps({"n_domains": 3}))
+    def report(inputs=None, out=None, *, request, outputs_dir, **rendering):
+        reported.append((request.species, request.refine, dict(request.model_options) or None))
+        out.write_text("<html></html>")
+        (Path(outputs_dir) / "provenance.json").write_text(json.dumps({"n_domains": 3}))
 
     monkeypatch.setattr(render, "render_report", report)
 
@@ -536,7 +536,7 @@ def test_a_batch_redoes_a_sample_whose_input_or_parameters_changed(base, tmp_pat
     assert "A: ok" in batch(f"A,{source},precomputed,auto,,\n")
     assert "A: skipped" in batch(f"A,{source},precomputed,auto,,\n")
     status = json.loads((out / "A" / "status.json").read_text())
-    for added in ("preset", "refine"):  # a status from before these columns: their defaults, nothing redone
+    for added in ("model_options", "refine", "cluster_method"):  # a status from before these: defaults, not redone
         del status["fingerprint"]["parameters"][added]
     (out / "A" / "status.json").write_text(json.dumps(status))
     assert "A: skipped" in batch(f"A,{source},precomputed,auto,,\n")

@@ -212,10 +212,10 @@ def test_samplesheet_problems_are_listed_together(tmp_path):
     message = str(error.value)
     for expected in ("unknown column 'colour'", "input '", "missing.h5ad' does not exist", "appears twice",
                      "method 'magic'", "n_domains 'one' is not a whole number", "sample name 'bad name'",
-                     "n_domains must be at least 2", "method spami needs a second omics",
-                     "refine 'maybe' is not one of auto, yes, no",
-                     "preset 'cells' does not apply to method spotscape (its presets: default)",
-                     "refine 'yes' does not apply to method precomputed"):
+                     "n_domains '1': the number of domains must be a whole number of at least 2",
+                     "method 'spami' needs a second omics", "refine 'maybe' is not one of auto, yes, no",
+                     "preset 'cells' does not apply to method 'spotscape' (its presets: default)",
+                     "refine does not apply to method 'precomputed'"):
         assert expected in message, expected
     assert "method staig" not in message  # STAIG's preset cells, refined: valid
     assert main(["batch", str(sheet), "--out", str(tmp_path / "o")]) == 2
@@ -239,7 +239,28 @@ def test_snakemake_workflow_runs_the_same_per_sample_step_as_the_batch_command(t
     assert (out / "S" / batch.REPORT_FILE).is_file()
     assert "1 of 1 samples reported" in (out / batch.INDEX_FILE).read_text()
     # the batch command's per-sample step ran, with the parameters the batch command reads from the sheet
-    expected = batch.read_samplesheet(sheet)[0].fingerprint("fallback")
+    expected = batch.fingerprint(batch.read_samplesheet(sheet, engine="fallback")[0])
     assert batch.read_status(out / "S")["fingerprint"] == json.loads(json.dumps(expected, default=str))
     assert sd.metrics.ari(pd.read_csv(out / "S" / "domains.csv", index_col="barcode")["domain"],
                           sd.io.read(tmp_path / "S.h5ad").obs["ground_truth"]) > 0.3  # 30 epochs: real domains
+
+
+def test_a_status_written_by_an_older_version_is_read_in_todays_form(tmp_path):
+    """Older statuses kept epochs and preset as columns of their own and refine as its word: read in today's form,
+    an unchanged sample is still skipped, and a changed setting is still named."""
+    sd.io.write_h5ad(sd.datasets.simulate_visium(200, 3, seed=1), tmp_path / "S.h5ad")
+    sheet = tmp_path / "one.csv"
+    sheet.write_text(f"sample,input,n_domains,epochs,preset,refine\nS,{tmp_path / 'S.h5ad'},3,30,cells,no\n")
+    request = batch.read_samplesheet(sheet)[0]
+    today = batch.fingerprint(request)
+    old = {"sample": "S", "inputs": [str(tmp_path / "S.h5ad")], "method": "staig", "n_domains": 3,
+           "species": "auto", "gene_sets": None, "image": None, "image_scale": 1.0, "seed": 0, "epochs": 30,
+           "modalities": {}, "label_key": None, "condition_key": None, "preset": "cells", "refine": "no",
+           "engine": "auto"}
+    folder = tmp_path / "out" / "S"
+    folder.mkdir(parents=True)
+    (folder / batch.REPORT_FILE).write_text("<html></html>")
+    status = {"status": "ok", "fingerprint": {"parameters": old, "inputs": today["inputs"]}}
+    assert batch._changes(folder, status, json.loads(json.dumps(today))) == []
+    status["fingerprint"]["parameters"] = {**old, "epochs": 20}
+    assert batch._changes(folder, status, json.loads(json.dumps(today))) == ["epochs 20 → 30"]

@@ -260,11 +260,12 @@ def test_the_report_checks_its_options_before_reading_or_training(tmp_path):
     from spatialdomains.report.sample import analyse
 
     missing = str(tmp_path / "absent.h5ad")
-    with pytest.raises(InputError, match="pvalue must be one of adjusted, raw"):
+    with pytest.raises(InputError, match="pvalue='Raw' is not one of adjusted, raw") as error:
         analyse(missing, pvalue="Raw")
+    assert "absent.h5ad' does not exist" in str(error.value)  # every problem at once
     with pytest.raises(InputError, match="max_pvalue"):
         analyse(missing, max_pvalue=5)
-    with pytest.raises(InputError, match="epochs does not apply to method 'baseline'"):
+    with pytest.raises(InputError, match="n_epochs does not apply to method='baseline', which trains no model"):
         analyse(missing, method="baseline", epochs=10)
 
 

@@ -25,11 +25,10 @@ def test_report_command_precomputed_domains_and_errors(tmp_path, capsys):
                  "--engine", "fallback", "--outputs-dir", str(tmp_path / "tables"), "--quiet"]) == 0
     assert page.is_file() and (tmp_path / "tables" / "markers.csv").is_file()
     assert oct(page.stat().st_mode & 0o044) == oct(0o044)  # readable by others, like any report
-    with pytest.raises(InputError, match="refine=True: method 'precomputed' reports the domains given"):
+    with pytest.raises(InputError, match="refine does not apply to method='precomputed', which reports the domains"):
         sd.report.render_report(tmp_path / "labelled.h5ad", tmp_path / "y.html", method="precomputed", refine=True)
-    with pytest.raises(InputError, match="preset='cells' does not apply to method 'spotscape'; its presets: default"):
-        sd.report.render_report(tmp_path / "labelled.h5ad", tmp_path / "y.html", method="spotscape",
-                                model_options={"preset": "cells"})
+    with pytest.raises(InputError, match=r"preset='cells' does not apply to method='spotscape' \(its presets: default"):
+        sd.report.render_report(tmp_path / "labelled.h5ad", tmp_path / "y.html", method="spotscape", preset="cells")
     assert not (tmp_path / "y.html").exists()
     adata.obs = adata.obs.drop(columns="domain")
     sd.io.write_h5ad(adata, tmp_path / "unlabelled.h5ad")

@@ -44,7 +44,7 @@ test_that("domainReport passes the method's preset and the refinement to the rep
     expect_error(domainReport(sce, tempfile(fileext = ".html"), method = "staig", refine = "maybe"),
                  'refine = "maybe": give "auto", TRUE or FALSE', fixed = TRUE)
     expect_error(domainReport(sce, tempfile(fileext = ".html"), method = "spotscape", preset = "cells"),
-                 'preset = "cells" does not apply to method \'spotscape\'', fixed = TRUE)
+                 'preset = "cells" does not apply to method = "spotscape" (its presets: default)', fixed = TRUE)
 })
 
 test_that("domainReport works for Seurat objects and explains a missing domain column", {
@@ -57,7 +57,8 @@ test_that("domainReport works for Seurat objects and explains a missing domain c
     domainReport(so, file, engine = "fallback")
     expect_true(file.exists(file))
     expect_match(paste(readLines(file, warn = FALSE), collapse = "\n"), "UMAP of X_pca", fixed = TRUE)
-    expect_error(domainReport(so, tempfile(), method = "magic"), "'method' must be NULL")
+    expect_error(domainReport(so, tempfile(), method = "magic"), 'method = "magic" is not one of staig, spotscape',
+                 fixed = TRUE)
 })
 
 test_that("the fallback GO engine matches phyper and p.adjust by hand on a small annotation", {

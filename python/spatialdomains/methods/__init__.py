@@ -8,8 +8,10 @@ report, samplesheet, R) reads the methods and what they can do from here.
 from __future__ import annotations
 
 import logging
+import numbers
+from typing import Iterable, Mapping
 
-from ..errors import InputError
+from ..errors import InputError, option
 from .base import Method, RunConfig
 from .spami import BaselineConfig, SpamiConfig
 from .spotscape import SpotscapeConfig
@@ -50,6 +52,27 @@ def all_presets() -> list[str]:
     return list(dict.fromkeys(preset for method in _registry().values() for preset in method.preset_names()))
 
 
+def setting_problems(method: Method, settings: Mapping, *, extra: Iterable[str] = ("preset",)) -> list[str]:
+    """What is wrong with settings given to ``method`` by name, before any work, in the words of the interface in
+    use: names it does not take (``extra``: run options allowed beside its config), a preset it does not have, a
+    training length below one epoch."""
+    problems = []
+    unknown = [name for name in settings if name not in method.option_names() | set(extra)]
+    if unknown:
+        problems.append(f"{', '.join(option(name) for name in unknown)} {'does' if len(unknown) == 1 else 'do'} not "
+                        f"apply to {option('method', method.name)}"
+                        + ("" if method.trains else ", which trains no model"))
+    preset = settings.get("preset")
+    if preset is not None and preset not in method.preset_names():
+        problems.append(f"{option('preset', preset)} does not apply to {option('method', method.name)} (its presets: "
+                        f"{', '.join(method.preset_names())})")
+    epochs = settings.get("n_epochs")
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, numbers.Real)
+                               or int(epochs) != epochs or epochs < 1):
+        problems.append(f"{option('n_epochs', epochs)}: training needs at least 1 epoch")
+    return problems
+
+
 def _registry() -> dict[str, Method]:
     if not _LOADED:
         _load_builtin_and_plugins()
@@ -83,4 +106,4 @@ def _load_builtin_and_plugins() -> None:
 
 
 __all__ = ["Method", "RunConfig", "StaigConfig", "SpotscapeConfig", "SpamiConfig", "BaselineConfig", "register",
-           "get", "names", "capabilities", "all_presets", "ENTRY_POINT_GROUP"]
+           "get", "names", "capabilities", "all_presets", "setting_problems", "ENTRY_POINT_GROUP"]

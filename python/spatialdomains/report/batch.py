@@ -1,28 +1,13 @@
 """Reports for every sample of a samplesheet: validated up front, one folder per sample, an index page.
 
-Samplesheet (CSV, or TSV when the name ends in .tsv/.txt), one row per sample:
-
-=============  ========  =====================================================================================
-column         required  meaning
-=============  ========  =====================================================================================
-sample         yes       name of the sample; its output folder (letters, digits, ``-``, ``_``, ``.``)
-input          yes       .h5ad, .rds, .h5mu, or a Space Ranger (Visium, Visium HD) or Xenium output folder;
-                         several slices to integrate: ``a.h5ad;b.h5ad``
-bin_size       no        Visium HD inputs: bin size in µm (2, 8 or 16; default 8) or ``cells`` (Space Ranger 4)
-label_key      no        an obs column annotating the spots, which the report compares with the domains (and,
-                         for several slices, predicts in each slice from the most annotated one)
-condition_key  no        several slices: an obs column giving each slice's condition (control, disease, ...);
-                         the report compares the conditions within each domain
-method         no        staig (default), spotscape, spami, baseline or precomputed (domains already in the input)
-n_domains      no        number of domains (empty: chosen by silhouette)
-species        no        human, mouse, ... or auto (default: read from the gene IDs)
-gene_sets      no        a GMT file to use instead of GO (any species)
-image          no        a tissue image to draw the domains on; ``image_scale`` its pixels per coordinate unit
-modality_NAME  no        further omics of the same section for spami/baseline, e.g. ``modality_adt``
-seed, epochs   no        random seed (default 0) and training epochs (default: the method's)
-preset         no        the method's settings preset, e.g. ``cells`` for STAIG on Xenium, MERFISH or CosMx cells
-refine         no        majority vote over each spot's 15 nearest: auto (default: the method's choice), yes, no
-=============  ========  =====================================================================================
+Samplesheet (CSV, or TSV when the name ends in .tsv/.txt), one row per sample. Required columns: ``sample`` (its
+output folder's name: letters, digits, ``-``, ``_``, ``.``) and ``input`` (.h5ad, .rds, .h5mu, SpatialData .zarr,
+or a Space Ranger (Visium, Visium HD) or Xenium output folder; several slices to integrate: ``a.h5ad;b.h5ad``).
+Optional: ``bin_size`` (Visium HD: 2, 8 or 16 µm, or ``cells``), ``modality_NAME`` (further omics of the same
+section, e.g. ``modality_adt``), every option of a report (:class:`~spatialdomains.report.request.ReportRequest`:
+``method``, ``n_domains``, ``species``, ``gene_sets``, ``image``, ``image_scale``, ``seed``, ``label_key``,
+``condition_key``, ``refine`` (auto, yes or no), ...) and every setting of the methods (``preset``, ``epochs``,
+``tau``, ...), each checked as the method checks it. An empty cell takes the default.
 
 Relative paths are read from the samplesheet's folder. Each sample's ``status.json`` records its inputs (size and
 modification time of every file) and its parameters; on the next run a sample whose report is complete and whose
@@ -43,7 +28,6 @@ import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -52,56 +36,61 @@ from .. import io
 from .._utils import atomic_path, logger, progress_steps
 from ..errors import InputError, Interrupted, interface
 from ..outputs import Output
-from .sample import REPORT_METHODS
+from ..results import FILES
+from .request import ALIASES, RUN_SETTINGS, ReportRequest, RequestError, field_type, request_fields
 
 REPORT_FILE = "report.html"
 NOTEBOOK_FILE = "report.ipynb"
 STATUS_FILE = "status.json"
 INDEX_FILE = "index.html"
 REQUIRED_COLUMNS = ("sample", "input")
-OPTIONAL_COLUMNS = ("method", "n_domains", "species", "gene_sets", "image", "image_scale", "seed", "epochs",
-                    "bin_size", "label_key", "condition_key", "preset", "refine")
-#: The words of the refine column (and the command line's --refine) and what they mean to :func:`render_report`.
+#: Columns that say where a sample's data are, beside the report's options.
+INPUT_COLUMNS = ("bin_size",)
+#: The words of the refine column (and the command line's --refine) and what they mean to a report.
 REFINE_VALUES = {"auto": "auto", "yes": True, "no": False}
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-@dataclass
-class SampleSpec:
-    """One validated samplesheet row, with absolute paths."""
-
-    sample: str
-    inputs: list[str]
-    method: str = "staig"
-    n_domains: int | None = None
-    species: str = "auto"
-    gene_sets: str | None = None
-    image: str | None = None
-    image_scale: float = 1.0
-    seed: int = 0
-    epochs: int | None = None
-    modalities: dict[str, str] = field(default_factory=dict)
-    label_key: str | None = None
-    condition_key: str | None = None
-    preset: str | None = None
-    refine: str = "auto"
-
-    def paths(self) -> list[str]:
-        """Every file or folder this sample reads."""
-        return [*self.inputs, *self.modalities.values(), *(p for p in (self.image, self.gene_sets) if p)]
-
-    def fingerprint(self, engine: str) -> dict:
-        """What decides the sample's results: its parameters and the size and modification time of its inputs."""
-        return {"parameters": {**dataclasses.asdict(self), "engine": engine},
-                "inputs": {path: _file_state(Path(path)) for path in self.paths()}}
+def _defaults() -> dict:
+    """Each parameter of a request at its default: what a status from an older version, which did not record a
+    parameter, ran with."""
+    defaults = {}
+    for spec in dataclasses.fields(ReportRequest):
+        if spec.metadata.get("how"):
+            continue
+        if spec.default is not dataclasses.MISSING:
+            defaults[spec.name] = spec.default
+        elif spec.default_factory is not dataclasses.MISSING:
+            defaults[spec.name] = spec.default_factory()
+    return defaults
 
 
-_SPEC_DEFAULTS = {spec_field.name: spec_field.default for spec_field in dataclasses.fields(SampleSpec)
-                  if spec_field.default is not dataclasses.MISSING}
+_DEFAULTS = _defaults()
+#: The samplesheet columns that are the report's own options.
+_REPORT_COLUMNS = {f.name for f in request_fields() if not f.metadata.get("how")}
 
 
-def read_samplesheet(path: str | os.PathLike) -> list[SampleSpec]:
-    """Read and validate a samplesheet; every problem is reported at once, before any work starts."""
+def option_columns() -> dict[str, str]:
+    """Column → the option it sets: the report's own options (those that say how it runs are the batch's), then
+    every setting of the registered methods and their friendly names (``epochs``)."""
+    from .. import methods
+
+    columns = {f.name: f.name for f in request_fields() if not f.metadata.get("how") and f.name != "sample"}
+    settings = sorted({name for name in methods.names() for name in methods.get(name).option_names()})
+    columns.update({name: name for name in (*RUN_SETTINGS, *settings)})
+    columns.update({alias: name for alias, name in ALIASES.items()})
+    return columns
+
+
+def fingerprint(request: ReportRequest) -> dict:
+    """What decides a sample's results: its parameters and the size and modification time of its inputs."""
+    return {"parameters": request.fingerprint_parameters(),
+            "inputs": {path: _file_state(Path(path)) for path in request.paths()}}
+
+
+def read_samplesheet(path: str | os.PathLike, *, engine: str = "auto") -> list[ReportRequest]:
+    """Read and validate a samplesheet into one report request per row; every problem is reported at once, before
+    any work starts. ``engine`` is the GO enrichment engine of rows without an ``engine`` column."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"samplesheet '{path}' does not exist")
@@ -119,20 +108,24 @@ def read_samplesheet(path: str | os.PathLike) -> list[SampleSpec]:
     if missing:
         raise InputError(f"samplesheet {path.name}: missing column(s) {', '.join(missing)} "
                          f"(columns found: {', '.join(sheet.columns)})")
-    known = set(REQUIRED_COLUMNS) | set(OPTIONAL_COLUMNS)
+    columns = option_columns()
+    known = {*REQUIRED_COLUMNS, *INPUT_COLUMNS, *columns}
     unknown = [c for c in sheet.columns if c not in known and not c.startswith("modality_")]
-    errors = [f"unknown column '{c}' (known: {', '.join(sorted(known))}, modality_NAME)" for c in unknown]
+    errors = [f"unknown column '{c}' (known: {', '.join((*REQUIRED_COLUMNS, *INPUT_COLUMNS))}, modality_NAME, the "
+              f"report's options ({', '.join(c for c in columns if c in _REPORT_COLUMNS)}) and the methods' settings "
+              f"(e.g. preset, epochs, tau))" for c in unknown]
     if sheet.empty:
         errors.append("no samples")
     base = path.parent
     specs, seen = [], set()
     for number, row in enumerate(sheet.to_dict("records"), start=2):  # line 1 is the header
         where = f"line {number}"
-        spec, problems = _spec(row, base)
-        if spec.sample in seen:
-            problems.append(f"sample '{spec.sample}' appears twice")
-        seen.add(spec.sample)
-        errors.extend(f"{where} ({spec.sample or 'no name'}): {p}" for p in problems)
+        name = row.get("sample", "").strip()
+        spec, problems = _request(row, base, engine, {k: v for k, v in columns.items() if k in sheet.columns})
+        if name and name in seen:
+            problems.append(f"sample '{name}' appears twice")
+        seen.add(name)
+        errors.extend(f"{where} ({name or 'no name'}): {p}" for p in problems)
         specs.append(spec)
     if errors:
         raise InputError(f"samplesheet {path.name} has {len(errors)} problem(s):\n  - " + "\n  - ".join(errors))
@@ -149,14 +142,15 @@ def run_batch(samplesheet: str | os.PathLike, out: str | os.PathLike, *, jobs: i
     free when the batch starts; with one job, the cores free when each sample starts). Every sample's folder is
     checked before any work (it must not hold an input, nor files spatialdomains did not write).
     """
-    every = read_samplesheet(samplesheet)
+    every = [dataclasses.replace(request, device=device, threads=threads)
+             for request in read_samplesheet(samplesheet, engine=engine)]
     specs = every
     if only is not None:
         specs = [s for s in every if s.sample == only]
         if not specs:
             raise InputError(f"sample '{only}' is not in the samplesheet")
     out = Path(out)
-    every_input = [samplesheet, *(path for spec in every for path in spec.paths())]
+    every_input = [samplesheet, *(path for spec in every for path in spec.paths())]  # no output may hold one
     folders = {spec.sample: _sample_output(spec, out, every_input) for spec in specs}
     for folder in folders.values():
         folder.check()
@@ -164,12 +158,13 @@ def run_batch(samplesheet: str | os.PathLike, out: str | os.PathLike, *, jobs: i
     if threads is None and jobs > 1:
         from ..models.trainer import free_cores
 
-        threads = max(1, free_cores() // jobs)
+        share = max(1, free_cores() // jobs)
+        specs = [dataclasses.replace(spec, threads=share) for spec in specs]
     statuses: dict[str, dict] = {}
     todo = []
     for spec in specs:
         status = read_status(out / spec.sample)
-        changes = None if force else _changes(out / spec.sample, status, spec.fingerprint(engine))
+        changes = None if force else _changes(out / spec.sample, status, fingerprint(spec))
         if changes == []:
             statuses[spec.sample] = {**status, "skipped": True}
             logger.info("%s: complete and unchanged, skipped (force to redo)", spec.sample)
@@ -179,8 +174,7 @@ def run_batch(samplesheet: str | os.PathLike, out: str | os.PathLike, *, jobs: i
             todo.append(spec)
     stop = threading.Event()
     pool = ThreadPoolExecutor(max_workers=max(1, jobs))
-    futures = {pool.submit(run_sample, spec, folders[spec.sample], engine=engine, device=device, threads=threads,
-                           stop=stop): spec for spec in todo}
+    futures = {pool.submit(run_sample, spec, folders[spec.sample], stop=stop): spec for spec in todo}
     try:
         for future in progress_steps(as_completed(futures), "samples", total=len(futures), unit="samples",
                                      enabled=progress):
@@ -201,7 +195,7 @@ def run_batch(samplesheet: str | os.PathLike, out: str | os.PathLike, *, jobs: i
     return statuses
 
 
-def _sample_output(spec: SampleSpec, out: Path, every_input: list) -> Output:
+def _sample_output(spec: ReportRequest, out: Path, every_input: list) -> Output:
     """A sample's folder: replaced as a whole when the sample is (re)done, never if it holds an input."""
     return Output(out / spec.sample, inputs=every_input, force=True, flag=f"the folder of sample '{spec.sample}'")
 
@@ -218,10 +212,33 @@ def _changes(folder: Path, status: dict, fingerprint: dict) -> list[str] | None:
     changes += [f"input {Path(path).name} no longer used" for path in before.get("inputs", {})
                 if path not in fingerprint["inputs"]]
     # A parameter that an older version did not record had its default then: no reason to redo the sample.
-    old = {**_SPEC_DEFAULTS, **before.get("parameters", {})}
-    changes += [f"{name} {old.get(name)!r} → {value!r}" for name, value in fingerprint["parameters"].items()
-                if name not in ("inputs", "modalities") and old.get(name) != value]
+    old = _by_column({**_DEFAULTS, **_upgraded(before.get("parameters", {}))})
+    new = _by_column(fingerprint["parameters"])
+    changes += [f"{name} {old.get(name)!r} → {new.get(name)!r}" for name in dict.fromkeys([*new, *old])
+                if name not in ("inputs", "modalities") and old.get(name) != new.get(name)]
     return changes
+
+
+def _by_column(parameters: dict) -> dict:
+    """Parameters named as the samplesheet's columns, each method setting on its own (``epochs 20 → 30``)."""
+    named = {name: value for name, value in parameters.items() if name != "model_options"}
+    named.update({_column_of(name): value for name, value in (parameters.get("model_options") or {}).items()})
+    return named
+
+
+def _upgraded(parameters: dict) -> dict:
+    """Parameters as an older version recorded them, in today's form: ``epochs`` and ``preset`` among the method's
+    settings, ``refine`` as its value rather than its word."""
+    parameters = dict(parameters)
+    settings = dict(parameters.get("model_options") or {})
+    for old, new in (("epochs", "n_epochs"), ("preset", "preset")):
+        value = parameters.pop(old, None) if old not in _DEFAULTS else None
+        if value is not None:
+            settings[new] = value
+    parameters["model_options"] = settings
+    if isinstance(parameters.get("refine"), str):
+        parameters["refine"] = REFINE_VALUES.get(parameters["refine"], parameters["refine"])
+    return parameters
 
 
 def _stop_samples(stop: threading.Event, futures: dict, interrupt: KeyboardInterrupt) -> dict[str, dict]:
@@ -247,8 +264,7 @@ def _stop_samples(stop: threading.Event, futures: dict, interrupt: KeyboardInter
     return stopped
 
 
-def run_sample(spec: SampleSpec, output: Output, *, engine: str = "auto", device: str = "auto",
-               threads: int | None = None, stop: threading.Event | None = None) -> dict:
+def run_sample(spec: ReportRequest, output: Output, *, stop: threading.Event | None = None) -> dict:
     """Report one sample into its folder, replaced as a whole when done; never raises for the sample's own
     failure: the status record (also in the folder) says what happened."""
     from ..errors import OutputFailed
@@ -259,15 +275,9 @@ def run_sample(spec: SampleSpec, output: Output, *, engine: str = "auto", device
     try:
         with output.writing({"command": "batch", "method": spec.method, "inputs": spec.paths()}) as folder:
             try:
-                render_report(spec.inputs, folder / REPORT_FILE, sample=spec.sample, method=spec.method,
-                              n_domains=spec.n_domains, modalities=spec.modalities, species=spec.species,
-                              gene_sets=spec.gene_sets, engine=engine, seed=spec.seed, epochs=spec.epochs,
-                              device=device, image=spec.image, image_scale=spec.image_scale, outputs_dir=folder,
-                              notebook=folder / NOTEBOOK_FILE, threads=threads, force=True,
-                              label_key=spec.label_key, condition_key=spec.condition_key,
-                              refine=REFINE_VALUES[spec.refine],
-                              model_options={"preset": spec.preset} if spec.preset else None)
-                provenance = json.loads((folder / "provenance.json").read_text())
+                render_report(out=folder / REPORT_FILE, request=spec, outputs_dir=folder,
+                              notebook=folder / NOTEBOOK_FILE, force=True)
+                provenance = json.loads((folder / FILES["provenance"]).read_text())
                 status = {**base, "status": "ok", "n_domains": provenance.get("n_domains"),
                           "n_spots": provenance.get("n_spots"), "qc": provenance.get("qc", {}),
                           "go_engine": provenance.get("enrichment", {}).get("engine")}
@@ -280,7 +290,7 @@ def run_sample(spec: SampleSpec, output: Output, *, engine: str = "auto", device
             if stop is not None and stop.is_set():  # stopped meanwhile (its kernel ended): keep the old folder
                 raise Interrupted(signal.SIGINT)
             status["seconds"] = round(time.perf_counter() - start, 1)
-            status["fingerprint"] = spec.fingerprint(engine)
+            status["fingerprint"] = fingerprint(spec)
             io.write_json(status, folder / STATUS_FILE)
     except OutputFailed as error:
         logger.error("%s failed: %s", spec.sample, error)
@@ -333,16 +343,15 @@ def _thumbnail(folder: Path, state: str) -> str:
     """The sample's small domain map, embedded (the index stays one file), or nothing."""
     import base64
 
-    from .sample import SAMPLE_FILES
-
-    picture = folder / SAMPLE_FILES["map"]
+    picture = folder / FILES["map"]
     if state != "ok" or not picture.is_file():
         return ""
     data = base64.b64encode(picture.read_bytes()).decode("ascii")
     return f'<img class="thumb" src="data:image/png;base64,{data}" alt="domains of {html.escape(folder.name)}">'
 
 
-def _spec(row: dict, base: Path) -> tuple[SampleSpec, list[str]]:
+def _request(row: dict, base: Path, engine: str, columns: dict[str, str]) -> tuple[ReportRequest | None, list[str]]:
+    """One row as a checked report request (None when it has problems), and its problems in the sheet's words."""
     problems = []
     name = row.get("sample", "").strip()
     if not name:
@@ -352,7 +361,6 @@ def _spec(row: dict, base: Path) -> tuple[SampleSpec, list[str]]:
     inputs = [_absolute(p.strip(), base) for p in row.get("input", "").split(";") if p.strip()]
     if not inputs:
         problems.append("empty input")
-    problems.extend(f"input '{p}' does not exist" for p in inputs if not Path(p).exists())
     bin_size = (row.get("bin_size") or "").strip() or None
     if bin_size is not None and all(Path(p).exists() for p in inputs):
         try:  # the input becomes the folder of that bin size, so the sample records what it read
@@ -360,62 +368,70 @@ def _spec(row: dict, base: Path) -> tuple[SampleSpec, list[str]]:
                 inputs = [str(io.input_path(p, bin_size)) for p in inputs]
         except InputError as error:
             problems.append(str(error))
-    method = (row.get("method") or "staig").strip().lower()
-    if method not in REPORT_METHODS:
-        problems.append(f"method '{method}' is not one of {', '.join(REPORT_METHODS)}")
-    n_domains = _integer(row.get("n_domains"), "n_domains", problems, minimum=2)
-    seed = _integer(row.get("seed"), "seed", problems, minimum=0)
-    epochs = _integer(row.get("epochs"), "epochs", problems, minimum=1)
-    species = (row.get("species") or "auto").strip().lower()
-    from ..analysis.annotation import ORG_PACKAGES
+    options = {"sample": name, "engine": engine,
+               "modalities": {column.removeprefix("modality_"): _absolute(value.strip(), base)
+                              for column, value in row.items() if column.startswith("modality_") and value.strip()}}
+    for column, name_of in columns.items():
+        text = (row.get(column) or "").strip()
+        if text:
+            try:
+                options[column] = _parsed(name_of, text, base, row)
+            except ValueError as error:
+                problems.append(str(error))
+    if not inputs:
+        return None, problems
+    try:
+        with interface("samplesheet"):
+            return ReportRequest.build(inputs, **options), problems
+    except RequestError as error:
+        return None, problems + error.problems
 
-    if species not in ("auto", *ORG_PACKAGES):
-        problems.append(f"species '{species}' is not one of auto, {', '.join(ORG_PACKAGES)} (or give gene_sets)")
-    gene_sets = _optional_file(row.get("gene_sets"), base, "gene_sets", problems)
-    image = _optional_file(row.get("image"), base, "image", problems)
-    image_scale = 1.0
-    if (row.get("image_scale") or "").strip():
+
+def _parsed(name: str, text: str, base: Path, row: dict):
+    """A cell's text as the value of option ``name`` (a ValueError naming the column when it is not one)."""
+    from .. import methods
+
+    if name == "refine":
+        if text.lower() not in REFINE_VALUES:
+            raise ValueError(f"refine '{text}' is not one of {', '.join(REFINE_VALUES)}")
+        return REFINE_VALUES[text.lower()]
+    if name in {f.name for f in request_fields()}:
+        kind, path = field_type(name), any(f.name == name and f.metadata.get("path") for f in request_fields())
+    else:
+        method = (row.get("method") or "staig").strip().lower()
+        kind, path = _setting_type(methods.get(method) if method in methods.names() else None, name), False
+    if path:
+        return _absolute(text, base)
+    if kind is bool:
+        if text.lower() not in ("yes", "no", "true", "false"):
+            raise ValueError(f"{_column_of(name)} '{text}' is not one of yes, no")
+        return text.lower() in ("yes", "true")
+    if kind in (int, float):
         try:
-            image_scale = float(row["image_scale"])
-            if image_scale <= 0:
-                raise ValueError
+            number = float(text) if kind is float else int(text)
         except ValueError:
-            problems.append(f"image_scale '{row['image_scale']}' must be a positive number")
-    modalities = {}
-    for column, value in row.items():
-        if column.startswith("modality_") and value.strip():
-            modality = column.removeprefix("modality_")
-            modalities[modality] = _absolute(value.strip(), base)
-            if not Path(modalities[modality]).exists():
-                problems.append(f"{column} '{value}' does not exist")
-    if modalities and method not in ("spami", "baseline"):
-        problems.append(f"modality columns apply to methods spami and baseline, not {method}")
-    if method == "spami" and not modalities and not (len(inputs) == 1 and inputs[0].lower().endswith(".h5mu")):
-        problems.append("method spami needs a second omics: a modality_NAME column or an .h5mu input")
-    preset = (row.get("preset") or "").strip() or None
-    if preset is not None and method in REPORT_METHODS:
-        from .. import methods
+            raise ValueError(f"{_column_of(name)} '{text}' is not a {'number' if kind is float else 'whole number'}") \
+                from None
+        return number
+    return text.lower() if name in ("method", "species") else text
 
-        names = () if method == "precomputed" else methods.get(method).preset_names()
-        if preset not in names:
-            problems.append(f"preset '{preset}' does not apply to method {method}"
-                            + (f" (its presets: {', '.join(names)})" if names else ", which trains no model"))
-    refine = (row.get("refine") or "auto").strip().lower()
-    if refine not in REFINE_VALUES:
-        problems.append(f"refine '{refine}' is not one of {', '.join(REFINE_VALUES)}")
-    elif refine != "auto" and method == "precomputed":
-        problems.append(f"refine '{refine}' does not apply to method precomputed, which reports the domains given "
-                        "in the input")
-    if len(inputs) > 1 and method in ("spami", "baseline", "precomputed"):
-        problems.append(f"method {method} takes one input, not {len(inputs)}")
-    spec = SampleSpec(sample=name, inputs=inputs, method=method, n_domains=n_domains, species=species,
-                      gene_sets=gene_sets, image=image, image_scale=image_scale, seed=seed or 0, epochs=epochs,
-                      modalities=modalities, label_key=(row.get("label_key") or "").strip() or None,
-                      condition_key=(row.get("condition_key") or "").strip() or None, preset=preset,
-                      refine=refine)
-    if spec.condition_key and len(inputs) < 2:
-        problems.append(f"condition_key '{spec.condition_key}' compares slices: give several inputs (a.h5ad;b.h5ad)")
-    return spec, problems
+
+def _setting_type(method, name: str) -> type:
+    """The plain type of a method's setting (or run setting), for parsing a cell; str when not known."""
+    import typing
+
+    from ..methods.base import RunConfig
+
+    for holder in (*(m.config_class for m in [method] if m is not None), RunConfig):
+        hints = typing.get_type_hints(holder)
+        if name in hints:
+            kinds = [t for t in typing.get_args(hints[name]) or (hints[name],) if t is not type(None)]
+            return kinds[0] if len(kinds) == 1 and kinds[0] in (int, float, bool, str) else str
+    return str
+
+
+def _column_of(name: str) -> str:
+    return {value: key for key, value in ALIASES.items()}.get(name, name)
 
 
 def _file_state(path: Path) -> dict | None:
@@ -432,28 +448,6 @@ def _file_state(path: Path) -> dict | None:
 def _absolute(value: str, base: Path) -> str:
     path = Path(value).expanduser()
     return str(path if path.is_absolute() else (base / path).resolve())
-
-
-def _optional_file(value, base: Path, column: str, problems: list) -> str | None:
-    if not (value or "").strip():
-        return None
-    path = _absolute(value.strip(), base)
-    if not Path(path).is_file():
-        problems.append(f"{column} '{value}' does not exist")
-    return path
-
-
-def _integer(value, column: str, problems: list, *, minimum: int) -> int | None:
-    if not (value or "").strip():
-        return None
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        problems.append(f"{column} '{value}' is not a whole number")
-        return None
-    if number < minimum:
-        problems.append(f"{column} must be at least {minimum}, got {number}")
-    return number
 
 
 _INDEX = """<!DOCTYPE html>

@@ -15,8 +15,8 @@ from importlib import resources
 from pathlib import Path
 
 from .._utils import logger, prefer_own_libpython
-from ..errors import InputError, ReportFailed
-from ..slices import slice_names
+from ..errors import InputError, ReportFailed, option
+from .request import ReportRequest
 from .sections import SECTIONS, SMALL_TABLE_ROWS
 
 TEMPLATE_NAME = "sample_report.ipynb"
@@ -33,20 +33,15 @@ def workflow_path() -> Path:
     return Path(str(resources.files("spatialdomains").joinpath("workflow", "Snakefile")))
 
 
-def render_report(inputs, out: str | os.PathLike, *, sample: str | None = None, method: str = "staig",
-                  n_domains: int | None = None, modalities: dict | None = None, species: str = "auto",
-                  key_type: str = "auto", ontology: str = "BP", gene_sets: str | None = None, engine: str = "auto",
-                  min_log2fc: float = 0.25, max_pvalue: float = 0.05, pvalue: str = "adjusted", seed: int = 0,
-                  epochs: int | None = None, device: str = "auto", cluster_method: str = "auto",
-                  refine: str | bool = "auto", image: str | None = None, image_scale: float = 1.0,
-                  outputs_dir: str | os.PathLike | None = None, threads: int | None = None,
-                  notebook: str | os.PathLike | None = None,
-                  show_code: bool = False, timeout: int | None = None, force: bool = False,
-                  progress: bool = False, label_key: str | None = None, condition_key: str | None = None,
-                  model_options: dict | None = None) -> Path:
+def render_report(inputs=None, out: str | os.PathLike | None = None, *, request: ReportRequest | None = None,
+                  outputs_dir: str | os.PathLike | None = None, notebook: str | os.PathLike | None = None,
+                  show_code: bool = False, timeout: int | None = None, force: bool = False, **options) -> Path:
     """Analyse one sample and write its HTML report to ``out`` (see :func:`spatialdomains.report.sample.analyse`).
 
-    ``outputs_dir`` also receives the tables, the result .h5ad and the provenance; ``notebook`` the executed
+    What to compute is one :class:`~spatialdomains.report.request.ReportRequest`: ``request``, or built from
+    ``inputs`` and ``options`` (its fields and the method's settings by name, e.g. ``n_domains=7``,
+    ``preset='cells'``, ``epochs=50``; see :meth:`ReportRequest.build`), checked before any work.
+    ``outputs_dir`` also receives the sample's files (:mod:`spatialdomains.results`); ``notebook`` the executed
     notebook. A failure inside the notebook is raised with the notebook's own error message. Nothing is written
     unless the whole report succeeded; ``force`` replaces an earlier report at ``out`` and earlier results in
     ``outputs_dir`` (never a file or folder spatialdomains did not write, nor an input).
@@ -55,28 +50,19 @@ def render_report(inputs, out: str | os.PathLike, *, sample: str | None = None, 
     import papermill
 
     from ..errors import current_interface
-    from .sample import check_options
 
-    paths = [str(inputs)] if isinstance(inputs, (str, os.PathLike)) else [str(p) for p in inputs]
-    check_options(method, n_domains, cluster_method, pvalue, max_pvalue, epochs, refine, model_options)
-    targets = _report_outputs(out, outputs_dir, notebook, force,
-                              inputs=[*paths, *(modalities or {}).values(), image, gene_sets])
+    if out is None:
+        raise InputError(f"{option('out')}: give the HTML file to write")
+    request = request if request is not None else ReportRequest.build(inputs, **options)
+    targets = _report_outputs(out, outputs_dir, notebook, force, inputs=request.paths())
     for target in targets.values():
         target.check()  # before any work: the destinations must not hold the inputs or another run's results
-    parameters = {
-        "sample": sample or slice_names(paths[:1])[0], "inputs": paths, "method": method,
-        "n_domains": n_domains, "modalities": {k: str(v) for k, v in (modalities or {}).items()},
-        "species": species, "key_type": key_type, "ontology": ontology,
-        "gene_sets": None if gene_sets is None else str(gene_sets), "engine": engine, "min_log2fc": min_log2fc,
-        "max_pvalue": max_pvalue, "pvalue": pvalue, "seed": seed, "epochs": epochs, "device": device,
-        "cluster_method": cluster_method, "refine": refine, "image": None if image is None else str(image),
-        "image_scale": image_scale,
-        "outputs_dir": None, "threads": threads, "interface": current_interface(), "progress": progress,
-        "label_key": label_key, "condition_key": condition_key, "model_options": dict(model_options or {}),
-    }
+    parameters = {"request": request.as_dict(), "outputs_dir": None, "interface": current_interface()}
+    sample = request.sample_name()
     start = time.perf_counter()
     prefer_own_libpython()
-    marker = {"command": "report", "method": method, "inputs": [str(Path(p).resolve()) for p in paths]}
+    marker = {"command": "report", "method": request.method,
+              "inputs": [str(Path(p).resolve()) for p in request.inputs]}
     with tempfile.TemporaryDirectory(prefix="spatialdomains-report-") as work, contextlib.ExitStack() as staged:
         written = {name: staged.enter_context(target.writing(marker)) for name, target in targets.items()}
         if outputs_dir is not None:
@@ -97,16 +83,15 @@ def render_report(inputs, out: str | os.PathLike, *, sample: str | None = None, 
         node = nbformat.read(executed, as_version=4)
         if notebook is not None:
             nbformat.write(node, written["notebook"])
-        page = notebook_to_html(node, title=f"spatialdomains report: {parameters['sample']}", show_code=show_code)
+        page = notebook_to_html(node, title=f"spatialdomains report: {sample}", show_code=show_code)
         written["out"].write_text(page, encoding="utf-8")
-    logger.info("report for %s written to %s in %.1f s", parameters["sample"], out, time.perf_counter() - start)
+    logger.info("report for %s written to %s in %.1f s", sample, out, time.perf_counter() - start)
     return Path(out)
 
 
 def _report_outputs(out, outputs_dir, notebook, force: bool, *, inputs: list) -> dict:
     """The report's destinations, named as the interface in use spells them: the tables folder, and the page and
     the notebook unless they go inside that folder (then they are written with it, as one)."""
-    from ..errors import option
     from ..outputs import Output
 
     inputs = [p for p in inputs if p is not None]

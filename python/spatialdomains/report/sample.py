@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import anndata as ad
@@ -18,32 +17,8 @@ import pandas as pd
 from .. import _utils
 from .. import io as _io
 from ..errors import InputError, option
-
-#: Methods a report can run; 'precomputed' reports the domains already in ``obs[domain_key]``.
-REPORT_METHODS = ("staig", "spotscape", "spami", "baseline", "precomputed")
-#: Files written next to a report when an output folder is given (and ``clusters.csv`` for 10x inputs).
-SAMPLE_FILES = {"markers": "markers.csv", "go": "go_enrichment.csv", "domains": "domains.csv",
-                "result": "result.h5ad", "provenance": "provenance.json", "map": "domains.png"}
-
-
-@dataclass
-class SampleResult:
-    """Everything a report shows: the expression AnnData with domains, the tables, and the provenance."""
-
-    adata: ad.AnnData
-    markers: pd.DataFrame
-    go: pd.DataFrame
-    record: dict
-    multiomics: object | None = None  # the MuData of a SpaMI/baseline run (for the attention map)
-    batch_key: str | None = None
-    go_error: str | None = None
-    timings: dict = field(default_factory=dict)
-    label_key: str | None = None  # an annotation of the spots (e.g. a pathologist's layers) to compare with
-    denoised: ad.AnnData | None = None  # the decoder's values of a few marker genes (Spotscape, SpaMI)
-    transfer: pd.DataFrame | None = None  # each slice's annotation predicted from another slice's
-    condition_key: str | None = None  # the obs column giving each slice's condition
-    conditions: object | None = None  # tl.compare_conditions' result
-
+from .request import DOMAIN_KEY, ReportRequest
+from .result import SampleResult
 
 #: Reports draw the denoised values of at most this many marker genes (one per domain).
 DENOISED_GENES = 4
@@ -52,77 +27,51 @@ DENOISED_GENES = 4
 #: add minutes to every report); the report says how to compute it for larger ones.
 PSEUDOTIME_MAX_SPOTS = 50_000
 
-def analyse(inputs, *, sample: str = "sample", method: str = "staig", n_domains: int | None = None,
-            modalities: dict | None = None, domain_key: str = "domain", species: str = "auto",
-            key_type: str = "auto", ontology: str = "BP", gene_sets: str | None = None, engine: str = "auto",
-            min_log2fc: float = 0.25, max_pvalue: float = 0.05, pvalue: str = "adjusted", seed: int = 0,
-            epochs: int | None = None, device: str = "auto", cluster_method: str = "auto",
-            refine: str | bool = "auto", image: str | None = None,
-            image_scale: float = 1.0, outputs_dir: str | None = None, threads: int | None = None,
-            interface: str = "python", progress: bool = False, label_key: str | None = None,
-            condition_key: str | None = None, model_options: dict | None = None) -> SampleResult:
+def analyse(inputs=None, *, request: ReportRequest | dict | None = None, outputs_dir: str | None = None,
+            interface: str = "python", **options) -> SampleResult:
     """Run one sample from its input file(s) to domains, markers and GO terms (see the module docstring).
 
-    ``inputs``: one path or several (slices to integrate); ``modalities``: name → path of further omics of the
-    same section (SpaMI). ``image``: a tissue picture to draw domains on, at ``image_scale`` pixels per
-    coordinate unit. GO enrichment failing (no annotation for the species, say) does not fail the sample: the
-    report says why instead. ``interface``: whose words the messages use (the door that asked for the report;
-    the notebook runs in a process of its own). ``progress``: each step, and the model's training, is reported
-    on the process's own stderr (from the report's notebook: the terminal that asked for the report).
-    ``label_key``: an ``obs`` column annotating the spots (e.g. layers drawn by a pathologist); the report
-    cross-tabulates the domains against it, scores their agreement (ARI, NMI) and draws it on the tissue; with
-    several slices, each slice's annotation is also predicted from the most annotated other slice (label transfer).
-    ``condition_key``: with several slices, an ``obs`` column giving each slice's condition (e.g. control,
-    disease); the report compares the conditions within each domain (genes and domain shares).
-    ``refine``: majority vote of each spot's 15 nearest (``'auto'``: the method's choice; see
-    :func:`spatialdomains.tl.find_domains`). ``model_options``: further settings of the method (e.g.
-    ``{"library_size_key": "total_counts"}`` for STAIG, ``{"preset": "cells"}``), checked by the method like any
-    other.
+    ``request`` says what to compute (a :class:`~spatialdomains.report.request.ReportRequest`, or the dict the
+    report's notebook receives); or ``inputs`` and ``options`` as :meth:`ReportRequest.build` takes them. GO
+    enrichment failing (no annotation for the species, say) does not fail the sample: the report says why instead.
+    ``outputs_dir``: the sample's files are also written there (:func:`spatialdomains.results.write_sample`).
+    ``interface``: whose words the messages use (the door that asked for the report; the notebook runs in a
+    process of its own). With ``progress``, each step and the model's training are reported on the process's
+    own stderr (from the report's notebook: the terminal that asked for the report).
     """
     from ..errors import interface as speaking
 
-    with speaking(interface), _utils.to_terminal(progress):
-        return _analyse(inputs, sample=sample, method=method, n_domains=n_domains, modalities=modalities,
-                        domain_key=domain_key, species=species, key_type=key_type, ontology=ontology,
-                        gene_sets=gene_sets, engine=engine, min_log2fc=min_log2fc, max_pvalue=max_pvalue,
-                        pvalue=pvalue, seed=seed, epochs=epochs, device=device, cluster_method=cluster_method,
-                        refine=refine,
-                        image=image, image_scale=image_scale, outputs_dir=outputs_dir, threads=threads,
-                        progress=progress, label_key=label_key, condition_key=condition_key,
-                        model_options=model_options)
+    with speaking(interface):
+        if request is None:
+            request = ReportRequest.build(inputs, **options)
+        elif not isinstance(request, ReportRequest):
+            request = ReportRequest.from_dict(request)
+        with _utils.to_terminal(request.progress):
+            return _analyse(request, outputs_dir)
 
 
-def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, species, key_type, ontology, gene_sets,
-             engine, min_log2fc, max_pvalue, pvalue, seed, epochs, device, cluster_method, refine, image, image_scale,
-             outputs_dir, threads, progress, label_key, condition_key, model_options) -> SampleResult:
+def _analyse(request: ReportRequest, outputs_dir) -> SampleResult:
     from .. import analysis, tl
 
-    check_options(method, n_domains, cluster_method, pvalue, max_pvalue, epochs, refine, model_options)
+    sample, method, seed, label_key = request.sample_name(), request.method, request.seed, request.label_key
+    condition_key, domain_key = request.condition_key, DOMAIN_KEY
+    paths = list(request.inputs)
     timer = _utils.Timer()
-    paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    if not paths:
-        raise InputError("inputs: give at least one input file or folder")
     _utils.logger.info("%s: reading %s", sample, ", ".join(Path(str(p)).name for p in paths))
     with timer("read"):
-        data, batch_key = _read_inputs(paths, method, modalities or {})
+        data, batch_key = _read_inputs(request)
     _check_label_key(data, label_key, several_slices=batch_key is not None)
     _check_condition_key(data, condition_key, several_slices=batch_key is not None)
     multiomics = None
     with timer("domains"):
-        if method == "precomputed":
+        if not request.finds_domains:
             adata = data
             if domain_key not in adata.obs:
-                raise InputError(f"method 'precomputed' reports the domains in obs['{domain_key}'], which does "
+                raise InputError(f"{option('method', method)} reports the domains in obs['{domain_key}'], which does "
                                  f"not exist (obs columns: {', '.join(adata.obs)}); choose a method to find them")
             adata.obs[domain_key] = adata.obs[domain_key].astype("category")
         else:
-            params = {**(model_options or {}), **({"n_epochs": epochs} if epochs is not None else {})}
-            if threads:
-                params["n_threads"] = int(threads)
-            result = tl.find_domains(data, method, n_domains, batch_key=batch_key, cluster_method=cluster_method,
-                                     refine=refine,
-                                     random_state=seed, device=device, progress=progress, key_added=domain_key,
-                                     **params)
+            result = tl.find_domains(data, method, batch_key=batch_key, **request.domain_options())
             if hasattr(result, "mod"):
                 multiomics, adata = result, _expression_modality(result, domain_key)
                 if label_key is not None and label_key not in adata.obs:
@@ -131,16 +80,16 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
                     adata.obs[label_key] = obs_column(result, label_key, adata.obs_names).to_numpy()
             else:
                 adata = result
-    if image is not None:
-        _io.attach_image(adata, image, image_scale)
+    if request.image is not None:
+        _io.attach_image(adata, request.image, request.image_scale)
     with timer("umap"):
         representation = _representation(adata, method)
         tl.umap(adata, use_rep=representation, random_state=seed)
-    pseudotime_note = None if method == "precomputed" else _pseudotime(adata, timer, sample, representation, seed)
+    pseudotime_note = _pseudotime(adata, timer, sample, representation, seed) if request.finds_domains else None
     _utils.logger.info("%s: ranking marker genes of %d domains", sample, adata.obs[domain_key].nunique())
     with timer("markers"):
-        markers = analysis.markers(adata, domain_key, min_log2fc=min_log2fc, max_pvalue=max_pvalue,
-                                   pvalue=pvalue)
+        markers = analysis.markers(adata, domain_key, min_log2fc=request.min_log2fc,
+                                   max_pvalue=request.max_pvalue, pvalue=request.pvalue)
     extra = _beyond_domains(adata, multiomics, markers, timer, sample=sample, method=method, batch_key=batch_key,
                             label_key=label_key, condition_key=condition_key, domain_key=domain_key,
                             representation=representation, seed=seed)
@@ -152,14 +101,14 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
     _utils.logger.info("%s: GO enrichment", sample)
     with timer("enrichment"):
         try:
-            go = analysis.enrich_go(markers, universe=adata.var_names, ontology=ontology, species=species,
-                                    key_type=key_type, gene_sets=gene_sets, engine=engine)
+            go = analysis.enrich_go(markers, universe=adata.var_names, ontology=request.ontology,
+                                    species=request.species, key_type=request.key_type,
+                                    gene_sets=request.gene_sets, engine=request.engine)
         except InputError as error:  # the report explains; domains and markers stand on their own
             go_error = str(error)
             go = pd.DataFrame(columns=["domain", *analysis.enrichment.RESULT_COLUMNS])
-    record = _record(adata, sample=sample, method=method, paths=paths, modalities=modalities, seed=seed,
-                     go=go, go_error=go_error, timings=timer.seconds, representation=representation,
-                     min_log2fc=min_log2fc, max_pvalue=max_pvalue, pvalue=pvalue)
+    record = _record(adata, request, go=go, go_error=go_error, timings=timer.seconds,
+                     representation=representation)
     if pseudotime_note:
         record["pseudotime_note"] = pseudotime_note
     if extra["denoised_note"]:
@@ -181,7 +130,7 @@ def _analyse(inputs, *, sample, method, n_domains, modalities, domain_key, speci
                           denoised=extra["denoised"], transfer=extra["transfer"], condition_key=condition_key,
                           conditions=extra["conditions"])
     if outputs_dir is not None:
-        write_outputs(result, outputs_dir, domain_key=domain_key)
+        write_outputs(result, outputs_dir)
     return result
 
 
@@ -208,8 +157,10 @@ def _beyond_domains(adata, multiomics, markers, timer, *, sample, method, batch_
     SpaMI), label transfer between slices, and the conditions compared within each domain."""
     from .. import tl
 
+    from .. import methods
+
     extra = {"denoised": None, "denoised_note": None, "transfer": None, "conditions": None}
-    if method in ("spotscape", "spami"):
+    if method in methods.names() and methods.get(method).decodes:
         with timer("denoised"):
             try:
                 extra["denoised"] = _denoised_markers(multiomics if multiomics is not None else adata, method,
@@ -228,43 +179,21 @@ def _beyond_domains(adata, multiomics, markers, timer, *, sample, method, batch_
     return extra
 
 
-def write_outputs(result: SampleResult, folder: str | os.PathLike, *, domain_key: str = "domain") -> list[str]:
-    """Write the marker and GO tables, domains, result .h5ad and provenance (each atomically)."""
-    from .. import io
+def write_outputs(result: SampleResult, folder: str | os.PathLike) -> list[str]:
+    """The sample's files (:func:`spatialdomains.results.write_sample`) with the marker and GO tables: for paired
+    omics the MuData the method trained on, else the analysed AnnData."""
+    from ..results import write_sample
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    io.write_csv(result.markers, folder / SAMPLE_FILES["markers"], index=False)
-    io.write_csv(result.go, folder / SAMPLE_FILES["go"], index=False)
-    table = result.adata.obs[[domain_key]].copy()
-    table[["x", "y"]] = io.spatial_coordinates(result.adata)[:, :2]
-    io.write_csv(table, folder / SAMPLE_FILES["domains"], index_label="barcode")
-    io.write_h5ad(result.adata, folder / SAMPLE_FILES["result"])
-    io.write_json(result.record, folder / SAMPLE_FILES["provenance"])
-    _write_map(result, folder / SAMPLE_FILES["map"], domain_key)
-    written = list(SAMPLE_FILES.values())
-    if io.platform(result.adata) is not None:  # 10x data: domains for Loupe Browser or Xenium Explorer
-        io.write_clusters(result.adata, folder / io.CLUSTERS_FILE, domain_key)
-        written.append(io.CLUSTERS_FILE)
-    return written
+    holder = result.multiomics if result.multiomics is not None else result.adata
+    method = result.record["method"]
+    return write_sample(folder, holder, result.record, method=method if method in _registered() else None,
+                        slice_key=result.batch_key, tables={"markers": result.markers, "go": result.go})
 
 
-def _write_map(result: SampleResult, path: Path, domain_key: str) -> None:
-    """A small picture of the domains on the tissue (the batch index shows it beside the sample)."""
-    import matplotlib.pyplot as plt
+def _registered() -> list[str]:
+    from .. import methods
 
-    from .. import pl
-
-    from .sections import slices_of
-
-    name, part = slices_of(result)[0]  # one frame: the first slice of several
-    figure, ax = plt.subplots(figsize=(4, 4), dpi=72)
-    pl.domains(part, domain_key, ax=ax, image=name is None,
-               title=result.record["sample"] + (f" ({name})" if name else ""))
-    ax.get_legend().remove()
-    with _utils.atomic_path(path) as staged:
-        figure.savefig(staged, format="png", bbox_inches="tight")
-    plt.close(figure)
+    return methods.names()
 
 
 def qc_numbers(adata: ad.AnnData) -> dict:
@@ -389,31 +318,22 @@ def _transfer_between_slices(adata: ad.AnnData, batch_key: str, label_key: str, 
     return pd.DataFrame(rows)
 
 
-def _read_inputs(paths: list, method: str, modalities: dict):
+def _read_inputs(request: ReportRequest):
+    """The sample's data as the method takes it (checked with the request): one AnnData; the slices by name, with
+    the column naming them; or the modalities of one section."""
     from .. import io
 
-    if method in ("spami", "baseline"):
-        if len(paths) != 1:
-            raise InputError(f"method '{method}' takes one section: one input (an .h5mu, or the RNA file with the "
-                             "other omics as modalities)")
-        path = str(paths[0])
-        if path.lower().endswith(".h5mu"):
-            if modalities:
-                raise InputError("an .h5mu input already holds its modalities; leave the modality columns empty")
-            return io.read_h5mu(path), None
-        if not modalities and method == "spami":
-            raise InputError("method 'spami' needs a second omics: give modality columns (e.g. modality_adt) or "
-                             "an .h5mu input")
-        return {"rna": io.read(path), **{name: io.read(p) for name, p in modalities.items()}}, None
-    if modalities:
-        raise InputError(f"modalities apply to methods spami and baseline, not '{method}'")
+    paths = [str(p) for p in request.inputs]
+    spec = request.method_spec()
+    if spec is not None and spec.kind == "omics":
+        if paths[0].lower().endswith(".h5mu"):
+            return io.read_h5mu(paths[0]), None
+        return {"rna": io.read(paths[0]), **{name: io.read(p) for name, p in request.modalities.items()}}, None
     if len(paths) == 1:
         return io.read(paths[0]), None
     from ..slices import DEFAULT_BATCH_KEY, slice_names
 
-    if method == "precomputed":
-        raise InputError("method 'precomputed' takes one input (already combined)")
-    return dict(zip(slice_names([str(p) for p in paths]), [io.read(p) for p in paths])), DEFAULT_BATCH_KEY
+    return dict(zip(slice_names(paths), [io.read(p) for p in paths])), DEFAULT_BATCH_KEY
 
 
 def _expression_modality(mdata, domain_key: str) -> ad.AnnData:
@@ -450,25 +370,25 @@ def _representation(adata: ad.AnnData, method: str) -> str:
     return "X_pca"
 
 
-def _record(adata, *, sample, method, paths, modalities, seed, go, go_error, timings, representation,
-            min_log2fc, max_pvalue, pvalue) -> dict:
+def _record(adata, request: ReportRequest, *, go, go_error, timings, representation) -> dict:
     record = _utils.json_safe(dict(adata.uns.get("spatialdomains", {})))
     record.pop("markers", None)
     clustering = record.get("cluster", {})
     return {
-        "sample": sample,
-        "inputs": [str(p) for p in paths],
-        "modalities": {k: str(v) for k, v in (modalities or {}).items()},
-        "method": method,
-        "seed": seed,
+        "sample": request.sample_name(),
+        "inputs": [str(p) for p in request.inputs],
+        "modalities": {k: str(v) for k, v in request.modalities.items()},
+        "method": request.method,
+        "seed": request.seed,
+        "request": request.as_dict(),
         "n_spots": int(adata.n_obs),
         "n_genes": int(adata.n_vars),
-        "n_domains": int(adata.obs["domain"].nunique()) if "domain" in adata.obs else None,
+        "n_domains": int(adata.obs[DOMAIN_KEY].nunique()) if DOMAIN_KEY in adata.obs else None,
         "qc": qc_numbers(adata),
         "representation": representation,
         "clustering_engine": clustering.get("backend") if isinstance(clustering, dict) else None,
         "markers": {"test": "wilcoxon (scanpy)", "correction": "benjamini-hochberg",
-                    "min_log2fc": min_log2fc, "pvalue": pvalue, "max_pvalue": max_pvalue},
+                    "min_log2fc": request.min_log2fc, "pvalue": request.pvalue, "max_pvalue": request.max_pvalue},
         "enrichment": {"engine": go.attrs.get("engine"), "annotation": go.attrs.get("annotation"),
                        "parameters": _utils.json_safe(go.attrs.get("parameters", {})), "error": go_error},
         "model": record,
@@ -476,32 +396,3 @@ def _record(adata, *, sample, method, paths, modalities, seed, go, go_error, tim
         "versions": _utils.package_versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-
-
-def check_options(method: str, n_domains: int | None, cluster_method: str, pvalue: str, max_pvalue: float,
-                  epochs: int | None, refine: str | bool = "auto", model_options: dict | None = None) -> None:
-    """The report's own options, checked before any work (also before the report's notebook starts)."""
-    from .. import methods
-    from ..analysis.markers import PVALUES
-    from ..tl.domains import check_cluster_options
-
-    if method not in REPORT_METHODS:
-        raise InputError(f"{option('method')} must be one of {', '.join(REPORT_METHODS)}, not '{method}'")
-    check_cluster_options(cluster_method, refine, n_domains)
-    if method == "precomputed" and (refine != "auto" or model_options):
-        given = [option("refine", refine)] * (refine != "auto")
-        given += [option(name, value) for name, value in (model_options or {}).items()]
-        raise InputError(f"{', '.join(given)}: method 'precomputed' reports the domains given in the input; leave "
-                         f"{'it' if len(given) == 1 else 'them'} out, or name a method to find the domains")
-    preset = (model_options or {}).get("preset")
-    if preset is not None and method != "precomputed" and preset not in methods.get(method).preset_names():
-        raise InputError(f"{option('preset', preset)} does not apply to method '{method}'; its presets: "
-                         f"{', '.join(methods.get(method).preset_names())}")
-    if epochs is not None and (isinstance(epochs, bool) or int(epochs) != epochs or epochs < 1):
-        raise InputError(f"{option('epochs', epochs)}: training needs at least 1 epoch")
-    if pvalue not in PVALUES:
-        raise InputError(f"pvalue must be one of {', '.join(PVALUES)}, not '{pvalue}'")
-    if not 0 < max_pvalue <= 1:
-        raise InputError(f"max_pvalue must be in (0, 1], got {max_pvalue}")
-    if epochs is not None and method != "precomputed" and "n_epochs" not in methods.get(method).option_names():
-        raise InputError(f"epochs does not apply to method '{method}', which trains no model")

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .sample import SampleResult
+from .request import PRECOMPUTED
+from .result import SampleResult
 
 #: Samples with at most this many spots also get a domain map to zoom, pan and hover (its data travel in the page:
 #: about 30 bytes a spot).
@@ -136,7 +137,7 @@ def summary(result: SampleResult, key: str = "domain", n_markers: int = 5) -> No
     seconds = sum(float(v) for v in record.get("timings_seconds", {}).values())
     qc = record["qc"]
     platform = f" ({html.escape(_platform(adata))})" if _platform(adata) else ""
-    found = (f"<b>{len(categories)} domains</b> (given in the input) in" if record["method"] == "precomputed" else
+    found = (f"<b>{len(categories)} domains</b> (given in the input) in" if record["method"] == PRECOMPUTED else
              f"{html.escape(_method_title(record))} found <b>{len(categories)} domains</b> in")
     display(HTML(
         f"<p class=\"report-summary\">{found} {adata.n_obs:,} spots × {adata.n_vars:,} genes of "
@@ -159,7 +160,7 @@ def summary(result: SampleResult, key: str = "domain", n_markers: int = 5) -> No
     model = record.get("model", {})
     clustering = model.get("cluster", {})
     trained = {}
-    if record["method"] != "precomputed":
+    if record["method"] != PRECOMPUTED:
         if len(methods.get(record["method"]).preset_names()) > 1:  # a choice was made: say which
             trained["settings preset"] = model.get(record["method"], {}).get("preset")
         trained["refinement"] = (f"majority vote of the {clustering['refine_neighbors']} nearest spots"
@@ -212,7 +213,7 @@ def _method_title(record: dict) -> str:
     from .. import methods
 
     name = record["method"]
-    return "domains given in the input" if name == "precomputed" else methods.get(name).title
+    return "domains given in the input" if name == PRECOMPUTED else methods.get(name).title
 
 
 def _duration(seconds: float) -> str:
@@ -627,7 +628,7 @@ def applies(anchor: str, result: SampleResult) -> bool:
         details = result.adata.uns.get("spatialdomains", {}).get("cluster", {}).get("details", {})
         return any(f"{name}_by_n_domains" in details for name in ("silhouette", "stability"))
     if anchor == "pseudotime":
-        return result.record["method"] != "precomputed"
+        return result.record["method"] != PRECOMPUTED
     if anchor == "denoised":
         return result.denoised is not None or "denoised_note" in result.record
     if anchor == "transfer":
