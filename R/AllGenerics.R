@@ -151,8 +151,10 @@ setGeneric("clusterDomains", function(x, ...) standardGeneric("clusterDomains"))
 #'
 #' @param x A \code{SingleCellExperiment}, \code{SpatialExperiment} or
 #'   \code{Seurat} object with raw counts and coordinates.
-#' @param method The model: \code{"staig"}, \code{"spotscape"} or
-#'   \code{"spami"} (paired omics).
+#' @param method The model: \code{"staig"}, \code{"spotscape"},
+#'   \code{"spami"} (paired omics), \code{"baseline"}, or any other method
+#'   registered in the Python package (its clustering and refinement rules come
+#'   with it).
 #' @param ... Passed to the model (e.g. \code{n_epochs}, \code{seed},
 #'   \code{assay.type}, \code{spatial_coords}).
 #' @param cluster_method \code{"mclust"} or \code{"kmeans"} (see

@@ -2,7 +2,8 @@
 #' @param assay.type Assay holding raw counts (SingleCellExperiment).
 #' @param spatial_coords Where the spot coordinates are; see Methods.
 #' @param n_epochs,tau,preset Training length, contrastive temperature and
-#'   parameter preset (\code{NULL}: the preset's value).
+#'   parameter preset (\code{NULL}: the preset's value; for \code{preset}, the
+#'   method's default preset).
 #' @param library_size Per-spot total counts over all measured genes, when
 #'   the assay holds only a subset of them: a numeric vector or the name of a
 #'   colData (meta.data) column. \code{NULL}: column sums of the assay.

@@ -25,3 +25,4 @@ class SampleResult:
     transfer: pd.DataFrame | None = None  # each slice's annotation predicted from another slice's
     condition_key: str | None = None  # the obs column giving each slice's condition
     conditions: object | None = None  # tl.compare_conditions' result
+    request: object | None = None  # the ReportRequest that made it: the options each section draws with

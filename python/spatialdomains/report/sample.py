@@ -128,7 +128,7 @@ def _analyse(request: ReportRequest, outputs_dir) -> SampleResult:
     result = SampleResult(adata=adata, markers=markers, go=go, record=record, multiomics=multiomics,
                           batch_key=batch_key, go_error=go_error, timings=timer.seconds, label_key=label_key,
                           denoised=extra["denoised"], transfer=extra["transfer"], condition_key=condition_key,
-                          conditions=extra["conditions"])
+                          conditions=extra["conditions"], request=request)
     if outputs_dir is not None:
         write_outputs(result, outputs_dir)
     return result
