@@ -302,6 +302,8 @@ def _add_enrichment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-log2fc", type=float, default=0.25, help="marker |log2FC| threshold (default: 0.25)")
     parser.add_argument("--max-pvalue", type=float, default=0.05,
                         help="marker p threshold, on the p chosen by --pvalue (default: 0.05)")
+    parser.add_argument("--n-markers", type=int, default=5,
+                        help="top marker genes of each domain shown in the summary, dot plot and heatmap (default: 5)")
     parser.add_argument("--pvalue", default="adjusted", choices=["adjusted", "raw"],
                         help="p the marker threshold applies to: adjusted, the Benjamini-Hochberg adjusted p "
                              "(default); raw, the Wilcoxon p as it is (the STAIG paper's filter)")

@@ -73,6 +73,8 @@ class ReportRequest:
         GO enrichment (see :func:`spatialdomains.analysis.enrich_go`).
     min_log2fc, max_pvalue, pvalue
         Which marker genes count as significant (see :func:`spatialdomains.analysis.markers`).
+    n_markers
+        How many top marker genes of each domain the summary, dot plot and heatmap show.
     image, image_scale
         A tissue picture to draw the domains on, at ``image_scale`` pixels per coordinate unit.
     label_key
@@ -100,6 +102,7 @@ class ReportRequest:
     min_log2fc: float = 0.25
     max_pvalue: float = 0.05
     pvalue: str = "adjusted"
+    n_markers: int = 5
     image: str | None = field(default=None, metadata=PATH)
     image_scale: float = 1.0
     label_key: str | None = None
@@ -297,6 +300,8 @@ def _analysis_problems(request: ReportRequest) -> list[str]:
         problems.append(f"{option('pvalue', request.pvalue)} is not one of {', '.join(PVALUES)}")
     if not 0 < request.max_pvalue <= 1:
         problems.append(f"{option('max_pvalue', request.max_pvalue)} must be in (0, 1]")
+    if isinstance(request.n_markers, bool) or not isinstance(request.n_markers, int) or request.n_markers < 1:
+        problems.append(f"{option('n_markers', request.n_markers)}: show at least 1 marker gene per domain")
     if request.gene_sets is None and request.species not in ("auto", *ORG_PACKAGES):
         problems.append(f"{option('species', request.species)} is not one of auto, {', '.join(ORG_PACKAGES)} (or "
                         f"give {option('gene_sets')}, a GMT file, for any species)")

@@ -124,13 +124,14 @@ class _Html(str):
     """Table cell content that is already HTML (a colour swatch), written as it is."""
 
 
-def summary(result: SampleResult, key: str = "domain", n_markers: int = 5) -> None:
+def summary(result: SampleResult, key: str = "domain", n_markers: int | None = None) -> None:
     """What was run and how long it took, the QC headline numbers, and each domain: colour, size, top markers
-    and top GO term; with an annotation, how the domains agree with it."""
+    and top GO term; with an annotation, how the domains agree with it. ``n_markers``: the request's, by default."""
     from IPython.display import HTML, display
 
     from .. import methods, pl
 
+    n_markers = n_markers or _requested(result, "n_markers")
     record, adata = result.record, result.adata
     domains = adata.obs[key]
     categories = list(domains.cat.categories)
@@ -202,6 +203,14 @@ def slices_of(result: SampleResult):
     from ..slices import split
 
     return split(result.adata, result.batch_key) if result.batch_key else [(None, result.adata)]
+
+
+def _requested(result: SampleResult, name: str):
+    """An option of the request that made the result (its default when the result was made without one)."""
+    from .request import ReportRequest
+
+    return getattr(result.request, name) if result.request is not None else ReportRequest.__dataclass_fields__[
+        name].default
 
 
 def _mito_text(qc: dict) -> str:
@@ -361,9 +370,11 @@ def pseudotime(result: SampleResult, key: str = "domain") -> None:
          "run sd.tl.pseudotime(adata, root_domain=...) on the result .h5ad.")
 
 
-def markers(result: SampleResult, key: str = "domain", n_genes: int = 5) -> None:
+def markers(result: SampleResult, key: str = "domain", n_genes: int | None = None) -> None:
+    """The top ``n_genes`` markers of each domain (the request's ``n_markers`` by default): dot plot and heatmap."""
     from .. import pl
 
+    n_genes = n_genes or _requested(result, "n_markers")
     show(pl.marker_dotplot(result.adata, result.markers, key=key, n_genes=n_genes),
          alt=f"Dot plot of the top {n_genes} marker genes of each domain: mean expression (colour) and fraction of "
              "spots expressing (size) in every domain")
