@@ -43,7 +43,7 @@ def test_report_command_shows_each_step_and_no_kernel_transport_warning(tmp_path
     adata = sd.datasets.simulate_visium(300, 3, seed=3)
     sd.io.write_h5ad(adata, tmp_path / "sample.h5ad")
     assert main(["report", str(tmp_path / "sample.h5ad"), "--out", str(tmp_path / "r.html"), "--n-domains", "3",
-                 "--epochs", "3", "--engine", "fallback", "--preset", "cells", "--refine", "no",
+                 "--epochs", "3", "--engine", "fallback", "--preset", "cells", "--refine", "no", "--n-markers", "3",
                  "--outputs-dir", str(tmp_path / "tables")]) == 0
     printed = capfd.readouterr().err  # the kernel's own stderr, inherited from this process
     for step in ("sample: reading sample.h5ad", "STAIG: training on", "STAIG: 3/3 epochs", "ranking marker genes",
@@ -57,6 +57,7 @@ def test_report_command_shows_each_step_and_no_kernel_transport_warning(tmp_path
     assert "domain_unrefined" not in pd.read_csv(tmp_path / "tables" / "domains.csv").columns
     page = (tmp_path / "r.html").read_text()  # the summary's run table says what ran
     assert "<td>settings preset</td><td>cells</td>" in page and "<td>refinement</td><td>none</td>" in page
+    assert "Dot plot of the top 3 marker genes of each domain" in page  # --n-markers reached the section
 
 
 def test_multi_slice_report_shows_integration_transfer_conditions_and_denoised_markers(tmp_path):

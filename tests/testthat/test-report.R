@@ -35,8 +35,11 @@ test_that("domainReport passes the method's preset and the refinement to the rep
     skip_without_spatialdomains()
     sce <- small_sample()
     tables <- tempfile("tables")
-    domainReport(sce, tempfile(fileext = ".html"), method = "staig", n_domains = 3, epochs = 2L, preset = "cells",
-                 refine = FALSE, engine = "fallback", outputs_dir = tables)
+    page <- tempfile(fileext = ".html")
+    domainReport(sce, page, method = "staig", n_domains = 3, epochs = 2L, preset = "cells",
+                 refine = FALSE, engine = "fallback", outputs_dir = tables, n_markers = 4)
+    expect_match(paste(readLines(page, warn = FALSE), collapse = "\n"),
+                 "Dot plot of the top 4 marker genes of each domain", fixed = TRUE)  # any report option, by name
     model <- jsonlite::read_json(file.path(tables, "provenance.json"))$model
     expect_identical(model$staig$preset, "cells")
     expect_identical(c(model$staig$parameters$n_neighbors, model$staig$parameters$n_layers), c(8L, 2L))
