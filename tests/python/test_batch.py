@@ -218,14 +218,13 @@ def test_samplesheet_problems_are_listed_together(tmp_path):
                      "refine does not apply to method 'precomputed'"):
         assert expected in message, expected
     assert "method staig" not in message  # STAIG's preset cells, refined: valid
-    (tmp_path / "ok.h5ad").write_text("")
+    assert main(["batch", str(sheet), "--out", str(tmp_path / "o")]) == 2
+    assert not (tmp_path / "o").exists()  # validated before any work
     sheet.write_text("sample,input,n_markers\nA,ok.h5ad,2\nB,ok.h5ad,0\n")
     with pytest.raises(InputError, match=r"line 3 \(B\): n_markers '0': show at least 1 marker gene per domain"):
         batch.read_samplesheet(sheet)  # a report option is a column with no code of the samplesheet's own
     sheet.write_text("sample,input,n_markers\nA,ok.h5ad,2\n")
     assert batch.read_samplesheet(sheet)[0].n_markers == 2
-    assert main(["batch", str(sheet), "--out", str(tmp_path / "o")]) == 2
-    assert not (tmp_path / "o").exists()  # validated before any work
 
 
 @pytest.mark.skipif(shutil.which("snakemake") is None and not Path(sys.executable).with_name("snakemake").exists(),
