@@ -66,7 +66,7 @@ setMethod("domainReport", "SingleCellExperiment", function(x, file, assay.type =
                                                          dimred = NULL, ...) {
     columns <- as.data.frame(SummarizedExperiment::colData(x))
     reduced <- SingleCellExperiment::reducedDimNames(x)
-    dimred <- .report_embedding_name(dimred, reduced, c("STAIG", "Spotscape", "SpaMI"), "dimred")
+    dimred <- .report_embedding_name(dimred, reduced, .method_names("title"), "dimred")
     rows <- as.data.frame(SummarizedExperiment::rowData(x))
     pieces <- list(counts = .sparse_counts(SummarizedExperiment::assay(x, assay.type), assay.type),
                    coordinates = .sce_coordinates(x, spatial_coords), spot_names = .spot_names(colnames(x)),
@@ -91,7 +91,7 @@ setMethod("domainReport", "ANY", function(x, file, ...) {
     assay <- if (is.null(assay)) SeuratObject::DefaultAssay(x) else assay
     counts <- .seurat_counts(x, assay)
     cells <- colnames(counts)
-    reduction <- .report_embedding_name(reduction, SeuratObject::Reductions(x), c("staig", "spotscape", "spami"),
+    reduction <- .report_embedding_name(reduction, SeuratObject::Reductions(x), .method_names("name"),
                                         "reduction")
     pieces <- list(counts = .sparse_counts(counts, paste0(assay, " counts")),
                    coordinates = .seurat_coordinates(x, spatial_coords, cells, assay), spot_names = .spot_names(cells),
@@ -141,6 +141,11 @@ setMethod("domainReport", "ANY", function(x, file, ...) {
                              image_scale = if (is.null(pieces$image)) 1 else pieces$image$scale,
                              method = method, options = Filter(Negate(is.null), options), console = .console)
     invisible(path)
+}
+
+## The registered methods' names (Seurat reductions) or titles (SCE reducedDims), in the registry's order.
+.method_names <- function(what) {
+    vapply(.method_info(), function(one) one[[what]], character(1L), USE.NAMES = FALSE)
 }
 
 .report_embedding_name <- function(chosen, available, preferred, what) {
