@@ -267,11 +267,14 @@ def _add_model_options(parser: argparse.ArgumentParser, default_domains: int | N
                         help="STAIG: average the embedding over this many sampled edge sets (default: 0, as "
                              "published)")
     parser.add_argument("--cluster-method", default="auto", choices=["auto", "mclust", "gmm", "kmeans", "leiden"],
-                        help="clustering backend (default: the method's own, k-means for Spotscape and the "
-                             "baseline; otherwise mclust when R has it, else gmm)")
+                        help="clustering backend (default: the method's own: "
+                             + "".join(f"{m['cluster_auto']} for {m['title']}, " for m in methods.capabilities().values()
+                                       if m["cluster_auto"])
+                             + "otherwise mclust when R has it, else gmm)")
     parser.add_argument("--preset", choices=methods.all_presets(),
-                        help="the method's settings preset (default: its own): "
-                             + "; ".join(f"{m['title']} {', '.join(m['presets'])} (default {m['default_preset']})"
+                        help="the method's settings preset: "
+                             + "; ".join(f"{m['title']}: " + ", ".join(p + " (default)" * (p == m["default_preset"])
+                                                                       for p in m["presets"])
                                          for m in methods.capabilities().values() if len(m["presets"]) > 1)
                              + " (docs/methods.md says what each sets)")
     parser.add_argument("--tau", type=float,
