@@ -193,15 +193,14 @@ def field_type(name: str) -> type:
 
 
 def _normalised(fields: dict) -> dict:
-    """Paths as strings, R's whole numbers (doubles) as integers."""
+    """Paths as strings, whole numbers as integers where the field is one."""
     for name in ("gene_sets", "image"):
         if isinstance(fields.get(name), os.PathLike):
             fields[name] = str(fields[name])
     if "modalities" in fields:
         fields["modalities"] = {str(k): str(v) for k, v in dict(fields["modalities"]).items()}
-    for name in ("n_domains", "seed", "threads"):
-        value = fields.get(name)
-        if isinstance(value, float) and value.is_integer():
+    for name, value in fields.items():  # R sends whole numbers as doubles
+        if isinstance(value, float) and value.is_integer() and field_type(name) is int:
             fields[name] = int(value)
     return fields
 
