@@ -137,7 +137,9 @@ def embed(
         options["batch_key"] = SLICE_COLUMN
     if library_size is not None:
         if "library_size_key" not in methods.get(method).option_names():
-            raise InputError(f"library_size applies to STAIG only ({method} normalises over its own genes)")
+            taking = [name for name in methods.names() if "library_size_key" in methods.get(name).option_names()]
+            raise InputError(f"library_size does not apply to {method}, which normalises over its own genes (it "
+                             f"applies to {', '.join(taking)})")
         options["library_size_key"] = "total_counts"
     if images and options.get("use_image"):
         _attach_slice_images(adata, images, slices is not None)

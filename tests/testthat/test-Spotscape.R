@@ -12,7 +12,7 @@ test_that("runSpotscape and findDomains(method = 'spotscape') fill SCE and Seura
     expect_identical(records$Spotscape$parameters$n_epochs, 10L)
     expect_identical(records$domain$embedding, "Spotscape")
     expect_identical(records$domain$backend, "kmeans")
-    expect_error(runSpotscape(sce, library_size = "total_counts", n_epochs = 2), "unknown Spotscape option\\(s\\) library_size")
+    expect_error(runSpotscape(sce, library_size = "total_counts", n_epochs = 2), "library_size does not apply to spotscape")
 
     skip_if_not_installed("Seurat")
     so <- simulateVisium(n_spots = 300, n_domains = 3, seed = 6, class = "Seurat")
