@@ -223,8 +223,10 @@ def test_samplesheet_problems_are_listed_together(tmp_path):
     sheet.write_text("sample,input,n_markers\nA,ok.h5ad,2\nB,ok.h5ad,0\n")
     with pytest.raises(InputError, match=r"line 3 \(B\): n_markers '0': show at least 1 marker gene per domain"):
         batch.read_samplesheet(sheet)  # a report option is a column with no code of the samplesheet's own
-    sheet.write_text("sample,input,n_markers\nA,ok.h5ad,2\n")
-    assert batch.read_samplesheet(sheet)[0].n_markers == 2
+    sheet.write_text("sample,input,n_markers,tau,epochs,gene_selection\nA,ok.h5ad,2,2.5,40,mvp\n")
+    request = batch.read_samplesheet(sheet)[0]  # a method's settings are columns too, parsed by their types
+    assert request.n_markers == 2
+    assert dict(request.model_options) == {"tau": 2.5, "n_epochs": 40, "gene_selection": "mvp"}
 
 
 @pytest.mark.skipif(shutil.which("snakemake") is None and not Path(sys.executable).with_name("snakemake").exists(),

@@ -2,10 +2,12 @@
 runs it with no other file edited; and run and report write the same domains from the same input and seed."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +15,7 @@ import pytest
 
 import spatialdomains as sd
 from spatialdomains import cli, methods
+from spatialdomains.errors import InputError
 
 TOY = Path(__file__).parents[1] / "testthat" / "toy_spatial_method.py"
 
@@ -47,18 +50,15 @@ def test_an_installed_method_is_offered_and_run_by_every_command(plugin, tmp_pat
     record = sd.io.read(tmp_path / "run" / "result.h5ad").uns["spatialdomains"]
     assert record["toy"]["preset"] == "wide" and record["toy"]["parameters"]["n_neighbors"] == 12
     assert record["cluster"]["backend"].startswith("k")  # its own clusterer, k-means, on cluster_method 'auto'
-    report = _command(plugin, "report", str(plugin["sample"]), "--out", "report.html", "--outputs-dir", "report",
-                      "--engine", "fallback", *common, cwd=tmp_path)
-    assert report.returncode == 0, report.stderr
-    page = (tmp_path / "report.html").read_text()
-    assert 'id="denoised"' in page  # its decoder: the report draws denoised markers, as for Spotscape
-    assert (tmp_path / "run" / "domains.csv").read_bytes() == (tmp_path / "report" / "domains.csv").read_bytes()
-    sheet = tmp_path / "sheet.csv"
-    sheet.write_text(f"sample,input,method,preset,n_domains,n_neighbors\nS,{plugin['sample']},toy,wide,3,10\n")
-    batch = _command(plugin, "batch", str(sheet), "--out", "batch", "--engine", "fallback", "--quiet", cwd=tmp_path)
+    sheet = tmp_path / "sheet.csv"  # the batch renders the sample's report: the report's door too
+    sheet.write_text(f"sample,input,method,preset,n_domains,seed\nS,{plugin['sample']},toy,wide,3,0\n")
+    batch = _command(plugin, "batch", str(sheet), "--out", "batch", "--engine", "fallback", "--threads", "1",
+                     "--quiet", cwd=tmp_path)
     assert batch.returncode == 0, batch.stdout + batch.stderr
+    assert 'id="denoised"' in (tmp_path / "batch" / "S" / "report.html").read_text()  # its decoder's markers
+    assert (tmp_path / "run" / "domains.csv").read_bytes() == (tmp_path / "batch" / "S" / "domains.csv").read_bytes()
     provenance = sd.io.read(tmp_path / "batch" / "S" / "result.h5ad").uns["spatialdomains"]["toy"]
-    assert provenance["preset"] == "wide" and provenance["parameters"]["n_neighbors"] == 10  # the column wins
+    assert provenance["preset"] == "wide" and provenance["parameters"]["n_neighbors"] == 12
 
 
 def test_a_method_a_door_does_not_know_is_refused_with_the_choices(plugin, tmp_path):
@@ -71,7 +71,7 @@ def test_a_method_a_door_does_not_know_is_refused_with_the_choices(plugin, tmp_p
     assert preset.returncode == 2 and "(its presets: default, wide)" in preset.stderr
 
 
-def test_registering_a_method_makes_it_known_to_the_registry_and_the_r_bridge():
+def test_registering_a_method_makes_it_known_to_the_registry_the_r_bridge_and_reports(tmp_path):
     sys.path.insert(0, str(TOY.parent))
     try:
         import toy_spatial_method
@@ -88,8 +88,21 @@ def test_registering_a_method_makes_it_known_to_the_registry_and_the_r_bridge():
         adata = sd.datasets.simulate_visium(300, 3, seed=1)
         imputed = sd.tl.impute(adata, method="toy")  # its decoder, through the one imputation path
         assert imputed.n_vars == 60 and imputed.layers["observed"].shape == imputed.shape
+        # a report runs in a process of its own, which loads the method from the file of its class
+        sd.io.write_h5ad(adata, tmp_path / "s.h5ad")
+        sd.report.render_report(tmp_path / "s.h5ad", tmp_path / "r.html", method="toy", preset="wide",
+                                n_domains=3, engine="fallback", outputs_dir=tmp_path / "tables")
+        assert json.loads((tmp_path / "tables" / "provenance.json").read_text())["model"]["toy"]["preset"] == "wide"
+        sys.modules["typed_in_a_cell"] = types.ModuleType("typed_in_a_cell")  # a module with no file
+        unfiled = type("Unfiled", (toy_spatial_method.Toy,), {"name": "unfiled", "__module__": "typed_in_a_cell"})
+        methods.register(unfiled())
+        with pytest.raises(InputError, match="registered in this session from code that is in no file"):
+            sd.report.render_report(tmp_path / "s.h5ad", tmp_path / "u.html", method="unfiled")
     finally:
-        methods._REGISTRY.pop("toy", None)
+        for name in ("toy", "unfiled"):
+            methods._REGISTRY.pop(name, None)
+            methods._SESSION.pop(name, None)
+        sys.modules.pop("typed_in_a_cell", None)
     assert methods.names() == before
 
 

@@ -1,6 +1,6 @@
 ## A method added to the Python registry (one module, no R edit) is offered and run by findDomains and
 ## imputeExpression: R reads the methods and what they can do from Python.
-test_that("a method registered in Python is run by findDomains and imputeExpression with no R edit", {
+test_that("a method registered in Python is run by findDomains, domainReport and imputeExpression with no R edit", {
     skip_without_spatialdomains()
     expect_false("toy" %in% names(spatialdomains:::.method_info()))
     toy <- normalizePath(testthat::test_path("toy_spatial_method.py"))
@@ -21,6 +21,9 @@ test_that("a method registered in Python is run by findDomains and imputeExpress
     expect_identical(record$Toy$parameters$n_neighbors, 12L)
     expect_identical(length(unique(found$domain)), 3L)
     expect_identical(record$domain$backend, "kmeans")  # the method's own clusterer, declared in Python
+    page <- tempfile(fileext = ".html")
+    domainReport(sce, page, method = "toy", n_domains = 3, engine = "fallback")  # its own process loads it too
+    expect_match(paste(readLines(page, warn = FALSE), collapse = "\n"), "<td>method</td><td>Toy</td>", fixed = TRUE)
     imputed <- imputeExpression(sce, method = "toy")
     expect_identical(dim(SingleCellExperiment::altExp(imputed, "Toy_denoised")), c(60L, ncol(sce)))
     expect_error(findDomains(sce, method = "magic"), 'method must be one of "staig", "spotscape", "spami", "baseline", "toy"',

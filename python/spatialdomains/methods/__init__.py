@@ -7,8 +7,10 @@ report, samplesheet, R) reads the methods and what they can do from here.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import numbers
+import os
 from typing import Iterable, Mapping
 
 from ..errors import InputError, option
@@ -20,14 +22,57 @@ from .staig import StaigConfig
 #: The entry-point group through which other packages add methods.
 ENTRY_POINT_GROUP = "spatialdomains.methods"
 _REGISTRY: dict[str, Method] = {}
+#: The methods registered in this process with :func:`register` (the others every process finds by itself).
+_SESSION: dict[str, Method] = {}
 _LOADED = False
 logger = logging.getLogger("spatialdomains")
 
 
 def register(method: Method) -> Method:
-    """Make ``method`` available by its name to every door (Python, command line, R, report)."""
+    """Make ``method`` available by its name to every door (Python, command line, R, report).
+
+    A report's notebook runs in a process of its own, which finds the package's methods and those installed as
+    entry points by itself; a method registered here is loaded there from the file that defines its class
+    (:func:`session_method`)."""
     _registry()[method.name] = method
+    _SESSION[method.name] = method
     return method
+
+
+def session_method(name: str) -> dict | None:
+    """Where another process finds method ``name`` when it was registered in this one (None for the package's
+    own and installed ones): its class's module, file and name."""
+    import inspect
+
+    method = _SESSION.get(name)
+    if method is None or _registry().get(name) is not method:
+        return None
+    kind = type(method)
+    try:
+        file = inspect.getfile(kind)
+    except TypeError:
+        file = None
+    if file is None or not os.path.isfile(file):
+        raise InputError(f"method '{name}' was registered in this session from code that is in no file (a notebook "
+                         "cell or the interpreter), and a report runs in a process of its own: define its class in a "
+                         f"module, or install it as a '{ENTRY_POINT_GROUP}' entry point")
+    return {"module": kind.__module__, "file": os.path.abspath(file), "class": kind.__qualname__}
+
+
+def load_session_method(name: str, where: Mapping) -> None:
+    """Register method ``name`` in this process from what :func:`session_method` said of it in another."""
+    import importlib.util
+    import sys
+
+    if name in _registry():
+        return
+    module = sys.modules.get(where["module"])
+    if module is None or getattr(module, "__file__", None) != where["file"]:
+        spec = importlib.util.spec_from_file_location(where["module"], where["file"])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[where["module"]] = module  # dataclasses look their module up while it loads
+        spec.loader.exec_module(module)
+    register(functools.reduce(getattr, where["class"].split("."), module)())
 
 
 def get(name: str) -> Method:
@@ -106,4 +151,5 @@ def _load_builtin_and_plugins() -> None:
 
 
 __all__ = ["Method", "RunConfig", "StaigConfig", "SpotscapeConfig", "SpamiConfig", "BaselineConfig", "register",
-           "get", "names", "capabilities", "all_presets", "setting_problems", "ENTRY_POINT_GROUP"]
+           "get", "names", "capabilities", "all_presets", "setting_problems", "session_method", "load_session_method",
+           "ENTRY_POINT_GROUP"]

@@ -57,7 +57,11 @@ def render_report(inputs=None, out: str | os.PathLike | None = None, *, request:
     targets = _report_outputs(out, outputs_dir, notebook, force, inputs=request.paths())
     for target in targets.values():
         target.check()  # before any work: the destinations must not hold the inputs or another run's results
-    parameters = {"request": request.as_dict(), "outputs_dir": None, "interface": current_interface()}
+    from .. import methods
+
+    registered = methods.session_method(request.method)  # a method registered in this process: from its file
+    parameters = {"request": request.as_dict(), "outputs_dir": None, "interface": current_interface(),
+                  "methods": {request.method: registered} if registered else {}}
     sample = request.sample_name()
     start = time.perf_counter()
     prefer_own_libpython()

@@ -28,7 +28,7 @@ DENOISED_GENES = 4
 PSEUDOTIME_MAX_SPOTS = 50_000
 
 def analyse(inputs=None, *, request: ReportRequest | dict | None = None, outputs_dir: str | None = None,
-            interface: str = "python", **options) -> SampleResult:
+            interface: str = "python", methods: dict | None = None, **options) -> SampleResult:
     """Run one sample from its input file(s) to domains, markers and GO terms (see the module docstring).
 
     ``request`` says what to compute (a :class:`~spatialdomains.report.request.ReportRequest`, or the dict the
@@ -37,10 +37,14 @@ def analyse(inputs=None, *, request: ReportRequest | dict | None = None, outputs
     ``outputs_dir``: the sample's files are also written there (:func:`spatialdomains.results.write_sample`).
     ``interface``: whose words the messages use (the door that asked for the report; the notebook runs in a
     process of its own). With ``progress``, each step and the model's training are reported on the process's
-    own stderr (from the report's notebook: the terminal that asked for the report).
+    own stderr (from the report's notebook: the terminal that asked for the report). ``methods``: methods the
+    process that asked registered itself, loaded here first (see :func:`spatialdomains.methods.session_method`).
     """
+    from .. import methods as registry
     from ..errors import interface as speaking
 
+    for name, where in (methods or {}).items():
+        registry.load_session_method(name, where)
     with speaking(interface):
         if request is None:
             request = ReportRequest.build(inputs, **options)
