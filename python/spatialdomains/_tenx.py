@@ -26,8 +26,12 @@ logger = logging.getLogger("spatialdomains")
 
 COUNT_FILE = "filtered_feature_bc_matrix.h5"
 POSITION_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
-#: A Visium spot is 55 µm across, which gives the micrometres per full-resolution pixel of a classic Visium run.
-VISIUM_SPOT_DIAMETER_UM = 55.0
+#: Neighbouring Visium spots are 100 µm apart, centre to centre, by design; in a row they are two array columns
+#: apart. Fitted to the spots' array grid, this gives a classic Visium run's micrometres per full-resolution pixel.
+VISIUM_SPOT_SPACING_UM = 100.0
+#: Space Ranger's ``spot_diameter_fullres`` is the pixel span of a theoretical 65 µm spot (its documentation): the
+#: unit when the array grid is not known.
+VISIUM_SCALEFACTOR_SPOT_UM = 65.0
 
 HD_BINNED = "binned_outputs"
 HD_SEGMENTED = "segmented_outputs"
@@ -90,13 +94,32 @@ def read_visium(folder: str | Path, *, library_id: str | None = None, load_image
     positions = _read_positions(spatial_dir)
     _place(adata, positions, spatial_dir / "tissue_positions.csv", COUNT_FILE)
     scalefactors = _scalefactors(spatial_dir)
-    diameter = scalefactors.get("spot_diameter_fullres")
-    unit = VISIUM_SPOT_DIAMETER_UM / float(diameter) if diameter else None
+    unit = visium_microns_per_pixel(adata.obs["array_row"], adata.obs["array_col"], adata.obsm["spatial"],
+                                    scalefactors)
     _library(adata, library_id or adata.uns.pop("library_id", None) or folder.resolve().name,
              images=_images(spatial_dir) if load_images else {}, scalefactors=scalefactors,
              metadata={"platform": "Visium", "source": COUNT_FILE, "coordinate_unit_um": unit,
                        "features_left_out": left_out})
     return adata
+
+
+def visium_microns_per_pixel(array_rows, array_cols, coordinates, scalefactors: dict | None = None) -> float | None:
+    """Micrometres per full-resolution pixel of a classic Visium run, from its spots' array grid: an affine fit of
+    pixel positions to (array row, array column), whose step between row neighbours (two columns) is 100 µm.
+    Without a grid that fits (fewer than three spots on it, or positions that do not follow it), 65 µm over the
+    scale factors' ``spot_diameter_fullres``; None without either."""
+    rows, cols = np.asarray(array_rows, dtype=np.float64), np.asarray(array_cols, dtype=np.float64)
+    pixels = np.asarray(coordinates, dtype=np.float64)[:, :2]
+    known = np.isfinite(rows) & np.isfinite(cols) & np.isfinite(pixels).all(axis=1)
+    design = np.column_stack([rows[known], cols[known], np.ones(int(known.sum()))])
+    if len(design) >= 3 and np.linalg.matrix_rank(design) == 3:
+        fit = np.linalg.lstsq(design, pixels[known], rcond=None)[0]
+        step = 2 * float(np.linalg.norm(fit[1]))  # pixels between neighbours in a row
+        off_grid = np.median(np.linalg.norm(design @ fit - pixels[known], axis=1))
+        if step > 0 and off_grid < 0.1 * step:
+            return VISIUM_SPOT_SPACING_UM / step
+    diameter = (scalefactors or {}).get("spot_diameter_fullres")
+    return VISIUM_SCALEFACTOR_SPOT_UM / float(diameter) if diameter else None
 
 
 def _read_positions(spatial_dir: Path) -> pd.DataFrame:

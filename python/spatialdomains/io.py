@@ -333,8 +333,9 @@ def spatial_coordinates(adata: ad.AnnData, key: str = "spatial", rows: np.ndarra
 def coordinate_unit_um(adata: ad.AnnData) -> float | None:
     """Micrometres per ``obsm['spatial']`` unit, when the input says.
 
-    Taken from the reader's record, else the scale factors (``microns_per_pixel``, or a Visium spot's 55 µm
-    over ``spot_diameter_fullres``).
+    Taken from the reader's record, else the scale factors' ``microns_per_pixel``, else, for classic Visium, the
+    spots' array grid (``obs['array_row']``, ``obs['array_col']``: neighbours are 100 µm apart) or 65 µm over
+    ``spot_diameter_fullres`` (see :func:`spatialdomains._tenx.visium_microns_per_pixel`).
 
     Parameters
     ----------
@@ -347,13 +348,18 @@ def coordinate_unit_um(adata: ad.AnnData) -> float | None:
         The unit in µm; None when unknown or when the slices disagree.
     """
     units = set()
-    for library in (adata.uns.get("spatial") or {}).values():
-        if not isinstance(library, dict):
-            continue
+    libraries = [library for library in (adata.uns.get("spatial") or {}).values() if isinstance(library, dict)]
+    # one library: its spots are all the rows, so their array grid can be fitted (slices have frames of their own)
+    grid = len(libraries) == 1 and {"array_row", "array_col"} <= set(adata.obs) and "spatial" in adata.obsm
+    for library in libraries:
         metadata, factors = library.get("metadata") or {}, library.get("scalefactors") or {}
         unit = metadata.get("coordinate_unit_um", factors.get("microns_per_pixel"))
         if unit is None and factors.get("spot_diameter_fullres") and "bin_size_um" not in factors:
-            unit = _tenx.VISIUM_SPOT_DIAMETER_UM / float(factors["spot_diameter_fullres"])
+            rows = adata.obs["array_row"] if grid else np.full(adata.n_obs, np.nan)
+            columns = adata.obs["array_col"] if grid else np.full(adata.n_obs, np.nan)
+            positions = adata.obsm["spatial"] if grid else np.zeros((adata.n_obs, 2))
+            unit = _tenx.visium_microns_per_pixel(pd.to_numeric(rows, errors="coerce"),
+                                                  pd.to_numeric(columns, errors="coerce"), positions, factors)
         units.add(None if unit is None else round(float(unit), 9))
     return units.pop() if len(units) == 1 else None
 

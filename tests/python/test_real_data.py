@@ -65,3 +65,10 @@ def test_lymph_node_protein_only_short_run():
     result = sd.find_domains(adt, method="spami", n_domains=10, cluster_method="kmeans", n_epochs=10, progress=False)
     assert result is adt and list(adt.uns["spatialdomains"]["spami"]["kinds"]) == ["adt"]
     assert adt.obs["domain"].cat.categories.size == 10
+
+
+def test_dlpfc_151673_coordinates_are_0_73_micrometres_per_pixel():
+    """Its array neighbours are about 137 full-resolution pixels apart, which is 100 µm by design (the scale
+    factors' 55 µm spot over spot_diameter_fullres gave 0.571, 21 % short)."""
+    adata = ad.read_h5ad(shared_file("data/dlpfc_151673/dlpfc_151673.h5ad"))
+    assert sd.io.coordinate_unit_um(adata) == pytest.approx(0.726, abs=0.002)

@@ -100,12 +100,20 @@ def test_xenium_without_manifest_still_reads_with_a_warning(cells, tmp_path, cap
     assert adata.n_obs == cells.n_obs and "experiment.xenium' is missing" in caplog.text
 
 
-def test_classic_visium_records_its_unit_from_the_spot_diameter(sample, tmp_path):
-    write_space_ranger(sample, tmp_path / "outs")
+def test_classic_visium_records_its_unit_from_the_spot_grid(sample, tmp_path):
+    """Neighbouring spots are 100 µm apart by design: at 137 pixels between them (as in DLPFC's full-resolution
+    image) a pixel is 0.73 µm, whatever spot_diameter_fullres says; without the grid, 10x's 65 µm spot."""
+    scaled = sample.copy()
+    scaled.obsm["spatial"] = sample.obsm["spatial"] * 1.37 + 500.0  # the simulator's spots: 100 px apart
+    write_space_ranger(scaled, tmp_path / "outs")
     adata = io.read(tmp_path)
-    diameter = adata.uns["spatial"][_library(adata)[0]]["scalefactors"]["spot_diameter_fullres"]
-    assert io.coordinate_unit_um(adata) == pytest.approx(55.0 / diameter)
+    assert io.coordinate_unit_um(adata) == pytest.approx(100 / 137)
     assert io.platform(adata) == "Visium"
+    factors = adata.uns["spatial"][_library(adata)[0]]["scalefactors"]
+    del adata.uns["spatial"][_library(adata)[0]]["metadata"]["coordinate_unit_um"]  # as scanpy reads it: the grid
+    assert io.coordinate_unit_um(adata) == pytest.approx(100 / 137)
+    adata.obs = adata.obs.drop(columns=["array_row", "array_col"])  # no grid: the scale factors' 65 µm spot
+    assert io.coordinate_unit_um(adata) == pytest.approx(65.0 / factors["spot_diameter_fullres"])
 
 
 @pytest.mark.parametrize("viewer, header", [("loupe", ["Barcode", "domain"]), ("xenium", ["cell_id", "group"])])
