@@ -34,7 +34,7 @@ import pandas as pd
 
 from .. import io
 from .._utils import atomic_path, logger, progress_steps
-from ..errors import InputError, Interrupted, interface
+from ..errors import InputError, Interrupted, interface, option
 from ..outputs import Output
 from ..results import FILES
 from .request import ALIASES, RUN_SETTINGS, ReportRequest, RequestError, field_type, request_fields
@@ -418,20 +418,16 @@ def _parsed(name: str, text: str, base: Path, row: dict):
 
 def _setting_type(method, name: str) -> type:
     """The plain type of a method's setting (or run setting), for parsing a cell; str when not known."""
-    import typing
-
     from ..methods.base import RunConfig
 
-    for holder in (*(m.config_class for m in [method] if m is not None), RunConfig):
-        hints = typing.get_type_hints(holder)
-        if name in hints:
-            kinds = [t for t in typing.get_args(hints[name]) or (hints[name],) if t is not type(None)]
-            return kinds[0] if len(kinds) == 1 and kinds[0] in (int, float, bool, str) else str
-    return str
+    holders = [*(m.config_class for m in [method] if m is not None), RunConfig]
+    return next((kind for kind in (field_type(name, holder) for holder in holders) if kind is not None), str)
 
 
 def _column_of(name: str) -> str:
-    return {value: key for key, value in ALIASES.items()}.get(name, name)
+    """An option as the samplesheet's column names it (``n_epochs`` is ``epochs``)."""
+    with interface("samplesheet"):
+        return option(name)
 
 
 def _file_state(path: Path) -> dict | None:

@@ -185,11 +185,14 @@ def request_fields() -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(ReportRequest) if f.name in _FIELDS - {"modalities"}]
 
 
-def field_type(name: str) -> type:
-    """The plain type of a request field (``int`` for ``int | None``), for parsing a samplesheet's text."""
-    hints = typing.get_type_hints(ReportRequest)
+def field_type(name: str, holder: type = None) -> type | None:
+    """The plain type of a dataclass field (``int`` for ``int | None``; ``str`` when it is not one plain type), for
+    parsing a samplesheet's text; None when ``holder`` (default: the request) has no such field."""
+    hints = typing.get_type_hints(holder or ReportRequest)
+    if name not in hints:
+        return None
     kinds = [t for t in typing.get_args(hints[name]) or (hints[name],) if t is not type(None)]
-    return kinds[0] if len(kinds) == 1 else str
+    return kinds[0] if len(kinds) == 1 and kinds[0] in (int, float, bool, str) else str
 
 
 def _normalised(fields: dict) -> dict:

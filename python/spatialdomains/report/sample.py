@@ -159,9 +159,7 @@ def _beyond_domains(adata, multiomics, markers, timer, *, sample, method, batch_
                     domain_key, representation, seed) -> dict:
     """The analyses after the markers that apply to this sample: the decoder's denoised markers (Spotscape,
     SpaMI), label transfer between slices, and the conditions compared within each domain."""
-    from .. import tl
-
-    from .. import methods
+    from .. import methods, tl
 
     extra = {"denoised": None, "denoised_note": None, "transfer": None, "conditions": None}
     if method in methods.names() and methods.get(method).decodes:
@@ -189,15 +187,9 @@ def write_outputs(result: SampleResult, folder: str | os.PathLike) -> list[str]:
     from ..results import write_sample
 
     holder = result.multiomics if result.multiomics is not None else result.adata
-    method = result.record["method"]
-    return write_sample(folder, holder, result.record, method=method if method in _registered() else None,
+    return write_sample(folder, holder, result.record,
+                        method=result.request.method if result.request.finds_domains else None,
                         slice_key=result.batch_key, tables={"markers": result.markers, "go": result.go})
-
-
-def _registered() -> list[str]:
-    from .. import methods
-
-    return methods.names()
 
 
 def qc_numbers(adata: ad.AnnData) -> dict:

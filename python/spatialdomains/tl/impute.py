@@ -147,7 +147,7 @@ def evaluate_imputation(data, *, method: str = "spotscape", modality: str | None
         floor), over the held-back entries of the features decoded. They are also recorded in
         ``uns['spatialdomains']['imputation']`` of ``data``, unless it is a dict.
     """
-    from ..pipeline import configure, run_method
+    from ..pipeline import configure
 
     if not 0 < fraction < 1:
         raise InputError(f"{option('fraction', fraction)}: give a share of the non-zero counts between 0 and 1")
@@ -178,20 +178,8 @@ def evaluate_imputation(data, *, method: str = "spotscape", modality: str | None
     masked = counts.copy()
     masked.data[held] = 0
     masked.eliminate_zeros()
-    if omics:
-        work = {name: _bare(masked if j == chosen else part, pair.spot_names, pair.feature_names[j], pair.coordinates)
-                for j, (name, part) in enumerate(zip(pair.names, pair.counts))}
-        options = {key: value for key, value in options.items() if key != "layers"}
-        options["modality_kinds"] = dict(zip(pair.names, pair.kinds))  # the bare copies' kinds, as paired
-        work = run_method(method, work, random_state=random_state, **options)
-        source = decoder.denoised(work, pair.names[chosen])
-    else:
-        work = _bare(masked, data.obs_names, data.var_names, np.asarray(data.obsm["spatial"]))
-        if options.get("batch_key"):
-            work.obs[options["batch_key"]] = data.obs[options["batch_key"]].to_numpy()
-        options = {key: value for key, value in options.items() if key != "layer"}
-        run_method(method, work, random_state=random_state, **options)
-        source = decoder.denoised(work, None)
+    source = _trained_on_masked(decoder, data, masked, pair if omics else None, chosen if omics else None,
+                                random_state, options)
     to_holder = source.holder.obs_names.get_indexer(row_names)
     rows, cols = _held_entries(counts, held)
     decoded = np.full(counts.shape[1], -1)
@@ -220,6 +208,26 @@ def evaluate_imputation(data, *, method: str = "spotscape", modality: str | None
     if hasattr(data, "uns"):  # a dict of modalities has no place for the record
         record_step(data, "imputation", scores)
     return scores
+
+
+def _trained_on_masked(decoder, data, masked, pair, chosen: int | None, random_state: int, options: dict):
+    """The decoder's output after training on bare copies of the counts with the held-back entries masked: for
+    paired omics every modality, the chosen one masked (``pair``, ``chosen``); else the one AnnData's."""
+    from ..pipeline import run_method
+
+    if pair is not None:
+        work = {name: _bare(masked if j == chosen else part, pair.spot_names, pair.feature_names[j], pair.coordinates)
+                for j, (name, part) in enumerate(zip(pair.names, pair.counts))}
+        options = {key: value for key, value in options.items() if key != "layers"}
+        options["modality_kinds"] = dict(zip(pair.names, pair.kinds))  # the bare copies' kinds, as paired
+        work = run_method(decoder.name, work, random_state=random_state, **options)
+        return decoder.denoised(work, pair.names[chosen])
+    work = _bare(masked, data.obs_names, data.var_names, np.asarray(data.obsm["spatial"]))
+    if options.get("batch_key"):
+        work.obs[options["batch_key"]] = data.obs[options["batch_key"]].to_numpy()
+    options = {key: value for key, value in options.items() if key != "layer"}
+    run_method(decoder.name, work, random_state=random_state, **options)
+    return decoder.denoised(work, None)
 
 
 def _decoder(method: str):

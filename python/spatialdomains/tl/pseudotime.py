@@ -88,23 +88,8 @@ def pseudotime(
     if len(rows) <= max(n_neighbors, n_dcs) + 1:
         raise InputError(f"obsm['{use_rep}'] has {len(rows)} spots with values: too few for {option('n_neighbors')}="
                          f"{n_neighbors} neighbours and {n_dcs} diffusion components")
-    rng = np.random.default_rng(random_state)
-    if root_spot is not None:
-        where = np.flatnonzero(np.asarray(adata.obs_names) == str(root_spot))
-        if len(where) != 1 or where[0] not in set(rows):
-            raise InputError(f"{option('root_spot', root_spot)}: no spot of that name has an embedding "
-                             f"(spot names look like '{adata.obs_names[0]}')")
-        root, chosen_by = int(np.searchsorted(rows, where[0])), "given spot"
-    elif root_domain is not None:
-        members = _domain_members(adata, domain_key, root_domain)[rows]
-        if not members.any():
-            raise InputError(f"{option('root_domain', root_domain)}: no spot of that domain has an embedding")
-        root = _most_outlying(embedding[rows], np.flatnonzero(members), rng)
-        chosen_by = f"most outlying spot of {domain_key} '{root_domain}'"
-    else:
-        root = _most_outlying(embedding[rows], np.arange(len(rows)), rng)
-        chosen_by = "most outlying spot (SpaceFlow's rule)"
-
+    root, chosen_by = _root(adata, embedding, rows, root_spot, root_domain, domain_key,
+                            np.random.default_rng(random_state))
     work = ad.AnnData(embedding[rows])
     sc.pp.neighbors(work, n_neighbors=int(n_neighbors), use_rep="X", random_state=random_state,
                     transformer=embedding_neighbours(len(rows), int(n_neighbors), random_state))
@@ -129,6 +114,24 @@ def pseudotime(
         "timings": {"pseudotime": time.perf_counter() - started},
     })
     return adata
+
+
+def _root(adata, embedding: np.ndarray, rows: np.ndarray, root_spot, root_domain, domain_key: str,
+          rng) -> tuple[int, str]:
+    """The root (its index among ``rows``, the spots with an embedding) and how it was chosen."""
+    if root_spot is not None:
+        where = np.flatnonzero(np.asarray(adata.obs_names) == str(root_spot))
+        if len(where) != 1 or where[0] not in set(rows):
+            raise InputError(f"{option('root_spot', root_spot)}: no spot of that name has an embedding "
+                             f"(spot names look like '{adata.obs_names[0]}')")
+        return int(np.searchsorted(rows, where[0])), "given spot"
+    if root_domain is not None:
+        members = _domain_members(adata, domain_key, root_domain)[rows]
+        if not members.any():
+            raise InputError(f"{option('root_domain', root_domain)}: no spot of that domain has an embedding")
+        return (_most_outlying(embedding[rows], np.flatnonzero(members), rng),
+                f"most outlying spot of {domain_key} '{root_domain}'")
+    return _most_outlying(embedding[rows], np.arange(len(rows)), rng), "most outlying spot (SpaceFlow's rule)"
 
 
 def diffusion_pseudotime(components: np.ndarray, eigenvalues: np.ndarray, root: int, graph) -> np.ndarray:
