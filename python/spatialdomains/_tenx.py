@@ -38,7 +38,8 @@ HD_SEGMENTED = "segmented_outputs"
 HD_POSITIONS = "tissue_positions.parquet"
 HD_CELL_COUNT_FILE = "filtered_feature_cell_matrix.h5"
 HD_CELL_SHAPES = "cell_segmentations.geojson"
-#: The bin sizes Space Ranger writes, in µm; ``"cells"`` reads Space Ranger 4's segmented cells instead.
+#: The bin sizes Space Ranger always writes, in µm; Space Ranger 3.1 and later can add one custom size
+#: (``square_NNNum``, any whole number of µm), and ``"cells"`` reads Space Ranger 4's segmented cells instead.
 HD_BIN_SIZES = (2, 8, 16)
 #: 8 µm bins, as the 10x and scverse tools default to: about one cell, and a few hundred thousand bins per section.
 HD_DEFAULT_BIN_SIZE = 8
@@ -163,7 +164,7 @@ def read_visium_hd(path: str | Path, *, bin_size: int | str | None = None, libra
     """Read a Visium HD Space Ranger output: one bin size of ``binned_outputs/``, or the segmented cells.
 
     ``path``: the run folder, its ``outs/``, ``binned_outputs/``, one ``square_NNNum`` folder, or Space Ranger 4's
-    ``segmented_outputs/``. ``bin_size``: 2, 8 or 16 (µm; default 8, or the bin folder given) or ``"cells"``
+    ``segmented_outputs/``. ``bin_size``: 2, 8, 16 or a custom size (µm; default 8, or the bin folder given) or ``"cells"``
     (``segmented_outputs/``: cell centroids from ``cell_segmentations.geojson``). Coordinates are full-resolution
     pixels; ``metadata['coordinate_unit_um']`` is the scale factors' ``microns_per_pixel``.
     """
@@ -211,16 +212,18 @@ def visium_hd_folder(path: str | Path, bin_size: int | str | None = None) -> Pat
 
 
 def _bin_size(value) -> int | str | None:
-    """The bin size asked for: None, one of 2/8/16 µm, or 'cells'; anything else is an error naming the choices."""
+    """The bin size asked for: None, a whole number of µm (2, 8, 16 or a custom size), or 'cells'; anything
+    else is an error naming the choices. Whether the run holds that size is checked against its folders."""
     if value is None or value == "cells":
         return value
     try:
         size = int(str(value).strip().removesuffix("um").removesuffix("µm"))
     except ValueError:
         size = None
-    if size not in HD_BIN_SIZES:
+    if size is None or not 1 <= size <= 999:
         raise InputError(f"{option('bin_size', value)} is not a Visium HD bin size: use "
-                         f"{', '.join(map(str, HD_BIN_SIZES))} (µm) or 'cells' (Space Ranger 4's segmented cells)")
+                         f"{', '.join(map(str, HD_BIN_SIZES))} or a custom size of the run (whole µm, as in its "
+                         "square_NNNum folder), or 'cells' (Space Ranger 4's segmented cells)")
     return size
 
 
@@ -551,11 +554,13 @@ def _images(spatial_dir: Path) -> dict:
 
 
 def _read_png(path: Path) -> np.ndarray:
-    from matplotlib.image import imread
+    """A Space Ranger PNG as RGB uint8 (as written: a quarter of the memory of floats, in every output too)."""
+    from PIL import Image, UnidentifiedImageError
 
     try:
-        return imread(path)
-    except (OSError, ValueError, SyntaxError) as error:
+        with Image.open(path) as opened:
+            return np.asarray(opened.convert("RGB"))
+    except (OSError, ValueError, UnidentifiedImageError) as error:
         raise InputError(f"'{path}' is not a readable PNG image ({str(error).splitlines()[0]}): copy it again "
                          "from the Space Ranger run, or remove it to go on without the tissue image") from None
 

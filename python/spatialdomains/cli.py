@@ -234,8 +234,8 @@ def _add_demo(commands) -> None:
 
 def _add_bin_size(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bin-size", metavar="SIZE",
-                        help="Visium HD input: bin size in µm, 2, 8 or 16 (default 8), or 'cells' for Space "
-                             "Ranger 4's segmented cells")
+                        help="Visium HD input: bin size in µm, 2, 8 or 16 (default 8) or the run's custom size "
+                             "(Space Ranger 3.1+), or 'cells' for Space Ranger 4's segmented cells")
 
 
 def _resolved_inputs(args: argparse.Namespace) -> None:

@@ -40,7 +40,7 @@ def read(path: str | Path, *, bin_size: int | str | None = None) -> ad.AnnData:
     path : str or pathlib.Path
         The file or folder to read.
     bin_size : int or str or None, optional
-        For Visium HD: 2, 8 or 16 µm (default 8), or ``"cells"``.
+        For Visium HD: 2, 8 or 16 µm (default 8), the run's custom size, or ``"cells"``.
 
     Returns
     -------
@@ -69,8 +69,11 @@ def read(path: str | Path, *, bin_size: int | str | None = None) -> ad.AnnData:
     suffix = path.suffix.lower()
     if suffix == ".h5ad":
         return read_h5ad(path)
-    if path.name == _tenx.COUNT_FILE:
-        return read_visium(path.parent)
+    if path.name in (_tenx.COUNT_FILE, _tenx.HD_CELL_COUNT_FILE):
+        if _tenx.platform_of(path.parent) == "visium_hd":  # a bin's (or the segmented cells') own count file
+            return _tenx.read_visium_hd(path.parent)
+        if path.name == _tenx.COUNT_FILE:
+            return read_visium(path.parent)
     if path.name == _tenx.XENIUM_MANIFEST:
         return _tenx.read_xenium(path)
     if suffix == ".rds":

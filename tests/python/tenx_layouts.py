@@ -60,23 +60,27 @@ def _bins(cells, size_um: int):
     return counts, rows, cols, centres, niches.to_numpy()
 
 
-def write_visium_hd(cells, outs: Path, *, bin_sizes=(8, 16), segmented: bool = True) -> dict:
+def write_visium_hd(cells, outs: Path, *, bin_sizes=(8, 16), segmented: bool = True, rotation_deg: float = 0.0,
+                    images: bool = False) -> dict:
     """A Visium HD ``outs/`` from simulated cells (µm coordinates): ``binned_outputs/square_NNNum/`` per bin size
-    (counts summed over the cells in each bin) and, with ``segmented``, Space Ranger 4's ``segmented_outputs/``
-    (each cell with a square outline). Returns the planted niche of each barcode, per bin size and 'cells'."""
+    (counts summed over the cells in each bin; Space Ranger 3.1's custom size is one more entry, e.g. 32) and,
+    with ``segmented``, Space Ranger 4's ``segmented_outputs/`` (each cell with a square outline). The bins' grid
+    lies ``rotation_deg`` against the image's pixel axes, as a slide placed at a slight angle does; ``images``
+    adds the 8-bit RGB ``tissue_hires_image.png`` and ``tissue_lowres_image.png`` Space Ranger writes. Returns
+    the planted niche of each barcode, per bin size and 'cells'."""
     truth = {}
     for size in bin_sizes:
         folder = outs / "binned_outputs" / f"square_{size:03d}um"
         counts, rows, cols, centres, niches = _bins(cells, size)
         barcodes = [f"s_{size:03d}um_{r:05d}_{c:05d}-1" for r, c in zip(rows, cols)]
         write_10x_h5(folder / "filtered_feature_bc_matrix.h5", counts, barcodes, cells.var_names)
-        pixels = centres / MICRONS_PER_PIXEL
+        pixels = _rotated(centres, rotation_deg) / MICRONS_PER_PIXEL
         positions = pa.table({
             "barcode": pa.array(barcodes, pa.string()),
             "in_tissue": pa.array(np.ones(len(barcodes), dtype=np.int32)),
             "array_row": pa.array(rows.astype(np.int32)), "array_col": pa.array(cols.astype(np.int32)),
             "pxl_row_in_fullres": pa.array(pixels[:, 1]), "pxl_col_in_fullres": pa.array(pixels[:, 0])})
-        _write_spatial(folder / "spatial", positions, size)
+        _write_spatial(folder / "spatial", positions, size, pixels if images else None)
         truth[size] = pd.Series(niches, index=barcodes)
     if segmented:
         folder = outs / "segmented_outputs"
@@ -96,7 +100,14 @@ def write_visium_hd(cells, outs: Path, *, bin_sizes=(8, 16), segmented: bool = T
     return truth
 
 
-def _write_spatial(spatial: Path, positions, size_um) -> None:
+def _rotated(xy: np.ndarray, degrees: float) -> np.ndarray:
+    """Positions turned by ``degrees`` about the origin (then shifted to stay on the image)."""
+    angle = np.deg2rad(degrees)
+    turned = xy @ np.array([[np.cos(angle), np.sin(angle)], [-np.sin(angle), np.cos(angle)]])
+    return turned - np.minimum(turned.min(axis=0), 0) + 50.0
+
+
+def _write_spatial(spatial: Path, positions, size_um, pixels=None) -> None:
     spatial.mkdir(parents=True, exist_ok=True)
     if positions is not None:
         pq.write_table(positions, spatial / "tissue_positions.parquet")
@@ -105,6 +116,21 @@ def _write_spatial(spatial: Path, positions, size_um) -> None:
     if size_um is not None:
         factors.update(bin_size_um=float(size_um), spot_diameter_fullres=size_um / MICRONS_PER_PIXEL)
     (spatial / "scalefactors_json.json").write_text(json.dumps(factors))
+    if pixels is not None:
+        _write_tissue_pngs(spatial, pixels, factors)
+
+
+def _write_tissue_pngs(spatial: Path, pixels: np.ndarray, factors: dict) -> None:
+    """Space Ranger's hires and lowres PNGs (8-bit RGB): pink tissue under the bins on a white slide."""
+    from PIL import Image
+
+    for resolution in ("hires", "lowres"):
+        scale = factors[f"tissue_{resolution}_scalef"]
+        shape = np.ceil(pixels.max(axis=0) * scale).astype(int)[::-1] + 20
+        picture = np.full((*shape, 3), 250, dtype=np.uint8)
+        rows, cols = np.round(pixels[:, 1] * scale).astype(int), np.round(pixels[:, 0] * scale).astype(int)
+        picture[rows, cols] = (214, 120, 170)
+        Image.fromarray(picture).save(spatial / f"tissue_{resolution}_image.png")
 
 
 def write_xenium(cells, folder: Path, *, form: str = "h5", cells_table: str = "parquet") -> Path:

@@ -69,12 +69,56 @@ def test_visium_hd_cells_take_the_centroids_of_their_outlines(cells, hd_run):
 
 def test_visium_hd_bin_size_errors_name_the_choices(hd_run):
     run, _ = hd_run
-    with pytest.raises(InputError, match=r"bin_size=7 is not a Visium HD bin size: use 2, 8, 16"):
+    with pytest.raises(InputError, match=r"bin_size='seven' is not a Visium HD bin size: use 2, 8, 16 or a custom"):
+        io.read(run, bin_size="seven")
+    with pytest.raises(InputError, match=r"no 7 µm bins .*bin sizes present: 8, 16"):
         io.read(run, bin_size=7)
     with pytest.raises(InputError, match=r"no 2 µm bins .*bin sizes present: 8, 16"):
         io.read(run, bin_size=2)
     with pytest.raises(InputError, match="holds the 16 µm bins"):
         io.read(run / "outs" / "binned_outputs" / "square_016um", bin_size=8)
+
+
+@pytest.fixture(scope="module")
+def hd_custom_run(cells, tmp_path_factory):
+    """Space Ranger 3.1 and later: a custom 32 µm bin beside 8 µm, the grid turned 7° on the image, PNGs."""
+    run = tmp_path_factory.mktemp("hd_custom") / "run2"
+    truth = write_visium_hd(cells, run / "outs", bin_sizes=(8, 32), segmented=False, rotation_deg=7.0, images=True)
+    return run, truth
+
+
+def test_visium_hd_custom_bin_size_is_read_and_listed(hd_custom_run):
+    run, truth = hd_custom_run
+    adata = io.read(run, bin_size="32um")
+    assert list(adata.obs_names) == list(truth[32].index)
+    assert _library(adata)[1]["metadata"]["bin_size_um"] == 32
+    with pytest.raises(InputError, match=r"no 16 µm bins .*bin sizes present: 8, 32"):
+        io.read(run, bin_size=16)
+
+
+def test_visium_hd_rotated_grid_keeps_its_spacing_in_micrometres(hd_custom_run):
+    run, _ = hd_custom_run
+    adata = io.read(run, bin_size=32)
+    scale = io.spatial_scale(adata, adata.obsm["spatial"])
+    assert scale["median_spacing_um"] == pytest.approx(32.0, rel=1e-3)
+
+
+def test_visium_hd_images_stay_8_bit_in_memory_and_in_the_result(hd_custom_run, tmp_path):
+    run, _ = hd_custom_run
+    adata = io.read(run)
+    images = _library(adata)[1]["images"]
+    assert set(images) == {"hires", "lowres"}
+    assert all(image.dtype == np.uint8 and image.shape[2] == 3 for image in images.values())
+    adata.write_h5ad(tmp_path / "result.h5ad")
+    back = io.read(tmp_path / "result.h5ad")
+    assert _library(back)[1]["images"]["hires"].dtype == np.uint8
+
+
+def test_a_bins_own_count_file_is_read_as_visium_hd(hd_custom_run):
+    run, truth = hd_custom_run
+    adata = io.read(run / "outs" / "binned_outputs" / "square_032um" / "filtered_feature_bc_matrix.h5")
+    assert list(adata.obs_names) == list(truth[32].index)
+    assert _library(adata)[1]["metadata"]["platform"] == "Visium HD"
 
 
 @pytest.mark.parametrize("form, table", [("h5", "parquet"), ("mex", "csv")])

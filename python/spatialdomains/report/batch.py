@@ -3,7 +3,7 @@
 Samplesheet (CSV, or TSV when the name ends in .tsv/.txt), one row per sample. Required columns: ``sample`` (its
 output folder's name: letters, digits, ``-``, ``_``, ``.``) and ``input`` (.h5ad, .rds, .h5mu, SpatialData .zarr,
 or a Space Ranger (Visium, Visium HD) or Xenium output folder; several slices to integrate: ``a.h5ad;b.h5ad``).
-Optional: ``bin_size`` (Visium HD: 2, 8 or 16 µm, or ``cells``), ``modality_NAME`` (further omics of the same
+Optional: ``bin_size`` (Visium HD: 2, 8, 16 µm or the run's custom size, or ``cells``), ``modality_NAME`` (further omics of the same
 section, e.g. ``modality_adt``), every option of a report (:class:`~spatialdomains.report.request.ReportRequest`:
 ``method``, ``n_domains``, ``species``, ``gene_sets``, ``image``, ``image_scale``, ``seed``, ``label_key``,
 ``condition_key``, ``refine`` (auto, yes or no), ...) and every setting of the methods (``preset``, ``epochs``,
