@@ -261,8 +261,8 @@ CASES = [
     Case("Visium HD positions file is corrupt", lambda f, b: ["run", visium_hd(f, lambda o: (
         o / "binned_outputs" / "square_008um" / "spatial" / "tissue_positions.parquet").write_text("barcode,x\n")),
         "--out", str(f / "out")], 2, ("not a readable Parquet file", "tissue_positions.parquet")),
-    Case("--bin-size unknown", lambda f, b: ["run", visium_hd(f), "--bin-size", "5", "--out", str(f / "out")], 2,
-         ("--bin-size 5 is not a Visium HD bin size", "2, 8, 16")),
+    Case("--bin-size unknown", lambda f, b: ["run", visium_hd(f), "--bin-size", "5um2", "--out", str(f / "out")], 2,
+         ("--bin-size 5um2 is not a Visium HD bin size", "2, 8, 16 or a custom size")),
     Case("--bin-size not in the run", lambda f, b: ["run", visium_hd(f), "--bin-size", "2", "--out", str(f / "out")],
          2, ("no 2 µm bins", "bin sizes present: 8, 16")),
     Case("Visium HD cells without outlines", lambda f, b: ["run", visium_hd(f, lambda o: (
