@@ -2,21 +2,31 @@
 # TORCH_INDEX_URL selects another PyTorch build, e.g. PyTorch's CUDA wheel index for your CUDA version;
 # by default torch==$(TORCH_VERSION) is the CPU build.
 PYTHON ?= python3
+# .venv: the package with the newest releases its metadata allows (NumPy 2, current spatialdata and zarr v3), as
+# pip gives a scverse user; the Python tests, the command line and the benchmarks run here.
 VENV ?= .venv
+# .venv-r: the Python the R package reaches through Debian's reticulate 1.28, which needs NumPy < 2
+# (constraints-reticulate.txt); the R check runs against it.
+R_VENV ?= .venv-r
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX_URL ?=
 # make test runs the Python tests in this many processes (pytest-xdist), each test file in one of them.
 TEST_WORKERS ?= 2
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
+R_BIN := $(R_VENV)/bin
 CONSTRAINTS := constraints.txt
+R_CONSTRAINTS := constraints-reticulate.txt
+TORCH_INSTALL = install -q torch==$(TORCH_VERSION) $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 
 R_CHECK_DIR := build/r-check
 SHARED ?= $(abspath ../shared)
 
-.PHONY: setup setup-r demo test test-python test-r accuracy docs bench clean
+.PHONY: setup setup-r setup-r-python demo test test-python test-r accuracy docs bench clean
 
 setup: $(VENV)/.installed
+
+setup-r-python: $(R_VENV)/.installed
 
 setup-r:
 	@bash tools/install_r_deps.sh
@@ -26,12 +36,25 @@ $(BIN)/python:
 	$(PIP) install -q --upgrade pip
 
 $(VENV)/.torch: | $(BIN)/python
-	$(PIP) install -q torch==$(TORCH_VERSION) $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	$(PIP) $(TORCH_INSTALL)
 	touch $@
 
 # The R extra (rpy2) is added only when R is present, since rpy2 is built against it.
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS) $(VENV)/.torch | setup-r
 	$(PIP) install -q -c $(CONSTRAINTS) -e ".[dev,workflow,spatialdata$$(command -v R >/dev/null 2>&1 && echo ',r')]"
+	touch $@
+
+$(R_BIN)/python:
+	$(PYTHON) -m venv $(R_VENV)
+	$(R_BIN)/python -m pip install -q --upgrade pip
+
+$(R_VENV)/.torch: | $(R_BIN)/python
+	$(R_BIN)/python -m pip $(TORCH_INSTALL)
+	touch $@
+
+# Only what R reaches: the package itself (no rpy2, which aborts R when called from inside it).
+$(R_VENV)/.installed: pyproject.toml $(CONSTRAINTS) $(R_CONSTRAINTS) $(R_VENV)/.torch
+	$(R_BIN)/python -m pip install -q -c $(R_CONSTRAINTS) -e .
 	touch $@
 
 demo: setup
@@ -45,10 +68,11 @@ test-python: setup
 # R CMD build + check of the R package against this venv's Python; any ERROR or WARNING fails. The build runs the
 # vignette's code (an error in it fails the build); the check does not run it a second time (--ignore-vignettes).
 # Skipped with a note when R is absent (the Python side still runs).
-test-r: setup
+test-r: setup-r
 	@if ! command -v R >/dev/null 2>&1; then echo "NOTE: R not found; R package check skipped"; exit 0; fi; \
+	$(MAKE) --no-print-directory setup-r-python; \
 	set -e; rm -rf $(R_CHECK_DIR); mkdir -p $(R_CHECK_DIR); \
-	export RETICULATE_PYTHON="$(CURDIR)/$(BIN)/python" SPATIALDOMAINS_REQUIRE_PYTHON=1 \
+	export RETICULATE_PYTHON="$(CURDIR)/$(R_BIN)/python" SPATIALDOMAINS_REQUIRE_PYTHON=1 \
 	       SPATIALDOMAINS_SHARED="$(SHARED)" _R_CHECK_FORCE_SUGGESTS_=false; \
 	cd $(R_CHECK_DIR); \
 	R CMD build "$(CURDIR)"; \
@@ -78,4 +102,4 @@ bench: setup
 	$(BIN)/python bench/bench_staig.py
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache build
+	rm -rf $(VENV) $(R_VENV) demo-output .pytest_cache build

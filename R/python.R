@@ -5,9 +5,10 @@
 #' before the first model runs in the session (reticulate binds one Python per
 #' R session):
 #' \itemize{
-#'   \item \code{useSpatialdomainsPython("spatialdomains/.venv")}: a Python
-#'     executable or a virtualenv folder, e.g. the one \code{make setup} builds
-#'     in the repository checkout;
+#'   \item \code{useSpatialdomainsPython("spatialdomains/.venv-r")}: a Python
+#'     executable or a virtualenv folder, e.g. the one \code{make setup-r-python}
+#'     builds in the repository checkout (NumPy < 2, for reticulate before 1.35;
+#'     with a newer reticulate, \code{.venv} from \code{make setup} works too);
 #'   \item \code{options(spatialdomains.python = "spatialdomains/.venv")};
 #'   \item the standard reticulate variables, e.g. \code{RETICULATE_PYTHON}, or
 #'     \code{reticulate::use_virtualenv()}.
@@ -79,6 +80,7 @@ spatialdomainsAvailable <- function() {
              "it: useSpatialdomainsPython(<python or virtualenv>), options(spatialdomains.python = ...) or ",
              "RETICULATE_PYTHON.", call. = FALSE)
     }
+    .check_numpy_for_reticulate(python)
     if (!reticulate::py_module_available("spatialdomains")) {
         stop("the Python at '", python, "' cannot import 'spatialdomains'. Install it there with\n  ",
              python, " -m pip install -c constraints.txt -e <spatialdomains checkout>\n",
@@ -87,6 +89,18 @@ spatialdomainsAvailable <- function() {
     }
     .state$bridge <- reticulate::import("spatialdomains.bridge", convert = TRUE)
     .state$bridge
+}
+
+## reticulate before 1.35 cannot convert matrices with NumPy 2: refuse before any data is handed over.
+.check_numpy_for_reticulate <- function(python) {
+    numpy <- tryCatch(reticulate::py_config()$numpy$version, error = function(e) NULL)
+    reticulate_version <- utils::packageVersion("reticulate")
+    if (!is.null(numpy) && package_version(as.character(numpy)) >= "2" && reticulate_version < "1.35") {
+        stop("the Python at '", python, "' has NumPy ", as.character(numpy), ", which reticulate ",
+             as.character(reticulate_version), " cannot convert (NumPy 2 needs reticulate 1.35 or later). ",
+             "Update reticulate, or point R at a Python with numpy<2: in a spatialdomains checkout, ",
+             "`make setup-r-python` builds one in .venv-r (useSpatialdomainsPython(\".venv-r\")).", call. = FALSE)
+    }
 }
 
 ## What Python prints on stderr during a bridge call (progress, step messages,

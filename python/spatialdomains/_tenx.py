@@ -105,22 +105,30 @@ def read_visium(folder: str | Path, *, library_id: str | None = None, load_image
 
 
 def visium_microns_per_pixel(array_rows, array_cols, coordinates, scalefactors: dict | None = None) -> float | None:
-    """Micrometres per full-resolution pixel of a classic Visium run, from its spots' array grid: an affine fit of
-    pixel positions to (array row, array column), whose step between row neighbours (two columns) is 100 µm.
-    Without a grid that fits (fewer than three spots on it, or positions that do not follow it), 65 µm over the
-    scale factors' ``spot_diameter_fullres``; None without either."""
+    """Micrometres per full-resolution pixel of a classic Visium run, from its spots' array grid (neighbours in a
+    row are two columns and 100 µm apart); without a grid that fits, 65 µm over the scale factors'
+    ``spot_diameter_fullres``; None without either."""
+    unit = grid_microns_per_pixel(array_rows, array_cols, coordinates, VISIUM_SPOT_SPACING_UM / 2)
+    if unit is not None:
+        return unit
+    diameter = (scalefactors or {}).get("spot_diameter_fullres")
+    return VISIUM_SCALEFACTOR_SPOT_UM / float(diameter) if diameter else None
+
+
+def grid_microns_per_pixel(array_rows, array_cols, coordinates, column_step_um: float) -> float | None:
+    """Micrometres per pixel from an array grid whose columns are ``column_step_um`` apart (50 µm for classic
+    Visium, the bin size for Visium HD): an affine fit of pixel positions to (array row, array column). None when
+    fewer than three positions span the grid or the positions do not follow it."""
     rows, cols = np.asarray(array_rows, dtype=np.float64), np.asarray(array_cols, dtype=np.float64)
     pixels = np.asarray(coordinates, dtype=np.float64)[:, :2]
     known = np.isfinite(rows) & np.isfinite(cols) & np.isfinite(pixels).all(axis=1)
     design = np.column_stack([rows[known], cols[known], np.ones(int(known.sum()))])
-    if len(design) >= 3 and np.linalg.matrix_rank(design) == 3:
-        fit = np.linalg.lstsq(design, pixels[known], rcond=None)[0]
-        step = 2 * float(np.linalg.norm(fit[1]))  # pixels between neighbours in a row
-        off_grid = np.median(np.linalg.norm(design @ fit - pixels[known], axis=1))
-        if step > 0 and off_grid < 0.1 * step:
-            return VISIUM_SPOT_SPACING_UM / step
-    diameter = (scalefactors or {}).get("spot_diameter_fullres")
-    return VISIUM_SCALEFACTOR_SPOT_UM / float(diameter) if diameter else None
+    if len(design) < 3 or np.linalg.matrix_rank(design) < 3:
+        return None
+    fit = np.linalg.lstsq(design, pixels[known], rcond=None)[0]
+    step = float(np.linalg.norm(fit[1]))  # pixels from one array column to the next
+    off_grid = np.median(np.linalg.norm(design @ fit - pixels[known], axis=1))
+    return column_step_um / step if step > 0 and off_grid < 0.2 * step else None
 
 
 def _read_positions(spatial_dir: Path) -> pd.DataFrame:

@@ -120,6 +120,7 @@ def _add_run(commands) -> None:
                      help="output folder (created; must be new or empty, see --force)")
     _add_force(run)
     _add_bin_size(run)
+    _add_store_options(run)
     run.add_argument("--method", default="staig", choices=methods.names(),
                      help="model (default: staig); spami and baseline take paired omics on one section")
     run.add_argument("--modality", action="append", default=[], metavar="NAME=PATH",
@@ -164,6 +165,7 @@ def _add_report(commands) -> None:
                         help="the HTML file to write (e.g. report.html)")
     _add_force(report, "an earlier report at --out and earlier results in --outputs-dir")
     _add_bin_size(report)
+    _add_store_options(report)
     report.add_argument("--method", default="staig", choices=report_methods(),
                         help="model (default: staig); precomputed reports the domains already in obs['domain']")
     report.add_argument("--sample", help="sample name shown in the report (default: the input's file name)")
@@ -236,6 +238,15 @@ def _add_bin_size(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bin-size", metavar="SIZE",
                         help="Visium HD input: bin size in µm, 2, 8 or 16 (default 8) or the run's custom size "
                              "(Space Ranger 3.1+), or 'cells' for Space Ranger 4's segmented cells")
+
+
+def _add_store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--table", metavar="NAME",
+                        help="SpatialData .zarr input: the table to read (default: the only one, or a Visium HD "
+                             "store's square_008um)")
+    parser.add_argument("--coordinate-system", metavar="NAME",
+                        help="SpatialData .zarr input: the coordinate system of the positions (default: the only "
+                             "one of the table's element, else 'global', else the one it is untransformed in)")
 
 
 def _resolved_inputs(args: argparse.Namespace) -> None:
@@ -379,7 +390,7 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError("--batch-key names the slice column of a single input; with several inputs each "
                          "input is one slice")
     output = _checked_output(args)
-    samples = [io.read(path) for path in args.inputs]
+    samples = io.read_each(args.inputs, table=args.table, coordinate_system=args.coordinate_system)
     if len(samples) == 1 and args.batch_key is None:
         return _find_and_write(samples[0], args, output, label_key=args.label_key, **params)
     return _integrate_and_write(samples, args, output, **params)

@@ -21,6 +21,7 @@ import scipy.sparse as sp
 
 from . import _tenx
 from ._rds import read_rds, write_rds  # noqa: F401  (public: sd.io.read_rds, sd.io.write_rds)
+from ._spatialdata import SOURCE_KEY as STORE_SOURCE_KEY  # noqa: F401  (where a store's table is noted)
 from ._spatialdata import read_spatialdata, write_spatialdata  # noqa: F401  (public: sd.io.read_spatialdata, ...)
 from ._tenx import read_visium, read_visium_hd, read_xenium  # noqa: F401  (public: sd.io.read_visium, ...)
 from ._tissue_image import attach_image, read_image  # noqa: F401  (public: sd.io.read_image, sd.io.attach_image)
@@ -29,10 +30,11 @@ from .errors import InputError, option
 
 logger = logging.getLogger("spatialdomains")
 
-def read(path: str | Path, *, bin_size: int | str | None = None) -> ad.AnnData:
+def read(path: str | Path, *, bin_size: int | str | None = None, table: str | None = None,
+         coordinate_system: str | None = None) -> ad.AnnData:
     """Read a sample, choosing the reader from the path.
 
-    Reads an ``.h5ad`` or ``.rds`` file, a SpatialData ``.zarr`` store (its one table), or the output folder
+    Reads an ``.h5ad`` or ``.rds`` file, a SpatialData ``.zarr`` store (one of its tables), or the output folder
     of Space Ranger (Visium), Space Ranger for Visium HD, or Xenium Onboard Analysis.
 
     Parameters
@@ -41,6 +43,10 @@ def read(path: str | Path, *, bin_size: int | str | None = None) -> ad.AnnData:
         The file or folder to read.
     bin_size : int or str or None, optional
         For Visium HD: 2, 8 or 16 µm (default 8), the run's custom size, or ``"cells"``.
+    table, coordinate_system : str or None, optional
+        For a SpatialData store: the table to read (default: the only one, or a Visium HD store's
+        ``square_008um``) and the coordinate system of the positions (default: chosen from the store); see
+        :func:`read_spatialdata`.
 
     Returns
     -------
@@ -52,9 +58,12 @@ def read(path: str | Path, *, bin_size: int | str | None = None) -> ad.AnnData:
     InputError
         When the path does not exist or is not a file or folder this package reads.
     """
+    problems = store_option_problems([path], table, coordinate_system)
+    if problems:
+        raise InputError(problems[0])
     path = input_path(path, bin_size)
     if path.suffix.lower() == ".zarr":
-        return read_spatialdata(path)
+        return read_spatialdata(path, table=table, coordinate_system=coordinate_system)
     platform = _tenx.platform_of(path) if path.is_dir() else None
     if path.is_dir():
         if platform == "visium_hd":
@@ -86,6 +95,23 @@ def read(path: str | Path, *, bin_size: int | str | None = None) -> ad.AnnData:
         f"SpatialExperiment or Seurat), a SpatialData .zarr, or the output folder of Space Ranger (Visium, "
         f"Visium HD) or Xenium"
     )
+
+
+def read_each(paths, *, table: str | None = None, coordinate_system: str | None = None) -> list[ad.AnnData]:
+    """:func:`read` each path; ``table`` and ``coordinate_system`` apply to the SpatialData stores among them."""
+    problems = store_option_problems(paths, table, coordinate_system)
+    if problems:
+        raise InputError(problems[0])
+    store = {"table": table, "coordinate_system": coordinate_system}
+    return [read(path, **(store if Path(path).suffix.lower() == ".zarr" else {})) for path in paths]
+
+
+def store_option_problems(paths, table: str | None, coordinate_system: str | None) -> list[str]:
+    """The options of a SpatialData store given without one among ``paths``, in the words of the interface in use."""
+    if any(Path(path).suffix.lower() == ".zarr" for path in paths):
+        return []
+    return [f"{option(name, value)} applies to SpatialData .zarr inputs, and no input is one: leave it out"
+            for name, value in (("table", table), ("coordinate_system", coordinate_system)) if value is not None]
 
 
 def input_path(path: str | Path, bin_size: int | str | None = None) -> Path:

@@ -8,6 +8,7 @@ a ``batch``): :func:`write_sample` is the only writer of these files.
 ``provenance.json``       parameters, seeds, versions, timings
 ``result.h5ad``           the AnnData with every result (``result.h5mu`` for paired omics)
 ``result.rds``            an .rds input's class with the results added
+``result.zarr``           a SpatialData input's store, with the results added to the table read
 ``clusters.csv``          10x inputs: the domains as Loupe Browser or Xenium Explorer import them
 ``attention.png``         methods with modality attention: each modality's weight per spot
 ``markers.csv``,          a report's marker genes and GO terms of each domain
@@ -25,7 +26,7 @@ import pandas as pd
 
 FILES = {"domains": "domains.csv", "embedding": "embedding.csv", "map": "domains.png",
          "provenance": "provenance.json", "result": "result.h5ad", "multiomics": "result.h5mu",
-         "rds": "result.rds", "clusters": "clusters.csv", "attention": "attention.png", "markers": "markers.csv",
+         "rds": "result.rds", "store": "result.zarr", "clusters": "clusters.csv", "attention": "attention.png", "markers": "markers.csv",
          "go": "go_enrichment.csv", "umap": "umap.png"}
 DOMAIN_KEY = "domain"
 
@@ -75,6 +76,9 @@ def write_sample(folder: str | Path, result, record: dict, *, method: str | None
     if "rds" in result.uns:  # an .rds input gets its results back as the same R class too
         io.write_rds(result, folder / FILES["rds"])
         written.append(FILES["rds"])
+    if io.STORE_SOURCE_KEY in result.uns:  # a SpatialData input: a new store, the results in the table read
+        io.write_spatialdata(result, folder / FILES["store"])
+        written.append(FILES["store"])
     return written
 
 

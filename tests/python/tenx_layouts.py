@@ -69,6 +69,7 @@ def write_visium_hd(cells, outs: Path, *, bin_sizes=(8, 16), segmented: bool = T
     adds the 8-bit RGB ``tissue_hires_image.png`` and ``tissue_lowres_image.png`` Space Ranger writes. Returns
     the planted niche of each barcode, per bin size and 'cells'."""
     truth = {}
+    _write_feature_slice(outs)
     for size in bin_sizes:
         folder = outs / "binned_outputs" / f"square_{size:03d}um"
         counts, rows, cols, centres, niches = _bins(cells, size)
@@ -98,6 +99,15 @@ def write_visium_hd(cells, outs: Path, *, bin_sizes=(8, 16), segmented: bool = T
         _write_spatial(folder / "spatial", None, None)
         truth["cells"] = pd.Series(cells.obs["ground_truth"].to_numpy(), index=barcodes)
     return truth
+
+
+def _write_feature_slice(outs: Path) -> None:
+    """``feature_slice.h5``'s run metadata (the attribute spatialdata-io reads): the HD layout's file format and
+    grid transform, as Space Ranger 3 writes them; the per-bin arrays are left out."""
+    outs.mkdir(parents=True, exist_ok=True)
+    layout = {"file_format": "1.0", "transform": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]}
+    with h5py.File(outs / "feature_slice.h5", "w") as handle:
+        handle.attrs["metadata_json"] = json.dumps({"hd_layout_json": json.dumps(layout)})
 
 
 def _rotated(xy: np.ndarray, degrees: float) -> np.ndarray:

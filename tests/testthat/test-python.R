@@ -34,3 +34,15 @@ test_that("switching Python within a session is refused with the fix", {
     other <- bare_python()
     expect_error(useSpatialdomainsPython(other), "Restart R")
 })
+
+test_that("a Python with NumPy 2 under a reticulate that cannot convert it is refused with the fix", {
+    skip_if(utils::packageVersion("reticulate") >= "1.35", "this reticulate converts NumPy 2 arrays")
+    python <- bare_python()
+    site <- system2(python, c("-c", shQuote("import sysconfig; print(sysconfig.get_paths()['purelib'])")),
+                    stdout = TRUE)
+    dir.create(file.path(site, "numpy"), recursive = TRUE)
+    writeLines('__version__ = "2.1.0"', file.path(site, "numpy", "__init__.py"))  # stands for NumPy 2
+    output <- run_r("spatialdomains::checkSpatialdomains()", python)
+    expect_match(output, "NumPy 2.1.0, which reticulate")
+    expect_match(output, "make setup-r-python")
+})

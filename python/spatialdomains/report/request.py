@@ -75,6 +75,9 @@ class ReportRequest:
         Which marker genes count as significant (see :func:`spatialdomains.analysis.markers`).
     n_markers
         How many top marker genes of each domain the summary, dot plot and heatmap show.
+    table, coordinate_system
+        For a SpatialData store: the table to read and the frame of its positions (None: chosen from the store,
+        see :func:`spatialdomains.io.read_spatialdata`).
     image, image_scale
         A tissue picture to draw the domains on, at ``image_scale`` pixels per coordinate unit.
     label_key
@@ -103,6 +106,8 @@ class ReportRequest:
     max_pvalue: float = 0.05
     pvalue: str = "adjusted"
     n_markers: int = 5
+    table: str | None = None
+    coordinate_system: str | None = None
     image: str | None = field(default=None, metadata=PATH)
     image_scale: float = 1.0
     label_key: str | None = None
@@ -234,6 +239,8 @@ def _check(problems: list, check, request) -> None:
 
 
 def _inputs_problems(request: ReportRequest) -> list[str]:
+    from ..io import store_option_problems
+
     problems = []
     if not request.inputs:
         problems.append(f"{option('inputs')}: give at least one input file or folder")
@@ -242,6 +249,7 @@ def _inputs_problems(request: ReportRequest) -> list[str]:
                        (option("image"), request.image), (option("gene_sets"), request.gene_sets)]:
         if path is not None and not Path(path).exists():
             problems.append(f"{name} '{path}' does not exist")
+    problems.extend(store_option_problems(request.inputs, request.table, request.coordinate_system))
     if request.image_scale is None or not request.image_scale > 0:
         problems.append(f"{option('image_scale', request.image_scale)} must be a positive number")
     if request.condition_key is not None and len(request.inputs) < 2:

@@ -325,11 +325,12 @@ def _read_inputs(request: ReportRequest):
         if paths[0].lower().endswith(".h5mu"):
             return io.read_h5mu(paths[0]), None
         return {"rna": io.read(paths[0]), **{name: io.read(p) for name, p in request.modalities.items()}}, None
+    samples = io.read_each(paths, table=request.table, coordinate_system=request.coordinate_system)
     if len(paths) == 1:
-        return io.read(paths[0]), None
+        return samples[0], None
     from ..slices import DEFAULT_BATCH_KEY, slice_names
 
-    return dict(zip(slice_names(paths), [io.read(p) for p in paths])), DEFAULT_BATCH_KEY
+    return dict(zip(slice_names(paths), samples)), DEFAULT_BATCH_KEY
 
 
 def _expression_modality(mdata, domain_key: str) -> ad.AnnData:
