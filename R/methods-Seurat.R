@@ -188,14 +188,8 @@
              "columns (x, y) or a matrix", call. = FALSE)
     }
     parts <- lapply(images, function(name) {
-        image <- x[[name]]
-        positions <- if ("coordinates" %in% methods::slotNames(image) &&
-                         all(c("imagecol", "imagerow") %in% names(methods::slot(image, "coordinates")))) {
-            methods::slot(image, "coordinates")[, c("imagecol", "imagerow")]
-        } else {
-            .tissue_coordinates(image)
-        }
-        data.frame(x = positions[[1]], y = positions[[2]], image = name, row.names = rownames(positions))
+        positions <- .seurat_spatial()$image_positions(x[[name]])
+        data.frame(x = positions$x, y = positions$y, image = name, row.names = rownames(positions))
     })
     positions <- do.call(rbind, unname(parts))
     if (anyDuplicated(rownames(positions))) {
@@ -210,20 +204,15 @@
     positions
 }
 
-## x, y (rows named by spot) of an image other than Visium's first class:
-## GetTissueCoordinates() names the spots in a 'cell' column (FOV, VisiumV2) or
-## in its row names; for VisiumV2 (Seurat 5) its x and y are the image row and
-## column, turned here into x = column, y = row as everywhere else.
-.tissue_coordinates <- function(image) {
-    coordinates <- SeuratObject::GetTissueCoordinates(image)
-    if ("cell" %in% names(coordinates)) {
-        rownames(coordinates) <- coordinates$cell
+## The shared R code that reads a Seurat image's positions and pictures (also the
+## command line's .rds door's), from the Python package, sourced once per session.
+.seurat_spatial <- function() {
+    if (is.null(.state$seurat_spatial)) {
+        helpers <- new.env(parent = baseenv())
+        sys.source(.bridge()$seurat_spatial_code(), envir = helpers)
+        .state$seurat_spatial <- helpers
     }
-    if (methods::is(image, "VisiumV2")) {
-        # Seurat 5 builds Visium images from (imagerow, imagecol): its x is the image row
-        return(data.frame(x = coordinates$y, y = coordinates$x, row.names = rownames(coordinates)))
-    }
-    coordinates[, c("x", "y")]
+    .state$seurat_spatial
 }
 
 ## The images to read positions from: those of 'assay' when it has any (a
@@ -264,13 +253,10 @@
 .seurat_images <- function(x, assay = NULL) {
     images <- list()
     for (name in .seurat_image_names(x, assay)) {
-        image <- x[[name]]
-        if (!"image" %in% methods::slotNames(image) || length(dim(methods::slot(image, "image"))) != 3L) {
-            next
+        picture <- .seurat_spatial()$image_picture(x[[name]])
+        if (!is.null(picture)) {
+            images[[name]] <- list(array = picture$array, scale = picture$lowres, fiducial = picture$fiducial)
         }
-        factors <- methods::slot(image, "scale.factors")
-        images[[name]] <- list(array = methods::slot(image, "image"), scale = factors$lowres,
-                               fiducial = factors$fiducial)
     }
     images
 }

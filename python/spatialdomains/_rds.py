@@ -21,10 +21,15 @@ from .errors import BackendUnavailable, InputError
 
 logger = logging.getLogger("spatialdomains")
 
+#: R code reading a Seurat object's spot positions and images, shared with the R package's Seurat door.
+SEURAT_SPATIAL_R = Path(__file__).with_name("r") / "seurat_spatial.R"
+
 # Turns any supported object into a SingleCellExperiment with the chosen assay first, plus the pieces
 # anndata2ri does not carry: positions (x, y) and images with their scale factors.
-_R_READ = r"""function(path, assay) {
+_R_READ = r"""function(path, assay, helpers) {
   object <- readRDS(path)
+  seurat <- new.env()
+  sys.source(helpers, envir = seurat)
   source_class <- class(object)[1]
   positions <- NULL
   libraries <- list()
@@ -35,17 +40,13 @@ _R_READ = r"""function(path, assay) {
     images <- SeuratObject::Images(object)
     for (name in images) {
       image <- object[[name]]
-      if ("coordinates" %in% methods::slotNames(image) &&
-          all(c("imagecol", "imagerow") %in% names(methods::slot(image, "coordinates")))) {
-        xy <- methods::slot(image, "coordinates")[, c("imagecol", "imagerow")]
-        factors <- methods::slot(image, "scale.factors")
-        libraries[[name]] <- list(image = methods::slot(image, "image"),
-                                  scalefactors = scanpy_factors(factors$spot, factors$fiducial, factors$hires,
-                                                                factors$lowres))
-      } else {
-        xy <- SeuratObject::GetTissueCoordinates(image)[, c("x", "y")]
+      picture <- seurat$image_picture(image)
+      if (!is.null(picture)) {
+        libraries[[name]] <- list(image = picture$array,
+                                  scalefactors = scanpy_factors(picture$spot, picture$fiducial, picture$hires,
+                                                                picture$lowres))
       }
-      positions <- rbind(positions, as.matrix(xy))
+      positions <- rbind(positions, as.matrix(seurat$image_positions(image)))
     }
     if (!is.null(positions)) positions <- positions[colnames(object), , drop = FALSE]
     assays <- SeuratObject::Assays(object)
@@ -165,7 +166,7 @@ def read_rds(path: str | Path, *, assay: str = "counts") -> ad.AnnData:
 
     with ro.default_converter.context():
         try:
-            parts = ro.r(_R_READ)(str(path.resolve()), assay)
+            parts = ro.r(_R_READ)(str(path.resolve()), assay, str(SEURAT_SPATIAL_R))
         except RRuntimeError as error:
             raise InputError(f"input '{path}': {str(error).removeprefix('Error in ').strip()}") from error
         adata = _anndata_from_parts(parts, converter)

@@ -475,6 +475,14 @@ def method_info() -> dict:
     return {"methods": json_safe(methods.capabilities()), "precomputed": PRECOMPUTED}
 
 
+def seurat_spatial_code() -> str:
+    """The file of R code that reads a Seurat object's positions and images, shared by R's Seurat door and the
+    command line's .rds door (R sources it into an environment of its own)."""
+    from ._rds import SEURAT_SPATIAL_R
+
+    return str(SEURAT_SPATIAL_R)
+
+
 def _anndata(counts, coordinates, spot_names, gene_names, library_size) -> ad.AnnData:
     counts = sp.csr_matrix(counts.T) if sp.issparse(counts) else np.asarray(counts).T
     spot_names = [str(name) for name in np.atleast_1d(spot_names)]

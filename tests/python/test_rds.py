@@ -68,6 +68,41 @@ def _r(code):
         return ro.r(code)
 
 
+# Seurat 5's VisiumV2 for SeuratObject 4 (which has no such class), built as Seurat builds it, field for field:
+# Seurat 5.4 makes an FOV of centroids from (imagecol, imagerow) and marks coords_x_orientation = "horizontal";
+# Seurat 5.0-5.3 made it from (imagerow, imagecol), unmarked. The stand-in takes the FOV and adds VisiumV2's slots
+# (SeuratObject 4's FOV cannot be extended through new()).
+R_VISIUM_V2 = """function(path, target, seurat_5_4) {
+  if (!methods::isClass("VisiumV2"))
+    methods::setClass("VisiumV2", contains = "FOV", where = globalenv(),
+                      slots = c(image = "array", scale.factors = "ANY", coords_x_orientation = "character"))
+  object <- readRDS(path)
+  v1 <- object[["slice1"]]
+  coordinates <- methods::slot(v1, "coordinates")
+  columns <- if (seurat_5_4) c("imagecol", "imagerow") else c("imagerow", "imagecol")
+  image <- SeuratObject::CreateFOV(coordinates[, columns], type = "centroids", radius = 55, assay = "Spatial",
+                                   key = "slice1_")
+  class(image) <- structure("VisiumV2", package = ".GlobalEnv")
+  attr(image, "image") <- methods::slot(v1, "image")
+  attr(image, "scale.factors") <- methods::slot(v1, "scale.factors")
+  attr(image, "coords_x_orientation") <- if (seurat_5_4) "horizontal" else character(0)
+  object@images[["slice1"]] <- image
+  saveRDS(object, target)
+}"""
+
+
+@needs_seurat
+@pytest.mark.parametrize("seurat_5_4", [True, False], ids=["Seurat 5.4", "Seurat 5.0-5.3"])
+def test_seurat_visium_v2_is_read_at_the_visium_v1_positions_with_its_image(tmp_path, seurat_5_4):
+    source = tmp_path / "seurat.rds"
+    _r(R_MAKE_SEURAT)(str(source))
+    _r(R_VISIUM_V2)(str(source), str(tmp_path / "v2.rds"), seurat_5_4)
+    v1, v2 = sd.io.read_rds(source), sd.io.read_rds(tmp_path / "v2.rds")
+    np.testing.assert_array_equal(v2.obsm["spatial"], v1.obsm["spatial"])  # x = image column, y = image row
+    assert v2.uns["spatial"]["slice1"]["images"]["lowres"].shape == (30, 40, 3)
+    assert v2.uns["spatial"]["slice1"]["scalefactors"] == v1.uns["spatial"]["slice1"]["scalefactors"]
+
+
 @needs_sce
 def test_sce_round_trip(tmp_path):
     source = tmp_path / "sample.rds"

@@ -49,3 +49,26 @@ small_sample <- local({
         cached
     }
 })
+
+## A Seurat 5 VisiumV2 image for SeuratObject 4, which has no such class: Seurat's own builder, field for field
+## (Seurat 5.4: an FOV of centroids from (imagecol, imagerow), marked coords_x_orientation = "horizontal"; Seurat
+## 5.0-5.3: from (imagerow, imagecol), unmarked). SeuratObject 4's FOV cannot be extended through new(), so the
+## stand-in takes the FOV and adds VisiumV2's slots; it is placed with object@images (`[[<-` validates by
+## coercing to FOV, which SeuratObject 4 cannot do either).
+visium_v2_standin <- function(visium_v1, seurat_5_4 = TRUE) {
+    if (!methods::isClass("VisiumV2")) {
+        methods::setClass("VisiumV2", contains = "FOV", where = globalenv(),
+                          slots = c(image = "array", scale.factors = "ANY", coords_x_orientation = "character"))
+    }
+    coordinates <- methods::slot(visium_v1, "coordinates")
+    columns <- if (seurat_5_4) c("imagecol", "imagerow") else c("imagerow", "imagecol")
+    fov <- SeuratObject::CreateFOV(coordinates[, columns], type = "centroids",
+                                   radius = methods::slot(visium_v1, "scale.factors")[["spot"]],
+                                   assay = methods::slot(visium_v1, "assay"), key = methods::slot(visium_v1, "key"))
+    image <- fov
+    class(image) <- structure("VisiumV2", package = ".GlobalEnv")
+    attr(image, "image") <- methods::slot(visium_v1, "image")
+    attr(image, "scale.factors") <- methods::slot(visium_v1, "scale.factors")
+    attr(image, "coords_x_orientation") <- if (seurat_5_4) "horizontal" else character(0)
+    image
+}

@@ -52,3 +52,21 @@ test_that("a Seurat object without an image needs spatial_coords", {
     so <- runSTAIG(so, spatial_coords = c("px", "py"), n_epochs = 5, seed = 1)
     expect_identical(dim(SeuratObject::Embeddings(so, "staig")), c(ncol(sce), 64L))
 })
+
+test_that("VisiumV2 images of Seurat 5.4 and of earlier Seurat 5 give the positions of the VisiumV1 image", {
+    skip_without_spatialdomains()
+    skip_if_not_installed("SeuratObject")
+    so <- simulateVisium(n_spots = 200, n_domains = 3, seed = 3, class = "Seurat")
+    name <- SeuratObject::Images(so)[1]
+    v1 <- so[[name]]
+    expected <- spatialdomains:::.seurat_coordinates(so, NULL)
+    expect_gt(mean(expected[, 1] != expected[, 2]), 0.9)  # so a transposed map cannot pass
+    for (current in c(TRUE, FALSE)) {
+        v2 <- so
+        v2@images[[name]] <- visium_v2_standin(v1, seurat_5_4 = current)
+        expect_equal(unname(spatialdomains:::.seurat_coordinates(v2, NULL)), unname(expected),
+                     info = if (current) "Seurat 5.4 (horizontal)" else "Seurat 5.0-5.3 (unmarked)")
+        picture <- spatialdomains:::.seurat_images(v2)[[name]]
+        expect_identical(dim(picture$array), dim(methods::slot(v1, "image")))
+    }
+})
