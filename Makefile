@@ -60,7 +60,11 @@ $(R_VENV)/.installed: pyproject.toml $(CONSTRAINTS) $(R_CONSTRAINTS) $(R_VENV)/.
 demo: setup
 	$(BIN)/spatialdomains demo --out demo-output
 
-test: test-python test-r
+# The Python tests (.venv) and the R check (.venv-r) run side by side, each on its own environment: on two cores
+# that is several minutes shorter than one after the other. Each one's output is printed whole when it ends.
+test:
+	@echo "make test: the Python tests and the R check run side by side; each prints its output when it ends"
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-python test-r
 
 test-python: setup
 	$(BIN)/python -m pytest tests/python -n $(TEST_WORKERS) --dist loadfile --durations=15

@@ -98,7 +98,20 @@ def read(path: str | Path, *, bin_size: int | str | None = None, table: str | No
 
 
 def read_each(paths, *, table: str | None = None, coordinate_system: str | None = None) -> list[ad.AnnData]:
-    """:func:`read` each path; ``table`` and ``coordinate_system`` apply to the SpatialData stores among them."""
+    """:func:`read` each path; the store options apply to the SpatialData stores among them.
+
+    Parameters
+    ----------
+    paths : list of str or pathlib.Path
+        The inputs.
+    table, coordinate_system : str or None, optional
+        As for :func:`read`; an error when given and no input is a ``.zarr`` store.
+
+    Returns
+    -------
+    list of anndata.AnnData
+        One per path, in order.
+    """
     problems = store_option_problems(paths, table, coordinate_system)
     if problems:
         raise InputError(problems[0])
@@ -107,7 +120,20 @@ def read_each(paths, *, table: str | None = None, coordinate_system: str | None 
 
 
 def store_option_problems(paths, table: str | None, coordinate_system: str | None) -> list[str]:
-    """The options of a SpatialData store given without one among ``paths``, in the words of the interface in use."""
+    """The options of a SpatialData store given without one among the inputs.
+
+    Parameters
+    ----------
+    paths : list of str or pathlib.Path
+        The inputs.
+    table, coordinate_system : str or None
+        The store options given.
+
+    Returns
+    -------
+    list of str
+        One problem per option given in vain, in the words of the interface in use; empty when none.
+    """
     if any(Path(path).suffix.lower() == ".zarr" for path in paths):
         return []
     return [f"{option(name, value)} applies to SpatialData .zarr inputs, and no input is one: leave it out"
