@@ -44,6 +44,10 @@ HD_BIN_SIZES = (2, 8, 16)
 #: 8 µm bins, as the 10x and scverse tools default to: about one cell, and a few hundred thousand bins per section.
 HD_DEFAULT_BIN_SIZE = 8
 _BIN_FOLDER = re.compile(r"^square_(\d{3})um$")
+#: Space Ranger ships a Loupe Browser file (``cloupe.cloupe``) for the 8 µm bins and the segmented cells only.
+HD_LOUPE_BIN_SIZE = 8
+#: A Visium HD bin's barcode: its size, grid row and column (``s_016um_00012_00034-1``).
+_HD_BARCODE = re.compile(r"^s_(\d{3})um_(\d{5})_(\d{5})(-\d+)?$")
 
 XENIUM_MANIFEST = "experiment.xenium"
 XENIUM_COUNT_FILE = "cell_feature_matrix.h5"
@@ -253,8 +257,45 @@ def _read_hd_bins(folder: Path, size: int, library_id: str | None, load_images: 
              images=_images(spatial_dir) if load_images else {}, scalefactors=scalefactors,
              metadata={"platform": "Visium HD", "bin_size_um": size, "source": f"{folder.name}/{COUNT_FILE}",
                        "coordinate_unit_um": _microns_per_pixel(scalefactors, spatial_dir),
-                       "features_left_out": left_out})
+                       "features_left_out": left_out, "binned_outputs": str(folder.resolve().parent)})
     return adata
+
+
+def loupe_bins(barcodes, labels, size_um: int, binned_outputs: str | None = None) -> pd.DataFrame:
+    """Domains of ``size_um`` bins as the 8 µm bins of Loupe Browser's file: a larger bin's domain for each 8 µm
+    bin it covers (the grids nest: 16 µm bin (r, c) holds 8 µm bins (2r..2r+1, 2c..2c+1)), a smaller bins'
+    majority for the 8 µm bin holding them (ties: the domain first in order). With ``binned_outputs`` only the
+    8 µm bins of the run's filtered matrix (those in the .cloupe) are listed. Columns: barcode, label."""
+    import h5py
+
+    parts = pd.Series(list(barcodes)).str.extract(_HD_BARCODE)
+    if parts.isna()[[0, 1, 2]].any().any() or HD_LOUPE_BIN_SIZE % size_um and size_um % HD_LOUPE_BIN_SIZE:
+        raise InputError(f"the {size_um} µm bins' barcodes do not map onto Loupe Browser's 8 µm bins (it has no "
+                         f"file for {size_um} µm): write them for another viewer, or read the run at 8 µm")
+    rows, cols = parts[1].astype(int).to_numpy(), parts[2].astype(int).to_numpy()
+    suffix = parts[3].fillna("").to_numpy()
+    labels = pd.Series(np.asarray(labels, dtype=object))
+    if size_um >= HD_LOUPE_BIN_SIZE:
+        k = size_um // HD_LOUPE_BIN_SIZE
+        offsets = [(i, j) for i in range(k) for j in range(k)]
+        table = pd.DataFrame({
+            "barcode": [f"s_008um_{r * k + i:05d}_{c * k + j:05d}{x}" for r, c, x in zip(rows, cols, suffix)
+                        for i, j in offsets],
+            "label": np.repeat(labels.to_numpy(), len(offsets))})
+    else:
+        k = HD_LOUPE_BIN_SIZE // size_um
+        parent = pd.Series([f"s_008um_{r // k:05d}_{c // k:05d}{x}" for r, c, x in zip(rows, cols, suffix)])
+        order = {label: rank for rank, label in enumerate(pd.unique(labels))}
+        counts = pd.DataFrame({"barcode": parent, "label": labels}).value_counts().rename("n").reset_index()
+        counts["rank"] = counts["label"].map(order)
+        counts = counts.sort_values(["barcode", "n", "rank"], ascending=[True, False, True], kind="stable")
+        table = counts.drop_duplicates("barcode")[["barcode", "label"]].reset_index(drop=True)
+    eight = Path(binned_outputs or "") / f"square_{HD_LOUPE_BIN_SIZE:03d}um" / COUNT_FILE
+    if binned_outputs and eight.is_file():
+        with h5py.File(eight, "r") as handle:
+            present = set(_strings(handle["matrix"]["barcodes"][:]))
+        table = table[table["barcode"].isin(present)].reset_index(drop=True)
+    return table
 
 
 def _read_hd_cells(folder: Path, library_id: str | None, load_images: bool) -> ad.AnnData:

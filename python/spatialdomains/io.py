@@ -643,7 +643,8 @@ def write_clusters(adata: ad.AnnData, path: str | Path, key: str = "domain", *, 
         The ``obs`` column of the groups.
     viewer : str, optional
         'loupe' (header ``Barcode,<key>``), 'xenium' (header ``cell_id,group``) or 'auto' (Xenium Explorer
-        for Xenium input, else Loupe).
+        for Xenium input, else Loupe). Space Ranger ships a Loupe file for Visium HD's 8 µm bins only: other
+        bin sizes are written for the 8 µm bins (see :func:`spatialdomains._tenx.loupe_bins`).
 
     Returns
     -------
@@ -660,6 +661,22 @@ def write_clusters(adata: ad.AnnData, path: str | Path, key: str = "domain", *, 
     id_column, group_column = CLUSTER_HEADERS[viewer]
     values = adata.obs[key]
     present = values.notna().to_numpy()
-    labels = values[present].astype(str)
-    table = pd.DataFrame({id_column: adata.obs_names[present], group_column or key: labels.to_numpy()})
+    ids, labels = adata.obs_names[present], values[present].astype(str).to_numpy()
+    size, bins = _hd_bins(adata)
+    if viewer == "loupe" and isinstance(size, int) and size != _tenx.HD_LOUPE_BIN_SIZE:
+        mapped = _tenx.loupe_bins(ids, labels, size, bins)
+        logger.info("%s: the %d µm bins' domains are written for the 8 µm bins of Loupe Browser's file (%d rows)",
+                    Path(path).name, size, len(mapped))
+        ids, labels = mapped["barcode"].to_numpy(), mapped["label"].to_numpy()
+    table = pd.DataFrame({id_column: ids, group_column or key: labels})
     return write_csv(table, path, index=False)
+
+
+def _hd_bins(adata: ad.AnnData) -> tuple:
+    """A Visium HD sample's bin size and its run's binned_outputs folder, as its reader recorded them."""
+    for library in (adata.uns.get("spatial") or {}).values():
+        metadata = (library.get("metadata") or {}) if isinstance(library, dict) else {}
+        if metadata.get("platform") == "Visium HD":
+            size = metadata.get("bin_size_um")
+            return (int(size) if str(size).isdigit() else size), metadata.get("binned_outputs")
+    return None, None

@@ -121,6 +121,46 @@ def test_a_bins_own_count_file_is_read_as_visium_hd(hd_custom_run):
     assert _library(adata)[1]["metadata"]["platform"] == "Visium HD"
 
 
+def _grid(barcode):
+    _, _, row, col = barcode.split("-")[0].split("_")
+    return int(row), int(col)
+
+
+def test_loupe_gets_16_um_domains_on_the_8_um_bins_of_its_file(hd_run, tmp_path):
+    run, truth = hd_run
+    adata = io.read(run, bin_size=16)
+    adata.obs["domain"] = pd.Categorical(truth[16].loc[adata.obs_names].astype(str))
+    table = pd.read_csv(io.write_clusters(adata, tmp_path / "clusters.csv"), dtype=str)
+    assert list(table.columns) == ["Barcode", "domain"]
+    eight = set(io.read(run).obs_names)
+    assert set(table["Barcode"]) <= eight and len(table) == len(set(table["Barcode"]))  # only the .cloupe's bins
+    parents = {_grid(b): d for b, d in zip(adata.obs_names, adata.obs["domain"].astype(str))}
+    for barcode, domain in zip(table["Barcode"], table["domain"]):
+        row, col = _grid(barcode)
+        assert parents[(row // 2, col // 2)] == domain
+    covered = {b for b in eight if (_grid(b)[0] // 2, _grid(b)[1] // 2) in parents}
+    assert set(table["Barcode"]) == covered
+
+
+def test_loupe_gets_the_2_um_majority_of_each_8_um_bin(cells, tmp_path):
+    from collections import Counter
+
+    run = tmp_path / "run2um"
+    truth = write_visium_hd(cells, run / "outs", bin_sizes=(2, 8), segmented=False)
+    adata = io.read(run, bin_size=2)
+    adata.obs["domain"] = truth[2].loc[adata.obs_names].astype(str).to_numpy()
+    table = pd.read_csv(io.write_clusters(adata, tmp_path / "clusters.csv"), dtype=str).set_index("Barcode")
+    children = {}
+    for barcode, domain in zip(adata.obs_names, adata.obs["domain"]):
+        row, col = _grid(barcode)
+        children.setdefault(f"s_008um_{row // 4:05d}_{col // 4:05d}-1", []).append(domain)
+    first_seen = {d: i for i, d in enumerate(dict.fromkeys(adata.obs["domain"]))}
+    expected = {bin8: min(Counter(v).items(), key=lambda item: (-item[1], first_seen[item[0]]))[0]
+                for bin8, v in children.items()}
+    assert set(table.index) == set(expected) & set(io.read(run).obs_names)
+    assert all(table.loc[b, "domain"] == expected[b] for b in table.index)
+
+
 @pytest.mark.parametrize("form, table", [("h5", "parquet"), ("mex", "csv")])
 def test_xenium_reads_gene_expression_with_centroids_in_microns(cells, tmp_path, form, table):
     bundle = write_xenium(cells, tmp_path / "xenium", form=form, cells_table=table)
