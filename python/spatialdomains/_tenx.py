@@ -44,7 +44,8 @@ HD_BIN_SIZES = (2, 8, 16)
 #: 8 µm bins, as the 10x and scverse tools default to: about one cell, and a few hundred thousand bins per section.
 HD_DEFAULT_BIN_SIZE = 8
 _BIN_FOLDER = re.compile(r"^square_(\d{3})um$")
-#: Space Ranger ships a Loupe Browser file (``cloupe.cloupe``) for the 8 µm bins and the segmented cells only.
+#: Of the bin sizes Space Ranger always writes, only the 8 µm bins get a Loupe Browser file (as do a custom bin
+#: size and the segmented cells); the 2 and 16 µm bins' domains go into the 8 µm file.
 HD_LOUPE_BIN_SIZE = 8
 #: A Visium HD bin's barcode: its size, grid row and column (``s_016um_00012_00034-1``).
 _HD_BARCODE = re.compile(r"^s_(\d{3})um_(\d{5})_(\d{5})(-\d+)?$")
@@ -262,7 +263,7 @@ def _read_hd_bins(folder: Path, size: int, library_id: str | None, load_images: 
 
 
 def loupe_bins(barcodes, labels, size_um: int, binned_outputs: str | None = None) -> pd.DataFrame:
-    """Domains of ``size_um`` bins as the 8 µm bins of Loupe Browser's file: a larger bin's domain for each 8 µm
+    """Domains of ``size_um`` bins (2 or 16) as the 8 µm bins of Loupe Browser's file: a larger bin's domain for each 8 µm
     bin it covers (the grids nest: 16 µm bin (r, c) holds 8 µm bins (2r..2r+1, 2c..2c+1)), a smaller bins'
     majority for the 8 µm bin holding them (ties: the domain first in order). With ``binned_outputs`` only the
     8 µm bins of the run's filtered matrix (those in the .cloupe) are listed. Columns: barcode, label."""

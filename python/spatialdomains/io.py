@@ -643,8 +643,9 @@ def write_clusters(adata: ad.AnnData, path: str | Path, key: str = "domain", *, 
         The ``obs`` column of the groups.
     viewer : str, optional
         'loupe' (header ``Barcode,<key>``), 'xenium' (header ``cell_id,group``) or 'auto' (Xenium Explorer
-        for Xenium input, else Loupe). Space Ranger ships a Loupe file for Visium HD's 8 µm bins only: other
-        bin sizes are written for the 8 µm bins (see :func:`spatialdomains._tenx.loupe_bins`).
+        for Xenium input, else Loupe). Space Ranger ships Visium HD's Loupe files for the 8 µm bins, a custom
+        bin size and segmented cells: the 2 and 16 µm bins are written for the 8 µm bins (see
+        :func:`spatialdomains._tenx.loupe_bins`).
 
     Returns
     -------
@@ -663,7 +664,7 @@ def write_clusters(adata: ad.AnnData, path: str | Path, key: str = "domain", *, 
     present = values.notna().to_numpy()
     ids, labels = adata.obs_names[present], values[present].astype(str).to_numpy()
     size, bins = _hd_bins(adata)
-    if viewer == "loupe" and isinstance(size, int) and size != _tenx.HD_LOUPE_BIN_SIZE:
+    if viewer == "loupe" and size in _tenx.HD_BIN_SIZES and size != _tenx.HD_LOUPE_BIN_SIZE:
         mapped = _tenx.loupe_bins(ids, labels, size, bins)
         logger.info("%s: the %d µm bins' domains are written for the 8 µm bins of Loupe Browser's file (%d rows)",
                     Path(path).name, size, len(mapped))

@@ -142,6 +142,14 @@ def test_loupe_gets_16_um_domains_on_the_8_um_bins_of_its_file(hd_run, tmp_path)
     assert set(table["Barcode"]) == covered
 
 
+def test_a_custom_bin_size_keeps_its_own_barcodes_for_its_own_loupe_file(hd_custom_run, tmp_path):
+    run, truth = hd_custom_run
+    adata = io.read(run, bin_size=32)
+    adata.obs["domain"] = truth[32].loc[adata.obs_names].astype(str).to_numpy()
+    table = pd.read_csv(io.write_clusters(adata, tmp_path / "clusters.csv"), dtype=str)
+    assert list(table["Barcode"]) == list(adata.obs_names)
+
+
 def test_loupe_gets_the_2_um_majority_of_each_8_um_bin(cells, tmp_path):
     from collections import Counter
 
