@@ -52,9 +52,10 @@ $(R_VENV)/.torch: | $(R_BIN)/python
 	$(R_BIN)/python -m pip $(TORCH_INSTALL)
 	touch $@
 
-# Only what R reaches: the package itself (no rpy2, which aborts R when called from inside it).
+# What R reaches: the package, and its R extra (rpy2), which R's tests use to run the Python side's mclust as a
+# separate process and compare it with R's own (rpy2 is never called from inside R, which would abort it).
 $(R_VENV)/.installed: pyproject.toml $(CONSTRAINTS) $(R_CONSTRAINTS) $(R_VENV)/.torch
-	$(R_BIN)/python -m pip install -q -c $(R_CONSTRAINTS) -e .
+	$(R_BIN)/python -m pip install -q -c $(R_CONSTRAINTS) -e ".[r]"
 	touch $@
 
 demo: setup

@@ -67,7 +67,12 @@ def main(argv: list[str] | None = None, *, program: bool = False) -> int:
 
 def program() -> None:
     """The ``spatialdomains`` command."""
-    sys.exit(main(program=True))
+    try:
+        code = main(program=True)
+    except KeyboardInterrupt:  # while the command starts, before the run's own handler is in place
+        print("spatialdomains: stopped by SIGINT before any work; nothing was written", file=sys.stderr)
+        code = 128 + signal.SIGINT
+    sys.exit(code)
 
 
 @contextlib.contextmanager

@@ -108,6 +108,12 @@ def _clusters_match_domains(folder: Path, base) -> None:
     header = ["cell_id", "group"] if "xenium" in json.loads((out / MARKER).read_text())["inputs"][0] else \
         ["Barcode", "domain"]
     assert list(clusters.columns) == header
+    if domains["barcode"].str.startswith("s_016um_").all():  # Loupe's file is the 8 µm bins': each takes its 16 µm bin's
+        parents = dict(zip(domains["barcode"].str[8:19], domains["domain"]))
+        for barcode, domain in zip(clusters["Barcode"], clusters["domain"]):
+            row, col = int(barcode[8:13]), int(barcode[14:19])
+            assert barcode.startswith("s_008um_") and parents[f"{row // 2:05d}_{col // 2:05d}"] == domain
+        return
     assert list(clusters.iloc[:, 0]) == list(domains["barcode"]) and list(clusters.iloc[:, 1]) == list(domains["domain"])
 
 
