@@ -106,9 +106,11 @@ def open_store(path: Path):
     except Exception as error:  # noqa: BLE001 - zarr, ome-zarr and pydantic raise many types for a foreign store
         first = str(error).splitlines()[0] if str(error) else ""
         hint = "check that it was written by spatialdata and copied completely"
-        if (path / "zarr.json").is_file() and _zarr_major() < 3:
+        zarr = _zarr_version()
+        major = zarr.split(".")[0]
+        if (path / "zarr.json").is_file() and not (major.isdigit() and int(major) >= 3):
             hint = (f"it is a zarr v3 store (spatialdata 0.6 or later), and this environment has zarr "
-                    f"{_zarr_version()}: pip install -U 'spatialdomains[spatialdata]' (needs NumPy 2)")
+                    f"{zarr}: pip install -U 'spatialdomains[spatialdata]' (needs NumPy 2)")
         raise InputError(f"input '{path}' is not a readable SpatialData store ({type(error).__name__}: {first}); "
                          f"{hint}") from None
 
@@ -120,11 +122,6 @@ def _zarr_version() -> str:
         return version("zarr")
     except PackageNotFoundError:
         return "none"
-
-
-def _zarr_major() -> int:
-    head = _zarr_version().split(".")[0]
-    return int(head) if head.isdigit() else 0
 
 
 def write_spatialdata(adata: ad.AnnData, out: str | Path, *, source: str | Path | None = None,

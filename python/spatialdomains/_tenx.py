@@ -270,9 +270,10 @@ def loupe_bins(barcodes, labels, size_um: int, binned_outputs: str | None = None
     import h5py
 
     parts = pd.Series(list(barcodes)).str.extract(_HD_BARCODE)
-    if parts.isna()[[0, 1, 2]].any().any() or HD_LOUPE_BIN_SIZE % size_um and size_um % HD_LOUPE_BIN_SIZE:
-        raise InputError(f"the {size_um} µm bins' barcodes do not map onto Loupe Browser's 8 µm bins (it has no "
-                         f"file for {size_um} µm): write them for another viewer, or read the run at 8 µm")
+    if parts.isna()[[0, 1, 2]].any().any():
+        raise InputError(f"the {size_um} µm bins' barcodes are not Space Ranger's (s_{size_um:03d}um_ROW_COL), so they "
+                         "cannot be placed on Loupe Browser's 8 µm bins: write them for another viewer, or read the "
+                         "run at 8 µm")
     rows, cols = parts[1].astype(int).to_numpy(), parts[2].astype(int).to_numpy()
     suffix = parts[3].fillna("").to_numpy()
     labels = pd.Series(np.asarray(labels, dtype=object))
